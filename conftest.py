@@ -1,0 +1,10 @@
+"""Test session set-up: eight fake CPU devices so that sharding tests see a mesh.
+
+The flag must be set before JAX is imported anywhere, which is why it lives in the
+root conftest (collected before any test module or doctest).
+"""
+import os
+
+os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")

@@ -1,0 +1,10 @@
+"""lowrank_jax: memory-efficient LLM pretraining in JAX.
+
+Subpackages:
+  models: the Flax NNX LLaMA of the GaLore-lineage protocol and its HF interop.
+  optim:  GaLore, Fira, APOLLO, GoLore, SPAM, ... as composable optax transforms.
+  data:   tokenizers, sources and the grain input pipeline.
+  train:  the sharded training loop.
+"""
+
+__version__ = "0.1.0"
