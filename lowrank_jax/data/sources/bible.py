@@ -48,29 +48,34 @@ def corpus_path() -> pathlib.Path:
 
 
 @functools.cache
-def _all_chapters() -> tuple[str, ...]:
-  """Every chapter's text in canonical order (verses joined by spaces)."""
+def _all_chapters() -> tuple[tuple[str, ...], ...]:
+  """Every chapter as its tuple of verses, in canonical order."""
   chapters: dict[tuple[str, int], list[str]] = {}
   with open(corpus_path(), encoding="utf-8") as lines:
     for line in lines:
       verse = json.loads(line)
       chapters.setdefault((verse["book"], verse["chapter"]), []).append(verse["text"])
-  return tuple(" ".join(verses) for verses in chapters.values())
+  return tuple(tuple(verses) for verses in chapters.values())
 
 
-def chapters(split: str) -> list[str]:
-  """Returns the chapters of one split, in canonical order.
+def chapter_verses(split: str) -> list[tuple[str, ...]]:
+  """Returns the chapters of one split, each as its verses, in canonical order.
 
   Args:
     split: ``'train'`` or ``'validation'``.
 
   Returns:
-    The chapter texts of that split; the two splits partition the corpus.
+    One tuple of verse texts per chapter; the two splits partition the corpus.
   """
   if split not in SPLITS:
     raise ValueError(f"split={split!r} is unknown for the embedded corpus; allowed: {SPLITS}.")
   in_validation = split == "validation"
   return [
-      text for index, text in enumerate(_all_chapters())
+      verses for index, verses in enumerate(_all_chapters())
       if (index % VALIDATION_EVERY == VALIDATION_EVERY - 1) == in_validation
   ]
+
+
+def chapters(split: str) -> list[str]:
+  """Returns the documents of one split: each chapter's verses joined by spaces."""
+  return [" ".join(verses) for verses in chapter_verses(split)]

@@ -1,0 +1,197 @@
+"""Tokenizers: the protocol the pipeline needs and the three ways to get one.
+
+A tokenizer maps a document to token ids and back. The pipeline needs five things from
+it (:class:`Tokenizer`): ``vocab_size`` (every id it can emit is below it), ``pad_id``,
+``eos_id``, ``encode(text) -> list[int]`` (no special tokens added: the preprocessing
+appends EOS itself) and ``decode(ids) -> str``.
+
+:func:`load_tokenizer` resolves ``DataConfig.tokenizer``:
+
+* ``'embedded'``: a SentencePiece unigram model trained on the embedded corpus and
+  cached on disk (:mod:`lowrank_jax.data.tokenizer_training`); t5-base's ids for the
+  special pieces: pad 0, eos 1, unk 2, no bos.
+* ``'t5-base'``: the paper's tokenizer, through ``transformers.AutoTokenizer`` with
+  ``local_files_only=True`` (nothing is downloaded). Its ``vocab_size`` counts the 100
+  sentinel tokens ``<extra_id_*>`` (32,100), because a text that spells one out gets its
+  id; a 32,000-row model should load t5-base's ``spiece.model`` by path instead, which
+  cannot emit them.
+* a path ending in ``.model``: any SentencePiece model.
+
+Example:
+  >>> from lowrank_jax.data.tokenizers import check_vocab_fits, load_tokenizer
+  >>> from lowrank_jax.data.config import DataConfig
+  >>> tokenizer = load_tokenizer(DataConfig(vocab_size=8192))
+  >>> tokenizer.vocab_size, tokenizer.pad_id, tokenizer.eos_id
+  (8192, 0, 1)
+  >>> tokenizer.decode(tokenizer.encode("And God said, Let there be light"))
+  'And God said, Let there be light'
+  >>> check_vocab_fits(tokenizer, model_vocab_size=4096)
+  Traceback (most recent call last):
+  ...
+  ValueError: tokenizer vocab_size=8192 does not fit the model's vocab_size=4096: ids up to 8191 would index past the embedding.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Protocol, Sequence, runtime_checkable
+
+import sentencepiece as spm
+
+from lowrank_jax.data.config import DataConfig
+from lowrank_jax.data import tokenizer_training
+
+T5_BASE = "t5-base"
+
+
+@runtime_checkable
+class Tokenizer(Protocol):
+  """What the pipeline needs from a tokenizer."""
+
+  @property
+  def vocab_size(self) -> int:
+    """One more than the largest id ``encode`` can return."""
+
+  @property
+  def pad_id(self) -> int:
+    """The id that fills padded positions (they carry no loss)."""
+
+  @property
+  def eos_id(self) -> int:
+    """The id appended after every document."""
+
+  def encode(self, text: str) -> list[int]:
+    """The ids of ``text``, without special tokens."""
+
+  def decode(self, ids: Sequence[int]) -> str:
+    """The text of ``ids``; special tokens are dropped."""
+
+
+class SentencePieceTokenizer:
+  """A SentencePiece model; pickles as its serialized bytes (for grain workers).
+
+  A model without a pad piece pads with id 0: padded positions are masked out of the
+  loss, so any valid id serves. A model without an EOS piece is refused.
+
+  Args:
+    model_proto: the serialized model (the bytes of a ``.model`` file).
+  """
+
+  def __init__(self, model_proto: bytes):
+    self._model_proto = model_proto
+    self._processor = spm.SentencePieceProcessor(model_proto=model_proto)
+    if self._processor.eos_id() < 0:
+      raise ValueError("this SentencePiece model has no EOS piece (eos_id=-1); the pipeline needs one.")
+
+  @classmethod
+  def from_file(cls, path: str | os.PathLike) -> SentencePieceTokenizer:
+    """Loads a ``.model`` file."""
+    if not os.path.isfile(path):
+      raise ValueError(f"tokenizer={str(path)!r} is not a file.")
+    with open(path, "rb") as model:
+      return cls(model.read())
+
+  @property
+  def vocab_size(self) -> int:
+    return self._processor.get_piece_size()
+
+  @property
+  def pad_id(self) -> int:
+    return max(self._processor.pad_id(), 0)
+
+  @property
+  def eos_id(self) -> int:
+    return self._processor.eos_id()
+
+  def encode(self, text: str) -> list[int]:
+    return self._processor.encode(text)
+
+  def decode(self, ids: Sequence[int]) -> str:
+    return self._processor.decode([int(i) for i in ids])
+
+  def __getstate__(self) -> dict:
+    return {"model_proto": self._model_proto}
+
+  def __setstate__(self, state: dict) -> None:
+    self.__init__(state["model_proto"])
+
+
+class HuggingFaceTokenizer:
+  """A ``transformers`` tokenizer behind the pipeline's protocol.
+
+  Args:
+    tokenizer: a loaded ``PreTrainedTokenizerBase`` with pad and EOS tokens.
+  """
+
+  def __init__(self, tokenizer):
+    if tokenizer.pad_token_id is None or tokenizer.eos_token_id is None:
+      raise ValueError(f"tokenizer {tokenizer.name_or_path!r} needs pad and eos tokens.")
+    self._tokenizer = tokenizer
+
+  @property
+  def vocab_size(self) -> int:
+    return len(self._tokenizer)
+
+  @property
+  def pad_id(self) -> int:
+    return self._tokenizer.pad_token_id
+
+  @property
+  def eos_id(self) -> int:
+    return self._tokenizer.eos_token_id
+
+  def encode(self, text: str) -> list[int]:
+    return self._tokenizer.encode(text, add_special_tokens=False)
+
+  def decode(self, ids: Sequence[int]) -> str:
+    return self._tokenizer.decode([int(i) for i in ids], skip_special_tokens=True)
+
+
+def _local_hugging_face_tokenizer(name: str) -> HuggingFaceTokenizer:
+  try:
+    import transformers  # pylint: disable=g-import-not-at-top
+  except ImportError:
+    raise ValueError(
+        f"tokenizer={name!r} needs the package 'transformers' (or pass the path of its"
+        " SentencePiece .model file)."
+    ) from None
+  try:
+    return HuggingFaceTokenizer(transformers.AutoTokenizer.from_pretrained(name, local_files_only=True))
+  except OSError:
+    raise ValueError(
+        f"tokenizer={name!r} is not in the local Hugging Face cache and is never downloaded"
+        " here: fetch it once, or pass the path of its SentencePiece .model file."
+    ) from None
+
+
+def load_tokenizer(config: DataConfig) -> Tokenizer:
+  """Returns the tokenizer named by ``config.tokenizer``.
+
+  Args:
+    config: its ``tokenizer`` is ``'embedded'`` (trained on first use with
+      ``config.vocab_size`` pieces, then read from the cache), ``'t5-base'`` or the
+      path of a SentencePiece ``.model`` file.
+
+  Returns:
+    A :class:`Tokenizer`.
+  """
+  if config.tokenizer == "embedded":
+    return SentencePieceTokenizer.from_file(tokenizer_training.embedded_model_path(config.vocab_size))
+  if config.tokenizer == T5_BASE:
+    return _local_hugging_face_tokenizer(T5_BASE)
+  return SentencePieceTokenizer.from_file(config.tokenizer)
+
+
+def check_vocab_fits(tokenizer: Tokenizer, model_vocab_size: int) -> None:
+  """Raises a ``ValueError`` unless every id of ``tokenizer`` indexes the model's embedding.
+
+  Args:
+    tokenizer: the tokenizer feeding the model.
+    model_vocab_size: the number of rows of the model's embedding and lm_head.
+  """
+  if tokenizer.vocab_size > model_vocab_size:
+    raise ValueError(
+        f"tokenizer vocab_size={tokenizer.vocab_size} does not fit the model's"
+        f" vocab_size={model_vocab_size}: ids up to {tokenizer.vocab_size - 1} would index"
+        " past the embedding."
+    )
