@@ -1,0 +1,185 @@
+"""The LLaMA of the GaLore-lineage protocol in Flax NNX.
+
+For input ids ``x`` of shape ``(batch, seq)``::
+
+    h_0 = E[x]
+    a_l = h_{l-1} + o(attn(rope(q(n(h_{l-1}))), rope(k(n(h_{l-1}))), v(n(h_{l-1}))))
+    h_l = a_l + down(silu(gate(n(a_l))) * up(n(a_l)))
+    logits = lm_head(n(h_L))
+
+with ``n`` an RMSNorm, causal softmax attention over ``num_heads`` heads and RoPE in the
+rotate-half convention (the one of HF transformers, so weights move across unchanged).
+Module names follow HF's ``LlamaForCausalLM`` (``self_attn.q_proj``, ``mlp.gate_proj``,
+``input_layernorm``, ...), which makes the weight mapping of :mod:`lowrank_jax.models.hf`
+mechanical.
+
+Every parameter carries logical axis names: ``vocab``, ``embed``, ``heads`` (the flattened
+``num_heads * head_dim``), ``mlp``, ``norm`` and, with ``scan_layers``, a leading ``layers``.
+
+>>> import jax.numpy as jnp
+>>> from flax import nnx
+>>> from lowrank_jax.models import Llama, LlamaConfig
+>>> model = Llama(LlamaConfig.preset("nano", num_layers=2, vocab_size=64), rngs=nnx.Rngs(0))
+>>> model(jnp.zeros((2, 5), jnp.int32)).shape
+(2, 5, 64)
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from lowrank_jax.models.config import LlamaConfig
+from lowrank_jax.models.linear import make_linear, param
+
+
+class RMSNorm(nnx.Module):
+  """``y = w * x / sqrt(mean(x^2) + eps)``, statistics in float32, ``w`` initialised to 1."""
+
+  def __init__(self, size: int, eps: float, *, param_dtype, rngs: nnx.Rngs):
+    self.weight = param(rngs, nnx.initializers.ones, (size,), param_dtype, ("norm",))
+    self.eps = eps
+
+  def __call__(self, x: jax.Array) -> jax.Array:
+    x32 = x.astype(jnp.float32)
+    normed = x32 * jax.lax.rsqrt(jnp.mean(x32 * x32, axis=-1, keepdims=True) + self.eps)
+    return self.weight[...].astype(x.dtype) * normed.astype(x.dtype)
+
+
+def rotary_embedding(x: jax.Array, positions: jax.Array, theta: float) -> jax.Array:
+  """Applies RoPE to ``x`` of shape ``(batch, seq, heads, head_dim)``.
+
+  Rotate-half convention: with ``x = [x1, x2]`` split on the last axis and per-pair
+  frequencies ``f_i = theta^(-2i/head_dim)``, ``y = x cos(p f) + [-x2, x1] sin(p f)``.
+  Angles are computed in float32.
+  """
+  half = x.shape[-1] // 2
+  inv_freq = theta ** (-jnp.arange(half, dtype=jnp.float32) / half)
+  angles = positions.astype(jnp.float32)[..., None] * inv_freq  # (batch, seq, half)
+  angles = jnp.concatenate([angles, angles], axis=-1)[..., None, :]  # broadcast over heads
+  x1, x2 = x[..., :half], x[..., half:]
+  rotated = jnp.concatenate([-x2, x1], axis=-1)
+  out = x.astype(jnp.float32) * jnp.cos(angles) + rotated.astype(jnp.float32) * jnp.sin(angles)
+  return out.astype(x.dtype)
+
+
+def _linears(config: LlamaConfig, rngs: nnx.Rngs, **shapes: tuple[int, int, tuple[str, str]]):
+  policy = config.dtype
+  return {
+      name: make_linear(config.linear, fan_in, fan_out, axes, init_std=config.init_std,
+                        param_dtype=policy.param, compute_dtype=policy.compute, rngs=rngs)
+      for name, (fan_in, fan_out, axes) in shapes.items()
+  }
+
+
+class Attention(nnx.Module):
+  """Causal multi-head self-attention with RoPE and no biases."""
+
+  def __init__(self, config: LlamaConfig, *, rngs: nnx.Rngs):
+    d = config.hidden_size
+    layers = _linears(config, rngs, q_proj=(d, d, ("embed", "heads")),
+                      k_proj=(d, d, ("embed", "heads")), v_proj=(d, d, ("embed", "heads")),
+                      o_proj=(d, d, ("heads", "embed")))
+    self.q_proj, self.k_proj = layers["q_proj"], layers["k_proj"]
+    self.v_proj, self.o_proj = layers["v_proj"], layers["o_proj"]
+    self.num_heads, self.head_dim, self.rope_theta = (config.num_heads, config.head_dim,
+                                                      config.rope_theta)
+
+  def __call__(self, x: jax.Array, positions: jax.Array) -> jax.Array:
+    batch, seq, _ = x.shape
+    split = lambda t: t.reshape(batch, seq, self.num_heads, self.head_dim)
+    q = rotary_embedding(split(self.q_proj(x)), positions, self.rope_theta)
+    k = rotary_embedding(split(self.k_proj(x)), positions, self.rope_theta)
+    v = split(self.v_proj(x))
+    out = jax.nn.dot_product_attention(q, k, v, is_causal=True)
+    return self.o_proj(out.reshape(batch, seq, self.num_heads * self.head_dim))
+
+
+class MLP(nnx.Module):
+  """SwiGLU: ``down(silu(gate x) * up x)``."""
+
+  def __init__(self, config: LlamaConfig, *, rngs: nnx.Rngs):
+    d, f = config.hidden_size, config.intermediate_size
+    layers = _linears(config, rngs, gate_proj=(d, f, ("embed", "mlp")),
+                      up_proj=(d, f, ("embed", "mlp")), down_proj=(f, d, ("mlp", "embed")))
+    self.gate_proj, self.up_proj, self.down_proj = (layers["gate_proj"], layers["up_proj"],
+                                                    layers["down_proj"])
+
+  def __call__(self, x: jax.Array) -> jax.Array:
+    return self.down_proj(jax.nn.silu(self.gate_proj(x)) * self.up_proj(x))
+
+
+class Block(nnx.Module):
+  """One pre-norm transformer block."""
+
+  def __init__(self, config: LlamaConfig, *, rngs: nnx.Rngs):
+    norm = lambda: RMSNorm(config.hidden_size, config.rms_norm_eps,
+                           param_dtype=config.dtype.param, rngs=rngs)
+    self.input_layernorm = norm()
+    self.self_attn = Attention(config, rngs=rngs)
+    self.post_attention_layernorm = norm()
+    self.mlp = MLP(config, rngs=rngs)
+
+  def __call__(self, x: jax.Array, positions: jax.Array) -> jax.Array:
+    x = x + self.self_attn(self.input_layernorm(x), positions)
+    return x + self.mlp(self.post_attention_layernorm(x))
+
+
+def _stacked_blocks(config: LlamaConfig, rngs: nnx.Rngs) -> Block:
+  """``num_layers`` blocks whose parameters are stacked on a leading ``layers`` axis."""
+
+  @nnx.split_rngs(splits=config.num_layers)
+  @nnx.vmap(in_axes=(0,), out_axes=0, transform_metadata={nnx.PARTITION_NAME: "layers"})
+  def create(rngs: nnx.Rngs) -> Block:
+    return Block(config, rngs=rngs)
+
+  return create(rngs)
+
+
+class Llama(nnx.Module):
+  """The decoder-only LLaMA; ``__call__(input_ids, positions=None)`` returns float32 logits."""
+
+  def __init__(self, config: LlamaConfig, *, rngs: nnx.Rngs):
+    self.config = config
+    policy = config.dtype
+    self.embed_tokens = param(rngs, nnx.initializers.normal(config.init_std),
+                              (config.vocab_size, config.hidden_size), policy.param,
+                              ("vocab", "embed"))
+    if config.scan_layers:
+      self.layers = _stacked_blocks(config, rngs)
+    else:
+      self.layers = nnx.List([Block(config, rngs=rngs) for _ in range(config.num_layers)])
+    self.norm = RMSNorm(config.hidden_size, config.rms_norm_eps, param_dtype=policy.param,
+                        rngs=rngs)
+    self.lm_head = param(rngs, nnx.initializers.normal(config.init_std),
+                         (config.hidden_size, config.vocab_size), policy.param,
+                         ("embed", "vocab"))
+
+  def __call__(self, input_ids: jax.Array, positions: jax.Array | None = None) -> jax.Array:
+    config = self.config
+    if input_ids.shape[-1] > config.max_seq_len:
+      raise ValueError(f"sequence length {input_ids.shape[-1]} exceeds "
+                       f"max_seq_len={config.max_seq_len}")
+    if positions is None:
+      positions = jnp.broadcast_to(jnp.arange(input_ids.shape[-1]), input_ids.shape)
+    x = jnp.take(self.embed_tokens[...], input_ids, axis=0).astype(config.dtype.compute)
+    x = self._run_blocks(x, positions)
+    x = self.norm(x)
+    return jnp.dot(x, self.lm_head[...].astype(config.dtype.compute)).astype(jnp.float32)
+
+  def _run_blocks(self, x: jax.Array, positions: jax.Array) -> jax.Array:
+    apply = lambda block, h: block(h, positions)
+    if self.config.remat:
+      apply = nnx.remat(apply)
+    if not self.config.scan_layers:
+      for block in self.layers:
+        x = apply(block, x)
+      return x
+    graphdef, stacked = nnx.split(self.layers)
+
+    def body(h, block_state):
+      return apply(nnx.merge(graphdef, block_state), h), None
+
+    x, _ = jax.lax.scan(body, x, stacked)
+    return x

@@ -1,0 +1,95 @@
+"""Parity with HF transformers' LlamaForCausalLM: import, export and from_pretrained."""
+
+import json
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from lowrank_jax.models import Llama, LlamaConfig
+from lowrank_jax.models.hf import export_hf, from_hf_llama, to_hf_llama
+
+torch = pytest.importorskip("torch")
+transformers = pytest.importorskip("transformers")
+
+CONFIG = dict(vocab_size=101, hidden_size=64, intermediate_size=96, num_heads=4, num_layers=2,
+              max_seq_len=32)
+
+
+def hf_model(seed=0):
+  torch.manual_seed(seed)
+  config = transformers.LlamaConfig(
+      vocab_size=101, hidden_size=64, intermediate_size=96, num_attention_heads=4,
+      num_key_value_heads=4, num_hidden_layers=2, max_position_embeddings=32, rms_norm_eps=1e-6,
+      rope_theta=10000.0, tie_word_embeddings=False, attn_implementation="eager")
+  model = transformers.LlamaForCausalLM(config).eval()
+  with torch.no_grad():  # HF initialises norms to 1; perturb them so their mapping is tested
+    for name, p in model.named_parameters():
+      if "norm" in name:
+        p.add_(0.1 * torch.randn_like(p))
+  return model
+
+
+def right_padded_batch():
+  rng = np.random.default_rng(0)
+  ids = rng.integers(2, 101, size=(3, 12))
+  lengths = np.array([12, 7, 3])
+  mask = (np.arange(12)[None] < lengths[:, None]).astype(np.int64)
+  return ids * mask, mask
+
+
+def hf_logits(model, ids, mask):
+  with torch.no_grad():
+    return model(input_ids=torch.tensor(ids), attention_mask=torch.tensor(mask)).logits.numpy()
+
+
+def assert_logits_match(ours, theirs, mask):
+  real = mask.astype(bool)  # padded positions are not compared: HF masks them differently
+  np.testing.assert_allclose(ours[real], theirs[real], atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("scan_layers", [False, True])
+def test_imported_weights_give_hf_logits_on_a_right_padded_batch(scan_layers):
+  reference = hf_model()
+  ids, mask = right_padded_batch()
+  ours = from_hf_llama(reference, LlamaConfig(**CONFIG, scan_layers=scan_layers))
+  logits = np.asarray(nnx.jit(lambda m, x: m(x))(ours, jnp.asarray(ids)))
+  assert_logits_match(logits, hf_logits(reference, ids, mask), mask)
+
+
+def test_export_round_trips_through_from_pretrained(tmp_path):
+  ours = Llama(LlamaConfig(**CONFIG, scan_layers=True), rngs=nnx.Rngs(4))
+  export_hf(ours, tmp_path / "export")
+  loaded = transformers.LlamaForCausalLM.from_pretrained(tmp_path / "export").eval()
+  ids, mask = right_padded_batch()
+  assert_logits_match(np.asarray(ours(jnp.asarray(ids))), hf_logits(loaded, ids, mask), mask)
+  assert json.loads((tmp_path / "export" / "config.json").read_text())["num_hidden_layers"] == 2
+
+
+def test_state_dict_round_trip_is_exact():
+  reference = hf_model(seed=1)
+  ours = from_hf_llama(reference.state_dict(), LlamaConfig(**CONFIG))
+  tensors, _ = to_hf_llama(ours)
+  expected = {k: v.numpy() for k, v in reference.state_dict().items()}
+  assert tensors.keys() == expected.keys()
+  for key, value in expected.items():
+    np.testing.assert_array_equal(tensors[key], value, err_msg=key)
+
+
+def test_export_never_overwrites(tmp_path):
+  (tmp_path / "keep.txt").write_text("precious")
+  with pytest.raises(ValueError, match="not empty"):
+    export_hf(Llama(LlamaConfig(**CONFIG), rngs=nnx.Rngs(0)), tmp_path)
+  assert (tmp_path / "keep.txt").read_text() == "precious"
+
+
+def test_import_names_missing_and_misshapen_tensors():
+  state = {k: v.clone() for k, v in hf_model().state_dict().items()}
+  config = LlamaConfig(**CONFIG)
+  missing = dict(state)
+  del missing["model.layers.1.mlp.up_proj.weight"]
+  with pytest.raises(ValueError, match="model.layers.1.mlp.up_proj.weight"):
+    from_hf_llama(missing, config)
+  with pytest.raises(ValueError, match=r"embed_tokens.*shape \(101, 64\).*expects \(97, 64\)"):
+    from_hf_llama(state, LlamaConfig(**{**CONFIG, "vocab_size": 97}))
