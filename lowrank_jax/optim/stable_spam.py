@@ -1,0 +1,239 @@
+r"""Stable-SPAM: Adam with adaptive spike clipping, gradient-norm scaling and resets.
+
+Huang, Hu, Zhang, Jin, Li, Shen, Chen, Liu, Wen, Wang, Liu, "Stable-SPAM: How
+to Train in 4-Bit More Stably than 16-Bit Adam", ICML 2025,
+https://arxiv.org/abs/2502.17055. In the benchmark of arXiv 2505.22922 it is a
+tuned full-rank baseline.
+
+Per parameter leaf (each leaf keeps its own three scalar statistics), with the
+1-based global step :math:`n`, reset interval :math:`T` and the step since the
+last reset :math:`t` (:math:`t = n` before the first reset, then
+:math:`t = (n \bmod T) + 1`):
+
+.. math::
+
+  m, v &\leftarrow 0 \quad \text{if } n \bmod T = 0
+      \qquad \text{(reset of the Adam moments and of their bias correction)} \\
+  a &= \max_i |g_i|, \qquad
+  \bar a \leftarrow \theta \bar a + (1 - \theta) a, \qquad
+  \hat a = \bar a / (1 - \theta^n) \\
+  g_i &\leftarrow g_i \, \hat a / a \quad \text{where } |g_i| > \hat a
+      \qquad \text{(AdaClip)} \\
+  \nu &= \lVert g \rVert_2, \quad
+  \mu_n \leftarrow \gamma_1 \mu_n + (1 - \gamma_1) \nu, \quad
+  \sigma_n \leftarrow \gamma_2 \sigma_n + (1 - \gamma_2) \nu^2 \\
+  g &\leftarrow \frac{g}{\nu} \cdot
+      \frac{\mu_n / (1 - \gamma_1^n)}{\sqrt{\sigma_n / (1 - \gamma_2^n)} + \epsilon}
+      \qquad \text{(AdaGN)} \\
+  m &\leftarrow \beta_1 m + (1 - \beta_1) g, \qquad
+  v \leftarrow \beta_2 v + (1 - \beta_2) g^2 \\
+  u &= \frac{1}{1 - \beta_1^t} \, \frac{m}{\sqrt{v} / \sqrt{1 - \beta_2^t} + \epsilon}
+
+A leaf whose clipped gradient is all zeros (:math:`\nu = 0`) gets a zero
+update and keeps :math:`\mu_n, \sigma_n, m, v` (only :math:`\bar a` moves), as
+in the reference.
+
+Order of operations, as in the reference ``pytorch_optimizer.StableSPAM``
+(4.1.0, without its optional ``t_max`` momentum decay, not offered here):
+
+* the "full reset" zeroes :math:`m, v` and restarts their bias correction
+  (:math:`t = 1` on a reset step); the norm statistics
+  :math:`\bar a, \mu_n, \sigma_n` and their bias corrections (global :math:`n`)
+  run on;
+* :math:`\epsilon` is added to the bias-corrected :math:`\sqrt{\hat v}`
+  (textbook Adam), unlike SPAM;
+* weight decay, in :func:`stable_spam`, acts on the weights before the step,
+  which is exactly optax's ``add_decayed_weights``.
+
+Defaults follow the reference and the authors' released LLaMA scripts
+(:math:`\gamma_1 = 0.7`, :math:`\gamma_2 = 0.9`, :math:`\theta = 0.999`,
+:math:`\epsilon = 10^{-8}`), with the reset interval of those scripts, 500.
+
+Example:
+
+>>> import jax.numpy as jnp
+>>> import optax
+>>> from lowrank_jax.optim import stable_spam
+>>> params = {'w': jnp.ones((3, 2))}
+>>> optimizer = stable_spam(learning_rate=1e-3)
+>>> state = optimizer.init(params)
+>>> grads = {'w': jnp.full((3, 2), 0.5)}
+>>> updates, state = optimizer.update(grads, state, params)
+>>> params = optax.apply_updates(params, updates)
+>>> params['w'][0, 0]
+Array(0.999, dtype=float32)
+"""
+
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from lowrank_jax.optim import spike_aware
+from lowrank_jax.optim.adam import check_adam_hyperparameters, update_moments
+from lowrank_jax.optim.docstrings import shared_args
+from lowrank_jax.optim.lowrank_adam import with_decoupled_weight_decay
+from lowrank_jax.optim.tree_utils import map_unzip
+from lowrank_jax.optim.validation import check_range
+
+
+class ScaleByStableSpamState(NamedTuple):
+    """State of :func:`scale_by_stable_spam`.
+
+    Attributes:
+      count: shape ``()``, int32: the number of updates taken (the global step
+        :math:`n`, never reset).
+      mu: first moments :math:`m`, a tree like the params, each leaf of its
+        param's shape and of dtype ``moment_dtype`` (default: the param's dtype).
+      nu: second moments :math:`v`, same shapes and dtypes as ``mu``.
+      max_abs_ema: :math:`\\bar a`, a tree like the params of shape-``()``
+        scalars in float32: EMA of
+        :math:`\\max |g|`.
+      norm_ema: :math:`\\mu_n`, same layout: EMA of the clipped gradient norm.
+      norm_sq_ema: :math:`\\sigma_n`, same layout: EMA of its square.
+    """
+
+    count: jax.Array
+    mu: optax.Updates
+    nu: optax.Updates
+    max_abs_ema: optax.Updates
+    norm_ema: optax.Updates
+    norm_sq_ema: optax.Updates
+
+
+def scale_by_stable_spam(
+    b1: float = 0.9,
+    b2: float = 0.999,
+    eps: float = 1e-8,
+    gamma1: float = 0.7,
+    gamma2: float = 0.9,
+    theta: float = 0.999,
+    reset_interval: int = 500,
+    moment_dtype: Any = None,
+) -> optax.GradientTransformation:
+    r"""Rescales updates by Stable-SPAM (AdaClip, AdaGN, Adam with periodic reset).
+
+    The update is the :math:`u` of the module docstring, without learning rate
+    and weight decay (see :func:`stable_spam` for those).
+
+    Args:
+      b1: decay of Adam's first moment, in [0, 1).
+      b2: decay of Adam's second moment, in [0, 1).
+      eps: added in the Adam denominator and in the AdaGN ratio, >= 0.
+      gamma1: decay of the EMA of the gradient norm (AdaGN), in [0, 1).
+      gamma2: decay of the EMA of the squared gradient norm (AdaGN), in [0, 1).
+      theta: decay of the EMA of :math:`\max |g|`, the adaptive clip level
+        (AdaClip), in [0, 1); 0 turns clipping off.
+      reset_interval: :math:`T`: Adam's moments and bias correction restart at
+        steps :math:`T, 2T, \dots` (1-based), an integer >= 1.
+      moment_dtype: dtype of Adam's moments; ``None`` uses each param's dtype.
+        The scalar statistics are float32 and the update is computed in float32.
+
+    Returns:
+      An ``optax.GradientTransformation`` with state :class:`ScaleByStableSpamState`.
+    """
+    check_adam_hyperparameters(b1, b2, eps)
+    for name, value in (("gamma1", gamma1), ("gamma2", gamma2), ("theta", theta)):
+        check_range(name, value, 0.0, 1.0)
+    spike_aware.check_step_count("reset_interval", reset_interval, minimum=1)
+    spike_aware.check_moment_dtype(moment_dtype)
+
+    def init_fn(params):
+        moments = lambda: jax.tree.map(lambda p: spike_aware.init_moment(p, moment_dtype), params)
+        scalars = lambda: jax.tree.map(lambda p: jnp.zeros([], jnp.float32), params)
+        return ScaleByStableSpamState(
+            count=jnp.zeros([], jnp.int32),
+            mu=moments(),
+            nu=moments(),
+            max_abs_ema=scalars(),
+            norm_ema=scalars(),
+            norm_sq_ema=scalars(),
+        )
+
+    def update_fn(updates, state, params=None):
+        del params
+        step = optax.safe_increment(state.count)
+        reset = spike_aware.is_reset_step(step, reset_interval)
+        adam_step = jnp.where(step < reset_interval, step, step % reset_interval + 1)
+        clip_level_correction = 1.0 - spike_aware.power(theta, step)
+        norm_correction = 1.0 - spike_aware.power(gamma1, step)
+        norm_sq_correction = 1.0 - spike_aware.power(gamma2, step)
+        step_size = 1.0 / (1.0 - spike_aware.power(b1, adam_step))
+        nu_correction = jnp.sqrt(1.0 - spike_aware.power(b2, adam_step))
+
+        def update_leaf(grad, mu, nu, max_abs_ema, norm_ema, norm_sq_ema):
+            g = grad.astype(jnp.float32)
+            max_abs = jnp.max(jnp.abs(g))
+            max_abs_ema = theta * max_abs_ema + (1 - theta) * max_abs
+            clip_level = max_abs_ema / clip_level_correction
+            g = jnp.where(jnp.abs(g) > clip_level, g / max_abs * clip_level, g)
+
+            norm = jnp.linalg.norm(g)
+            active = norm > 0
+            new_norm_ema = gamma1 * norm_ema + (1 - gamma1) * norm
+            new_norm_sq_ema = gamma2 * norm_sq_ema + (1 - gamma2) * jnp.square(norm)
+            norm_scale = (new_norm_ema / norm_correction) / (
+                jnp.sqrt(new_norm_sq_ema / norm_sq_correction) + eps
+            )
+            g = g / jnp.where(active, norm, 1.0) * norm_scale
+
+            mu, nu = spike_aware.zeros_if(reset, mu), spike_aware.zeros_if(reset, nu)
+            _, new_mu, new_nu = update_moments(g, mu, nu, b1, b2, eps)
+            update = step_size * new_mu / (jnp.sqrt(new_nu) / nu_correction + eps)
+            keep_if_idle = lambda new, old: jnp.where(active, new, old).astype(old.dtype)
+            return (
+                jnp.where(active, update, 0.0).astype(grad.dtype),
+                keep_if_idle(new_mu, mu),
+                keep_if_idle(new_nu, nu),
+                max_abs_ema,
+                keep_if_idle(new_norm_ema, norm_ema),
+                keep_if_idle(new_norm_sq_ema, norm_sq_ema),
+            )
+
+        updates, *statistics = map_unzip(
+            6,
+            update_leaf,
+            updates,
+            state.mu,
+            state.nu,
+            state.max_abs_ema,
+            state.norm_ema,
+            state.norm_sq_ema,
+        )
+        return updates, ScaleByStableSpamState(step, *statistics)
+
+    return optax.GradientTransformation(init_fn, update_fn)
+
+
+@shared_args
+def stable_spam(
+    learning_rate: optax.ScalarOrSchedule,
+    b1: float = 0.9,
+    b2: float = 0.999,
+    eps: float = 1e-8,
+    weight_decay: float = 0.0,
+    gamma1: float = 0.7,
+    gamma2: float = 0.9,
+    theta: float = 0.999,
+    reset_interval: int = 500,
+    moment_dtype: Any = None,
+    weight_decay_mask: Any = None,
+) -> optax.GradientTransformation:
+    """Stable-SPAM with decoupled weight decay: ``chain(scale_by_stable_spam, add_decayed_weights, lr)``.
+
+    Args:
+      {alias_args}
+      b1, b2, eps, gamma1, gamma2, theta, reset_interval, moment_dtype: as in
+        :func:`scale_by_stable_spam`.
+
+    Returns:
+      An ``optax.GradientTransformation``.
+    """
+    spike_aware.check_learning_rate(learning_rate)
+    stabilized_update = scale_by_stable_spam(
+        b1, b2, eps, gamma1, gamma2, theta, reset_interval, moment_dtype
+    )
+    return with_decoupled_weight_decay(
+        stabilized_update, learning_rate, weight_decay, weight_decay_mask
+    )
