@@ -112,6 +112,11 @@ class DataConfig:
       raise ValueError(f"num_workers={self.num_workers!r} must be an integer >= 0.")
     if not isinstance(self.seed, int) or not 0 <= self.seed < 2**32:
       raise ValueError(f"seed={self.seed!r} must be an integer in [0, 2**32).")
+    if self.source == "hf" and self.num_workers:
+      raise ValueError(
+          f"num_workers={self.num_workers} needs a random-access source; the hf stream is"
+          " tokenized in this process (use read_threads)."
+      )
     if self.source == "tfds" and not self.data_dir:
       raise ValueError(
           "data_dir=None: the tfds source reads a prepared dataset, give its directory."
@@ -120,6 +125,7 @@ class DataConfig:
       raise ValueError("paths=(): the files source needs at least one training file.")
     for name in ("paths", "validation_paths"):
       if isinstance(getattr(self, name), str):
-        raise ValueError(f"{name}={getattr(self, name)!r} must be a tuple of paths.")
+        raise ValueError(f"{name}={getattr(self, name)!r} must be a sequence of paths, not a string.")
+      object.__setattr__(self, name, tuple(getattr(self, name)))
     if self.dataset is None and self.source in DEFAULT_DATASETS:
       object.__setattr__(self, "dataset", DEFAULT_DATASETS[self.source])
