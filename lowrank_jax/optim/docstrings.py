@@ -1,0 +1,51 @@
+"""Argument documentation shared by the public optimizer factories.
+
+The GaLore family shares most arguments; :func:`shared_args` fills the
+``{shared_args}`` (and ``{alias_args}``) placeholders of a docstring so that the
+text lives in one place.
+
+>>> @shared_args
+... def f(rank=4):
+...     '''Example.
+...
+...     Args:
+...       {shared_args}
+...     '''
+>>> "update_proj_gap:" in f.__doc__
+True
+"""
+
+from __future__ import annotations
+
+import textwrap
+
+_SHARED = """\
+rank: projection rank ``r`` (a Python int), at most the smaller side of every
+  projected matrix (checked at init).
+update_proj_gap: refresh the projectors every this many steps (Python int >= 1).
+b1: Adam's first-moment decay, in [0, 1).
+b2: Adam's second-moment decay, in [0, 1).
+eps: added to ``sqrt(nu)`` (the references' placement), 1e-6 in the GaLore family.
+mask: which leaves are projected: None (every leaf with ndim >= 2), a pytree
+  of bools, or a callable on the params; the other leaves get the references'
+  Adam with the same hyperparameters (see :mod:`lowrank_jax.optim.masking`).
+moment_dtype: storage dtype of all Adam moments (e.g. ``jnp.bfloat16``);
+  None keeps each parameter's dtype. Arithmetic and SVDs are float32.
+options: :class:`~lowrank_jax.optim.projection.ProjectionOptions`: side
+  rule, dimension numbers, refresh method, moment policy, staggering, seed,
+  projector dtype. None uses the method's defaults."""
+
+_ALIAS = """\
+learning_rate: a float or an optax schedule.
+weight_decay: decoupled weight decay (``p -= lr * wd * p``), >= 0.
+weight_decay_mask: optional mask (pytree or callable) of the leaves to decay;
+  None decays every leaf, as the references."""
+
+
+def shared_args(fn):
+    """Fills ``{shared_args}`` and ``{alias_args}`` in ``fn.__doc__``."""
+    def block(text):
+        return textwrap.indent(text, " " * 6).lstrip()
+    fn.__doc__ = fn.__doc__.replace("{shared_args}", block(_SHARED)).replace(
+        "{alias_args}", block(_ALIAS))
+    return fn

@@ -1,0 +1,96 @@
+r"""Fira: GaLore plus a scaled full-rank residual, under a norm-growth limiter.
+
+With ``R = P^T G``, ``N = M / (sqrt(V) + eps)`` (no bias correction) and
+``back(X) = alpha P X`` (paper.md section 3):
+
+.. math::
+  \phi = \frac{\|N\|_r}{\|R\|_r + 10^{-8}}, \qquad
+  S = \phi \odot (G - \mathrm{back}(R)), \qquad
+  u = \frac{\sqrt{1 - b_2^t}}{1 - b_1^t} \left(\mathrm{back}(N) + \mathrm{limit}_\gamma(S)\right),
+
+where the norms run over the rank axis, so ``phi`` has one entry per row or
+column of the kept axis (``max(m, n)`` entries with the ``"std"`` side), and
+``limit`` is the norm-growth limiter
+(:func:`~lowrank_jax.optim.lowrank_adam.limit_norm_growth`, gamma 1.01). Extra
+state: one float32 norm per matrix. This reproduces ``fira.FiraAdamW``; as
+there, the residual is taken against ``alpha``-scaled ``back(R)``.
+
+References:
+  Chen et al., Fira: Can We Achieve Full-rank Training of LLMs Under Low-rank
+  Constraint?, https://arxiv.org/abs/2410.01623
+
+>>> import jax, jax.numpy as jnp
+>>> params = {"w": jnp.ones((3, 8, 16))}
+>>> tx = fira(learning_rate=0.01, rank=2, update_proj_gap=4)
+>>> state = tx.init(params)
+>>> state[0].inner_states["projected"].inner_state.norm["w"].shape
+(3,)
+"""
+
+from __future__ import annotations
+
+import jax.numpy as jnp
+import optax
+
+from lowrank_jax.optim import projection as proj
+from lowrank_jax.optim.docstrings import shared_args
+from lowrank_jax.optim.lowrank_adam import (LowRankStep, limit_norm_growth,
+                                            scale_by_projected_method,
+                                            with_decoupled_weight_decay)
+from lowrank_jax.optim.validation import check_range
+
+
+def fira_method(scale, gamma):
+    """Fira's update from a projected step (see the module docstring)."""
+    def method(step: LowRankStep):
+        phi = proj.rank_axis_norm(step.direction, step.layout) / (
+            proj.rank_axis_norm(step.projected, step.layout) + 1e-8)
+        residual = phi * (step.grad.astype(jnp.float32) - scale * step.project_back(step.projected))
+        residual, norm = limit_norm_growth(residual, step, gamma)
+        return scale * step.project_back(step.direction) + residual, norm
+    return method
+
+
+@shared_args
+def scale_by_fira(rank: int = 128, update_proj_gap: int = 200, scale: float = 0.25,
+                  b1: float = 0.9, b2: float = 0.999, eps: float = 1e-6, mask=None,
+                  moment_dtype=None, options=None, gamma: float = 1.01) -> optax.GradientTransformation:
+    """Fira's rescaling of the gradients (no learning rate, no weight decay).
+
+    Args:
+      {shared_args}
+      scale: ``alpha``, multiplies the projected-back parts (>= 0; 0.0625 at 1B).
+      gamma: the norm-growth limiter's maximal growth per step (> 1 limits less).
+
+    Returns:
+      An ``optax.GradientTransformation`` (state as :func:`scale_by_galore`'s,
+      with the limiter's norms in ``LowRankAdamState.norm``).
+    """
+    check_range("scale", scale, 0.0)
+    check_range("gamma", gamma, 1.0)
+    return scale_by_projected_method(
+        fira_method(scale, gamma), rank=rank, update_proj_gap=update_proj_gap, b1=b1, b2=b2,
+        eps=eps, mask=mask, moment_dtype=moment_dtype, options=options,
+        default_refresh="svd", default_moment_policy="keep", uses_norm=True)
+
+
+@shared_args
+def fira(learning_rate, rank: int = 128, update_proj_gap: int = 200, scale: float = 0.25,
+         b1: float = 0.9, b2: float = 0.999, eps: float = 1e-6, weight_decay: float = 0.0,
+         mask=None, weight_decay_mask=None, moment_dtype=None, options=None,
+         gamma: float = 1.01) -> optax.GradientTransformation:
+    """Fira-AdamW: ``chain(scale_by_fira, add_decayed_weights, scale_by_learning_rate)``.
+
+    Args:
+      {alias_args}
+      {shared_args}
+      scale: ``alpha`` (0.25 by default, 0.0625 at 1B).
+      gamma: the norm-growth limiter's maximal growth per step.
+
+    Returns:
+      An ``optax.GradientTransformation``.
+    """
+    return with_decoupled_weight_decay(
+        scale_by_fira(rank, update_proj_gap, scale, b1, b2, eps, mask, moment_dtype, options,
+                      gamma),
+        learning_rate, weight_decay, weight_decay_mask)

@@ -1,0 +1,248 @@
+r"""The engine of the GaLore family: Adam on projected gradients.
+
+For every projected matrix (see :mod:`lowrank_jax.optim.projection`) one step is
+
+.. math::
+  P &\leftarrow \mathrm{refresh}(G) \quad \text{every } T \text{ steps (behind lax.cond)}, \\
+  R &= P^\top G, \qquad
+  M \leftarrow b_1 M + (1 - b_1) R, \qquad V \leftarrow b_2 V + (1 - b_2) R^2, \\
+  N &= M / (\sqrt{V} + \epsilon), \qquad
+  u = \frac{\sqrt{1 - b_2^t}}{1 - b_1^t}\, \mathrm{method}(G, R, N, P),
+
+with the bias correction folded into the step size as in the references. The
+``method`` hook is what distinguishes GaLore (``scale * P N``), Fira (adds a
+scaled residual) and APOLLO (rescales the raw gradient). Methods may keep one
+float32 norm per matrix for the norm-growth limiter.
+
+:func:`scale_by_lowrank_adam` only handles the leaves it is given: every leaf
+must be a batch of matrices. The public methods wrap it with
+:func:`lowrank_jax.optim.masking.route`, which sends the other leaves to
+:func:`lowrank_jax.optim.adam.scale_by_folded_adam`.
+
+>>> import jax.numpy as jnp
+>>> from lowrank_jax.optim.projection import ProjectionOptions
+>>> tx = scale_by_lowrank_adam(lambda step: (step.project_back(step.direction), step.norm),
+...                            rank=2, update_proj_gap=4, options=ProjectionOptions(refresh="svd",
+...                            moment_policy="keep"))
+>>> state = tx.init({"w": jnp.ones((6, 4))})
+>>> state.projector["w"].shape, state.mu["w"].shape
+((2, 4), (6, 2))
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from lowrank_jax.optim import projection as proj
+from lowrank_jax.optim.adam import (bias_correction, check_adam_hyperparameters,
+                                    scale_by_folded_adam, update_moments)
+from lowrank_jax.optim.masking import Mask, route
+from lowrank_jax.optim.tree_utils import map_unzip
+from lowrank_jax.optim.validation import check_positive_int, check_range
+
+
+class LowRankAdamState(NamedTuple):
+    """State of :func:`scale_by_lowrank_adam` (one entry per projected leaf).
+
+    Attributes:
+      count: int32 scalar, number of updates applied so far.
+      projector: the leaf's shape with the kept axis replaced by the rank,
+        dtype ``projector_dtype`` (default: the parameter's). ``optax.MaskedNode``
+        for data-independent projections, which are regenerated from their key.
+      mu: first moment of ``R``: the leaf's shape with the projected axis
+        replaced by the rank, dtype ``moment_dtype`` (default: the parameter's).
+      nu: second moment, like ``mu``.
+      norm: float32 array of the leaf's batch shape (``()`` for a matrix), the
+        norm-growth limiter's last norm; ``optax.MaskedNode`` if the method has
+        no limiter.
+    """
+
+    count: jax.Array
+    projector: optax.Updates
+    mu: optax.Updates
+    nu: optax.Updates
+    norm: optax.Updates
+
+
+class LowRankStep(NamedTuple):
+    """What a method hook sees for one projected leaf.
+
+    Attributes:
+      grad: the full gradient (leaf shape and dtype).
+      projected: ``R = P^T G``, float32, moment layout.
+      direction: ``N = M / (sqrt(V) + eps)`` without bias correction, float32.
+      projector: ``P``.
+      layout: the leaf's :class:`~lowrank_jax.optim.projection.MatrixLayout`.
+      count: int32 scalar, number of updates before this one.
+      norm: the limiter's last norm per matrix, or ``optax.MaskedNode``.
+    """
+
+    grad: jax.Array
+    projected: jax.Array
+    direction: jax.Array
+    projector: jax.Array
+    layout: proj.MatrixLayout
+    count: jax.Array
+    norm: Any
+
+    def project_back(self, low_rank: jax.Array) -> jax.Array:
+        """``P X`` in float32 with the leaf's shape."""
+        return proj.project_back(low_rank, self.projector, self.layout)
+
+
+Method = Callable[[LowRankStep], tuple[jax.Array, Any]]
+
+
+def limit_norm_growth(update: jax.Array, step: LowRankStep, gamma) -> tuple[jax.Array, jax.Array]:
+    r"""Fira's norm-growth limiter, per matrix.
+
+    From the second step on, if ``||S|| > gamma ||S_prev||`` the update is
+    rescaled to norm ``gamma ||S_prev||``; the stored norm is the post-limit one:
+
+    .. math::
+      c = \max\left(\frac{\|S\|}{\|S_\text{prev}\| + 10^{-8}}, \gamma\right) / \gamma,
+      \qquad S \leftarrow S / c, \qquad \|S_\text{prev}\| \leftarrow \|S\| / c.
+
+    Returns:
+      ``(limited update, new norm)``.
+    """
+    norm = proj.matrix_norm(update, step.layout)
+    factor = jnp.maximum(norm / (step.norm + 1e-8), gamma) / gamma
+    factor = jnp.where(step.count == 0, 1.0, factor)
+    expanded = jnp.expand_dims(factor, step.layout.matrix_axes)
+    return update / expanded, norm / factor
+
+
+def scale_by_lowrank_adam(method: Method, *, rank: int, update_proj_gap: int,
+                          options: proj.ProjectionOptions, b1=0.9, b2=0.999, eps=1e-6,
+                          moment_dtype=None, uses_norm: bool = False,
+                          random_from_step: int | None = None) -> optax.GradientTransformation:
+    """Adam on projected gradients; ``method`` turns the step into an update.
+
+    Args:
+      method: the hook ``LowRankStep -> (update, new norm)``; the update is
+        float32 with the leaf's shape, before bias correction.
+      rank: projection rank, at most every matrix's smaller side.
+      update_proj_gap: refresh the projectors every this many steps.
+      options: a :class:`~lowrank_jax.optim.projection.ProjectionOptions` whose
+        ``refresh`` and ``moment_policy`` are set.
+      b1, b2, eps: Adam's hyperparameters.
+      moment_dtype: storage dtype of the moments (default: the parameter's).
+      uses_norm: whether ``method`` keeps a limiter norm per matrix.
+      random_from_step: from this step on, refreshes draw random orthonormal
+        projectors (GoLore); None never switches.
+
+    Returns:
+      An ``optax.GradientTransformation`` with state :class:`LowRankAdamState`.
+    """
+    rank = check_positive_int("rank", rank)
+    gap = check_positive_int("update_proj_gap", update_proj_gap)
+    check_adam_hyperparameters(b1, b2, eps)
+    options = proj.check_projection_options(options)
+    refresher = proj.make_refresher(options.refresh, rank, options.oversample,
+                                    options.power_iterations, random_from_step)
+    stores_projector = options.refresh != "gaussian" or options.moment_policy == "reproject"
+
+    def layouts_of(params):
+        dims = proj.resolve_dimension_numbers(options.dimension_numbers, params)
+        treedef = jax.tree.structure(params)
+        return treedef.unflatten([
+            proj.matrix_layout(p.shape, d, side=options.side, rank=rank)
+            for p, d in zip(treedef.flatten_up_to(params), treedef.flatten_up_to(dims))])
+
+    def init_fn(params):
+        def leaf_init(p, layout):
+            projector_dtype = options.projector_dtype or p.dtype
+            return (jnp.zeros(layout.projector_shape, projector_dtype) if stores_projector
+                    else optax.MaskedNode(),
+                    jnp.zeros(layout.moment_shape, moment_dtype or p.dtype),
+                    jnp.zeros(layout.moment_shape, moment_dtype or p.dtype),
+                    jnp.zeros(layout.batch_shape, jnp.float32) if uses_norm else optax.MaskedNode())
+
+        parts = map_unzip(4, leaf_init, params, layouts_of(params))
+        return LowRankAdamState(jnp.zeros([], jnp.int32), *parts)
+
+    def update_fn(updates, state, params=None):
+        del params
+        count = state.count
+        correction = bias_correction(count, b1, b2)
+        treedef = jax.tree.structure(updates)
+        layouts = treedef.flatten_up_to(layouts_of(updates))
+        sizes = [layout.num_matrices for layout in layouts]
+        starts = np.cumsum([0] + sizes)[:-1].tolist()
+        plans = treedef.unflatten(list(zip(layouts, starts)))
+
+        def leaf_update(grad, plan, projector, mu, nu, norm):
+            layout, start = plan
+            offsets = proj.stagger_offsets(layout.num_matrices, start, sum(sizes), gap,
+                                           options.stagger)
+            due = proj.refresh_due(count, gap, offsets)
+            keys = proj.refresh_keys(options.seed, count, gap, start, offsets)
+            if stores_projector:
+                projector, mu, nu = proj.refresh_projector(
+                    grad, projector, mu, nu, layout=layout, due=due, keys=keys, count=count,
+                    refresher=refresher, moment_policy=options.moment_policy,
+                    stagger=options.stagger)
+                basis = projector
+            else:
+                basis = proj.regenerate_projector(layout, keys, refresher,
+                                                  options.projector_dtype or grad.dtype)
+                if options.moment_policy == "reset":
+                    fresh = jnp.expand_dims(due.reshape(layout.batch_shape), layout.matrix_axes)
+                    mu, nu = (jnp.where(fresh, 0, x).astype(x.dtype) for x in (mu, nu))
+            projected = proj.project(grad, basis, layout)
+            direction, new_mu, new_nu = update_moments(projected, mu, nu, b1, b2, eps)
+            step = LowRankStep(grad, projected, direction, basis, layout, count, norm)
+            update, norm = method(step)
+            return ((correction * update).astype(grad.dtype),
+                    projector if stores_projector else optax.MaskedNode(),
+                    new_mu.astype(mu.dtype), new_nu.astype(nu.dtype), norm)
+
+        new_updates, *parts = map_unzip(5, leaf_update, updates, plans, state.projector, state.mu,
+                                        state.nu, state.norm)
+        return new_updates, LowRankAdamState(optax.safe_increment(count), *parts)
+
+    return optax.GradientTransformation(init_fn, update_fn)
+
+
+def scale_by_projected_method(method: Method, *, rank: int, update_proj_gap: int, b1, b2, eps,
+                              mask: Mask, moment_dtype, options: proj.ProjectionOptions | None,
+                              default_refresh: str, default_moment_policy: str,
+                              uses_norm: bool = False,
+                              random_from_step: int | None = None) -> optax.GradientTransformation:
+    """A method on the leaves ``mask`` selects, the references' Adam on the others.
+
+    This is what every public ``scale_by_<method>`` returns: an
+    ``optax.partition`` (see :func:`lowrank_jax.optim.masking.route`) of
+    :func:`scale_by_lowrank_adam` and
+    :func:`~lowrank_jax.optim.adam.scale_by_folded_adam` with the same ``b1``,
+    ``b2``, ``eps`` and ``moment_dtype``. ``options`` fields left as None
+    take the method's defaults; ``random_from_step`` is passed on.
+    """
+    options = proj.check_projection_options(options or proj.ProjectionOptions())
+    options = options._replace(refresh=options.refresh or default_refresh,
+                               moment_policy=options.moment_policy or default_moment_policy)
+    lowrank = scale_by_lowrank_adam(method, rank=rank, update_proj_gap=update_proj_gap,
+                                    options=options, b1=b1, b2=b2, eps=eps,
+                                    moment_dtype=moment_dtype, uses_norm=uses_norm,
+                                    random_from_step=random_from_step)
+    dense = scale_by_folded_adam(b1=b1, b2=b2, eps=eps, moment_dtype=moment_dtype)
+    return route(lowrank, dense, mask)
+
+
+def with_decoupled_weight_decay(scale_by: optax.GradientTransformation, learning_rate,
+                                weight_decay, weight_decay_mask) -> optax.GradientTransformation:
+    """``chain(scale_by, add_decayed_weights(weight_decay), scale_by_learning_rate(lr))``.
+
+    The update is ``-lr * (u + weight_decay * p)``: AdamW's decoupled decay
+    ``p -= lr * wd * p`` as in the references (which decay the already-updated
+    parameter, a difference of order ``lr^2 * wd``).
+    """
+    check_range("weight_decay", weight_decay, 0.0)
+    return optax.chain(scale_by, optax.add_decayed_weights(weight_decay, weight_decay_mask),
+                       optax.scale_by_learning_rate(learning_rate))

@@ -1,0 +1,416 @@
+r"""Shared core of the GaLore family: matrices, sides, projectors and refreshes.
+
+**Matrices.** Every parameter leaf with two or more axes is a *batch of
+matrices*. :class:`MatrixDimensionNumbers` names its reduction (input) axis and
+its output axis; every other axis is a batch axis, so stacked (scanned) layers
+and 3-D attention kernels are projected matrix by matrix, never skipped. The
+default follows the Flax kernel layout ``(..., in, out)`` (the transpose of a
+PyTorch weight): the last two axes.
+
+**Sides.** For a matrix with a projected axis of size ``p`` and a kept axis of
+size ``k``, the projector ``P`` is ``p x r`` with orthonormal columns (random
+Gaussian for APOLLO) and the low-rank gradient is ``R = P^T G``: ``r x k``.
+``side`` picks the projected axis:
+
+* ``"std"`` (the references): project the input axis when
+  ``out >= in`` (ties included), else the output axis; i.e. the smaller side;
+* ``"larger"``: the other one (the references' ``reverse_std``);
+* ``"in"`` / ``"out"``: always that axis (``"right"`` / ``"left"`` are the
+  references' names for them, stated on their ``(out, in)`` layout).
+
+**Layouts.** Arrays keep the leaf's axis order: the projector is the leaf's
+shape with the *kept* axis replaced by ``r``; a low-rank moment (and ``R``) is
+the leaf's shape with the *projected* axis replaced by ``r``. A ``(d, f)``
+kernel projected on ``d`` thus has a ``(d, r)`` projector and ``(r, f)``
+moments, and a sharding rule can keep the mesh axis of every axis that kept its
+size (see :mod:`lowrank_jax.optim.sharding`).
+
+**Refreshes.** Every ``update_proj_gap`` steps (step 0 included) a new
+projector is computed from the current gradient, in float32:
+
+* ``"svd"``: the top-``r`` singular vectors of ``G`` (exact, as the references);
+* ``"randomized"``: a randomized range finder (Halko et al. 2011):
+  ``Y = (G G^T)^q G Omega`` with ``r + oversample`` Gaussian columns,
+  re-orthonormalised after each power iteration, then an SVD of the small
+  ``Q^T G``;
+* ``"gaussian"``: i.i.d. ``N(0, 1/r)`` entries (APOLLO), drawn from a
+  per-matrix key, so the projector need not be stored;
+* ``"orthonormal"``: a uniformly random orthonormal basis (GoLore), the Q of
+  the QR of a Gaussian matrix.
+
+Singular vectors are only defined up to sign; each column of an SVD-based
+projector is flipped so that its largest-magnitude entry is positive. That
+makes the optimizer reproducible across backends (and comparable with the
+references, whose moments survive a refresh).
+
+The refresh runs inside ``lax.cond`` on a scalar predicate, outside any
+``vmap`` (a batched predicate would become a select and pay the SVD every
+step). With ``stagger=True`` the matrices (all leaves, each layer of a stack)
+get offsets spread over the gap, so that no single step pays every SVD; step 0
+still refreshes all of them.
+
+**Moments on a refresh** (``moment_policy``): ``"keep"`` carries them over
+unchanged (the references), ``"reset"`` zeroes the refreshed matrix's moments,
+``"reproject"`` maps the first moment into the new basis,
+``M <- P_new^T P_old M``, and keeps the second (GoLore).
+
+>>> import jax.numpy as jnp
+>>> layout = matrix_layout((16, 8), MatrixDimensionNumbers(), side="std", rank=2)
+>>> layout.projected_axis, layout.projector_shape, layout.moment_shape
+(1, (2, 8), (16, 2))
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Callable, NamedTuple, Union
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+
+from lowrank_jax.optim.validation import check_choice, check_positive_int
+
+SIDES = ("std", "larger", "in", "out", "left", "right")
+REFRESHES = ("svd", "randomized", "gaussian", "orthonormal")
+MOMENT_POLICIES = ("keep", "reset", "reproject")
+
+
+class MatrixDimensionNumbers(NamedTuple):
+    """Which axes of a leaf form the matrix; all other axes are batch axes.
+
+    Attributes:
+      reduction_axis: the input axis (contracted with the activations),
+        default ``-2`` as in a Flax kernel ``(..., in, out)``.
+      output_axis: the output axis, default ``-1``.
+    """
+
+    reduction_axis: int = -2
+    output_axis: int = -1
+
+
+DimensionNumbers = Union[None, MatrixDimensionNumbers, Any, Callable[[Any], Any]]
+
+
+class ProjectionOptions(NamedTuple):
+    """Advanced options shared by every projected optimizer (all have defaults).
+
+    Attributes:
+      side: which axis is projected: ``"std"`` (smaller side, as the
+        references), ``"larger"``, ``"in"``/``"right"``, ``"out"``/``"left"``.
+      dimension_numbers: None (the last two axes are ``(in, out)``), one
+        :class:`MatrixDimensionNumbers` for every leaf, a pytree of them with the
+        params' structure, or a callable returning such a pytree from the params.
+      refresh: how the projector is recomputed: ``"svd"``, ``"randomized"``,
+        ``"gaussian"`` or ``"orthonormal"``; None takes the method's default.
+      oversample: extra columns of the randomized range finder.
+      power_iterations: power iterations of the randomized range finder.
+      moment_policy: ``"keep"``, ``"reset"`` or ``"reproject"`` on a refresh;
+        None takes the method's default.
+      stagger: spread the matrices' refreshes over the gap.
+      seed: seed of the random projections (folded with each matrix's index
+        and its refresh number).
+      projector_dtype: storage dtype of the projector; None keeps the
+        parameter's dtype (as the references). Refreshes are float32 anyway.
+    """
+
+    side: str = "std"
+    dimension_numbers: DimensionNumbers = None
+    refresh: str | None = None
+    oversample: int = 8
+    power_iterations: int = 1
+    moment_policy: str | None = None
+    stagger: bool = False
+    seed: int = 0
+    projector_dtype: Any = None
+
+
+def check_projection_options(options: ProjectionOptions) -> ProjectionOptions:
+    """Validates the options; raises ``ValueError`` naming the bad one."""
+    if not isinstance(options, ProjectionOptions):
+        raise ValueError(f"projection must be a ProjectionOptions, got {type(options).__name__}.")
+    check_choice("side", options.side, SIDES)
+    if options.refresh is not None:
+        check_choice("refresh", options.refresh, REFRESHES)
+    if options.moment_policy is not None:
+        check_choice("moment_policy", options.moment_policy, MOMENT_POLICIES)
+    check_positive_int("power_iterations + 1", options.power_iterations + 1)
+    check_positive_int("oversample + 1", options.oversample + 1)
+    return options
+
+
+class MatrixLayout(NamedTuple):
+    """Static description of one projected leaf.
+
+    Attributes:
+      shape: the leaf's shape.
+      projected_axis: the (non-negative) axis the projector contracts.
+      kept_axis: the other matrix axis.
+      rank: the projection rank ``r``.
+    """
+
+    shape: tuple[int, ...]
+    projected_axis: int
+    kept_axis: int
+    rank: int
+
+    @property
+    def batch_shape(self) -> tuple[int, ...]:
+        """Sizes of the batch axes, in leaf order (``()`` for a plain matrix)."""
+        return tuple(n for i, n in enumerate(self.shape) if i not in self.matrix_axes)
+
+    @property
+    def matrix_axes(self) -> tuple[int, int]:
+        return (self.projected_axis, self.kept_axis)
+
+    @property
+    def num_matrices(self) -> int:
+        return math.prod(self.batch_shape)
+
+    @property
+    def projector_shape(self) -> tuple[int, ...]:
+        """The leaf's shape with the kept axis replaced by the rank."""
+        return _replace(self.shape, self.kept_axis, self.rank)
+
+    @property
+    def moment_shape(self) -> tuple[int, ...]:
+        """The leaf's shape with the projected axis replaced by the rank."""
+        return _replace(self.shape, self.projected_axis, self.rank)
+
+    def subscripts(self) -> tuple[str, str, str]:
+        """Einsum subscripts of (leaf, projector, moment)."""
+        letters = "abcdefghijklmnopqrstuvwxy"[: len(self.shape)]
+        return (letters, _replace(letters, self.kept_axis, "z"),
+                _replace(letters, self.projected_axis, "z"))
+
+
+def _replace(seq, index, value):
+    if isinstance(seq, str):
+        return seq[:index] + value + seq[index + 1:]
+    return tuple(value if i == index else n for i, n in enumerate(seq))
+
+
+def resolve_dimension_numbers(dimension_numbers: DimensionNumbers, params: Any) -> Any:
+    """Returns one :class:`MatrixDimensionNumbers` per leaf of ``params``."""
+    if dimension_numbers is None:
+        dimension_numbers = MatrixDimensionNumbers()
+    if isinstance(dimension_numbers, MatrixDimensionNumbers):
+        return jax.tree.map(lambda _: dimension_numbers, params)
+    if callable(dimension_numbers):
+        return dimension_numbers(params)
+    return dimension_numbers
+
+
+def matrix_layout(shape, dims: MatrixDimensionNumbers, *, side: str, rank: int) -> MatrixLayout:
+    """The layout of a leaf of ``shape``; raises ``ValueError`` if it cannot be projected."""
+    shape = tuple(shape)
+    ndim = len(shape)
+    if ndim < 2:
+        raise ValueError(f"only leaves with ndim >= 2 can be projected, got shape {shape}.")
+    reduction, output = (axis % ndim for axis in (dims.reduction_axis, dims.output_axis))
+    if reduction == output:
+        raise ValueError(f"reduction_axis and output_axis must differ, got {dims} for shape {shape}.")
+    smaller = min(shape[reduction], shape[output])
+    if rank > smaller:
+        raise ValueError(f"rank must be at most the smaller side of every projected matrix, "
+                         f"got rank {rank} for a matrix of shape {shape}.")
+    in_side = {
+        "std": shape[output] >= shape[reduction],
+        "larger": shape[output] < shape[reduction],
+        "in": True, "right": True, "out": False, "left": False,
+    }[side]
+    projected, kept = (reduction, output) if in_side else (output, reduction)
+    return MatrixLayout(shape, projected, kept, rank)
+
+
+def project(grad: jax.Array, projector: jax.Array, layout: MatrixLayout) -> jax.Array:
+    """``R = P^T G`` for every matrix, in float32 (moment layout)."""
+    leaf, proj, moment = layout.subscripts()
+    return jnp.einsum(f"{leaf},{proj}->{moment}", grad, projector.astype(grad.dtype),
+                      preferred_element_type=jnp.float32)
+
+
+def project_back(low_rank: jax.Array, projector: jax.Array, layout: MatrixLayout) -> jax.Array:
+    """``P N`` for every matrix: the leaf's shape, float32."""
+    leaf, proj, moment = layout.subscripts()
+    return jnp.einsum(f"{moment},{proj}->{leaf}", low_rank.astype(jnp.float32),
+                      projector.astype(jnp.float32))
+
+
+def rank_axis_norm(x: jax.Array, layout: MatrixLayout) -> jax.Array:
+    """Norm over the rank axis of a moment-layout array (keeps the axis, size 1)."""
+    return jnp.linalg.norm(x, axis=layout.projected_axis, keepdims=True)
+
+
+def matrix_norm(x: jax.Array, layout: MatrixLayout, keepdims: bool = False) -> jax.Array:
+    """Frobenius norm of every matrix of ``x`` (shape ``batch_shape``, or kept dims)."""
+    return jnp.sqrt(jnp.sum(jnp.square(x.astype(jnp.float32)), axis=layout.matrix_axes,
+                            keepdims=keepdims))
+
+
+# --------------------------------------------------------------------------- #
+# Projector refreshes: each maps (matrix (p, k) float32, key, count) -> (p, r).
+# --------------------------------------------------------------------------- #
+
+Refresher = Callable[[jax.Array, jax.Array, jax.Array], jax.Array]
+
+
+def canonical_signs(basis: jax.Array) -> jax.Array:
+    """Flips each column of ``basis`` so that its largest-magnitude entry is positive."""
+    largest = jnp.take_along_axis(basis, jnp.argmax(jnp.abs(basis), axis=0)[None], axis=0)
+    return basis * jnp.where(largest < 0, -1.0, 1.0).astype(basis.dtype)
+
+
+def svd_basis(matrix: jax.Array, rank: int) -> jax.Array:
+    """Top-``rank`` left singular vectors of ``matrix``, sign-canonicalised."""
+    u, _, _ = jnp.linalg.svd(matrix, full_matrices=False)
+    return canonical_signs(u[:, :rank])
+
+
+def randomized_basis(matrix: jax.Array, key: jax.Array, rank: int, oversample: int,
+                     power_iterations: int) -> jax.Array:
+    """Approximate top-``rank`` left singular vectors by a randomized range finder."""
+    rows, cols = matrix.shape
+    width = min(rank + oversample, rows, cols)
+    sketch = matrix @ jax.random.normal(key, (cols, width), matrix.dtype)
+    basis, _ = jnp.linalg.qr(sketch)
+    for _ in range(power_iterations):
+        basis, _ = jnp.linalg.qr(matrix @ (matrix.T @ basis))
+    small_u, _, _ = jnp.linalg.svd(basis.T @ matrix, full_matrices=False)
+    return canonical_signs(basis @ small_u[:, :rank])
+
+
+def gaussian_basis(rows: int, key: jax.Array, rank: int) -> jax.Array:
+    """A ``rows x rank`` matrix of i.i.d. ``N(0, 1/rank)`` entries (APOLLO)."""
+    return jax.random.normal(key, (rows, rank), jnp.float32) / math.sqrt(rank)
+
+
+def orthonormal_basis(rows: int, key: jax.Array, rank: int) -> jax.Array:
+    """A uniformly random ``rows x rank`` matrix with orthonormal columns (GoLore)."""
+    q, r = jnp.linalg.qr(jax.random.normal(key, (rows, rank), jnp.float32))
+    return q * jnp.sign(jnp.diagonal(r))
+
+
+def make_refresher(kind: str, rank: int, oversample: int = 8, power_iterations: int = 1,
+                   random_from_step: int | None = None) -> Refresher:
+    """The refresh function ``(matrix, key, count) -> projector`` of ``kind``.
+
+    With ``random_from_step``, refreshes at steps ``>= random_from_step`` draw
+    a random orthonormal basis instead (GoLore); the switch is a ``lax.cond``
+    on the scalar step count.
+    """
+    basis_fns = {
+        "svd": lambda matrix, key: svd_basis(matrix, rank),
+        "randomized": lambda matrix, key: randomized_basis(matrix, key, rank, oversample,
+                                                           power_iterations),
+        "gaussian": lambda matrix, key: gaussian_basis(matrix.shape[0], key, rank),
+        "orthonormal": lambda matrix, key: orthonormal_basis(matrix.shape[0], key, rank),
+    }
+    basis = basis_fns[kind]
+    if random_from_step is None:
+        return lambda matrix, key, count: basis(matrix, key)
+    return lambda matrix, key, count: lax.cond(
+        count >= random_from_step, basis_fns["orthonormal"], basis, matrix, key)
+
+
+# --------------------------------------------------------------------------- #
+# Schedule: which matrices refresh at which step, and their random keys.
+# --------------------------------------------------------------------------- #
+
+
+def stagger_offsets(num_matrices: int, start: int, total: int, gap: int, stagger: bool) -> np.ndarray:
+    """Refresh offsets (in ``[0, gap)``) of matrices ``start .. start + num_matrices``.
+
+    Without staggering every offset is 0; with it, matrix ``j`` of ``total``
+    refreshes at the steps ``t`` with ``t % gap == (j * gap) // total``.
+    """
+    indices = np.arange(start, start + num_matrices)
+    return (indices * gap) // max(total, 1) if stagger else np.zeros_like(indices)
+
+
+def refresh_due(count: jax.Array, gap: int, offsets: np.ndarray) -> jax.Array:
+    """Bool vector: which matrices refresh at step ``count`` (all of them at step 0)."""
+    return (count % gap == jnp.asarray(offsets, jnp.int32)) | (count == 0)
+
+
+def refresh_keys(seed: int, count: jax.Array, gap: int, start: int, offsets: np.ndarray) -> jax.Array:
+    """One key per matrix, fixed between two of that matrix's refreshes.
+
+    The key folds the seed with the matrix's global index and its refresh number
+    ``(count + gap - offset) // gap``, which increases exactly at its refreshes.
+    """
+    base = jax.random.key(seed)
+    indices = jnp.arange(start, start + len(offsets))
+    refresh_number = (count + gap - jnp.asarray(offsets, jnp.int32)) // gap
+    return jax.vmap(lambda i, n: jax.random.fold_in(jax.random.fold_in(base, i), n))(
+        indices, refresh_number)
+
+
+# --------------------------------------------------------------------------- #
+# The refresh itself, behind lax.cond.
+# --------------------------------------------------------------------------- #
+
+
+def to_matrices(x: jax.Array, layout: MatrixLayout) -> jax.Array:
+    """Moves the matrix axes last and flattens the batch: ``(B, a, b)``."""
+    moved = jnp.moveaxis(x, layout.matrix_axes, (-2, -1))
+    return moved.reshape((layout.num_matrices,) + moved.shape[-2:])
+
+
+def from_matrices(x: jax.Array, layout: MatrixLayout) -> jax.Array:
+    """Inverse of :func:`to_matrices`."""
+    return jnp.moveaxis(x.reshape(layout.batch_shape + x.shape[-2:]), (-2, -1), layout.matrix_axes)
+
+
+def carry_moments(policy: str, new_basis, old_basis, mu, nu):
+    """Applies the moment policy to one matrix's moments ``(r, k)`` on a refresh."""
+    if policy == "reset":
+        return jnp.zeros_like(mu), jnp.zeros_like(nu)
+    if policy == "reproject":
+        change = new_basis.T @ old_basis.astype(jnp.float32)
+        return (change @ mu.astype(jnp.float32)).astype(mu.dtype), nu
+    return mu, nu
+
+
+def refresh_projector(grad, projector, mu, nu, *, layout: MatrixLayout, due: jax.Array,
+                      keys: jax.Array, count: jax.Array, refresher: Refresher,
+                      moment_policy: str, stagger: bool):
+    """Recomputes the projectors of the matrices that are ``due``.
+
+    Runs under ``lax.cond(any(due))``: steps without a refresh cost nothing. All
+    matrices of a leaf refresh together (one batched SVD) unless ``stagger``, in
+    which case each matrix has its own ``lax.cond`` inside a ``lax.map``.
+
+    Returns:
+      ``(projector, mu, nu)``, with the input dtypes.
+    """
+
+    def refresh_one(matrix, old_basis, m, v, key):
+        new_basis = refresher(matrix, key, count)
+        m, v = carry_moments(moment_policy, new_basis, old_basis, m, v)
+        return new_basis.astype(old_basis.dtype), m, v
+
+    def refresh_all(operands):
+        g, p, m, v = (to_matrices(x, layout) for x in operands)
+        g = g.astype(jnp.float32)
+        if stagger:
+            def maybe_refresh(args):
+                is_due, *rest = args
+                return lax.cond(is_due, refresh_one, lambda *a: tuple(a[1:4]), *rest)
+            new = lax.map(maybe_refresh, (due, g, p, m, v, keys))
+        else:
+            new = jax.vmap(refresh_one)(g, p, m, v, keys)
+        return tuple(from_matrices(x, layout) for x in new)
+
+    return lax.cond(jnp.any(due), refresh_all, lambda operands: operands[1:],
+                    (grad, projector, mu, nu))
+
+
+def regenerate_projector(layout: MatrixLayout, keys: jax.Array, refresher: Refresher,
+                         dtype) -> jax.Array:
+    """A data-independent projector rebuilt from the keys (never stored)."""
+    rows = layout.shape[layout.projected_axis]
+    dummy = jnp.zeros((rows, 0), jnp.float32)
+    bases = jax.vmap(lambda key: refresher(dummy, key, None))(keys)
+    return from_matrices(bases.astype(dtype), layout)
