@@ -1,0 +1,106 @@
+"""Tokenizers: the embedded default (deterministic, cached), SentencePiece files, t5-base."""
+
+import pickle
+import re
+
+import pytest
+
+from lowrank_jax.data import DataConfig, check_vocab_fits, load_tokenizer, Tokenizer
+from lowrank_jax.data import tokenizer_training
+from lowrank_jax.data.sources import bible
+from lowrank_jax.data.tokenizers import HuggingFaceTokenizer, SentencePieceTokenizer
+
+GENESIS = "In the beginning God created the heaven and the earth."
+
+
+def _some_verses(count):
+  return [verse for chapter in bible.chapter_verses("train")[:40] for verse in chapter][:count]
+
+
+def test_training_is_deterministic_byte_for_byte():
+  verses = _some_verses(600)
+  assert (tokenizer_training.train_sentencepiece(verses, vocab_size=300)
+          == tokenizer_training.train_sentencepiece(verses, vocab_size=300))
+
+
+def test_training_depends_on_the_vocab_size():
+  verses = _some_verses(600)
+  small = SentencePieceTokenizer(tokenizer_training.train_sentencepiece(verses, vocab_size=250))
+  large = SentencePieceTokenizer(tokenizer_training.train_sentencepiece(verses, vocab_size=300))
+  assert (small.vocab_size, large.vocab_size) == (250, 300)
+
+
+def test_impossible_vocab_size_is_named():
+  with pytest.raises(ValueError, match=re.escape("vocab_size=5000 cannot be trained")):
+    tokenizer_training.train_sentencepiece(_some_verses(50), vocab_size=5000)
+
+
+def test_embedded_tokenizer_has_t5_special_ids(tokenizer):
+  assert isinstance(tokenizer, Tokenizer)
+  assert (tokenizer.vocab_size, tokenizer.pad_id, tokenizer.eos_id) == (8192, 0, 1)
+  ids = tokenizer.encode(GENESIS)
+  assert tokenizer.decode(ids) == GENESIS
+  assert all(3 <= i < 8192 for i in ids)  # text never encodes to pad, eos or unk
+  assert tokenizer.decode([*ids, tokenizer.eos_id, 0, 0]) == GENESIS
+
+
+def test_embedded_model_is_cached_and_not_retrained(tokenizer_cache, tokenizer, monkeypatch):
+  del tokenizer  # the session fixture has trained the default model into the cache
+  cached = list(tokenizer_cache.glob("kjv-unigram-8192-*.model"))
+  assert len(cached) == 1
+  monkeypatch.setattr(tokenizer_training, "train_sentencepiece",
+                      lambda *args: pytest.fail("retrained a cached model"))
+  assert tokenizer_training.embedded_model_path(8192) == cached[0]
+
+
+def test_a_cold_cache_trains_the_same_bytes(tokenizer_cache, tokenizer, tmp_path, monkeypatch):
+  del tokenizer
+  monkeypatch.setenv(tokenizer_training.CACHE_ENV, str(tmp_path))
+  fresh = tokenizer_training.embedded_model_path(8192)
+  assert fresh.parent == tmp_path
+  assert fresh.read_bytes() == next(tokenizer_cache.glob("kjv-unigram-8192-*.model")).read_bytes()
+
+
+def test_sentencepiece_file_loads_and_pickles(tokenizer_cache, tokenizer):
+  path = next(tokenizer_cache.glob("*.model"))
+  from_file = load_tokenizer(DataConfig(tokenizer=str(path)))
+  assert from_file.encode(GENESIS) == tokenizer.encode(GENESIS)
+  assert pickle.loads(pickle.dumps(from_file)).encode(GENESIS) == tokenizer.encode(GENESIS)
+
+
+def test_missing_model_file_is_named(tmp_path):
+  missing = str(tmp_path / "absent.model")
+  with pytest.raises(ValueError, match=re.escape(f"tokenizer={missing!r} is not a file.")):
+    load_tokenizer(DataConfig(tokenizer=missing))
+
+
+def test_check_vocab_fits(tokenizer):
+  check_vocab_fits(tokenizer, 8192)
+  check_vocab_fits(tokenizer, 32000)
+  with pytest.raises(ValueError, match="vocab_size=8192 does not fit the model's vocab_size=8191"):
+    check_vocab_fits(tokenizer, 8191)
+
+
+def _reference_t5_tokenizer(tokenizer):
+  """transformers' T5 tokenizer over our vocabulary: the references' tokenizer class."""
+  transformers = pytest.importorskip("transformers")
+  processor = tokenizer._processor  # pylint: disable=protected-access
+  vocab = [(processor.id_to_piece(i), processor.get_score(i)) for i in range(tokenizer.vocab_size)]
+  return transformers.T5Tokenizer(vocab=vocab, extra_ids=0)
+
+
+def test_hugging_face_adapter_matches_sentencepiece(tokenizer):
+  adapter = HuggingFaceTokenizer(_reference_t5_tokenizer(tokenizer))
+  assert (adapter.vocab_size, adapter.pad_id, adapter.eos_id) == (8192, 0, 1)
+  texts = [GENESIS, "Jesus wept.", "  odd   spacing, 1234 and ünïcödé"]
+  for text in texts:
+    assert adapter.encode(text) == tokenizer.encode(text)
+  assert adapter.decode(tokenizer.encode(GENESIS) + [1]) == GENESIS
+
+
+def test_t5_base_is_never_downloaded(monkeypatch, tmp_path):
+  pytest.importorskip("transformers")
+  monkeypatch.setenv("HF_HOME", str(tmp_path))  # an empty cache
+  monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+  with pytest.raises(ValueError, match=re.escape("tokenizer='t5-base' is not in the local")):
+    load_tokenizer(DataConfig(tokenizer="t5-base"))
