@@ -72,7 +72,7 @@ def check_moment_dtype(value: Any) -> None:
 
 def init_moment(param: jax.Array, moment_dtype: Any) -> jax.Array:
     """A zero moment for ``param``, stored in ``moment_dtype`` (default: the param's)."""
-    return jnp.zeros(param.shape, moment_dtype or param.dtype)
+    return jnp.zeros_like(param, dtype=moment_dtype or param.dtype)
 
 
 def is_reset_step(step: jax.Array, reset_interval: Any) -> jax.Array:
