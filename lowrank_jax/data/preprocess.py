@@ -38,6 +38,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 import functools
 
+from absl import flags
 import grain
 import numpy as np
 
@@ -113,6 +114,8 @@ def _as_iter_dataset(dataset: grain.MapDataset | grain.IterDataset, *, read_thre
   read_options = grain.ReadOptions(num_threads=read_threads, prefetch_buffer_size=4 * read_threads)
   dataset = dataset.to_iter_dataset(read_options)
   if num_workers:
+    if not flags.FLAGS.is_parsed():  # grain's workers read absl flags; use their defaults.
+      flags.FLAGS.mark_as_parsed()
     dataset = dataset.mp_prefetch(grain.MultiprocessingOptions(num_workers=num_workers))
   return dataset
 
