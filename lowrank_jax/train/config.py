@@ -1,0 +1,329 @@
+"""The training configuration: one tree of frozen dataclasses, from YAML and ``key=value``.
+
+A run is described by :class:`TrainConfig`; its sections are small dataclasses that check
+their own values. :func:`load_config` reads YAML files (later files override earlier ones)
+and then dotted ``key=value`` overrides whose values are parsed as YAML scalars:
+
+>>> cfg = load_config(overrides=["optimizer.learning_rate=0.01", "model.preset=60m"])
+>>> cfg.optimizer.learning_rate, cfg.model.preset
+(0.01, '60m')
+>>> load_config(overrides=["optimizer.lr=0.01"])
+Traceback (most recent call last):
+...
+ValueError: unknown config key 'optimizer.lr'; allowed: optimizer.b1, optimizer.b2, ...
+
+Every error is one line naming the bad key or value, raised before anything runs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import typing
+from typing import Any, Sequence
+
+import yaml
+
+from lowrank_jax.data.config import DataConfig
+from lowrank_jax.models import DtypePolicy, LinearConfig, LlamaConfig
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelSection:
+  """Which LLaMA to train.
+
+  Attributes:
+    preset: a size of :data:`lowrank_jax.models.PRESETS` (``nano``, ``60m`` ... ``7b``).
+    dtype: dtype policy name: ``fp32``, ``bf16`` (pure bf16, the paper) or ``mixed``.
+    scan_layers: stack the blocks and run them with ``lax.scan``.
+    remat: rematerialise blocks in the backward pass.
+    linear: the linear parameterization, the fields of :class:`LinearConfig`.
+    overrides: any other :class:`LlamaConfig` field, e.g. ``{num_layers: 2}``.
+  """
+
+  preset: str = "nano"
+  dtype: str = "fp32"
+  scan_layers: bool = True
+  remat: bool = False
+  linear: dict = dataclasses.field(default_factory=dict)
+  overrides: dict = dataclasses.field(default_factory=dict)
+
+  def __post_init__(self):
+    DtypePolicy.named(self.dtype)
+    allowed = {f.name for f in dataclasses.fields(LlamaConfig)} - {"dtype", "linear",
+                                                                   "scan_layers", "remat"}
+    unknown = sorted(set(self.overrides) - allowed)
+    if unknown:
+      raise ValueError(f"unknown model override {unknown[0]!r}; allowed: {sorted(allowed)}")
+    self.build()  # validates the preset and the overrides
+
+  def build(self) -> LlamaConfig:
+    return LlamaConfig.preset(self.preset, dtype=DtypePolicy.named(self.dtype),
+                              scan_layers=self.scan_layers, remat=self.remat,
+                              linear=LinearConfig(**self.linear), **self.overrides)
+
+
+@dataclasses.dataclass(frozen=True)
+class OptimizerSection:
+  """The training method and its hyperparameters.
+
+  Attributes:
+    method: ``adamw`` (full rank) or any method of :mod:`lowrank_jax.train.methods`.
+    learning_rate: peak learning rate of the schedule.
+    weight_decay: decoupled weight decay.
+    b1, b2, eps: Adam hyperparameters.
+    clip_norm: clip the global gradient norm to this value (``null``: no clipping, the paper).
+    options: method-specific arguments (e.g. ``rank``, ``update_proj_gap``, ``scale``).
+  """
+
+  method: str = "adamw"
+  learning_rate: float = 1e-3
+  weight_decay: float = 0.0
+  b1: float = 0.9
+  b2: float = 0.999
+  eps: float = 1e-8
+  clip_norm: float | None = None
+  options: dict = dataclasses.field(default_factory=dict)
+
+  def __post_init__(self):
+    if not self.learning_rate > 0:
+      raise ValueError(f"optimizer.learning_rate={self.learning_rate!r} must be positive")
+    if self.weight_decay < 0:
+      raise ValueError(f"optimizer.weight_decay={self.weight_decay!r} must be >= 0")
+    for name in ("b1", "b2"):
+      if not 0 <= getattr(self, name) < 1:
+        raise ValueError(f"optimizer.{name}={getattr(self, name)!r} must be in [0, 1)")
+    if not self.eps > 0:
+      raise ValueError(f"optimizer.eps={self.eps!r} must be positive")
+    if self.clip_norm is not None and not self.clip_norm > 0:
+      raise ValueError(f"optimizer.clip_norm={self.clip_norm!r} must be positive or null")
+
+
+@dataclasses.dataclass(frozen=True)
+class ScheduleSection:
+  """Steps and the learning-rate schedule (paper: 10% linear warmup, cosine to 10%).
+
+  Attributes:
+    total_steps: optimizer steps of the run.
+    warmup_ratio: fraction of ``total_steps`` spent warming up linearly from 0.
+    min_lr_ratio: final learning rate as a fraction of the peak.
+    kind: ``cosine`` (the paper) or ``constant``.
+    grad_accum: micro-batches accumulated per optimizer step (a global batch of 512 on any
+      device count); the global batch must divide by it.
+  """
+
+  total_steps: int = 1000
+  warmup_ratio: float = 0.1
+  min_lr_ratio: float = 0.1
+  kind: str = "cosine"
+  grad_accum: int = 1
+
+  def __post_init__(self):
+    if not isinstance(self.total_steps, int) or self.total_steps < 1:
+      raise ValueError(f"schedule.total_steps={self.total_steps!r} must be a positive integer")
+    if not 0 <= self.warmup_ratio < 1:
+      raise ValueError(f"schedule.warmup_ratio={self.warmup_ratio!r} must be in [0, 1)")
+    if not 0 <= self.min_lr_ratio <= 1:
+      raise ValueError(f"schedule.min_lr_ratio={self.min_lr_ratio!r} must be in [0, 1]")
+    if self.kind not in ("cosine", "constant"):
+      raise ValueError(f"schedule.kind={self.kind!r} is unknown; allowed: cosine, constant")
+    if not isinstance(self.grad_accum, int) or self.grad_accum < 1:
+      raise ValueError(f"schedule.grad_accum={self.grad_accum!r} must be a positive integer")
+
+
+@dataclasses.dataclass(frozen=True)
+class MeshSection:
+  """Device mesh axis sizes; one of them may be -1 (fill with the remaining devices).
+
+  Attributes:
+    data: pure data parallelism (parameters replicated).
+    fsdp: data parallelism with parameters and optimizer state sharded (ZeRO-3).
+    tensor: tensor parallelism over heads and the MLP width.
+  """
+
+  data: int = -1
+  fsdp: int = 1
+  tensor: int = 1
+
+  def __post_init__(self):
+    sizes = (self.data, self.fsdp, self.tensor)
+    if any(s != -1 and (not isinstance(s, int) or s < 1) for s in sizes) or sizes.count(-1) > 1:
+      raise ValueError(f"mesh=(data={self.data}, fsdp={self.fsdp}, tensor={self.tensor}) is "
+                       "invalid: sizes are positive integers, at most one may be -1")
+
+  def shape(self, device_count: int) -> tuple[int, int, int]:
+    """The concrete ``(data, fsdp, tensor)`` sizes for ``device_count`` devices."""
+    sizes = [self.data, self.fsdp, self.tensor]
+    known = math.prod(s for s in sizes if s != -1)
+    if -1 in sizes:
+      if device_count % known:
+        raise ValueError(f"mesh sizes {sizes} do not divide the {device_count} devices")
+      sizes[sizes.index(-1)] = device_count // known
+    if math.prod(sizes) != device_count:
+      raise ValueError(f"mesh shape {tuple(sizes)} needs {math.prod(sizes)} devices; "
+                       f"{device_count} are available")
+    return tuple(sizes)
+
+
+@dataclasses.dataclass(frozen=True)
+class CheckpointSection:
+  """Orbax checkpoints.
+
+  Attributes:
+    every: save every this many steps (0: only at the end).
+    keep: how many recent checkpoints to keep.
+    async_save: write checkpoints in the background while training continues.
+  """
+
+  every: int = 500
+  keep: int = 2
+  async_save: bool = True
+
+  def __post_init__(self):
+    if not isinstance(self.every, int) or self.every < 0:
+      raise ValueError(f"checkpoint.every={self.every!r} must be an integer >= 0")
+    if not isinstance(self.keep, int) or self.keep < 1:
+      raise ValueError(f"checkpoint.keep={self.keep!r} must be a positive integer")
+
+
+@dataclasses.dataclass(frozen=True)
+class EvalSection:
+  """Validation perplexity.
+
+  Attributes:
+    every: evaluate every this many steps (0: only at the end).
+    batch_size: validation rows per batch (global).
+    references_divisor: divide the summed batch losses by (batches + 1) like the reference
+      code (biased low); off by default, which gives the correct mean.
+  """
+
+  every: int = 0
+  batch_size: int = 64
+  references_divisor: bool = False
+
+  def __post_init__(self):
+    if not isinstance(self.every, int) or self.every < 0:
+      raise ValueError(f"eval.every={self.every!r} must be an integer >= 0")
+    if not isinstance(self.batch_size, int) or self.batch_size < 1:
+      raise ValueError(f"eval.batch_size={self.batch_size!r} must be a positive integer")
+
+
+@dataclasses.dataclass(frozen=True)
+class LoggingSection:
+  """Metrics and progress.
+
+  Attributes:
+    every: log metrics every this many steps.
+    progress: show a progress bar.
+    tensorboard: write TensorBoard event files (tensorboardX).
+  """
+
+  every: int = 10
+  progress: bool = True
+  tensorboard: bool = True
+
+  def __post_init__(self):
+    if not isinstance(self.every, int) or self.every < 1:
+      raise ValueError(f"logging.every={self.every!r} must be a positive integer")
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+  """A whole run. ``run_dir`` holds checkpoints, metrics and plots; an existing one resumes."""
+
+  run_dir: str = "runs/nano"
+  seed: int = 0
+  model: ModelSection = ModelSection()
+  data: DataConfig = DataConfig()
+  optimizer: OptimizerSection = OptimizerSection()
+  schedule: ScheduleSection = ScheduleSection()
+  mesh: MeshSection = MeshSection()
+  checkpoint: CheckpointSection = CheckpointSection()
+  eval: EvalSection = EvalSection()
+  logging: LoggingSection = LoggingSection()
+
+  def __post_init__(self):
+    batch, accum = self.data.global_batch_size, self.schedule.grad_accum
+    if batch % accum:
+      raise ValueError(f"data.global_batch_size={batch} is not divisible by "
+                       f"schedule.grad_accum={accum}")
+    model = self.model.build()
+    if self.data.seq_len > model.max_seq_len:
+      raise ValueError(f"data.seq_len={self.data.seq_len} exceeds the model's "
+                       f"max_seq_len={model.max_seq_len}")
+
+
+def _keys(cls, prefix: str = "") -> list[str]:
+  keys = []
+  hints = typing.get_type_hints(cls)
+  for field in dataclasses.fields(cls):
+    if dataclasses.is_dataclass(hints[field.name]):
+      keys += _keys(hints[field.name], f"{prefix}{field.name}.")
+    else:
+      keys.append(prefix + field.name)
+  return keys
+
+
+def _build(cls, values: dict[str, Any], prefix: str = ""):
+  """Builds dataclass ``cls`` from a nested dict, rejecting unknown keys."""
+  if not isinstance(values, dict):
+    raise ValueError(f"config section {prefix.rstrip('.') or '<root>'!r} must be a mapping, "
+                     f"got {values!r}")
+  hints = typing.get_type_hints(cls)
+  names = {f.name for f in dataclasses.fields(cls)}
+  for key in values:
+    if key not in names:
+      full = f"{prefix}{key}"
+      raise ValueError(f"unknown config key {full!r}; allowed: "
+                       f"{', '.join(sorted(_keys(cls, prefix)))}")
+  kwargs = {}
+  for key, value in values.items():
+    hint = hints[key]
+    if dataclasses.is_dataclass(hint):
+      kwargs[key] = _build(hint, value, f"{prefix}{key}.")
+    elif typing.get_origin(hint) is tuple and isinstance(value, list):
+      kwargs[key] = tuple(value)
+    else:
+      kwargs[key] = value
+  return cls(**kwargs)
+
+
+def _merge(base: dict, update: dict) -> dict:
+  merged = dict(base)
+  for key, value in update.items():
+    if isinstance(value, dict) and isinstance(merged.get(key), dict):
+      merged[key] = _merge(merged[key], value)
+    else:
+      merged[key] = value
+  return merged
+
+
+def parse_override(override: str) -> dict:
+  """``"a.b=1"`` -> ``{"a": {"b": 1}}`` (the value parsed as YAML)."""
+  key, sep, raw = override.partition("=")
+  if not sep or not key:
+    raise ValueError(f"override {override!r} is not of the form key=value")
+  value = yaml.safe_load(raw) if raw else ""
+  for part in reversed(key.split(".")):
+    value = {part: value}
+  return value
+
+
+def load_config(paths: Sequence[str] = (), overrides: Sequence[str] = ()) -> TrainConfig:
+  """Reads YAML ``paths`` in order, applies ``key=value`` ``overrides``, validates."""
+  values: dict = {}
+  for path in paths:
+    try:
+      with open(path) as f:
+        loaded = yaml.safe_load(f) or {}
+    except FileNotFoundError:
+      raise ValueError(f"config file {path!r} does not exist") from None
+    values = _merge(values, loaded)
+  for override in overrides:
+    values = _merge(values, parse_override(override))
+  return _build(TrainConfig, values)
+
+
+def to_dict(config: TrainConfig) -> dict:
+  """The config as plain YAML-friendly data (tuples become lists)."""
+  return yaml.safe_load(yaml.safe_dump(dataclasses.asdict(config)))

@@ -1,0 +1,196 @@
+"""The training loop: one function, :func:`train`, from a config to a finished run.
+
+Data flow per step: the grain iterator yields a global batch sharded over
+``(data, fsdp)``; the jitted step (explicit in/out shardings, the state donated) returns
+the new state and device-side metrics; metrics are fetched only every
+``logging.every`` steps, so the host never stalls the device in between.
+
+A run directory is never overwritten: when it already holds a run of the same model, the
+run resumes from its newest checkpoint (state, data position and token count), and a
+different model is refused. SIGTERM or SIGINT (a TPU preemption, Ctrl-C) finishes the
+current step, saves a checkpoint and returns cleanly.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import json
+import os
+import signal
+import time
+
+import jax
+import yaml
+from flax import nnx
+
+from lowrank_jax.data import (check_vocab_fits, load_tokenizer, make_train_iterator,
+                              make_validation_batches)
+from lowrank_jax.models import abstract_model
+from lowrank_jax.train import mesh as mesh_lib
+from lowrank_jax.train.checkpoint import Checkpointer
+from lowrank_jax.train.config import TrainConfig, to_dict
+from lowrank_jax.train.evaluation import evaluate, unigram_perplexity
+from lowrank_jax.train.methods import build_optimizer, make_schedule
+from lowrank_jax.train.metrics import MetricsLogger, Progress, plot_loss_curve, read_metrics
+from lowrank_jax.train.state import (abstract_train_state, init_train_state, model_graphdef,
+                                     train_state_shardings, tree_bytes)
+from lowrank_jax.train.step import make_eval_step, make_train_step
+
+
+class StopRequest:
+  """Turns SIGTERM and SIGINT into a flag the loop checks after every step."""
+
+  def __init__(self):
+    self.signal: int | None = None
+    self._previous = {}
+
+  def __enter__(self):
+    for sig in (signal.SIGTERM, signal.SIGINT):
+      self._previous[sig] = signal.signal(sig, self._handle)
+    return self
+
+  def _handle(self, signum, frame):
+    del frame
+    self.signal = signum
+
+  def __exit__(self, *exc):
+    for sig, handler in self._previous.items():
+      signal.signal(sig, handler)
+
+
+def prepare_run_dir(config: TrainConfig) -> bool:
+  """Creates ``run_dir`` with its ``config.yaml``; returns whether a run is being resumed.
+
+  Raises:
+    ValueError: ``run_dir`` holds a run of a different model.
+  """
+  path = os.path.join(config.run_dir, "config.yaml")
+  if os.path.exists(path):
+    with open(path) as f:
+      saved = yaml.safe_load(f)
+    if saved.get("model") != to_dict(config)["model"]:
+      raise ValueError(f"run_dir {config.run_dir!r} holds a run of a different model "
+                       f"({saved.get('model')}); choose a new run_dir")
+    return True
+  os.makedirs(config.run_dir, exist_ok=True)
+  with open(path, "w") as f:
+    yaml.safe_dump(to_dict(config), f, sort_keys=False)
+  return False
+
+
+@dataclasses.dataclass
+class _Window:
+  """Metrics of the steps since the last log line (device arrays until fetched)."""
+
+  metrics: list = dataclasses.field(default_factory=list)
+  started: float = dataclasses.field(default_factory=time.perf_counter)
+
+  def flush(self) -> tuple[dict[str, float], float]:
+    fetched = jax.device_get(self.metrics)
+    elapsed = time.perf_counter() - self.started
+    tokens = sum(float(m["tokens"]) for m in fetched)
+    record = {"loss": sum(float(m["loss"]) for m in fetched) / len(fetched),
+              "grad_norm": float(fetched[-1]["grad_norm"]), "lr": float(fetched[-1]["lr"]),
+              "tokens_per_s": tokens / max(elapsed, 1e-9)}
+    self.metrics, self.started = [], time.perf_counter()
+    return record, tokens
+
+
+def train(config: TrainConfig) -> dict:
+  """Trains (or resumes) the run described by ``config``; returns the final summary."""
+  started = time.perf_counter()
+  resumed = prepare_run_dir(config)
+  is_main = jax.process_index() == 0
+  model_config = config.model.build()
+  tokenizer = load_tokenizer(config.data)
+  check_vocab_fits(tokenizer, model_config.vocab_size)
+  mesh = mesh_lib.make_mesh(config.mesh)
+  data_parallel = mesh.shape["data"] * mesh.shape["fsdp"]
+  for name, batch in (("data.global_batch_size", config.data.global_batch_size),
+                      ("eval.batch_size", config.eval.batch_size)):
+    if batch % data_parallel:
+      raise ValueError(f"{name}={batch} is not divisible by the {data_parallel} "
+                       "data-parallel devices (mesh data x fsdp)")
+
+  schedule = make_schedule(config.optimizer.learning_rate, config.schedule)
+  abstract_params = nnx.state(abstract_model(model_config), nnx.Param)
+  tx = build_optimizer(config.optimizer, schedule, abstract_params)
+  graphdef = model_graphdef(model_config)
+  shardings = train_state_shardings(model_config, tx, mesh)
+  data_sharding = mesh_lib.batch_sharding(mesh)
+  train_batches = make_train_iterator(config.data, tokenizer, sharding=data_sharding)
+
+  checkpointer = Checkpointer(os.path.join(config.run_dir, "checkpoints"), config.checkpoint)
+  latest = checkpointer.latest_step()
+  if latest is None:
+    state, tokens_seen = init_train_state(model_config, tx, mesh, config.seed), 0.0
+  else:
+    state, meta = checkpointer.restore(latest, abstract_train_state(model_config, tx, mesh),
+                                       train_batches)
+    tokens_seen = float(meta["tokens_seen"])
+
+  step_fn = jax.jit(make_train_step(graphdef, tx, schedule, config.schedule.grad_accum),
+                    in_shardings=(shardings, data_sharding),
+                    out_shardings=(shardings, mesh_lib.replicated(mesh)), donate_argnums=0)
+  eval_fn = jax.jit(make_eval_step(graphdef),
+                    in_shardings=(shardings.params, shardings.frozen, data_sharding))
+
+  def run_eval() -> dict[str, float]:
+    batches = make_validation_batches(config.data, tokenizer, sharding=data_sharding,
+                                      batch_size=config.eval.batch_size)
+    return evaluate(eval_fn, state.params, state.frozen, batches,
+                    config.eval.references_divisor)
+
+  logger = MetricsLogger(config.run_dir, config.logging.tensorboard, enabled=is_main)
+  first, total = int(state.step), config.schedule.total_steps
+  progress = Progress(total, first, enabled=is_main and config.logging.progress)
+  if resumed:
+    progress.write(f"resuming {config.run_dir} at step {first}")
+  window, stop, step = _Window(), None, first
+
+  def save(at_step: int):
+    checkpointer.save(at_step, state, train_batches, {"tokens_seen": tokens_seen})
+
+  with StopRequest() as stop_request:
+    for step in range(first + 1, total + 1):
+      state, metrics = step_fn(state, next(train_batches))
+      window.metrics.append(metrics)
+      if step % config.logging.every == 0 or step == total or stop_request.signal:
+        record, tokens = window.flush()
+        tokens_seen += tokens
+        logger.log(step, {**record, "tokens_seen": tokens_seen})
+        progress.advance_to(step, record["loss"], record["tokens_per_s"])
+      if config.eval.every and step % config.eval.every == 0 and step != total:
+        logger.log(step, run_eval())
+      if stop_request.signal:
+        stop = signal.Signals(stop_request.signal).name
+        break
+      if config.checkpoint.every and step % config.checkpoint.every == 0:
+        save(step)
+  progress.close()
+  save(int(step))
+  checkpointer.wait()
+
+  summary = {"run_dir": config.run_dir, "method": config.optimizer.method,
+             "steps": int(step), "total_steps": total, "stopped_by": stop,
+             "tokens_seen": tokens_seen, "wall_time_s": time.perf_counter() - started,
+             "param_bytes": tree_bytes(state.params) + tree_bytes(state.frozen),
+             "opt_state_bytes": tree_bytes(state.opt_state)}
+  if stop is None:
+    final = run_eval()
+    logger.log(int(step), final)
+    summary.update(final)
+    if jax.process_count() == 1:
+      train_sample = itertools.islice(make_train_iterator(config.data, tokenizer), 20)
+      summary["unigram_ppl"] = unigram_perplexity(
+          train_sample, make_validation_batches(config.data, tokenizer,
+                                                batch_size=config.eval.batch_size))
+  logger.close()
+  checkpointer.close()
+  if is_main:
+    with open(os.path.join(config.run_dir, "summary.json"), "w") as f:
+      json.dump(summary, f, indent=2)
+    plot_loss_curve(read_metrics(logger.path), os.path.join(config.run_dir, "loss_curve.png"),
+                    title=f"{config.optimizer.method} on {config.model.preset}")
+  return summary

@@ -1,0 +1,90 @@
+"""Run records: JSONL metrics, TensorBoard events, the progress bar and the loss-curve plot.
+
+Only the main process (``jax.process_index() == 0``) writes; the others get a logger that
+does nothing, so the loop never branches on the process.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from typing import Iterable
+
+import tqdm
+
+
+class MetricsLogger:
+  """Appends ``{"step": s, **metrics}`` lines to ``run_dir/metrics.jsonl`` (and TensorBoard)."""
+
+  def __init__(self, run_dir: str, tensorboard: bool = True, enabled: bool = True):
+    self.enabled = enabled
+    self.path = os.path.join(run_dir, "metrics.jsonl")
+    self._writer = None
+    if enabled and tensorboard:
+      from tensorboardX import SummaryWriter  # no TensorFlow needed
+      self._writer = SummaryWriter(os.path.join(run_dir, "tensorboard"))
+
+  def log(self, step: int, metrics: dict[str, float]) -> None:
+    if not self.enabled:
+      return
+    with open(self.path, "a") as f:
+      f.write(json.dumps({"step": step, **metrics}) + "\n")
+    if self._writer is not None:
+      for name, value in metrics.items():
+        self._writer.add_scalar(name, value, step)
+      self._writer.flush()
+
+  def close(self) -> None:
+    if self._writer is not None:
+      self._writer.close()
+
+
+def read_metrics(path: str) -> list[dict]:
+  if not os.path.exists(path):
+    return []
+  with open(path) as f:
+    return [json.loads(line) for line in f if line.strip()]
+
+
+class Progress:
+  """A tqdm bar over the steps showing loss, perplexity, tokens/s and the ETA."""
+
+  def __init__(self, total: int, initial: int, enabled: bool = True):
+    self._bar = tqdm.tqdm(total=total, initial=initial, disable=not enabled, unit="step",
+                          dynamic_ncols=True, smoothing=0.1)
+
+  def advance_to(self, step: int, loss: float, tokens_per_s: float):
+    self._bar.set_postfix(loss=f"{loss:.3f}", ppl=f"{math.exp(min(loss, 50)):.1f}",
+                          tok_s=f"{tokens_per_s:,.0f}", refresh=False)
+    self._bar.update(step - self._bar.n)
+
+  def write(self, message: str) -> None:
+    self._bar.write(message)
+
+  def close(self) -> None:
+    self._bar.close()
+
+
+def plot_loss_curve(records: Iterable[dict], out_png: str, title: str = "") -> None:
+  """Training loss (and validation loss where present) against step, saved as a PNG."""
+  import matplotlib
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+
+  records = list(records)
+  train = [(r["step"], r["loss"]) for r in records if "loss" in r]
+  val = [(r["step"], r["val_loss"]) for r in records if "val_loss" in r]
+  fig, ax = plt.subplots(figsize=(7, 4.5))
+  if train:
+    ax.plot(*zip(*train), label="train loss", linewidth=1)
+  if val:
+    ax.plot(*zip(*val), "o-", label="validation loss")
+  ax.set_xlabel("step")
+  ax.set_ylabel("cross-entropy (nats)")
+  ax.set_title(title)
+  ax.grid(alpha=0.3)
+  ax.legend()
+  fig.tight_layout()
+  fig.savefig(out_png, dpi=120)
+  plt.close(fig)
