@@ -1,5 +1,6 @@
 """Shared fixtures: one embedded tokenizer per test session, trained into a temporary cache."""
 
+import jax
 import pytest
 
 from lowrank_jax.data import DataConfig, load_tokenizer
@@ -43,3 +44,19 @@ class CharTokenizer:
 @pytest.fixture
 def char_tokenizer():
   return CharTokenizer()
+
+
+@pytest.fixture(scope="session")
+def reference_t5_tokenizer(tokenizer):
+  """transformers' T5 tokenizer (the references' class) over the embedded vocabulary."""
+  transformers = pytest.importorskip("transformers")
+  processor = tokenizer._processor  # pylint: disable=protected-access
+  vocab = [(processor.id_to_piece(i), processor.get_score(i)) for i in range(tokenizer.vocab_size)]
+  return transformers.T5Tokenizer(vocab=vocab, extra_ids=0)
+
+
+@pytest.fixture(scope="session")
+def data_sharding():
+  """Batch rows split over all (8 fake CPU) devices, as a data-parallel trainer does."""
+  mesh = jax.make_mesh((jax.device_count(),), ("data",))
+  return jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("data"))

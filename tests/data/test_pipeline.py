@@ -1,6 +1,5 @@
 """The training stream: shapes, epochs, per-process slices, exact resume, global arrays."""
 
-import collections
 import re
 
 import chex
@@ -110,13 +109,11 @@ def test_orbax_checkpoint_round_trip_of_the_iterator(tokenizer, tmp_path):
   chex.assert_trees_all_equal(_take(resumed, 3), expected)
 
 
-def test_with_a_sharding_batches_are_global_jax_arrays(tokenizer):
-  mesh = jax.make_mesh((jax.device_count(),), ("data",))
-  sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("data"))
-  batch = next(make_train_iterator(SMALL, tokenizer, sharding=sharding))
+def test_with_a_sharding_batches_are_global_jax_arrays(tokenizer, data_sharding):
+  batch = next(make_train_iterator(SMALL, tokenizer, sharding=data_sharding))
   expected = next(make_train_iterator(SMALL, tokenizer))
   for name in ("input_ids", "loss_mask"):
-    assert isinstance(batch[name], jax.Array) and batch[name].sharding == sharding
+    assert isinstance(batch[name], jax.Array) and batch[name].sharding == data_sharding
     assert len(batch[name].addressable_shards) == jax.device_count()
   chex.assert_trees_all_equal(jax.device_get(batch), expected)
 

@@ -10,7 +10,7 @@ import pytest
 import tensorflow_datasets as tfds
 
 from lowrank_jax.data import DataConfig
-from lowrank_jax.data.sources import bible, huggingface, process_documents
+from lowrank_jax.data.sources import bible, process_documents
 from lowrank_jax.data.sources.local_files import read_documents
 from lowrank_jax.data.sources.tfds_dir import tfds_documents
 

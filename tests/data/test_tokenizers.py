@@ -81,16 +81,8 @@ def test_check_vocab_fits(tokenizer):
     check_vocab_fits(tokenizer, 8191)
 
 
-def _reference_t5_tokenizer(tokenizer):
-  """transformers' T5 tokenizer over our vocabulary: the references' tokenizer class."""
-  transformers = pytest.importorskip("transformers")
-  processor = tokenizer._processor  # pylint: disable=protected-access
-  vocab = [(processor.id_to_piece(i), processor.get_score(i)) for i in range(tokenizer.vocab_size)]
-  return transformers.T5Tokenizer(vocab=vocab, extra_ids=0)
-
-
-def test_hugging_face_adapter_matches_sentencepiece(tokenizer):
-  adapter = HuggingFaceTokenizer(_reference_t5_tokenizer(tokenizer))
+def test_hugging_face_adapter_matches_sentencepiece(tokenizer, reference_t5_tokenizer):
+  adapter = HuggingFaceTokenizer(reference_t5_tokenizer)
   assert (adapter.vocab_size, adapter.pad_id, adapter.eos_id) == (8192, 0, 1)
   texts = [GENESIS, "Jesus wept.", "  odd   spacing, 1234 and ünïcödé"]
   for text in texts:

@@ -69,12 +69,10 @@ def test_two_passes_are_identical(tokenizer):
                               list(make_validation_batches(config, tokenizer)))
 
 
-def test_with_a_sharding_batches_are_global_and_equal(tokenizer):
-  mesh = jax.make_mesh((jax.device_count(),), ("data",))
-  sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("data"))
+def test_with_a_sharding_batches_are_global_and_equal(tokenizer, data_sharding):
   config = _config(validation_tokens=3_000)
-  global_batches = list(make_validation_batches(config, tokenizer, sharding=sharding))
-  assert all(b["input_ids"].sharding == sharding for b in global_batches)
+  global_batches = list(make_validation_batches(config, tokenizer, sharding=data_sharding))
+  assert all(b["input_ids"].sharding == data_sharding for b in global_batches)
   chex.assert_trees_all_equal(jax.device_get(global_batches),
                               list(make_validation_batches(config, tokenizer)))
 

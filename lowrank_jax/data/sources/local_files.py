@@ -22,7 +22,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 import glob
 import json
-import pathlib
 
 
 def _expand(pattern: str) -> list[str]:
