@@ -48,6 +48,8 @@ class ProcessSlice:
     """
     index = jax.process_index() if process_index is None else process_index
     count = jax.process_count() if process_count is None else process_count
+    if global_batch_size < 1:
+      raise ValueError(f"global_batch_size={global_batch_size} must be a positive integer.")
     if count < 1 or not 0 <= index < count:
       raise ValueError(f"process_index={index} must lie in [0, process_count={count}).")
     if global_batch_size % count:

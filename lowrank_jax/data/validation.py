@@ -60,7 +60,7 @@ def make_validation_batches(
     process_count: int | None = None,
     batch_size: int | None = None,
 ) -> Iterator[Batch]:
-  """Yields validation batches in a fixed order until ``config.validation_tokens`` is reached.
+  """Returns the validation batches, in a fixed order, until ``config.validation_tokens``.
 
   Args:
     config: the data configuration (source, tokenizer settings, ``mode``, ``seq_len``,
@@ -72,8 +72,9 @@ def make_validation_batches(
     process_count: the number of processes (default ``jax.process_count()``).
     batch_size: global rows per batch (default ``config.global_batch_size``).
 
-  Yields:
-    ``{"input_ids": int32[B, S], "loss_mask": int32[B, S]}``.
+  Returns:
+    An iterator of ``{"input_ids": int32[B, S], "loss_mask": int32[B, S]}``; the
+    arguments are checked when it is made.
   """
   batch_size = config.global_batch_size if batch_size is None else batch_size
   processes = ProcessSlice.resolve(batch_size, process_index, process_count)
@@ -86,14 +87,20 @@ def make_validation_batches(
                                 process_index=processes.index, process_count=processes.count)
   rows = document_rows(documents, tokenizer, mode=config.mode, seq_len=config.seq_len,
                        read_threads=config.read_threads, num_workers=config.num_workers)
-  padding = _padding_row(config.seq_len, tokenizer.pad_id)
+  local_batches = _local_batches(iter(rows), _padding_row(config.seq_len, tokenizer.pad_id),
+                                 processes.local_batch_size)
+  global_batches = (to_global_batch(batch, sharding, batch_size) for batch in local_batches)
+  return _until_budget(global_batches, config.validation_tokens)
+
+
+def _until_budget(batches: Iterator[Batch], budget: int) -> Iterator[Batch]:
+  """Yields batches until ``budget`` non-pad tokens are reached or a batch has none."""
   seen = 0
-  for local_batch in _local_batches(iter(rows), padding, processes.local_batch_size):
-    batch = to_global_batch(local_batch, sharding, batch_size)
+  for batch in batches:
     tokens = int(jnp.sum(batch["loss_mask"]))
     if tokens == 0:
       return
     yield batch
     seen += tokens
-    if seen >= config.validation_tokens:
+    if seen >= budget:
       return

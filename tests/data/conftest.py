@@ -1,5 +1,8 @@
 """Shared fixtures: one embedded tokenizer per test session, trained into a temporary cache."""
 
+import sys
+import types
+
 import jax
 import pytest
 
@@ -60,3 +63,47 @@ def data_sharding():
   """Batch rows split over all (8 fake CPU) devices, as a data-parallel trainer does."""
   mesh = jax.make_mesh((jax.device_count(),), ("data",))
   return jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("data"))
+
+
+class FakeStream:
+  """The part of `datasets.IterableDataset` the source uses, over an in-memory list."""
+
+  def __init__(self, records):
+    self.records = list(records)
+
+  def shuffle(self, seed, buffer_size):
+    del buffer_size
+    order = sorted(range(len(self.records)), key=lambda i: hash((seed, i)) % 1009)
+    return FakeStream(self.records[i] for i in order)
+
+  def skip(self, n):
+    return FakeStream(self.records[n:])
+
+  def __iter__(self):
+    return iter(self.records)
+
+
+@pytest.fixture
+def fake_datasets(monkeypatch):
+  """Stands in for the optional `datasets` package: ten "web pages" in one stream.
+
+  Returns the list of `load_dataset` calls, for the test to inspect.
+  """
+  records = [{"text": f"web page {i}", "url": f"u{i}"} for i in range(10)]
+  opened = []
+
+  def load_dataset(name, subset, *, split, streaming):
+    opened.append((name, subset, split, streaming))
+    return FakeStream(records)
+
+  def split_dataset_by_node(stream, *, rank, world_size):
+    return FakeStream(stream.records[rank::world_size])
+
+  module = types.ModuleType("datasets")
+  module.load_dataset = load_dataset
+  distributed = types.ModuleType("datasets.distributed")
+  distributed.split_dataset_by_node = split_dataset_by_node
+  module.distributed = distributed
+  monkeypatch.setitem(sys.modules, "datasets", module)
+  monkeypatch.setitem(sys.modules, "datasets.distributed", distributed)
+  return opened

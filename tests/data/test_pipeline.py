@@ -96,6 +96,19 @@ def test_restored_state_gives_exactly_the_same_next_batches(tokenizer, mode):
   chex.assert_trees_all_equal(_take(resumed, 4), expected)
 
 
+@pytest.mark.parametrize("mode", ["paper", "packed"])
+def test_hugging_face_stream_resumes_exactly_across_epochs(fake_datasets, tokenizer, mode):
+  del fake_datasets  # ten documents: the batches below run into a second epoch
+  config = DataConfig(source="hf", seq_len=8, global_batch_size=2, mode=mode)
+  original = make_train_iterator(config, tokenizer)
+  _take(original, 4)
+  state = original.get_state()
+  expected = _take(original, 5)
+  resumed = make_train_iterator(config, tokenizer)
+  resumed.set_state(state)
+  chex.assert_trees_all_equal(_take(resumed, 5), expected)
+
+
 def test_orbax_checkpoint_round_trip_of_the_iterator(tokenizer, tmp_path):
   original = make_train_iterator(SMALL, tokenizer)
   _take(original, 2)

