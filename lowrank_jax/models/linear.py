@@ -7,8 +7,9 @@ Each of the seven target linears of a block (q, k, v, o, gate, up, down) is buil
 * ``__call__(x)``: ``x @ W`` with ``W`` the effective ``(in, out)`` kernel;
 * ``dense_kernel()``: that effective kernel, materialised (for export and inspection).
 
-Only ``dense`` exists so far (``W`` is one trainable ``(in, out)`` kernel); factorized
-kinds register themselves with :func:`register_linear`.
+Built-in kinds: ``dense`` (one trainable ``(in, out)`` kernel, this file) and the factorized
+``lowrank``, ``lora``, ``sltrain`` and ``cola`` (one file each, imported on first use; they
+need ``LinearConfig.rank``). Other kinds register themselves with :func:`register_linear`.
 
 >>> import jax.numpy as jnp
 >>> from flax import nnx
@@ -21,6 +22,8 @@ kinds register themselves with :func:`register_linear`.
 from __future__ import annotations
 
 import dataclasses
+import importlib
+import numbers
 from typing import Callable, Protocol
 
 import jax
@@ -29,15 +32,16 @@ from flax import nnx
 
 
 def param(rngs: nnx.Rngs, init: Callable, shape: tuple[int, ...], dtype,
-          axes: tuple[str | None, ...]) -> nnx.Param:
+          axes: tuple[str | None, ...], variable: type[nnx.Variable] = nnx.Param) -> nnx.Variable:
   """A parameter annotated with logical axis names (one per dimension) for sharding.
 
   The names are stored as the ``out_sharding`` metadata that ``nnx.get_partition_spec``
-  reads; the trainer maps them onto mesh axes with its logical-axis rules.
+  reads; the trainer maps them onto mesh axes with its logical-axis rules. ``variable``
+  is the variable type: ``nnx.Param`` (trained) or a non-trainable ``nnx.Variable`` subclass.
   """
   if len(axes) != len(shape):
     raise ValueError(f"axes {axes} do not name every dimension of shape {shape}")
-  return nnx.Param(init(rngs.params(), shape, dtype), out_sharding=axes, eager_sharding=False)
+  return variable(init(rngs.params(), shape, dtype), out_sharding=axes, eager_sharding=False)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -45,14 +49,33 @@ class LinearConfig:
   """Which parameterization the target linears use.
 
   Attributes:
-    kind: a name registered with :func:`register_linear` (``"dense"``).
+    kind: a name registered with :func:`register_linear` (``"dense"``, ``"lowrank"``,
+      ``"lora"``, ``"sltrain"``, ``"cola"``).
+    rank: the rank ``r`` of the factorized kinds (a positive int, at most the smaller side of
+      every target linear); required by every kind but ``dense``, which ignores it.
+    alpha: the factors' product is scaled by ``alpha / rank`` (``lowrank``, ``lora``,
+      ``sltrain``; CoLA has no scale); positive.
+    sparsity: SLTrain's density ``delta``: the fraction of the ``in * out`` kernel entries in
+      the fixed sparse support, in (0, 1].
   """
 
   kind: str = "dense"
+  rank: int | None = None
+  alpha: float = 32.0
+  sparsity: float = 0.03
 
   def __post_init__(self):
     if self.kind not in _REGISTRY:
       raise ValueError(f"linear kind {self.kind!r} is unknown; expected one of {sorted(_REGISTRY)}")
+    if self.rank is not None and (isinstance(self.rank, bool) or
+                                  not isinstance(self.rank, numbers.Integral) or self.rank < 1):
+      raise ValueError(f"rank={self.rank!r} must be a positive integer or None")
+    if self.rank is None and self.kind in _NEEDS_RANK:
+      raise ValueError(f"linear kind {self.kind!r} needs a rank; got rank=None")
+    if not self.alpha > 0:
+      raise ValueError(f"alpha={self.alpha!r} must be positive")
+    if not 0 < self.sparsity <= 1:
+      raise ValueError(f"sparsity={self.sparsity!r} must be in (0, 1]")
 
 
 class Linear(Protocol):
@@ -81,22 +104,44 @@ class DenseLinear(nnx.Module):
     return self.kernel[...]
 
 
-_REGISTRY: dict[str, Callable[..., Linear]] = {"dense": DenseLinear}
+# Factories, or "module:attribute" strings for the built-in kinds that live in their own
+# files (which import this one); a string is imported the first time its kind is built.
+_REGISTRY: dict[str, Callable[..., Linear] | str] = {
+    "dense": DenseLinear,
+    "lowrank": "lowrank_jax.models.lowrank:LowRankLinear",
+    "lora": "lowrank_jax.models.lora:LoRALinear",
+    "sltrain": "lowrank_jax.models.sltrain:SLTrainLinear",
+    "cola": "lowrank_jax.models.cola:CoLALinear",
+}
+_NEEDS_RANK = {"lowrank", "lora", "sltrain", "cola"}
 
 
-def register_linear(kind: str, factory: Callable[..., Linear]) -> None:
+def register_linear(kind: str, factory: Callable[..., Linear], *, needs_rank: bool = False) -> None:
   """Make ``LinearConfig(kind=kind)`` build its linears with ``factory``.
 
   ``factory(in_features, out_features, axes, *, init_std, param_dtype, compute_dtype, rngs,
-  config)`` must return a module with the :class:`Linear` interface.
+  config)`` must return a module with the :class:`Linear` interface. With ``needs_rank``,
+  a ``LinearConfig`` of this kind must set ``rank``.
   """
   _REGISTRY[kind] = factory
+  if needs_rank:
+    _NEEDS_RANK.add(kind)
+  else:
+    _NEEDS_RANK.discard(kind)
+
+
+def _factory(kind: str) -> Callable[..., Linear]:
+  factory = _REGISTRY[kind]
+  if isinstance(factory, str):
+    module, attribute = factory.split(":")
+    factory = _REGISTRY[kind] = getattr(importlib.import_module(module), attribute)
+  return factory
 
 
 def make_linear(config: LinearConfig, in_features: int, out_features: int,
                 axes: tuple[str, str], *, init_std: float, param_dtype, compute_dtype,
                 rngs: nnx.Rngs) -> Linear:
   """Builds one target linear of the parameterization ``config.kind``."""
-  return _REGISTRY[config.kind](in_features, out_features, axes, init_std=init_std,
-                                param_dtype=param_dtype, compute_dtype=compute_dtype,
-                                rngs=rngs, config=config)
+  return _factory(config.kind)(in_features, out_features, axes, init_std=init_std,
+                               param_dtype=param_dtype, compute_dtype=compute_dtype,
+                               rngs=rngs, config=config)

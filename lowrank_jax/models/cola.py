@@ -1,0 +1,83 @@
+"""CoLA: a low-rank bottleneck with a nonlinearity between the factors.
+
+For a target linear of shape ``(in, out)`` = ``(n, m)``::
+
+    y = silu(x a) b,    a: (n, r),  b: (r, m),  both ~ N(0, 1) * r^(-1/4) * (m + n)^(-1/4)
+
+(the reference's initialisation makes ``a b`` have the entry scale of ``(m + n)^(-1/2)``).
+Because of the SiLU the layer is not linear: it has no dense kernel, so
+:meth:`CoLALinear.dense_kernel` raises, and so does the HF export, which needs one. The
+factors are still named ``a`` and ``b`` with axes ``(in_axis, "rank")`` and
+``("rank", out_axis)``; do not refactorize them (a product-preserving change of the factors
+does not preserve ``silu(x a) b``).
+
+>>> import jax
+>>> import jax.numpy as jnp
+>>> from flax import nnx
+>>> from lowrank_jax.models.linear import LinearConfig, make_linear
+>>> layer = make_linear(LinearConfig(kind="cola", rank=2), 6, 5, ("embed", "mlp"),
+...                     init_std=0.02, param_dtype=jnp.float32, compute_dtype=jnp.float32,
+...                     rngs=nnx.Rngs(0))
+>>> x = jnp.ones((3, 6))
+>>> bool(jnp.allclose(layer(x), jax.nn.silu(x @ layer.a[...]) @ layer.b[...]))
+True
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from lowrank_jax.models.linear import LinearConfig, param
+from lowrank_jax.models.lowrank import checked_rank
+
+
+def cola_init_std(in_features: int, out_features: int, rank: int) -> float:
+  """``r^(-1/4) (m + n)^(-1/4)``, the standard deviation of both CoLA factors."""
+  return rank ** -0.25 * (in_features + out_features) ** -0.25
+
+
+def _scaled_normal(std: float):
+  """An initialiser drawing N(0, std^2) in float32, cast to the dtype."""
+
+  def init(key, shape, dtype):
+    return (std * jax.random.normal(key, shape, jnp.float32)).astype(dtype)
+
+  return init
+
+
+class CoLALinear(nnx.Module):
+  """``y = silu(x a) b``, CoLA's replacement of a linear.
+
+  Args:
+    in_features, out_features: the replaced kernel's shape ``(in, out)``.
+    axes: logical axis names of that kernel; the factors get ``(axes[0], "rank")`` and
+      ``("rank", axes[1])``.
+    init_std: unused (CoLA's initialiser depends on the shape); part of the factory signature.
+    param_dtype: storage dtype of the factors.
+    compute_dtype: dtype of the products and the SiLU.
+    rngs: draws the factors from ``rngs.params()``.
+    config: the :class:`LinearConfig` (``rank``; ``alpha`` is unused).
+  """
+
+  def __init__(self, in_features: int, out_features: int, axes: tuple[str, str], *,
+               init_std: float, param_dtype, compute_dtype, rngs: nnx.Rngs,
+               config: LinearConfig):
+    del init_std
+    rank = checked_rank(config, in_features, out_features)
+    init = _scaled_normal(cola_init_std(in_features, out_features, rank))
+    self.a = param(rngs, init, (in_features, rank), param_dtype, (axes[0], "rank"))
+    self.b = param(rngs, init, (rank, out_features), param_dtype, ("rank", axes[1]))
+    self.compute_dtype = compute_dtype
+
+  def __call__(self, x: jax.Array) -> jax.Array:
+    dtype = self.compute_dtype
+    hidden = jax.nn.silu(jnp.dot(x.astype(dtype), self.a[...].astype(dtype)))
+    return jnp.dot(hidden, self.b[...].astype(dtype))
+
+  def dense_kernel(self) -> jax.Array:
+    """Raises: ``silu(x a) b`` is nonlinear in ``x``, so CoLA has no dense kernel."""
+    raise NotImplementedError(
+        "CoLA computes silu(x a) b, which is not linear in x: it has no dense (in, out) kernel, "
+        "so a CoLA model cannot be exported as a dense LlamaForCausalLM")

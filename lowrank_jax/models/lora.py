@@ -1,0 +1,70 @@
+"""LoRA: a frozen dense kernel plus a trainable low-rank update.
+
+In Flax layout (``y = x W``, ``W`` of shape ``(in, out)``)::
+
+    W = W0 + (alpha / r) a b,    W0 ~ N(0, init_std) frozen,    a ~ U(+-1/sqrt(in)),    b = 0
+
+the paper's ``W = W0 + (alpha/r) B A`` with ``a = A^T``, ``b = B^T`` (see
+:mod:`lowrank_jax.models.lowrank`). ``W0`` stays at its random initialisation: it is a
+:class:`Frozen` variable, not an ``nnx.Param``, so ``nnx.state(model, nnx.Param)`` (what the
+optimizer and the gradient see) excludes it, while ``nnx.state(model)`` and checkpoints keep it.
+ReLoRA (:mod:`lowrank_jax.models.relora`) merges ``(alpha/r) a b`` into ``W0`` every few
+thousand steps.
+
+>>> import jax.numpy as jnp
+>>> from flax import nnx
+>>> from lowrank_jax.models.linear import LinearConfig, make_linear
+>>> layer = make_linear(LinearConfig(kind="lora", rank=2), 6, 5, ("embed", "mlp"),
+...                     init_std=0.02, param_dtype=jnp.float32, compute_dtype=jnp.float32,
+...                     rngs=nnx.Rngs(0))
+>>> sorted(nnx.to_pure_dict(nnx.state(layer, nnx.Param)))
+['a', 'b']
+>>> bool((layer.dense_kernel() == layer.base[...]).all())  # b = 0 at init
+True
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from lowrank_jax.models.linear import LinearConfig, param
+from lowrank_jax.models.lowrank import LowRankLinear
+
+
+class Frozen(nnx.Variable):
+  """A weight that is part of the model but never trained (LoRA's ``W0``)."""
+
+
+class LoRALinear(LowRankLinear):
+  """``y = x W0 + (alpha / r) (x a) b`` with ``W0`` frozen and ``b`` zero at init.
+
+  Args:
+    in_features, out_features: the kernel's shape ``(in, out)``.
+    axes: logical axis names of the ``(in, out)`` kernel (``W0`` carries them; the factors
+      get ``(axes[0], "rank")`` and ``("rank", axes[1])``).
+    init_std: standard deviation of ``W0``'s normal initialiser (the dense model's).
+    param_dtype: storage dtype of ``W0`` and the factors.
+    compute_dtype: dtype of the matrix products.
+    rngs: draws ``W0`` and ``a`` from ``rngs.params()``.
+    config: the :class:`LinearConfig` (``rank``, ``alpha``).
+  """
+
+  def __init__(self, in_features: int, out_features: int, axes: tuple[str, str], *,
+               init_std: float, param_dtype, compute_dtype, rngs: nnx.Rngs,
+               config: LinearConfig):
+    super().__init__(in_features, out_features, axes, init_std=init_std,
+                     param_dtype=param_dtype, compute_dtype=compute_dtype, rngs=rngs,
+                     config=config, zero_b=True)
+    self.base = param(rngs, nnx.initializers.normal(init_std), (in_features, out_features),
+                      param_dtype, axes, variable=Frozen)
+
+  def __call__(self, x: jax.Array) -> jax.Array:
+    dense = jnp.dot(x.astype(self.compute_dtype), self.base[...].astype(self.compute_dtype))
+    return dense + super().__call__(x)
+
+  def dense_kernel(self) -> jax.Array:
+    """``W0 + (alpha / r) a b``, computed in float32, in the parameters' dtype."""
+    kernel = self.base[...].astype(jnp.float32) + self.low_rank_kernel()
+    return kernel.astype(self.base[...].dtype)
