@@ -67,7 +67,8 @@ def make_train_iterator(
     process_count: the number of processes (default ``jax.process_count()``).
 
   Returns:
-    A ``grain.DatasetIterator`` with ``get_state``/``set_state``.
+    A ``grain.DatasetIterator`` with ``get_state``/``set_state``; with
+    ``config.num_workers > 0`` call its ``close()`` when done, to stop the workers.
   """
   processes = ProcessSlice.resolve(config.global_batch_size, process_index, process_count)
   documents = process_documents(config, "train", shuffle=True, repeat=True,
