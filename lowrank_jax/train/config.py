@@ -227,16 +227,25 @@ class LoggingSection:
       raise ValueError(f"logging.every={self.every!r} must be a positive integer")
 
 
+# The embedded default run: the nano model on the embedded corpus, minutes on a CPU.
+NANO_DATA = DataConfig(vocab_size=4096, seq_len=128, global_batch_size=32, mode="packed",
+                       validation_tokens=100_000)
+
+
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
-  """A whole run. ``run_dir`` holds checkpoints, metrics and plots; an existing one resumes."""
+  """A whole run. ``run_dir`` holds checkpoints, metrics and plots; an existing one resumes.
+
+  The defaults are the embedded nano run; the paper's runs are YAML files in
+  ``experiments/configs/``.
+  """
 
   run_dir: str = "runs/nano"
   seed: int = 0
   model: ModelSection = ModelSection()
-  data: DataConfig = DataConfig()
-  optimizer: OptimizerSection = OptimizerSection()
-  schedule: ScheduleSection = ScheduleSection()
+  data: DataConfig = NANO_DATA
+  optimizer: OptimizerSection = OptimizerSection(learning_rate=3e-3)
+  schedule: ScheduleSection = ScheduleSection(total_steps=600)
   mesh: MeshSection = MeshSection()
   checkpoint: CheckpointSection = CheckpointSection()
   eval: EvalSection = EvalSection()
@@ -309,9 +318,14 @@ def parse_override(override: str) -> dict:
   return value
 
 
-def load_config(paths: Sequence[str] = (), overrides: Sequence[str] = ()) -> TrainConfig:
-  """Reads YAML ``paths`` in order, applies ``key=value`` ``overrides``, validates."""
-  values: dict = {}
+def load_config(paths: Sequence[str] = (), overrides: Sequence[str] = (),
+                base: dict | None = None) -> TrainConfig:
+  """Reads YAML ``paths`` in order, applies ``key=value`` ``overrides``, validates.
+
+  Values start from ``base`` (default: the defaults of :class:`TrainConfig`, the embedded
+  nano run), so a file or override changes only the keys it names.
+  """
+  values = to_dict(TrainConfig()) if base is None else base
   for path in paths:
     try:
       with open(path) as f:

@@ -22,20 +22,16 @@ import time
 
 import jax
 import yaml
-from flax import nnx
 
-from lowrank_jax.data import (check_vocab_fits, load_tokenizer, make_train_iterator,
-                              make_validation_batches)
-from lowrank_jax.models import abstract_model
+from lowrank_jax.data import make_train_iterator, make_validation_batches
 from lowrank_jax.train import mesh as mesh_lib
 from lowrank_jax.train.checkpoint import Checkpointer
 from lowrank_jax.train.config import TrainConfig, to_dict
-from lowrank_jax.train.evaluation import evaluate, unigram_perplexity
-from lowrank_jax.train.methods import build_optimizer, make_schedule
+from lowrank_jax.train.evaluation import unigram_perplexity
 from lowrank_jax.train.metrics import MetricsLogger, Progress, plot_loss_curve, read_metrics
-from lowrank_jax.train.state import (abstract_train_state, init_train_state, model_graphdef,
-                                     train_state_shardings, tree_bytes)
-from lowrank_jax.train.step import make_eval_step, make_train_step
+from lowrank_jax.train.run import Run
+from lowrank_jax.train.state import init_train_state, tree_bytes
+from lowrank_jax.train.step import make_train_step
 
 
 class StopRequest:
@@ -100,47 +96,22 @@ class _Window:
 def train(config: TrainConfig) -> dict:
   """Trains (or resumes) the run described by ``config``; returns the final summary."""
   started = time.perf_counter()
+  run = Run.build(config)  # every check before anything is written
   resumed = prepare_run_dir(config)
   is_main = jax.process_index() == 0
-  model_config = config.model.build()
-  tokenizer = load_tokenizer(config.data)
-  check_vocab_fits(tokenizer, model_config.vocab_size)
-  mesh = mesh_lib.make_mesh(config.mesh)
-  data_parallel = mesh.shape["data"] * mesh.shape["fsdp"]
-  for name, batch in (("data.global_batch_size", config.data.global_batch_size),
-                      ("eval.batch_size", config.eval.batch_size)):
-    if batch % data_parallel:
-      raise ValueError(f"{name}={batch} is not divisible by the {data_parallel} "
-                       "data-parallel devices (mesh data x fsdp)")
-
-  schedule = make_schedule(config.optimizer.learning_rate, config.schedule)
-  abstract_params = nnx.state(abstract_model(model_config), nnx.Param)
-  tx = build_optimizer(config.optimizer, schedule, abstract_params)
-  graphdef = model_graphdef(model_config)
-  shardings = train_state_shardings(model_config, tx, mesh)
-  data_sharding = mesh_lib.batch_sharding(mesh)
-  train_batches = make_train_iterator(config.data, tokenizer, sharding=data_sharding)
-
+  train_batches = make_train_iterator(config.data, run.tokenizer, sharding=run.data_sharding)
   checkpointer = Checkpointer(os.path.join(config.run_dir, "checkpoints"), config.checkpoint)
   latest = checkpointer.latest_step()
   if latest is None:
-    state, tokens_seen = init_train_state(model_config, tx, mesh, config.seed), 0.0
+    state, tokens_seen = init_train_state(run.model_config, run.tx, run.mesh, config.seed), 0.0
   else:
-    state, meta = checkpointer.restore(latest, abstract_train_state(model_config, tx, mesh),
-                                       train_batches)
+    state, meta = checkpointer.restore(latest, run.abstract_state(), train_batches)
     tokens_seen = float(meta["tokens_seen"])
-
-  step_fn = jax.jit(make_train_step(graphdef, tx, schedule, config.schedule.grad_accum),
-                    in_shardings=(shardings, data_sharding),
-                    out_shardings=(shardings, mesh_lib.replicated(mesh)), donate_argnums=0)
-  eval_fn = jax.jit(make_eval_step(graphdef),
-                    in_shardings=(shardings.params, shardings.frozen, data_sharding))
-
-  def run_eval() -> dict[str, float]:
-    batches = make_validation_batches(config.data, tokenizer, sharding=data_sharding,
-                                      batch_size=config.eval.batch_size)
-    return evaluate(eval_fn, state.params, state.frozen, batches,
-                    config.eval.references_divisor)
+  step_fn = jax.jit(make_train_step(run.graphdef, run.tx, run.schedule,
+                                    config.schedule.grad_accum),
+                    in_shardings=(run.shardings, run.data_sharding),
+                    out_shardings=(run.shardings, mesh_lib.replicated(run.mesh)),
+                    donate_argnums=0)
 
   logger = MetricsLogger(config.run_dir, config.logging.tensorboard, enabled=is_main)
   first, total = int(state.step), config.schedule.total_steps
@@ -162,7 +133,7 @@ def train(config: TrainConfig) -> dict:
         logger.log(step, {**record, "tokens_seen": tokens_seen})
         progress.advance_to(step, record["loss"], record["tokens_per_s"])
       if config.eval.every and step % config.eval.every == 0 and step != total:
-        logger.log(step, run_eval())
+        logger.log(step, run.evaluate(state))
       if stop_request.signal:
         stop = signal.Signals(stop_request.signal).name
         break
@@ -178,13 +149,13 @@ def train(config: TrainConfig) -> dict:
              "param_bytes": tree_bytes(state.params) + tree_bytes(state.frozen),
              "opt_state_bytes": tree_bytes(state.opt_state)}
   if stop is None:
-    final = run_eval()
+    final = run.evaluate(state)
     logger.log(int(step), final)
     summary.update(final)
     if jax.process_count() == 1:
-      train_sample = itertools.islice(make_train_iterator(config.data, tokenizer), 20)
+      train_sample = itertools.islice(make_train_iterator(config.data, run.tokenizer), 20)
       summary["unigram_ppl"] = unigram_perplexity(
-          train_sample, make_validation_batches(config.data, tokenizer,
+          train_sample, make_validation_batches(config.data, run.tokenizer,
                                                 batch_size=config.eval.batch_size))
   logger.close()
   checkpointer.close()

@@ -1,0 +1,109 @@
+"""Everything a config determines before training starts, built once and shared.
+
+:class:`Run` is used by the training loop and by ``lowrank-jax eval`` / ``export``: the
+tokenizer, the mesh, the schedule and optimizer, the model structure, the shardings of the
+train state and of batches, and the jitted evaluation.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import os
+
+import jax
+import optax
+import yaml
+from flax import nnx
+from jax.sharding import Mesh, NamedSharding
+
+from lowrank_jax.data import Tokenizer, check_vocab_fits, load_tokenizer, make_validation_batches
+from lowrank_jax.models import Llama, LlamaConfig, abstract_model
+from lowrank_jax.train import mesh as mesh_lib
+from lowrank_jax.train.checkpoint import Checkpointer
+from lowrank_jax.train.config import TrainConfig, load_config
+from lowrank_jax.train.evaluation import evaluate
+from lowrank_jax.train.methods import build_optimizer, make_schedule
+from lowrank_jax.train.state import (TrainState, abstract_train_state, model_graphdef,
+                                     train_state_shardings)
+from lowrank_jax.train.step import make_eval_step
+
+
+@dataclasses.dataclass
+class Run:
+  """The derived objects of a :class:`TrainConfig`; see :meth:`build`."""
+
+  config: TrainConfig
+  model_config: LlamaConfig
+  tokenizer: Tokenizer
+  mesh: Mesh
+  schedule: optax.Schedule
+  tx: optax.GradientTransformation
+  graphdef: nnx.GraphDef
+  shardings: TrainState
+  data_sharding: NamedSharding
+
+  @classmethod
+  def build(cls, config: TrainConfig) -> "Run":
+    """Checks what only a live setup can check (vocab, device counts) and builds the run."""
+    model_config = config.model.build()
+    tokenizer = load_tokenizer(config.data)
+    check_vocab_fits(tokenizer, model_config.vocab_size)
+    mesh = mesh_lib.make_mesh(config.mesh)
+    data_parallel = mesh.shape["data"] * mesh.shape["fsdp"]
+    for name, batch in (("data.global_batch_size", config.data.global_batch_size),
+                        ("eval.batch_size", config.eval.batch_size)):
+      if batch % data_parallel:
+        raise ValueError(f"{name}={batch} is not divisible by the {data_parallel} "
+                         "data-parallel devices (mesh data x fsdp)")
+    schedule = make_schedule(config.optimizer.learning_rate, config.schedule)
+    tx = build_optimizer(config.optimizer, schedule,
+                         nnx.state(abstract_model(model_config), nnx.Param))
+    return cls(config, model_config, tokenizer, mesh, schedule, tx,
+               model_graphdef(model_config), train_state_shardings(model_config, tx, mesh),
+               mesh_lib.batch_sharding(mesh))
+
+  def abstract_state(self) -> TrainState:
+    return abstract_train_state(self.model_config, self.tx, self.mesh)
+
+  @functools.cached_property
+  def _eval_step(self):
+    return jax.jit(make_eval_step(self.graphdef),
+                   in_shardings=(self.shardings.params, self.shardings.frozen,
+                                 self.data_sharding))
+
+  def evaluate(self, state: TrainState) -> dict[str, float]:
+    """Validation loss and perplexity of ``state`` within the validation token budget."""
+    batches = make_validation_batches(self.config.data, self.tokenizer,
+                                      sharding=self.data_sharding,
+                                      batch_size=self.config.eval.batch_size)
+    return evaluate(self._eval_step, state.params, state.frozen, batches,
+                    self.config.eval.references_divisor)
+
+  def model(self, state: TrainState) -> Llama:
+    return nnx.merge(self.graphdef, state.params, state.frozen)
+
+
+def saved_config(run_dir: str) -> TrainConfig:
+  """The config a run directory was started with."""
+  path = os.path.join(run_dir, "config.yaml")
+  if not os.path.exists(path):
+    raise ValueError(f"{run_dir!r} is not a run directory: it has no config.yaml")
+  with open(path) as f:
+    values = yaml.safe_load(f)
+  return load_config(overrides=[], base=values)
+
+
+def load_checkpoint(run_dir: str, step: int | None = None) -> tuple[Run, TrainState, int]:
+  """``(run, state, step)`` of the newest (or the given) checkpoint of ``run_dir``."""
+  run = Run.build(saved_config(run_dir))
+  checkpointer = Checkpointer(os.path.join(run_dir, "checkpoints"), run.config.checkpoint)
+  steps = checkpointer.manager.all_steps()
+  if not steps:
+    raise ValueError(f"run directory {run_dir!r} has no checkpoint")
+  step = max(steps) if step is None else step
+  if step not in steps:
+    raise ValueError(f"step {step} has no checkpoint in {run_dir!r}; saved steps: {sorted(steps)}")
+  state, _ = checkpointer.restore(step, run.abstract_state())
+  checkpointer.close()
+  return run, state, step
