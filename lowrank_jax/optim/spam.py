@@ -136,7 +136,9 @@ def scale_by_spam(
         after each reset, an integer >= 0.
       spike_grace_steps: :math:`K`: clipping is off for the first :math:`K`
         steps and for the first :math:`K` steps after each reset, while
-        :math:`v` is too young to be a scale. An integer >= 0.
+        :math:`v` is too young to be a scale. An integer >= 2: with fewer, the
+        first test would compare against :math:`v = 0` and zero the gradient
+        (the reference accepts that and then stalls until the next reset).
       moment_dtype: dtype of both moments; ``None`` uses each param's dtype.
         The update itself is computed in float32.
 
@@ -147,7 +149,7 @@ def scale_by_spam(
     check_range("spike_threshold", spike_threshold, 0.0)
     spike_aware.check_step_count("reset_interval", reset_interval, minimum=1)
     spike_aware.check_step_count("warmup_steps", warmup_steps)
-    spike_aware.check_step_count("spike_grace_steps", spike_grace_steps)
+    spike_aware.check_step_count("spike_grace_steps", spike_grace_steps, minimum=2)
     spike_aware.check_moment_dtype(moment_dtype)
 
     def init_fn(params):

@@ -28,7 +28,7 @@ from lowrank_jax.optim import (
 
 RESET_INTERVAL = 3
 NUM_STEPS = 4  # crosses the reset at step 3
-SPAM_SETTINGS = dict(reset_interval=RESET_INTERVAL, warmup_steps=2, spike_grace_steps=1)
+SPAM_SETTINGS = dict(reset_interval=RESET_INTERVAL, warmup_steps=2, spike_grace_steps=2)
 STABLE_SPAM_SETTINGS = dict(reset_interval=RESET_INTERVAL)
 
 ALIASES = {
@@ -88,7 +88,7 @@ def shapes_and_dtypes(tree):
         (spam, dict(spike_threshold=-1.0), "spike_threshold"),
         (spam, dict(reset_interval=0), "reset_interval"),
         (spam, dict(warmup_steps=2.5), "warmup_steps"),
-        (spam, dict(spike_grace_steps=-1), "spike_grace_steps"),
+        (spam, dict(spike_grace_steps=1), "spike_grace_steps"),
         (spam, dict(moment_dtype=jnp.int32), "moment_dtype"),
         (spam, dict(weight_decay=-0.1), "weight_decay"),
         (stable_spam, dict(gamma1=1.5), "gamma1"),
@@ -191,6 +191,17 @@ def test_chain_with_clipping_equals_running_on_clipped_gradients(method):
 
     plain, _ = run(ALIASES[method](), make_params(), grads_fn=clipped_gradients)
     chex.assert_trees_all_close(chained, plain, rtol=1e-6, atol=1e-8)
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_learning_rate_schedule_is_followed(method):
+    halving = lambda count: 1e-2 * 0.5**count
+    scheduled, _ = run(ALIASES[method](learning_rate=halving), make_params(), num_steps=1)
+    constant, _ = run(ALIASES[method](learning_rate=1e-2), make_params(), num_steps=1)
+    chex.assert_trees_all_close(scheduled, constant)
+    scheduled, _ = run(ALIASES[method](learning_rate=halving), make_params(), num_steps=2)
+    constant, _ = run(ALIASES[method](learning_rate=1e-2), make_params(), num_steps=2)
+    assert not np.allclose(scheduled["w"], constant["w"])
 
 
 @pytest.mark.parametrize("method", METHODS)
