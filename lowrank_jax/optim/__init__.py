@@ -1,0 +1,20 @@
+"""Memory-efficient optimizers as composable optax transforms.
+
+Every public method ``lowrank_jax.optim.<name>(learning_rate, ...)`` returns an
+``optax.GradientTransformation``; ``scale_by_<name>(...)`` is the same update
+without weight decay and learning rate, for users who build their own chain.
+"""
+
+from lowrank_jax.optim.spam import ScaleBySpamState, scale_by_spam, spam
+from lowrank_jax.optim.stable_spam import ScaleByStableSpamState, scale_by_stable_spam, stable_spam
+
+# GaLore family (projection core, routing, state sharding).
+from lowrank_jax.optim.adam import FoldedAdamState, scale_by_folded_adam
+from lowrank_jax.optim.apollo import apollo, apollo_mini, scale_by_apollo, scale_by_apollo_mini
+from lowrank_jax.optim.fira import fira, scale_by_fira
+from lowrank_jax.optim.galore import galore, scale_by_galore
+from lowrank_jax.optim.golore import golore, scale_by_golore
+from lowrank_jax.optim.lowrank_adam import LowRankAdamState, scale_by_lowrank_adam
+from lowrank_jax.optim.masking import resolve_mask, route
+from lowrank_jax.optim.projection import MatrixDimensionNumbers, ProjectionOptions
+from lowrank_jax.optim.sharding import state_partition_specs, state_shardings
