@@ -147,6 +147,7 @@ def scale_by_lowrank_adam(method: Method, *, rank: int, update_proj_gap: int,
     refresher = proj.make_refresher(options.refresh, rank, options.oversample,
                                     options.power_iterations, random_from_step)
     stores_projector = options.refresh != "gaussian" or options.moment_policy == "reproject"
+    uses_keys = options.refresh != "svd" or random_from_step is not None
 
     def layouts_of(params):
         dims = proj.resolve_dimension_numbers(options.dimension_numbers, params)
@@ -175,14 +176,16 @@ def scale_by_lowrank_adam(method: Method, *, rank: int, update_proj_gap: int,
         layouts = treedef.flatten_up_to(layouts_of(updates))
         sizes = [layout.num_matrices for layout in layouts]
         starts = np.cumsum([0] + sizes)[:-1].tolist()
-        plans = treedef.unflatten(list(zip(layouts, starts)))
+        paths = [path for path, _ in jax.tree.leaves_with_path(updates)]
+        plans = treedef.unflatten(list(zip(layouts, starts, paths)))
 
         def leaf_update(grad, plan, projector, mu, nu, norm):
-            layout, start = plan
+            layout, start, path = plan
             offsets = proj.stagger_offsets(layout.num_matrices, start, sum(sizes), gap,
                                            options.stagger)
             due = proj.refresh_due(count, gap, offsets)
-            keys = proj.refresh_keys(options.seed, count, gap, start, offsets)
+            keys = (proj.refresh_keys(options.seed, proj.leaf_id(path), count, gap, offsets)
+                    if uses_keys else None)
             if stores_projector:
                 projector, mu, nu = proj.refresh_projector(
                     grad, projector, mu, nu, layout=layout, due=due, keys=keys, count=count,

@@ -63,6 +63,7 @@ unchanged (the references), ``"reset"`` zeroes the refreshed matrix's moments,
 from __future__ import annotations
 
 import math
+import zlib
 from typing import Any, Callable, NamedTuple, Union
 
 import jax
@@ -334,17 +335,23 @@ def refresh_due(count: jax.Array, gap: int, offsets: np.ndarray) -> jax.Array:
     return (count % gap == jnp.asarray(offsets, jnp.int32)) | (count == 0)
 
 
-def refresh_keys(seed: int, count: jax.Array, gap: int, start: int, offsets: np.ndarray) -> jax.Array:
-    """One key per matrix, fixed between two of that matrix's refreshes.
+def leaf_id(path) -> int:
+    """A stable 31-bit id of a leaf's key path (independent of the other leaves)."""
+    return zlib.crc32(jax.tree_util.keystr(tuple(path)).encode()) & 0x7FFFFFFF
 
-    The key folds the seed with the matrix's global index and its refresh number
-    ``(count + gap - offset) // gap``, which increases exactly at its refreshes.
+
+def refresh_keys(seed: int, leaf: int, count: jax.Array, gap: int, offsets: np.ndarray) -> jax.Array:
+    """One key per matrix of a leaf, fixed between two of that matrix's refreshes.
+
+    The key folds the seed with the leaf's id (:func:`leaf_id`, so masking or
+    adding other parameters does not change it), the matrix's index in the leaf
+    and its refresh number ``(count + gap - offset) // gap``, which increases
+    exactly at its refreshes.
     """
-    base = jax.random.key(seed)
-    indices = jnp.arange(start, start + len(offsets))
+    base = jax.random.fold_in(jax.random.key(seed), leaf)
     refresh_number = (count + gap - jnp.asarray(offsets, jnp.int32)) // gap
     return jax.vmap(lambda i, n: jax.random.fold_in(jax.random.fold_in(base, i), n))(
-        indices, refresh_number)
+        jnp.arange(len(offsets)), refresh_number)
 
 
 # --------------------------------------------------------------------------- #
@@ -378,6 +385,7 @@ def refresh_projector(grad, projector, mu, nu, *, layout: MatrixLayout, due: jax
                       moment_policy: str, stagger: bool):
     """Recomputes the projectors of the matrices that are ``due``.
 
+    ``keys`` may be None when the refresher ignores them (exact SVD).
     Runs under ``lax.cond(any(due))``: steps without a refresh cost nothing. All
     matrices of a leaf refresh together (one batched SVD) unless ``stagger``, in
     which case each matrix has its own ``lax.cond`` inside a ``lax.map``.
