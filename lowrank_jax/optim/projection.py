@@ -226,10 +226,19 @@ def matrix_layout(shape, dims: MatrixDimensionNumbers, *, side: str, rank: int) 
 
 
 def project(grad: jax.Array, projector: jax.Array, layout: MatrixLayout) -> jax.Array:
-    """``R = P^T G`` for every matrix, in float32 (moment layout)."""
+    """``R = P^T G`` for every matrix, in float32 (moment layout).
+
+    Under an explicit mesh the result keeps the gradient's mesh axes except on
+    the projected axis (now the rank), which is replicated.
+    """
     leaf, proj, moment = layout.subscripts()
+    spec = getattr(jax.typeof(grad).sharding, "spec", None)
+    out_sharding = None
+    if spec is not None and any(axes is not None for axes in spec):
+        padded = tuple(spec) + (None,) * (grad.ndim - len(spec))
+        out_sharding = jax.sharding.PartitionSpec(*_replace(padded, layout.projected_axis, None))
     return jnp.einsum(f"{leaf},{proj}->{moment}", grad, projector.astype(grad.dtype),
-                      preferred_element_type=jnp.float32)
+                      preferred_element_type=jnp.float32, out_sharding=out_sharding)
 
 
 def project_back(low_rank: jax.Array, projector: jax.Array, layout: MatrixLayout) -> jax.Array:
@@ -370,6 +379,35 @@ def from_matrices(x: jax.Array, layout: MatrixLayout) -> jax.Array:
     return jnp.moveaxis(x.reshape(layout.batch_shape + x.shape[-2:]), (-2, -1), layout.matrix_axes)
 
 
+def gather_matrices(x: jax.Array) -> jax.Array:
+    """Replicates the two matrix axes of ``x`` (B, a, b) under an explicit mesh.
+
+    An SVD needs whole matrices: with ``Explicit`` mesh axes JAX refuses a
+    sharded input, so the matrices are gathered (the batch axis stays sharded).
+    Under ``Auto`` axes (or no mesh) this is a no-op and XLA decides.
+    """
+    spec = getattr(jax.typeof(x).sharding, "spec", None)
+    if spec is None or all(axes is None for axes in tuple(spec)[-2:]):
+        return x
+    return jax.sharding.reshard(x, jax.sharding.PartitionSpec(*tuple(spec)[:-2], None, None))
+
+
+def like_sharding(x: jax.Array, like: jax.Array) -> jax.Array:
+    """``x`` resharded as ``like`` under an explicit mesh (a no-op otherwise)."""
+    spec = getattr(jax.typeof(like).sharding, "spec", None)
+    if spec is None or getattr(jax.typeof(x).sharding, "spec", None) == spec:
+        return x
+    return jax.sharding.reshard(x, spec)
+
+
+def batch_like(x, matrices: jax.Array):
+    """``x`` (one entry per matrix) sharded like the batch axis of ``matrices``."""
+    spec = getattr(jax.typeof(matrices).sharding, "spec", None)
+    if x is None or spec is None or not tuple(spec) or tuple(spec)[0] is None:
+        return x
+    return jax.sharding.reshard(x, jax.sharding.PartitionSpec(tuple(spec)[0]))
+
+
 def carry_moments(policy: str, new_basis, old_basis, mu, nu):
     """Applies the moment policy to one matrix's moments ``(r, k)`` on a refresh."""
     if policy == "reset":
@@ -401,15 +439,17 @@ def refresh_projector(grad, projector, mu, nu, *, layout: MatrixLayout, due: jax
 
     def refresh_all(operands):
         g, p, m, v = (to_matrices(x, layout) for x in operands)
-        g = g.astype(jnp.float32)
+        g = gather_matrices(g.astype(jnp.float32))
+        matrix_keys, matrix_due = batch_like(keys, g), batch_like(due, g)
         if stagger:
             def maybe_refresh(args):
                 is_due, *rest = args
                 return lax.cond(is_due, refresh_one, lambda *a: tuple(a[1:4]), *rest)
-            new = lax.map(maybe_refresh, (due, g, p, m, v, keys))
+            new = lax.map(maybe_refresh, (matrix_due, g, p, m, v, matrix_keys))
         else:
-            new = jax.vmap(refresh_one)(g, p, m, v, keys)
-        return tuple(from_matrices(x, layout) for x in new)
+            new = jax.vmap(refresh_one)(g, p, m, v, matrix_keys)
+        return tuple(like_sharding(from_matrices(x, layout), old)
+                     for x, old in zip(new, operands[1:]))
 
     return lax.cond(jnp.any(due), refresh_all, lambda operands: operands[1:],
                     (grad, projector, mu, nu))
