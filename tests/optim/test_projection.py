@@ -198,7 +198,7 @@ def test_regenerated_projector_is_fixed_between_refreshes():
     refresher = proj.make_refresher("gaussian", 2)
     offsets = np.zeros(2, np.int64)
     make = jax.jit(lambda count: proj.regenerate_projector(
-        layout, proj.refresh_keys(0, count, 4, 0, offsets), refresher, jnp.float32))
+        layout, proj.refresh_keys(0, 5, count, 4, offsets), refresher, jnp.float32))
     chex.assert_trees_all_equal(make(4), make(7))
     assert not np.allclose(make(3), make(4))
     assert not np.allclose(make(4)[0], make(4)[1])  # each matrix has its own key
