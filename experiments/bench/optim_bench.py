@@ -21,7 +21,9 @@ the back-projection ``P R`` for all matrices, ``4 m n r`` flops each), timed as
 one jitted function, and the same flops at the rate of a large square matmul.
 
 Methods of ``lowrank_jax.optim`` that are not importable (yet) are skipped with
-a note; a method that fails at run time is reported and skipped too.
+a note; a method that fails at run time is reported and skipped too. Note that
+``optax.contrib.galore`` projects the larger side of each matrix (paper.md,
+section 3), hence its smaller state.
 
 Usage::
 
@@ -44,9 +46,6 @@ import jax.numpy as jnp
 import optax
 
 LEARNING_RATE = 1e-3  # irrelevant to the timings; any valid value
-LOWRANK_METHODS = ("galore", "fira", "apollo", "apollo_mini", "golore", "spam", "stable_spam")
-PROJECTED_METHODS = ("galore", "fira", "apollo", "golore")  # take rank and update_proj_gap
-FIXED_RANK_METHODS = ("apollo_mini",)  # rank 1 by definition: only update_proj_gap
 GOLORE_TOTAL_STEPS = 10_000  # the 60M run's length; GoLore switches to random projectors late
 
 
@@ -83,11 +82,25 @@ def random_tree(shapes, dtype, seed: int):
 def median_seconds(fn: Callable[[], object], repeats: int, warmup: int = 0) -> float:
     """Median wall time of ``fn()`` (which returns arrays to wait for) after ``warmup`` calls."""
     times = []
-    for i in range(warmup + repeats):
+    for _ in range(warmup + repeats):
         start = time.perf_counter()
         jax.block_until_ready(fn())
         times.append(time.perf_counter() - start)
     return statistics.median(times[warmup:])
+
+
+def lowrank_method_arguments(rank: int, gap: int) -> dict[str, dict]:
+    """Arguments (besides the learning rate) of each ``lowrank_jax.optim`` method."""
+    projected = dict(rank=rank, update_proj_gap=gap)
+    return {
+        "galore": projected,
+        "fira": projected,
+        "apollo": projected,
+        "apollo_mini": dict(update_proj_gap=gap),  # rank 1 by definition
+        "golore": dict(projected, total_steps=GOLORE_TOTAL_STEPS),
+        "spam": {},  # full-rank: resets every 500 steps, a select inside each step
+        "stable_spam": {},
+    }
 
 
 def candidate_methods(rank: int, gap: int) -> tuple[dict[str, Callable], list[str]]:
@@ -103,24 +116,19 @@ def candidate_methods(rank: int, gap: int) -> tuple[dict[str, Callable], list[st
         optim = importlib.import_module("lowrank_jax.optim")
     except Exception as error:  # an in-progress package may fail in many ways
         return methods, [f"lowrank_jax.optim not importable ({error!r}): all its methods skipped"]
-    for name in LOWRANK_METHODS:
+    for name, kwargs in lowrank_method_arguments(rank, gap).items():
         factory = getattr(optim, name, None)
         if factory is None:
             notes.append(f"lowrank_jax.optim.{name} not available yet: skipped")
             continue
-        kwargs = {}
-        if name in PROJECTED_METHODS:
-            kwargs = dict(rank=rank, update_proj_gap=gap)
-        elif name in FIXED_RANK_METHODS:
-            kwargs = dict(update_proj_gap=gap)
-        if name == "golore":
-            kwargs["total_steps"] = GOLORE_TOTAL_STEPS
         methods[name] = lambda factory=factory, kwargs=kwargs: factory(LEARNING_RATE, **kwargs)
     return methods, notes
 
 
 @dataclasses.dataclass
 class Measurement:
+    """One method's row: seconds per update and bytes of optimizer state."""
+
     steady_s: float
     refresh_s: float
     amortised_s: float
