@@ -1,0 +1,238 @@
+"""The paper's restarts: weight refactorization, momentum reset, quick-recovery schedule."""
+
+import math
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from flax import nnx
+
+from lowrank_jax.models import Llama, LlamaConfig, LinearConfig
+from lowrank_jax.optim.momentum_reset import momentum_reset
+from lowrank_jax.optim.refactorize import Factor, balanced_factors, refactorize, sibling_factors
+from lowrank_jax.optim.restart_schedule import restart_schedule
+
+
+def random_pair(key, lead, p, r, q):
+  """Unbalanced factors: the left one large, the right one small."""
+  key_a, key_b = jax.random.split(key)
+  return (10.0 * jax.random.normal(key_a, lead + (p, r)),
+          0.1 * jax.random.normal(key_b, lead + (r, q)))
+
+
+def relative_error(x, y):
+  return float(jnp.linalg.norm(x - y) / jnp.linalg.norm(y))
+
+
+# --- refactorization ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("lead", [(), (3,)])
+def test_balanced_factors_keep_the_product_and_balance_it_like_a_full_svd(lead):
+  a, b = random_pair(jax.random.key(0), lead, 9, 3, 7)
+  new_a, new_b = balanced_factors(a, b)
+  assert relative_error(new_a @ new_b, a @ b) < 1e-5
+  # Reference: the singular values of the full product, in float64.
+  singular = np.linalg.svd(np.asarray(a, np.float64) @ np.asarray(b, np.float64),
+                           compute_uv=False)[..., :3]
+  gram_a = jnp.swapaxes(new_a, -1, -2) @ new_a
+  gram_b = new_b @ jnp.swapaxes(new_b, -1, -2)
+  expected = np.zeros(lead + (3, 3))
+  expected[..., np.arange(3), np.arange(3)] = singular
+  np.testing.assert_allclose(gram_a, expected, atol=1e-4 * singular.max(), rtol=1e-5)
+  np.testing.assert_allclose(gram_b, expected, atol=1e-4 * singular.max(), rtol=1e-5)
+
+
+def factor_params(key):
+  key_1, key_2, key_3 = jax.random.split(key, 3)
+  a, b = random_pair(key_1, (), 8, 2, 6)
+  stacked_a, stacked_b = random_pair(key_2, (4,), 6, 3, 5)
+  return {"q_proj": {"a": a, "b": b}, "mlp": {"a": stacked_a, "b": stacked_b},
+          "norm": jax.random.normal(key_3, (6,))}
+
+
+def test_refactorize_lands_on_balanced_factors_of_the_updated_params():
+  params = factor_params(jax.random.key(1))
+  grads = jax.tree.map(jnp.ones_like, params)
+  inner = optax.sgd(0.01)
+  optimizer = refactorize(inner, every=1)
+  updates, _ = jax.jit(optimizer.update)(grads, optimizer.init(params), params)
+  new = optax.apply_updates(params, updates)
+  plain = optax.apply_updates(params, inner.update(grads, inner.init(params))[0])
+  np.testing.assert_array_equal(new["norm"], plain["norm"])  # not a factor: inner update
+  for name in ("q_proj", "mlp"):
+    a, b = new[name]["a"], new[name]["b"]
+    assert relative_error(a @ b, plain[name]["a"] @ plain[name]["b"]) < 1e-5
+    gram_a, gram_b = jnp.swapaxes(a, -1, -2) @ a, b @ jnp.swapaxes(b, -1, -2)
+    assert relative_error(gram_a, gram_b) < 1e-4
+    assert relative_error(gram_a, jnp.swapaxes(plain[name]["a"], -1, -2) @ plain[name]["a"]) > 0.5
+
+
+def test_refactorize_is_a_no_op_between_its_steps():
+  params = factor_params(jax.random.key(2))
+  inner = optax.adam(1e-2)
+  optimizer = refactorize(inner, every=3)
+  state, inner_state = optimizer.init(params), inner.init(params)
+  update = jax.jit(optimizer.update)
+  for step in range(1, 7):
+    grads = jax.tree.map(lambda p: jnp.full_like(p, step), params)
+    updates, state = update(grads, state, params)
+    expected, inner_state = inner.update(grads, inner_state, params)
+    if step % 3:
+      chex.assert_trees_all_close(updates, expected, rtol=1e-6, atol=0)
+    else:
+      chex.assert_trees_all_close(updates["norm"], expected["norm"], rtol=1e-6, atol=0)
+      assert not np.allclose(updates["q_proj"]["a"], expected["q_proj"]["a"])
+    chex.assert_trees_all_close(state.inner_state, inner_state, rtol=1e-6, atol=0)
+    params = optax.apply_updates(params, updates)
+
+
+def test_refactorize_pairs_the_factors_of_a_low_rank_llama():
+  config = LlamaConfig.preset("nano", num_layers=2, vocab_size=16, hidden_size=8,
+                              intermediate_size=12, num_heads=2, scan_layers=True,
+                              linear=LinearConfig(kind="sltrain", rank=2, sparsity=0.2))
+  model = Llama(config, rngs=nnx.Rngs(0))
+  params = nnx.state(model, nnx.Param)
+  labels = [label for label in jax.tree.leaves(sibling_factors()(params),
+                                               is_leaf=lambda x: isinstance(x, Factor))]
+  assert len(labels) == 2 * 7 and {label.side for label in labels} == {"left", "right"}
+  params = jax.tree.map(lambda p: p + 0.1, params)  # b leaves its zero init
+  optimizer = refactorize(optax.sgd(0.0), every=1)
+  updates, _ = optimizer.update(jax.tree.map(jnp.zeros_like, params), optimizer.init(params),
+                                params)
+  new = optax.apply_updates(params, updates)
+  for module in ("q_proj", "o_proj"):
+    old_proj, new_proj = params["layers"]["self_attn"][module], new["layers"]["self_attn"][module]
+    assert relative_error(new_proj["a"][...] @ new_proj["b"][...],
+                          old_proj["a"][...] @ old_proj["b"][...]) < 1e-5
+  np.testing.assert_array_equal(new["layers"]["mlp"]["up_proj"]["values"][...],
+                                params["layers"]["mlp"]["up_proj"]["values"][...])
+
+
+def test_refactorize_accepts_custom_pair_names():
+  key_b, key_a = jax.random.split(jax.random.key(3))
+  params = {"lora": {"B": jax.random.normal(key_b, (7, 2)),  # PyTorch layout: W = B @ A
+                     "A": jax.random.normal(key_a, (2, 9))}}
+  optimizer = refactorize(optax.sgd(0.0), every=1, pairs=sibling_factors("B", "A"))
+  updates, _ = optimizer.update(jax.tree.map(jnp.zeros_like, params), optimizer.init(params),
+                                params)
+  new = optax.apply_updates(params, updates)["lora"]
+  assert relative_error(new["B"] @ new["A"], params["lora"]["B"] @ params["lora"]["A"]) < 1e-5
+  assert relative_error(new["B"].T @ new["B"], new["A"] @ new["A"].T) < 1e-4
+
+
+def test_refactorize_rejects_bad_arguments():
+  params = factor_params(jax.random.key(4))
+  optimizer = refactorize(optax.sgd(0.1), every=2)
+  with pytest.raises(ValueError, match="needs params"):
+    optimizer.update(params, optimizer.init(params))
+  with pytest.raises(ValueError, match="every"):
+    refactorize(optax.sgd(0.1), every=0)
+  with pytest.raises(ValueError, match="only a left"):
+    refactorize(optax.sgd(0.1), 2, pairs={"x": Factor("p", "left"), "y": None}).init(
+        {"x": jnp.ones((4, 2)), "y": jnp.ones((2, 4))})
+  with pytest.raises(ValueError, match="r <= min"):
+    refactorize(optax.sgd(0.1), 2).init({"m": {"a": jnp.ones((4, 3)), "b": jnp.ones((3, 2))}})
+
+
+# --- momentum reset ---------------------------------------------------------------------------
+
+
+def test_momentum_reset_zeroes_the_state_exactly_on_its_steps():
+  params = {"w": jnp.ones((3, 2)), "v": jnp.ones(4, jnp.bfloat16)}
+  inner = optax.adam(1e-2)
+  optimizer = momentum_reset(inner, every=3)
+  state, inner_state = optimizer.init(params), inner.init(params)
+  update = jax.jit(optimizer.update)
+  for step in range(1, 8):
+    grads = jax.tree.map(lambda p: jnp.full_like(p, step), params)
+    updates, state = update(grads, state, params)
+    expected, inner_state = inner.update(grads, inner_state, params)
+    # The update itself is never altered (up to jit's float reassociation).
+    chex.assert_trees_all_close(updates, expected, rtol=1e-6, atol=0)
+    if step % 3 == 0:
+      chex.assert_trees_all_equal(state.inner_state, inner.init(params))  # exactly
+      inner_state = inner.init(params)
+    else:
+      chex.assert_trees_all_close(state.inner_state, inner_state, rtol=1e-6, atol=0)
+    assert int(state.count) == step
+
+
+def test_the_step_after_a_reset_is_a_fresh_adams_first_step():
+  params = {"w": jnp.arange(6.0).reshape(3, 2)}
+  optimizer = momentum_reset(optax.adam(0.1), every=2)
+  state = optimizer.init(params)
+  for step in range(2):
+    _, state = optimizer.update({"w": jnp.full((3, 2), step + 1.0)}, state, params)
+  grads = {"w": jnp.array([[0.5, -1.0], [2.0, 0.0], [-3.0, 1.0]])}
+  after_reset, _ = optimizer.update(grads, state, params)
+  fresh = optax.adam(0.1)
+  first, _ = fresh.update(grads, fresh.init(params), params)
+  chex.assert_trees_all_close(after_reset, first, rtol=1e-6)
+  np.testing.assert_allclose(after_reset["w"][0], [-0.1, 0.1], rtol=1e-5)  # Adam's first step
+
+
+def test_momentum_reset_needs_params_and_a_positive_period():
+  optimizer = momentum_reset(optax.adam(0.1), every=2)
+  params = {"w": jnp.ones(2)}
+  with pytest.raises(ValueError, match="needs params"):
+    optimizer.update(params, optimizer.init(params))
+  with pytest.raises(ValueError, match="every"):
+    momentum_reset(optax.adam(0.1), every=1.5)
+
+
+# --- quick-recovery schedule ------------------------------------------------------------------
+
+
+def test_restart_schedule_equals_the_papers_formula():
+  every, recovery = 20, 5
+  base = optax.warmup_cosine_decay_schedule(0.0, 1.0, 6, 100, end_value=0.1)
+  schedule = jax.jit(restart_schedule(base, every, recovery))
+  for t in range(0, 95):
+    k, since = divmod(t, every)
+    if k >= 1 and since < recovery:
+      expected = float(base(k * every + recovery)) * (0.001 + 0.999 * since / (recovery - 1))
+    else:
+      expected = float(base(t))
+    np.testing.assert_allclose(float(schedule(t)), expected, rtol=1e-6, atol=1e-9, err_msg=t)
+  # The boundaries by name: no recovery in the first cycle, 0.001x at a restart, the base
+  # value again on the last recovering step and after it.
+  assert float(schedule(0)) == float(base(0))
+  assert math.isclose(float(schedule(40)), 0.001 * float(base(45)), rel_tol=1e-6)
+  assert math.isclose(float(schedule(44)), float(base(45)), rel_tol=1e-6)
+  for t in (39, 45):
+    assert math.isclose(float(schedule(t)), float(base(t)), rel_tol=1e-6)
+
+
+def test_restart_schedule_accepts_a_constant_and_validates():
+  schedule = restart_schedule(0.5, every=4, recovery_steps=2)
+  assert [float(schedule(t)) for t in range(7)] == pytest.approx(
+      [0.5, 0.5, 0.5, 0.5, 0.0005, 0.5, 0.5])
+  for bad in (dict(every=0), dict(every=4, recovery_steps=1), dict(every=4, recovery_steps=5)):
+    with pytest.raises(ValueError):
+      restart_schedule(0.5, **bad)
+
+
+def test_the_low_rank_restarts_recipe_trains_under_jit():
+  params = factor_params(jax.random.key(5))
+  schedule = restart_schedule(optax.warmup_cosine_decay_schedule(0.0, 1e-2, 2, 20), 4, 2)
+  optimizer = refactorize(optax.chain(momentum_reset(optax.scale_by_adam(), every=4),
+                                      optax.scale_by_learning_rate(schedule)), every=4)
+  state = optimizer.init(params)
+
+  @jax.jit
+  def step(params, state):
+    grads = jax.grad(lambda p: jnp.sum((p["q_proj"]["a"] @ p["q_proj"]["b"] - 1.0) ** 2))(params)
+    updates, state = optimizer.update(grads, state, params)
+    return optax.apply_updates(params, updates), state
+
+  for _ in range(8):
+    params, state = step(params, state)
+  chex.assert_tree_all_finite(params)
+  adam_state = state.inner_state[0].inner_state
+  assert int(adam_state.count) == 0  # reset at the end of step 8
+  a, b = params["q_proj"]["a"], params["q_proj"]["b"]
+  assert relative_error(a.T @ a, b @ b.T) < 1e-4  # refactorized at the end of step 8
