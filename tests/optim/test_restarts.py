@@ -71,23 +71,32 @@ def test_refactorize_lands_on_balanced_factors_of_the_updated_params():
     assert relative_error(gram_a, jnp.swapaxes(plain[name]["a"], -1, -2) @ plain[name]["a"]) > 0.5
 
 
-def test_refactorize_is_a_no_op_between_its_steps():
-  params = factor_params(jax.random.key(2))
-  inner = optax.adam(1e-2)
-  optimizer = refactorize(inner, every=3)
+def alongside(optimizer, inner, params, steps, reset_every=None):
+  """Runs ``optimizer`` (jitted) and the ``inner`` transform it wraps on the same gradients,
+  applying the wrapper's updates; ``inner``'s state is re-initialised after the updates that
+  are multiples of ``reset_every``. Yields (step, updates, state, inner updates, inner state)."""
   state, inner_state = optimizer.init(params), inner.init(params)
   update = jax.jit(optimizer.update)
-  for step in range(1, 7):
+  for step in range(1, steps + 1):
     grads = jax.tree.map(lambda p: jnp.full_like(p, step), params)
     updates, state = update(grads, state, params)
     expected, inner_state = inner.update(grads, inner_state, params)
+    yield step, updates, state, expected, inner_state
+    if reset_every and step % reset_every == 0:
+      inner_state = inner.init(params)
+    params = optax.apply_updates(params, updates)
+
+
+def test_refactorize_is_a_no_op_between_its_steps():
+  inner = optax.adam(1e-2)
+  for step, updates, state, expected, inner_state in alongside(
+      refactorize(inner, every=3), inner, factor_params(jax.random.key(2)), 6):
     if step % 3:
       chex.assert_trees_all_close(updates, expected, rtol=1e-6, atol=0)
     else:
       chex.assert_trees_all_close(updates["norm"], expected["norm"], rtol=1e-6, atol=0)
       assert not np.allclose(updates["q_proj"]["a"], expected["q_proj"]["a"])
     chex.assert_trees_all_close(state.inner_state, inner_state, rtol=1e-6, atol=0)
-    params = optax.apply_updates(params, updates)
 
 
 def test_refactorize_pairs_the_factors_of_a_low_rank_llama():
@@ -144,18 +153,12 @@ def test_refactorize_rejects_bad_arguments():
 def test_momentum_reset_zeroes_the_state_exactly_on_its_steps():
   params = {"w": jnp.ones((3, 2)), "v": jnp.ones(4, jnp.bfloat16)}
   inner = optax.adam(1e-2)
-  optimizer = momentum_reset(inner, every=3)
-  state, inner_state = optimizer.init(params), inner.init(params)
-  update = jax.jit(optimizer.update)
-  for step in range(1, 8):
-    grads = jax.tree.map(lambda p: jnp.full_like(p, step), params)
-    updates, state = update(grads, state, params)
-    expected, inner_state = inner.update(grads, inner_state, params)
+  for step, updates, state, expected, inner_state in alongside(
+      momentum_reset(inner, every=3), inner, params, 7, reset_every=3):
     # The update itself is never altered (up to jit's float reassociation).
     chex.assert_trees_all_close(updates, expected, rtol=1e-6, atol=0)
     if step % 3 == 0:
       chex.assert_trees_all_equal(state.inner_state, inner.init(params))  # exactly
-      inner_state = inner.init(params)
     else:
       chex.assert_trees_all_close(state.inner_state, inner_state, rtol=1e-6, atol=0)
     assert int(state.count) == step
