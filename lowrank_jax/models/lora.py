@@ -8,8 +8,8 @@ the paper's ``W = W0 + (alpha/r) B A`` with ``a = A^T``, ``b = B^T`` (see
 :mod:`lowrank_jax.models.lowrank`). ``W0`` stays at its random initialisation: it is a
 :class:`Frozen` variable, not an ``nnx.Param``, so ``nnx.state(model, nnx.Param)`` (what the
 optimizer and the gradient see) excludes it, while ``nnx.state(model)`` and checkpoints keep it.
-ReLoRA (:mod:`lowrank_jax.models.relora`) merges ``(alpha/r) a b`` into ``W0`` every few
-thousand steps.
+ReLoRA restarts (:func:`merge_lora_adapters`) merge ``(alpha/r) a b`` into ``W0`` every few
+thousand steps and start a new adapter; its optimizer side is :mod:`lowrank_jax.optim.relora`.
 
 >>> import jax.numpy as jnp
 >>> from flax import nnx
@@ -30,7 +30,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from lowrank_jax.models.linear import LinearConfig, param
-from lowrank_jax.models.lowrank import LowRankLinear
+from lowrank_jax.models.lowrank import LowRankLinear, kaiming_uniform
 
 
 class Frozen(nnx.Variable):
@@ -68,3 +68,37 @@ class LoRALinear(LowRankLinear):
     """``W0 + (alpha / r) a b``, computed in float32, in the parameters' dtype."""
     kernel = self.base[...].astype(jnp.float32) + self.low_rank_kernel()
     return kernel.astype(self.base[...].dtype)
+
+  def merge_and_reinit(self, key: jax.Array) -> None:
+    """ReLoRA's restart: ``W0 <- W0 + (alpha/r) a b``, ``a <- U(+-1/sqrt(in))``, ``b <- 0``.
+
+    The layer computes the same function before and after (``b = 0``). Works on stacked
+    layers (leading axes), drawing a different ``a`` for each.
+    """
+    self.base[...] = self.dense_kernel()
+    in_features = self.a[...].shape[-2]
+    self.a[...] = kaiming_uniform(in_features)(key, self.a[...].shape, self.a[...].dtype)
+    self.b[...] = jnp.zeros_like(self.b[...])
+
+
+def merge_lora_adapters(model: nnx.Module, key: jax.Array) -> None:
+  """Applies :meth:`LoRALinear.merge_and_reinit` to every LoRA linear of ``model``, in place.
+
+  Call it after the optimizer update that ends each ReLoRA cycle, together with a reset
+  of the adapters' optimizer state (:func:`lowrank_jax.optim.relora.relora` does that
+  reset). Each linear draws its new ``a`` from ``key`` folded with its position in the
+  graph. Wrap it in ``nnx.jit`` to run it on device.
+
+  >>> import jax.numpy as jnp
+  >>> from lowrank_jax.models import Llama, LlamaConfig, LinearConfig
+  >>> config = LlamaConfig.preset("nano", num_layers=1, hidden_size=8, intermediate_size=8,
+  ...                             num_heads=2, vocab_size=8, linear=LinearConfig("lora", 2))
+  >>> model = Llama(config, rngs=nnx.Rngs(0))
+  >>> before = model(jnp.zeros((1, 3), jnp.int32))
+  >>> merge_lora_adapters(model, jax.random.key(1))
+  >>> bool(jnp.allclose(model(jnp.zeros((1, 3), jnp.int32)), before, atol=1e-6))
+  True
+  """
+  layers = [node for _, node in nnx.iter_graph(model) if isinstance(node, LoRALinear)]
+  for index, layer in enumerate(layers):
+    layer.merge_and_reinit(jax.random.fold_in(key, index))

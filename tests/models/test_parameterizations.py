@@ -14,6 +14,7 @@ from flax import nnx
 from lowrank_jax.models import DtypePolicy, Llama, LlamaConfig, LinearConfig, count_params, next_token_loss
 from lowrank_jax.models.hf import from_hf_llama, to_hf_llama
 from lowrank_jax.models.linear import make_linear
+from lowrank_jax.models.lora import merge_lora_adapters
 from lowrank_jax.models.sltrain import SparseSupport
 
 LINEAR_KINDS = ("lowrank", "lora", "sltrain")  # the kinds with a dense kernel
@@ -241,3 +242,30 @@ def test_a_dense_model_loaded_from_the_export_computes_the_same_function(kind, s
   ids = jax.random.randint(jax.random.key(1), (2, 8), 0, 32)
   forward = nnx.jit(lambda module: module(ids))
   chex.assert_trees_all_close(forward(dense), forward(model), rtol=1e-4, atol=1e-4)
+
+
+def test_relora_merge_keeps_the_function_and_restarts_the_adapter():
+  module = perturb(layer("lora", 12, 10), scale=0.1)
+  x = jax.random.normal(jax.random.key(6), (4, 12))
+  before, kernel, old_a = module(x), module.dense_kernel(), np.asarray(module.a[...])
+  module.merge_and_reinit(jax.random.key(7))
+  chex.assert_trees_all_close(module(x), before, rtol=1e-5, atol=1e-6)
+  chex.assert_trees_all_close(module.base[...], kernel, rtol=1e-6)
+  assert not np.any(module.b[...])
+  assert not np.allclose(module.a[...], old_a)
+  assert np.abs(module.a[...]).max() <= 1 / math.sqrt(12)
+
+
+def test_relora_merges_every_adapter_of_a_stacked_model():
+  model = Llama(tiny("lora", scan_layers=True), rngs=nnx.Rngs(0))
+  perturb(model.layers, seed=4, scale=0.1)
+  ids = jax.random.randint(jax.random.key(1), (2, 8), 0, 32)
+  forward = nnx.jit(lambda module: module(ids))
+  before = forward(model)
+  merge_lora_adapters(model, jax.random.key(2))
+  chex.assert_trees_all_close(forward(model), before, rtol=1e-4, atol=1e-5)
+  b_leaves = [v.get_value() for p, v in nnx.to_flat_state(nnx.state(model, nnx.Param))
+              if p[-1] == "b"]
+  assert len(b_leaves) == 7 and not any(np.any(b) for b in b_leaves)
+  a = model.layers.mlp.up_proj.a[...]
+  assert not np.allclose(a[0], a[1])  # each layer gets its own new adapter

@@ -12,6 +12,7 @@ from flax import nnx
 
 from lowrank_jax.models import Llama, LlamaConfig, LinearConfig
 from lowrank_jax.optim.momentum_reset import momentum_reset
+from lowrank_jax.optim.relora import relora, relora_schedule
 from lowrank_jax.optim.refactorize import Factor, balanced_factors, refactorize, sibling_factors
 from lowrank_jax.optim.restart_schedule import restart_schedule
 
@@ -239,3 +240,40 @@ def test_the_low_rank_restarts_recipe_trains_under_jit():
   assert int(adam_state.count) == 0  # reset at the end of step 8
   a, b = params["q_proj"]["a"], params["q_proj"]["b"]
   assert relative_error(a.T @ a, b @ b.T) < 1e-4  # refactorized at the end of step 8
+
+
+# --- ReLoRA -----------------------------------------------------------------------------------
+
+
+def reference_relora_multiplier(step, total, warmup, every, rewarm, min_ratio):
+  """The ReLoRA reference's jagged cosine multiplier (adjust_step = 0), restated."""
+  if step < warmup:
+    return step / max(1, warmup)
+  since, restarts = step % every, step // every
+  if since < rewarm and step >= every:
+    progress = (restarts * every + rewarm - warmup) / max(1, total - warmup)
+    return since / max(1, rewarm) * (min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(
+        math.pi * progress)))
+  progress = (step - warmup) / max(1, total - warmup)
+  return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def test_relora_schedule_matches_the_reference():
+  total, warmup, every, rewarm, ratio = 120, 7, 30, 5, 0.1
+  schedule = jax.jit(relora_schedule(3e-3, total, warmup, every, rewarm, ratio))
+  for t in range(total):
+    expected = 3e-3 * reference_relora_multiplier(t, total, warmup, every, rewarm, ratio)
+    np.testing.assert_allclose(float(schedule(t)), expected, rtol=1e-5, atol=1e-10, err_msg=t)
+  with pytest.raises(ValueError, match="restart_every"):
+    relora_schedule(3e-3, total, 40, every, rewarm)
+
+
+def test_relora_restarts_adam_every_k_updates():
+  params = {"w": jnp.ones((2, 3))}
+  optimizer = relora(1e-2, restart_every=2)
+  state = optimizer.init(params)
+  counts = []
+  for _ in range(4):
+    _, state = optimizer.update({"w": jnp.ones((2, 3))}, state, params)
+    counts.append(int(state[0].inner_state.count))
+  assert counts == [1, 0, 1, 0]
