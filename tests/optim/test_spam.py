@@ -201,6 +201,17 @@ def test_chain_with_clipping_equals_running_on_clipped_gradients(method):
 
 
 @pytest.mark.parametrize("method", METHODS)
+def test_masked_leaves_get_no_state_and_pass_through(method):
+    masked = optax.masked(ALIASES[method](), {"w": True, "b": False})
+    params = make_params()
+    final_params, state = run(masked, params)
+    assert isinstance(state.inner_state[0].mu["b"], optax.MaskedNode)
+    # optax.masked leaves the masked-out updates as they came: the raw gradients.
+    raw_sum = sum(gradients(params, i)["b"] for i in range(NUM_STEPS))
+    chex.assert_trees_all_close(final_params["b"], params["b"] + raw_sum, rtol=1e-6)
+
+
+@pytest.mark.parametrize("method", METHODS)
 def test_learning_rate_schedule_is_followed(method):
     halving = lambda count: 1e-2 * 0.5**count
     scheduled, _ = run(ALIASES[method](learning_rate=halving), make_params(), num_steps=1)
