@@ -1,0 +1,20 @@
+"""A tiny run that trains in seconds, for the trainer tests."""
+
+import pytest
+
+TINY = [
+    "model.overrides.num_layers=1", "model.overrides.hidden_size=32",
+    "model.overrides.intermediate_size=64", "model.overrides.num_heads=2",
+    "model.overrides.vocab_size=384", "data.vocab_size=384", "data.seq_len=32",
+    "data.global_batch_size=8", "data.validation_tokens=2000", "eval.batch_size=8",
+    "schedule.total_steps=6", "logging.every=1", "logging.progress=false",
+    "logging.tensorboard=false", "checkpoint.every=3",
+]
+
+
+@pytest.fixture
+def tiny(tmp_path):
+  """Overrides for a tiny run in a fresh ``run_dir``; extra overrides come last."""
+  def overrides(*extra, run_dir=None):
+    return TINY + [f"run_dir={run_dir or tmp_path / 'run'}", *extra]
+  return overrides

@@ -1,0 +1,57 @@
+"""Config loading: layering, overrides and one-line errors before anything runs."""
+
+import pytest
+
+from lowrank_jax.train.config import MeshSection, load_config, to_dict
+
+
+def test_files_layer_and_overrides_win(tmp_path):
+  base = tmp_path / "base.yaml"
+  base.write_text("optimizer:\n  method: galore\n  learning_rate: 0.01\ndata:\n  seq_len: 64\n")
+  top = tmp_path / "top.yaml"
+  top.write_text("optimizer:\n  learning_rate: 0.02\n")
+  cfg = load_config([str(base), str(top)], ["data.global_batch_size=16"])
+  assert cfg.optimizer.method == "galore"
+  assert cfg.optimizer.learning_rate == 0.02
+  assert (cfg.data.seq_len, cfg.data.global_batch_size) == (64, 16)
+  assert cfg.data.vocab_size == load_config().data.vocab_size  # untouched keys keep defaults
+
+
+def test_round_trip_through_dict():
+  cfg = load_config(overrides=["data.paths=[a.txt, b.txt]", "data.source=files"])
+  assert cfg.data.paths == ("a.txt", "b.txt")
+  assert load_config(base=to_dict(cfg)) == cfg
+
+
+@pytest.mark.parametrize("override,message", [
+    ("optimizer.lr=0.1", "unknown config key 'optimizer.lr'"),
+    ("optimizer.learning_rate=-1", "optimizer.learning_rate=-1 must be positive"),
+    ("schedule.total_steps=0", "schedule.total_steps=0"),
+    ("model.preset=3b", "model preset '3b' is unknown"),
+    ("model.overrides.depth=3", "unknown model override 'depth'"),
+    ("data.seq_len=1", "seq_len=1"),
+    ("data.seq_len=4096", "data.seq_len=4096 exceeds the model's max_seq_len=1024"),
+    ("schedule.grad_accum=3", "global_batch_size=32 is not divisible by schedule.grad_accum=3"),
+    ("mesh.fsdp=-1", "mesh=(data=-1, fsdp=-1, tensor=1) is invalid"),
+    ("model.dtype=fp8", "dtype policy 'fp8' is unknown"),
+    ("checkpoint.keep=0", "checkpoint.keep=0"),
+    ("nonsense", "override 'nonsense' is not of the form key=value"),
+])
+def test_bad_values_raise_one_line_errors(override, message):
+  with pytest.raises(ValueError) as error:
+    load_config(overrides=[override])
+  assert message in str(error.value)
+  assert "\n" not in str(error.value)
+
+
+def test_missing_config_file_is_named(tmp_path):
+  with pytest.raises(ValueError, match="nope.yaml"):
+    load_config([str(tmp_path / "nope.yaml")])
+
+
+def test_mesh_fills_and_checks_the_device_count():
+  assert MeshSection(data=-1, fsdp=2, tensor=2).shape(8) == (2, 2, 2)
+  with pytest.raises(ValueError, match=r"needs 4 devices; 8 are available"):
+    MeshSection(data=1, fsdp=2, tensor=2).shape(8)
+  with pytest.raises(ValueError, match="do not divide"):
+    MeshSection(data=-1, fsdp=3).shape(8)
