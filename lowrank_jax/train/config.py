@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import types
 import typing
 from typing import Any, Sequence
 
@@ -293,8 +294,20 @@ def _build(cls, values: dict[str, Any], prefix: str = ""):
     elif typing.get_origin(hint) is tuple and isinstance(value, list):
       kwargs[key] = tuple(value)
     else:
-      kwargs[key] = value
+      kwargs[key] = _coerce(hint, value, f"{prefix}{key}")
   return cls(**kwargs)
+
+
+def _coerce(hint, value, key: str):
+  """Float fields take ints and YAML-1.1 strings such as ``1e-3``; other values pass as is."""
+  floats = hint is float or (typing.get_origin(hint) in (typing.Union, types.UnionType)
+                              and float in typing.get_args(hint))
+  if not floats or value is None or isinstance(value, bool):
+    return value
+  try:
+    return float(value)
+  except (TypeError, ValueError):
+    raise ValueError(f"{key}={value!r} is not a number") from None
 
 
 def _merge(base: dict, update: dict) -> dict:

@@ -21,11 +21,12 @@ def test_round_trip_through_dict():
   cfg = load_config(overrides=["data.paths=[a.txt, b.txt]", "data.source=files"])
   assert cfg.data.paths == ("a.txt", "b.txt")
   assert load_config(base=to_dict(cfg)) == cfg
+  assert load_config(overrides=["optimizer.learning_rate='1e-3'"]).optimizer.learning_rate == 1e-3
 
 
 @pytest.mark.parametrize("override,message", [
     ("optimizer.lr=0.1", "unknown config key 'optimizer.lr'"),
-    ("optimizer.learning_rate=-1", "optimizer.learning_rate=-1 must be positive"),
+    ("optimizer.learning_rate=-1", "optimizer.learning_rate=-1.0 must be positive"),
     ("schedule.total_steps=0", "schedule.total_steps=0"),
     ("model.preset=3b", "model preset '3b' is unknown"),
     ("model.overrides.depth=3", "unknown model override 'depth'"),
@@ -36,6 +37,7 @@ def test_round_trip_through_dict():
     ("model.dtype=fp8", "dtype policy 'fp8' is unknown"),
     ("checkpoint.keep=0", "checkpoint.keep=0"),
     ("nonsense", "override 'nonsense' is not of the form key=value"),
+    ("optimizer.b1=high", "optimizer.b1='high' is not a number"),
 ])
 def test_bad_values_raise_one_line_errors(override, message):
   with pytest.raises(ValueError) as error:
@@ -55,3 +57,17 @@ def test_mesh_fills_and_checks_the_device_count():
     MeshSection(data=1, fsdp=2, tensor=2).shape(8)
   with pytest.raises(ValueError, match="do not divide"):
     MeshSection(data=-1, fsdp=3).shape(8)
+
+
+def test_every_shipped_experiment_config_loads():
+  import glob
+  import os
+  root = os.path.join(os.path.dirname(__file__), "..", "..", "experiments", "configs")
+  sizes = sorted(glob.glob(os.path.join(root, "llama_*.yaml")))
+  assert len(sizes) == 4
+  for size in sizes:
+    cfg = load_config([size])
+    assert cfg.data.global_batch_size == 512 and cfg.model.dtype == "bf16"
+    name = os.path.basename(size)[len("llama_"):-len(".yaml")]
+    for method in glob.glob(os.path.join(root, "methods", f"*_{name}.yaml")):
+      assert load_config([size, method]).optimizer.method != "adamw"
