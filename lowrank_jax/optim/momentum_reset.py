@@ -39,6 +39,7 @@ from __future__ import annotations
 from typing import NamedTuple
 
 import jax
+import jax.numpy as jnp
 import optax
 
 from lowrank_jax.optim.validation import check_positive_int
@@ -73,7 +74,7 @@ def momentum_reset(inner: optax.GradientTransformation,
     inner = optax.with_extra_args_support(inner)
 
     def init_fn(params):
-        return MomentumResetState(count=jax.numpy.zeros([], jax.numpy.int32),
+        return MomentumResetState(count=jnp.zeros([], jnp.int32),
                                   inner_state=inner.init(params))
 
     def update_fn(updates, state, params=None, **extra_args):
@@ -82,9 +83,11 @@ def momentum_reset(inner: optax.GradientTransformation,
                              "inner state with inner.init(params).")
         updates, inner_state = inner.update(updates, state.inner_state, params, **extra_args)
         count = optax.safe_increment(state.count)
+        # Operands, not closures: a closed-over concrete array loses its sharding in the branch.
         inner_state = jax.lax.cond(count % every == 0,
-                                   lambda: _like(inner.init(params), inner_state),
-                                   lambda: inner_state)
+                                   lambda params, state: _like(inner.init(params), state),
+                                   lambda params, state: state,
+                                   params, inner_state)
         return updates, MomentumResetState(count=count, inner_state=inner_state)
 
     return optax.GradientTransformationExtraArgs(init_fn, update_fn)

@@ -68,6 +68,7 @@ from typing import Any, Callable, Hashable, NamedTuple
 import jax
 import jax.numpy as jnp
 import optax
+from jax.sharding import PartitionSpec as P
 
 from lowrank_jax.optim.validation import check_positive_int
 
@@ -146,13 +147,36 @@ def sibling_factors(left: str = "a", right: str = "b") -> PairLabels:
     return labels
 
 
+def _spec(x: jax.Array) -> tuple:
+    """The sharding spec in ``x``'s type, one entry per axis (all None unless the array is
+    sharded over an explicit mesh axis)."""
+    spec = tuple(jax.typeof(x).sharding.spec)
+    return spec + (None,) * (x.ndim - len(spec))
+
+
+def _resharded_like(x: jax.Array, reference: jax.Array) -> jax.Array:
+    """``x`` resharded to ``reference``'s explicit sharding (a no-op without one)."""
+    return x if _spec(x) == _spec(reference) else jax.sharding.reshard(x, P(*_spec(reference)))
+
+
+def _unsharded_matrix(x: jax.Array) -> jax.Array:
+    """``x`` with its two matrix axes gathered, its batch axes still sharded: explicit
+    sharding forbids QR and SVD over sharded matrix axes (automatic sharding inserts the
+    same all-gather itself)."""
+    spec = _spec(x)
+    if spec[-2:] == (None, None):
+        return x
+    return jax.sharding.reshard(x, P(*spec[:-2], None, None))
+
+
 def balanced_factors(left: jax.Array, right: jax.Array) -> tuple[jax.Array, jax.Array]:
     """The balanced factors ``(U S^1/2, S^1/2 V^T)`` of ``left @ right`` (float32).
 
     Batched over leading axes: ``left`` is ``(..., p, r)`` and ``right`` ``(..., r, q)``
     with ``r <= min(p, q)``. Only QRs of the factors and an ``r x r`` SVD are computed.
     """
-    left, right = left.astype(jnp.float32), right.astype(jnp.float32)
+    left = _unsharded_matrix(left.astype(jnp.float32))
+    right = _unsharded_matrix(right.astype(jnp.float32))
     q_left, r_left = jnp.linalg.qr(left)
     q_right, r_right = jnp.linalg.qr(jnp.swapaxes(right, -1, -2))
     core = jnp.matmul(r_left, jnp.swapaxes(r_right, -1, -2), precision=_HIGHEST)
@@ -237,18 +261,20 @@ def refactorize(inner: optax.GradientTransformation, every: int, *,
         values = jax.tree.leaves(params)
         steps, treedef = jax.tree.flatten(updates)
 
-        def corrections():
-            # Updates that move each factor from its parameter to the balanced factor.
+        def corrections(values, steps):
+            # Updates that move each factor from its parameter to the balanced factor:
+            # values and steps alternate left, right factor of each pair.
             out = []
-            for left, right in zip(indices[::2], indices[1::2]):
-                targets = balanced_factors(values[left] + steps[left],
-                                           values[right] + steps[right])
-                out += [(target - values[i].astype(jnp.float32)).astype(steps[i].dtype)
-                        for i, target in zip((left, right), targets)]
+            for pair in range(0, len(values), 2):
+                value, step = values[pair:pair + 2], steps[pair:pair + 2]
+                targets = balanced_factors(*(v + s for v, s in zip(value, step)))
+                out += [_resharded_like((t - v.astype(jnp.float32)).astype(s.dtype), s)
+                        for t, v, s in zip(targets, value, step)]
             return out
 
-        factor_steps = jax.lax.cond(count % every == 0, corrections,
-                                    lambda: [steps[i] for i in indices])
+        # Operands, not closures: a closed-over concrete array loses its sharding in a branch.
+        factor_steps = jax.lax.cond(count % every == 0, corrections, lambda _, steps: steps,
+                                    [values[i] for i in indices], [steps[i] for i in indices])
         for index, step in zip(indices, factor_steps):
             steps[index] = step
         return treedef.unflatten(steps), RefactorizeState(count=count, inner_state=inner_state)

@@ -7,8 +7,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+import orbax.checkpoint as ocp
 import pytest
 from flax import nnx
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
 
 from lowrank_jax.models import Llama, LlamaConfig, LinearConfig
 from lowrank_jax.optim.momentum_reset import momentum_reset
@@ -277,3 +280,70 @@ def test_relora_restarts_adam_every_k_updates():
     _, state = optimizer.update({"w": jnp.ones((2, 3))}, state, params)
     counts.append(int(state[0].inner_state.count))
   assert counts == [1, 0, 1, 0]
+
+
+# --- optax's trio and checkpointing, for the composed recipe and ReLoRA ----------------------
+
+
+def recipe(every=1):
+  """The paper's Low-Rank-restarts optimizer (refactorize, momentum reset, quick recovery)."""
+  schedule = restart_schedule(optax.cosine_decay_schedule(1e-2, 10), every + 1, 2)
+  return refactorize(optax.chain(momentum_reset(optax.scale_by_adam(), every=every),
+                                 optax.scale_by_learning_rate(schedule)), every=every)
+
+
+OPTIMIZERS = {"recipe": recipe, "relora": lambda: relora(1e-2, restart_every=1)}
+
+
+def sharded_factor_params(dtype):
+  mesh = jax.make_mesh((8,), ("data",), axis_types=(jax.sharding.AxisType.Explicit,))
+  shardings = {"m": {"a": NamedSharding(mesh, P("data", None)),
+                     "b": NamedSharding(mesh, P(None, "data"))},
+               "norm": NamedSharding(mesh, P())}
+  a, b = random_pair(jax.random.key(6), (), 16, 2, 8)
+  params = {"m": {"a": a.astype(dtype), "b": b.astype(dtype)}, "norm": jnp.ones(8, dtype)}
+  return mesh, jax.device_put(params, shardings)
+
+
+@pytest.mark.parametrize("name", OPTIMIZERS)
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
+def test_state_types_unchanged_by_update_under_sharding(name, dtype):
+  """Shapes, dtypes, weak types and shardings (``jax.typeof``), eager and jitted, on steps
+  that refactorize and reset."""
+  mesh, params = sharded_factor_params(dtype)
+  optimizer = OPTIMIZERS[name]()
+  types = lambda tree: jax.tree.map(jax.typeof, tree)
+  with jax.set_mesh(mesh):
+    state = optimizer.init(params)
+    updates, updated = optimizer.update(params, state, params)
+    jitted_updates, jitted_updated = jax.jit(optimizer.update)(params, state, params)
+  assert types(updated) == types(state) == types(jitted_updated)
+  assert jax.tree.map(lambda u: u.dtype, updates) == jax.tree.map(lambda p: p.dtype, params)
+  chex.assert_trees_all_equal_shapes_and_dtypes(jitted_updates, params)
+  chex.assert_tree_all_finite(jitted_updates)
+
+
+@pytest.mark.parametrize("name", OPTIMIZERS)
+def test_init_on_abstract_inputs(name):
+  optimizer = OPTIMIZERS[name]()
+  params = factor_params(jax.random.key(7))
+  abstract = jax.tree.map(lambda p: jax.ShapeDtypeStruct(p.shape, p.dtype), params)
+  expected = jax.tree.map(lambda x: (x.shape, x.dtype), optimizer.init(params))
+  assert jax.tree.map(lambda x: (x.shape, x.dtype), jax.eval_shape(optimizer.init, abstract)) \
+      == expected
+
+
+def test_orbax_round_trip_restores_the_recipe_state(tmp_path):
+  params = factor_params(jax.random.key(8))
+  optimizer = recipe(every=3)
+  state = optimizer.init(params)
+  for _ in range(2):  # a state with nonzero moments and counts
+    _, state = optimizer.update(params, state, params)
+  checkpointer = ocp.Checkpointer(ocp.StandardCheckpointHandler())
+  checkpointer.save(tmp_path / "state", args=ocp.args.StandardSave(state))
+  abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, state)
+  restored = checkpointer.restore(tmp_path / "state", args=ocp.args.StandardRestore(abstract))
+  assert jax.tree.structure(restored) == jax.tree.structure(state)
+  assert type(restored) is type(state) and type(restored.inner_state[0]) is type(
+      state.inner_state[0])
+  chex.assert_trees_all_equal(restored, state)
