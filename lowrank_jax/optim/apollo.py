@@ -42,6 +42,12 @@ from lowrank_jax.optim.lowrank_adam import (LowRankStep, limit_norm_growth,
 from lowrank_jax.optim.validation import check_choice, check_range
 
 PROJECTIONS = {"random": "gaussian", "svd": "svd"}
+APOLLO_ARGS = """\
+projection: ``"random"`` (Gaussian, regenerated, not stored) or ``"svd"``
+  (GaLore's projector, stored).
+scale_front: apply ``sqrt(scale)`` before the limiter (reference flag).
+gamma: the norm-growth limiter's growth bound; None disables the limiter
+  (the reference's ``disable_nl``)."""
 SCALE_TYPES = ("channel", "tensor")
 
 
@@ -67,7 +73,7 @@ def apollo_method(scale, scale_type: str, scale_front: bool, gamma):
     return method
 
 
-@shared_args
+@shared_args(apollo_args=APOLLO_ARGS)
 def scale_by_apollo(rank: int = 256, update_proj_gap: int = 200, scale: float = 1.0,
                     b1: float = 0.9, b2: float = 0.999, eps: float = 1e-6, mask=None,
                     moment_dtype=None, options=None, projection: str = "random",
@@ -78,11 +84,8 @@ def scale_by_apollo(rank: int = 256, update_proj_gap: int = 200, scale: float = 
     Args:
       {shared_args}
       scale: the update is multiplied by ``sqrt(scale)`` (>= 0).
-      projection: ``"random"`` (Gaussian, regenerated, not stored) or ``"svd"``.
       scale_type: ``"channel"`` (one ratio per row/column) or ``"tensor"``.
-      scale_front: apply ``sqrt(scale)`` before the limiter (reference flag).
-      gamma: the norm-growth limiter's growth bound; None disables the limiter
-        (the reference's ``disable_nl``).
+      {apollo_args}
 
     Returns:
       An ``optax.GradientTransformation`` (state as :func:`scale_by_galore`'s;
@@ -100,7 +103,7 @@ def scale_by_apollo(rank: int = 256, update_proj_gap: int = 200, scale: float = 
         default_moment_policy="keep", uses_norm=gamma is not None)
 
 
-@shared_args
+@shared_args(apollo_args=APOLLO_ARGS)
 def apollo(learning_rate, rank: int = 256, update_proj_gap: int = 200, scale: float = 1.0,
            b1: float = 0.9, b2: float = 0.999, eps: float = 1e-6, weight_decay: float = 0.0,
            mask=None, weight_decay_mask=None, moment_dtype=None, options=None,
@@ -112,10 +115,8 @@ def apollo(learning_rate, rank: int = 256, update_proj_gap: int = 200, scale: fl
       {alias_args}
       {shared_args}
       scale: the update is multiplied by ``sqrt(scale)``.
-      projection: ``"random"`` or ``"svd"``.
-      scale_type: ``"channel"`` or ``"tensor"``.
-      scale_front: apply ``sqrt(scale)`` before the limiter.
-      gamma: the limiter's growth bound, None to disable it.
+      scale_type: ``"channel"`` (one ratio per row/column) or ``"tensor"``.
+      {apollo_args}
 
     Returns:
       An ``optax.GradientTransformation``.
@@ -126,7 +127,7 @@ def apollo(learning_rate, rank: int = 256, update_proj_gap: int = 200, scale: fl
         learning_rate, weight_decay, weight_decay_mask)
 
 
-@shared_args
+@shared_args(apollo_args=APOLLO_ARGS)
 def scale_by_apollo_mini(rank: int = 1, update_proj_gap: int = 200, scale: float = 128.0,
                          b1: float = 0.9, b2: float = 0.999, eps: float = 1e-6, mask=None,
                          moment_dtype=None, options=None, projection: str = "random",
@@ -137,9 +138,7 @@ def scale_by_apollo_mini(rank: int = 1, update_proj_gap: int = 200, scale: float
     Args:
       {shared_args}
       scale: the update is multiplied by ``sqrt(scale)`` (default 128).
-      projection: ``"random"`` or ``"svd"``.
-      scale_front: apply ``sqrt(scale)`` before the limiter.
-      gamma: the limiter's growth bound, None to disable it.
+      {apollo_args}
 
     Returns:
       An ``optax.GradientTransformation``.
@@ -148,7 +147,7 @@ def scale_by_apollo_mini(rank: int = 1, update_proj_gap: int = 200, scale: float
                            projection, "tensor", scale_front, gamma)
 
 
-@shared_args
+@shared_args(apollo_args=APOLLO_ARGS)
 def apollo_mini(learning_rate, rank: int = 1, update_proj_gap: int = 200, scale: float = 128.0,
                 b1: float = 0.9, b2: float = 0.999, eps: float = 1e-6, weight_decay: float = 0.0,
                 mask=None, weight_decay_mask=None, moment_dtype=None, options=None,
@@ -160,9 +159,7 @@ def apollo_mini(learning_rate, rank: int = 1, update_proj_gap: int = 200, scale:
       {alias_args}
       {shared_args}
       scale: the update is multiplied by ``sqrt(scale)`` (default 128).
-      projection: ``"random"`` or ``"svd"``.
-      scale_front: apply ``sqrt(scale)`` before the limiter.
-      gamma: the limiter's growth bound, None to disable it.
+      {apollo_args}
 
     Returns:
       An ``optax.GradientTransformation``.

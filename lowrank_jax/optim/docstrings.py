@@ -42,10 +42,21 @@ weight_decay_mask: optional mask (pytree or callable) of the leaves to decay;
   None decays every leaf, as the references."""
 
 
-def shared_args(fn):
-    """Fills ``{shared_args}`` and ``{alias_args}`` in ``fn.__doc__``."""
-    def block(text):
-        return textwrap.indent(text, " " * 6).lstrip()
-    fn.__doc__ = fn.__doc__.replace("{shared_args}", block(_SHARED)).replace(
-        "{alias_args}", block(_ALIAS))
-    return fn
+def _block(text: str) -> str:
+    return textwrap.indent(text, " " * 6).lstrip()
+
+
+def shared_args(fn=None, **extra: str):
+    """Fills ``{shared_args}``, ``{alias_args}`` and ``{<name>}`` for each ``extra`` block.
+
+    Use bare (``@shared_args``) or with method-specific blocks
+    (``@shared_args(apollo_args=TEXT)``).
+    """
+    def fill(fn):
+        doc = fn.__doc__.replace("{shared_args}", _block(_SHARED)).replace(
+            "{alias_args}", _block(_ALIAS))
+        for name, text in extra.items():
+            doc = doc.replace("{" + name + "}", _block(text))
+        fn.__doc__ = doc
+        return fn
+    return fill(fn) if fn is not None else fill

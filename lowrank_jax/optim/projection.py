@@ -62,6 +62,7 @@ unchanged (the references), ``"reset"`` zeroes the refreshed matrix's moments,
 
 from __future__ import annotations
 
+import functools
 import math
 import zlib
 from typing import Any, Callable, NamedTuple, Union
@@ -272,23 +273,38 @@ def canonical_signs(basis: jax.Array) -> jax.Array:
     return basis * jnp.where(largest < 0, -1.0, 1.0).astype(basis.dtype)
 
 
+def left_singular_vectors(matrix: jax.Array) -> jax.Array:
+    """``U`` of the thin SVD, in descending order of singular value.
+
+    On CPU the QR-based LAPACK driver is used: the default divide-and-conquer
+    one was measured 70x slower on small matrices (126 ms vs 1.8 ms for two
+    64 x 96 matrices). Other platforms keep JAX's default.
+    """
+    thin_svd = lambda algorithm: lambda m: lax.linalg.svd(
+        m, full_matrices=False, algorithm=algorithm)[0]
+    return lax.platform_dependent(matrix, cpu=thin_svd(lax.linalg.SvdAlgorithm.QR),
+                                  default=thin_svd(None))
+
+
 def svd_basis(matrix: jax.Array, rank: int) -> jax.Array:
     """Top-``rank`` left singular vectors of ``matrix``, sign-canonicalised."""
-    u, _, _ = jnp.linalg.svd(matrix, full_matrices=False)
-    return canonical_signs(u[:, :rank])
+    return canonical_signs(left_singular_vectors(matrix)[:, :rank])
 
 
 def randomized_basis(matrix: jax.Array, key: jax.Array, rank: int, oversample: int,
                      power_iterations: int) -> jax.Array:
-    """Approximate top-``rank`` left singular vectors by a randomized range finder."""
+    """Approximate top-``rank`` left singular vectors by a randomized range finder.
+
+    The products run at full float32 precision (no TF32 on GPUs).
+    """
     rows, cols = matrix.shape
     width = min(rank + oversample, rows, cols)
-    sketch = matrix @ jax.random.normal(key, (cols, width), matrix.dtype)
-    basis, _ = jnp.linalg.qr(sketch)
+    dot = functools.partial(jnp.matmul, precision=lax.Precision.HIGHEST)
+    basis, _ = jnp.linalg.qr(dot(matrix, jax.random.normal(key, (cols, width), matrix.dtype)))
     for _ in range(power_iterations):
-        basis, _ = jnp.linalg.qr(matrix @ (matrix.T @ basis))
-    small_u, _, _ = jnp.linalg.svd(basis.T @ matrix, full_matrices=False)
-    return canonical_signs(basis @ small_u[:, :rank])
+        basis, _ = jnp.linalg.qr(dot(matrix, dot(matrix.T, basis)))
+    small_u = left_singular_vectors(dot(basis.T, matrix))
+    return canonical_signs(dot(basis, small_u[:, :rank]))
 
 
 def gaussian_basis(rows: int, key: jax.Array, rank: int) -> jax.Array:
@@ -413,8 +429,9 @@ def carry_moments(policy: str, new_basis, old_basis, mu, nu):
     if policy == "reset":
         return jnp.zeros_like(mu), jnp.zeros_like(nu)
     if policy == "reproject":
-        change = new_basis.T @ old_basis.astype(jnp.float32)
-        return (change @ mu.astype(jnp.float32)).astype(mu.dtype), nu
+        dot = functools.partial(jnp.matmul, precision=lax.Precision.HIGHEST)
+        change = dot(new_basis.T, old_basis.astype(jnp.float32))
+        return dot(change, mu.astype(jnp.float32)).astype(mu.dtype), nu
     return mu, nu
 
 

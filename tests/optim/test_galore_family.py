@@ -23,13 +23,6 @@ FACTORIES = {
     "apollo_mini": functools.partial(lro.apollo_mini, update_proj_gap=2),
     "golore": functools.partial(lro.golore, random_from_step=2, **SMALL),
 }
-SCALE_BY = {
-    "galore": functools.partial(lro.scale_by_galore, **SMALL),
-    "fira": functools.partial(lro.scale_by_fira, **SMALL),
-    "apollo": functools.partial(lro.scale_by_apollo, **SMALL),
-    "apollo_mini": functools.partial(lro.scale_by_apollo_mini, update_proj_gap=2),
-    "golore": functools.partial(lro.scale_by_golore, random_from_step=2, **SMALL),
-}
 NAMES = list(FACTORIES)
 
 
@@ -76,6 +69,18 @@ def test_jit_dtype_stability_and_descent(name, dtype):
     chex.assert_trees_all_equal_shapes_and_dtypes(state, initial_state)
     chex.assert_tree_all_finite(updates)
     assert loss(params) < 0.95 * loss(jax.tree.map(jnp.zeros_like, target))
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_alias_is_the_documented_chain(name):
+    """``<name>`` = chain(scale_by_<name>, add_decayed_weights, scale_by_learning_rate)."""
+    params, grads = make_params(), make_grads(0)
+    scale_by = getattr(lro, f"scale_by_{name}")(**FACTORIES[name].keywords)
+    chained = optax.chain(scale_by, optax.add_decayed_weights(0.1), optax.scale_by_learning_rate(0.01))
+    alias = FACTORIES[name](learning_rate=0.01, weight_decay=0.1)
+    expected, _ = chained.update(grads, chained.init(params), params)
+    updates, _ = alias.update(grads, alias.init(params), params)
+    chex.assert_trees_all_close(updates, expected)
 
 
 @pytest.mark.parametrize("name", NAMES)

@@ -158,7 +158,7 @@ def test_stacked_leaf_equals_separate_matrices():
         u1, s1 = update({"w": grads}, s1, stacked_params)
         u2, s2 = update({f"w{i}": grads[i] for i in range(3)}, s2, split_params)
         chex.assert_trees_all_close(u1["w"], jnp.stack([u2[f"w{i}"] for i in range(3)]),
-                                    rtol=1e-5, atol=1e-7)
+                                    rtol=1e-4, atol=1e-6)  # GPUs batch matmuls differently
 
 
 def test_dimension_numbers_follow_the_leaf_layout():
