@@ -154,7 +154,7 @@ def scale_by_lowrank_adam(method: Method, *, rank: int, update_proj_gap: int,
         treedef = jax.tree.structure(params)
         return treedef.unflatten([
             proj.matrix_layout(p.shape, d, side=options.side, rank=rank)
-            for p, d in zip(treedef.flatten_up_to(params), treedef.flatten_up_to(dims))])
+            for p, d in zip(treedef.flatten_up_to(params), dims)])
 
     def init_fn(params):
         def leaf_init(p, layout):

@@ -193,15 +193,26 @@ def _replace(seq, index, value):
     return tuple(value if i == index else n for i, n in enumerate(seq))
 
 
-def resolve_dimension_numbers(dimension_numbers: DimensionNumbers, params: Any) -> Any:
-    """Returns one :class:`MatrixDimensionNumbers` per leaf of ``params``."""
+def resolve_dimension_numbers(dimension_numbers: DimensionNumbers, params: Any) -> list:
+    """One :class:`MatrixDimensionNumbers` per leaf of ``params`` (flattened order).
+
+    A pytree (or a callable's result) is matched by key path, so it may hold
+    entries (e.g. None) for leaves that ``params`` lacks or masks out.
+    """
+    paths = [path for path, _ in jax.tree.leaves_with_path(params)]
     if dimension_numbers is None:
         dimension_numbers = MatrixDimensionNumbers()
     if isinstance(dimension_numbers, MatrixDimensionNumbers):
-        return jax.tree.map(lambda _: dimension_numbers, params)
+        return [dimension_numbers] * len(paths)
     if callable(dimension_numbers):
-        return dimension_numbers(params)
-    return dimension_numbers
+        dimension_numbers = dimension_numbers(params)
+    by_path = dict(jax.tree.leaves_with_path(
+        dimension_numbers, is_leaf=lambda x: isinstance(x, MatrixDimensionNumbers)))
+    missing = [jax.tree_util.keystr(path) for path in paths if path not in by_path]
+    if missing:
+        raise ValueError(f"dimension_numbers has no MatrixDimensionNumbers for the projected "
+                         f"leaves {missing}.")
+    return [by_path[path] for path in paths]
 
 
 def matrix_layout(shape, dims: MatrixDimensionNumbers, *, side: str, rank: int) -> MatrixLayout:

@@ -202,3 +202,17 @@ def test_regenerated_projector_is_fixed_between_refreshes():
     chex.assert_trees_all_equal(make(4), make(7))
     assert not np.allclose(make(3), make(4))
     assert not np.allclose(make(4)[0], make(4)[1])  # each matrix has its own key
+
+
+@pytest.mark.parametrize("as_callable", [False, True])
+def test_dimension_numbers_pytree_or_callable_per_leaf(as_callable):
+    params = {"tall": jnp.ones((8, 16)), "stack": jnp.ones((3, 16, 8)), "bias": jnp.ones(16)}
+    dims = {"tall": lro.MatrixDimensionNumbers(), "bias": None,  # (out, in) stack below
+            "stack": lro.MatrixDimensionNumbers(reduction_axis=-1, output_axis=-2)}
+    options = lro.ProjectionOptions(dimension_numbers=(lambda p: dims) if as_callable else dims)
+    state = lro.scale_by_galore(rank=2, options=options).init(params)
+    mu = state.inner_states["projected"].inner_state.mu
+    assert mu["tall"].shape == (2, 16) and mu["stack"].shape == (3, 16, 2)
+    with pytest.raises(ValueError, match="no MatrixDimensionNumbers"):
+        lro.scale_by_galore(rank=2, options=options._replace(
+            dimension_numbers={"tall": None, "stack": None, "bias": None})).init(params)
