@@ -61,6 +61,11 @@ def test_svd_basis_is_the_sign_canonical_top_subspace():
     chex.assert_trees_all_close(proj.svd_basis(-matrix, 3), basis, atol=1e-5)
 
 
+def test_eigh_basis_matches_the_svd_basis():
+    matrix = random_matrix((10, 14))
+    chex.assert_trees_all_close(proj.eigh_basis(matrix, 3), proj.svd_basis(matrix, 3), atol=1e-4)
+
+
 def test_randomized_basis_finds_a_low_rank_subspace():
     low_rank = random_matrix((20, 3), 1) @ random_matrix((3, 15), 2)
     matrix = low_rank + 1e-3 * random_matrix((20, 15), 3)
