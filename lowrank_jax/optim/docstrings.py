@@ -21,7 +21,8 @@ import textwrap
 
 _SHARED = """\
 rank: projection rank ``r`` (a Python int), at most the smaller side of every
-  projected matrix (checked at init).
+  projected matrix (checked at init). Shapes depend on it: with
+  ``optax.inject_hyperparams`` list it (and ``update_proj_gap``) in ``static_args``.
 update_proj_gap: refresh the projectors every this many steps (Python int >= 1).
 b1: Adam's first-moment decay, in [0, 1).
 b2: Adam's second-moment decay, in [0, 1).

@@ -19,7 +19,7 @@ must be a batch of matrices. The public methods wrap it with
 :func:`lowrank_jax.optim.masking.route`, which sends the other leaves to
 :func:`lowrank_jax.optim.adam.scale_by_folded_adam`.
 
->>> import jax.numpy as jnp
+>>> import jax.numpy as jnp, optax
 >>> from lowrank_jax.optim.projection import ProjectionOptions
 >>> tx = scale_by_lowrank_adam(lambda step: (step.project_back(step.direction), step.norm),
 ...                            rank=2, update_proj_gap=4, options=ProjectionOptions(refresh="svd",
@@ -27,6 +27,8 @@ must be a batch of matrices. The public methods wrap it with
 >>> state = tx.init({"w": jnp.ones((6, 4))})
 >>> state.projector["w"].shape, state.mu["w"].shape
 ((2, 4), (6, 2))
+>>> [s.count for s in find_lowrank_states(optax.MultiSteps(tx, 2).init({"w": jnp.ones((6, 4))}))]
+[Array(0, dtype=int32)]
 """
 
 from __future__ import annotations
@@ -67,6 +69,16 @@ class LowRankAdamState(NamedTuple):
     mu: optax.Updates
     nu: optax.Updates
     norm: optax.Updates
+
+
+def find_lowrank_states(opt_state: Any) -> list[LowRankAdamState]:
+    """Every :class:`LowRankAdamState` inside an optimizer state, in tree order.
+
+    The public methods nest it as ``chain -> partition -> masked``; this finds
+    it whatever the wrapping (``inject_hyperparams``, ``MultiSteps``, ...).
+    """
+    is_state = lambda x: isinstance(x, LowRankAdamState)
+    return [x for x in jax.tree.leaves(opt_state, is_leaf=is_state) if is_state(x)]
 
 
 class LowRankStep(NamedTuple):

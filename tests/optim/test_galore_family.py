@@ -45,7 +45,9 @@ def run(tx, params, steps=3, dtype=jnp.float32):
 
 def lowrank_state(state) -> LowRankAdamState:
     """The low-rank part of an alias's state (chain -> partition -> masked)."""
-    return state[0].inner_states["projected"].inner_state
+    (found,) = lro.find_lowrank_states(state)
+    assert found is state[0].inner_states["projected"].inner_state
+    return found
 
 
 @pytest.mark.parametrize("name", NAMES)
