@@ -4,6 +4,7 @@ import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 
 import lowrank_jax.optim as lro
@@ -221,3 +222,14 @@ def test_dimension_numbers_pytree_or_callable_per_leaf(as_callable):
     with pytest.raises(ValueError, match="no MatrixDimensionNumbers"):
         lro.scale_by_galore(rank=2, options=options._replace(
             dimension_numbers={"tall": None, "stack": None, "bias": None})).init(params)
+
+
+def test_reset_policy_for_regenerated_projectors():
+    params = {"w": jnp.zeros((2, 8, 16))}
+    tx = galore_tx(proj.ProjectionOptions(refresh="gaussian", moment_policy="reset"), gap=2)
+    state = tx.init(params)
+    assert isinstance(state.projector["w"], optax.MaskedNode)
+    update = jax.jit(tx.update)
+    for step in range(3):  # step 2 refreshes: the moments restart from that step's R alone
+        _, state = update({"w": random_matrix((2, 8, 16), step)}, state)
+    chex.assert_trees_all_close((state.mu["w"] / 0.1) ** 2, state.nu["w"] / 0.001, rtol=1e-4)
