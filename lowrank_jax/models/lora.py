@@ -90,14 +90,15 @@ def merge_lora_adapters(model: nnx.Module, key: jax.Array) -> None:
   graph. Wrap it in ``nnx.jit`` to run it on device.
 
   >>> import jax.numpy as jnp
-  >>> from lowrank_jax.models import Llama, LlamaConfig, LinearConfig
-  >>> config = LlamaConfig.preset("nano", num_layers=1, hidden_size=8, intermediate_size=8,
-  ...                             num_heads=2, vocab_size=8, linear=LinearConfig("lora", 2))
-  >>> model = Llama(config, rngs=nnx.Rngs(0))
-  >>> before = model(jnp.zeros((1, 3), jnp.int32))
-  >>> merge_lora_adapters(model, jax.random.key(1))
-  >>> bool(jnp.allclose(model(jnp.zeros((1, 3), jnp.int32)), before, atol=1e-6))
-  True
+  >>> from lowrank_jax.models.linear import LinearConfig, make_linear
+  >>> layer = make_linear(LinearConfig("lora", rank=2), 6, 5, ("embed", "mlp"), init_std=0.02,
+  ...                     param_dtype=jnp.float32, compute_dtype=jnp.float32,
+  ...                     rngs=nnx.Rngs(0))
+  >>> layer.b[...] = jnp.ones((2, 5))  # as if trained
+  >>> kernel = layer.dense_kernel()
+  >>> merge_lora_adapters(layer, jax.random.key(1))
+  >>> bool(jnp.allclose(layer.base[...], kernel)), bool((layer.b[...] == 0).all())
+  (True, True)
   """
   layers = [node for _, node in nnx.iter_graph(model) if isinstance(node, LoRALinear)]
   for index, layer in enumerate(layers):

@@ -104,9 +104,12 @@ def test_refactorize_is_a_no_op_between_its_steps():
 
 
 def test_refactorize_pairs_the_factors_of_a_low_rank_llama():
-  config = LlamaConfig.preset("nano", num_layers=2, vocab_size=16, hidden_size=8,
-                              intermediate_size=12, num_heads=2, scan_layers=True,
-                              linear=LinearConfig(kind="sltrain", rank=2, sparsity=0.2))
+  # The tiny model of tests/models/test_parameterizations.py (shared compiled ops).
+  config = LlamaConfig.preset("nano", num_layers=2, vocab_size=32, hidden_size=16,
+                              intermediate_size=24, num_heads=2, max_seq_len=16,
+                              scan_layers=True,
+                              linear=LinearConfig(kind="sltrain", rank=4, alpha=8.0,
+                                                  sparsity=0.1))
   model = Llama(config, rngs=nnx.Rngs(0))
   params = nnx.state(model, nnx.Param)
   labels = [label for label in jax.tree.leaves(sibling_factors()(params),
@@ -114,8 +117,8 @@ def test_refactorize_pairs_the_factors_of_a_low_rank_llama():
   assert len(labels) == 2 * 7 and {label.side for label in labels} == {"left", "right"}
   params = jax.tree.map(lambda p: p + 0.1, params)  # b leaves its zero init
   optimizer = refactorize(optax.sgd(0.0), every=1)
-  updates, _ = optimizer.update(jax.tree.map(jnp.zeros_like, params), optimizer.init(params),
-                                params)
+  updates, _ = jax.jit(optimizer.update)(jax.tree.map(jnp.zeros_like, params),
+                                         optimizer.init(params), params)
   new = optax.apply_updates(params, updates)
   for module in ("q_proj", "o_proj"):
     old_proj, new_proj = params["layers"]["self_attn"][module], new["layers"]["self_attn"][module]
