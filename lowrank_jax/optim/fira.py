@@ -11,7 +11,8 @@ With ``R = P^T G``, ``N = M / (sqrt(V) + eps)`` (no bias correction) and
 where the norms run over the rank axis, so ``phi`` has one entry per row or
 column of the kept axis (``max(m, n)`` entries with the ``"std"`` side), and
 ``limit`` is the norm-growth limiter
-(:func:`~lowrank_jax.optim.lowrank_adam.limit_norm_growth`, gamma 1.01). Extra
+(:func:`~lowrank_jax.optim.lowrank_adam.norm_growth_factor`, gamma 1.01); the
+update costs two projection matmuls (see :func:`fira_method`). Extra
 state: one float32 norm per matrix. This reproduces ``fira.FiraAdamW``; as
 there, the residual is taken against ``alpha``-scaled ``back(R)``.
 
@@ -34,20 +35,38 @@ import optax
 
 from lowrank_jax.optim import projection as proj
 from lowrank_jax.optim.docstrings import shared_args
-from lowrank_jax.optim.lowrank_adam import (LowRankStep, limit_norm_growth,
+from lowrank_jax.optim.lowrank_adam import (LowRankStep, norm_growth_factor,
                                             scale_by_projected_method,
                                             with_decoupled_weight_decay)
 from lowrank_jax.optim.validation import check_range
 
 
 def fira_method(scale, gamma):
-    """Fira's update from a projected step (see the module docstring)."""
+    r"""Fira's update from a projected step, with two projection matmuls.
+
+    ``phi`` scales the kept axis, so it commutes with ``P``; and since ``P`` has
+    orthonormal columns and ``R = P^T G``, the residual's norm needs no
+    back-projection:
+
+    .. math::
+      \|\phi (G - \alpha P R)\|^2 = \|\phi G\|^2 - (2\alpha - \alpha^2) \|\phi R\|^2,
+      \qquad
+      u = P\,\alpha (N - \phi R / c) + \phi G / c,
+
+    with ``c`` the limiter's divisor: one back-projection instead of two.
+    """
     def method(step: LowRankStep):
-        phi = proj.rank_axis_norm(step.direction, step.layout) / (
-            proj.rank_axis_norm(step.projected, step.layout) + 1e-8)
-        residual = phi * (step.grad.astype(jnp.float32) - scale * step.project_back(step.projected))
-        residual, norm = limit_norm_growth(residual, step, gamma)
-        return scale * step.project_back(step.direction) + residual, norm
+        rank_norm = lambda x: proj.rank_axis_norm(x, step.layout)
+        phi = rank_norm(step.direction) / (rank_norm(step.projected) + 1e-8)
+        grad = step.grad.astype(jnp.float32)
+        squared = (jnp.square(proj.matrix_norm(phi * grad, step.layout))
+                   - (2 * scale - scale ** 2) * jnp.square(proj.matrix_norm(phi * step.projected,
+                                                                            step.layout)))
+        residual_norm = jnp.sqrt(jnp.maximum(squared, 0.0))
+        factor = norm_growth_factor(residual_norm, step, gamma)
+        weight = phi / jnp.expand_dims(factor, step.layout.matrix_axes)
+        update = step.project_back(scale * (step.direction - weight * step.projected))
+        return update + weight * grad, residual_norm / factor
     return method
 
 
@@ -68,6 +87,9 @@ def scale_by_fira(rank: int = 128, update_proj_gap: int = 200, scale: float = 0.
     """
     check_range("scale", scale, 0.0)
     check_range("gamma", gamma, 1.0)
+    if options is not None and options.refresh == "gaussian":
+        raise ValueError("fira needs an orthonormal projector, got refresh='gaussian'; use "
+                         "'svd', 'eigh', 'randomized' or 'orthonormal'.")
     return scale_by_projected_method(
         fira_method(scale, gamma), rank=rank, update_proj_gap=update_proj_gap, b1=b1, b2=b2,
         eps=eps, mask=mask, moment_dtype=moment_dtype, options=options,

@@ -110,24 +110,28 @@ class LowRankStep(NamedTuple):
 Method = Callable[[LowRankStep], tuple[jax.Array, Any]]
 
 
-def limit_norm_growth(update: jax.Array, step: LowRankStep, gamma) -> tuple[jax.Array, jax.Array]:
-    r"""Fira's norm-growth limiter, per matrix.
+def norm_growth_factor(norm: jax.Array, step: LowRankStep, gamma) -> jax.Array:
+    r"""Fira's norm-growth limiter: the divisor ``c`` of an update of norm ``||S||``.
 
-    From the second step on, if ``||S|| > gamma ||S_prev||`` the update is
-    rescaled to norm ``gamma ||S_prev||``; the stored norm is the post-limit one:
+    From the second step on, if ``||S|| > gamma ||S_prev||`` the update is to be
+    rescaled to norm ``gamma ||S_prev||``:
 
     .. math::
       c = \max\left(\frac{\|S\|}{\|S_\text{prev}\| + 10^{-8}}, \gamma\right) / \gamma,
       \qquad S \leftarrow S / c, \qquad \|S_\text{prev}\| \leftarrow \|S\| / c.
 
     Returns:
-      ``(limited update, new norm)``.
+      ``c`` per matrix (the leaf's batch shape); 1 at the first step.
     """
-    norm = proj.matrix_norm(update, step.layout)
     factor = jnp.maximum(norm / (step.norm + 1e-8), gamma) / gamma
-    factor = jnp.where(step.count == 0, 1.0, factor)
-    expanded = jnp.expand_dims(factor, step.layout.matrix_axes)
-    return update / expanded, norm / factor
+    return jnp.where(step.count == 0, 1.0, factor)
+
+
+def limit_norm_growth(update: jax.Array, step: LowRankStep, gamma) -> tuple[jax.Array, jax.Array]:
+    """Applies :func:`norm_growth_factor` to ``update``; returns it and the new norm."""
+    norm = proj.matrix_norm(update, step.layout)
+    factor = norm_growth_factor(norm, step, gamma)
+    return update / jnp.expand_dims(factor, step.layout.matrix_axes), norm / factor
 
 
 def scale_by_lowrank_adam(method: Method, *, rank: int, update_proj_gap: int,

@@ -117,14 +117,15 @@ def test_galore_matches_galore_torch(monkeypatch):
     assert_same_change(ours, reference, params)
 
 
-def test_fira_matches_fira_package(monkeypatch):
+@pytest.mark.parametrize("scale", [0.25, 1.0])
+def test_fira_matches_fira_package(monkeypatch, scale):
     fira = pytest.importorskip("fira")
     from fira.gradient_projection import GradientProjector
     patch_signs(monkeypatch, GradientProjector)
     params, grads = initial_params(), gradients(1)
-    ours = run_jax(lro.fira(LR, rank=RANK, update_proj_gap=GAP, scale=0.25), params, grads)
+    ours = run_jax(lro.fira(LR, rank=RANK, update_proj_gap=GAP, scale=scale), params, grads)
     reference = run_torch(lambda m, b: fira.FiraAdamW(
-        groups(m, b, alpha=0.25), lr=LR, no_deprecation_warning=True), params, grads)
+        groups(m, b, alpha=scale), lr=LR, no_deprecation_warning=True), params, grads)
     assert_same_change(ours, reference, params)
 
 
