@@ -262,6 +262,7 @@ def test_norm_growth_limiter():
     (lambda: lro.galore(0.01, weight_decay=-0.1), "weight_decay must be >= 0"),
     (lambda: lro.apollo(0.01, projection="qr"), "projection must be one of"),
     (lambda: lro.golore(0.01), "golore needs total_steps"),
+    (lambda: lro.fira(0.01, options=lro.ProjectionOptions(refresh="gaussian")), "orthonormal"),
     (lambda: lro.galore(0.01, options=lro.ProjectionOptions(side="middle")), "side must be one of"),
     (lambda: lro.galore(0.01, rank=9).init(make_params()), "rank must be at most"),
     (lambda: lro.galore(0.01, mask=lambda p: jax.tree.map(lambda _: True, p)).init(make_params()),
