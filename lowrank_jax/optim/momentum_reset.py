@@ -36,25 +36,10 @@ A reset step leaves the inner state exactly as ``init`` made it:
 
 from __future__ import annotations
 
-from typing import NamedTuple
-
 import jax
-import jax.numpy as jnp
 import optax
 
-from lowrank_jax.optim.validation import check_positive_int
-
-
-class MomentumResetState(NamedTuple):
-    """State of :func:`momentum_reset`.
-
-    Attributes:
-      count: int32 scalar, the number of updates taken (never reset).
-      inner_state: the wrapped transform's state, re-initialised on reset steps.
-    """
-
-    count: jax.Array
-    inner_state: optax.OptState
+from lowrank_jax.optim.periodic import every_nth_update
 
 
 def momentum_reset(inner: optax.GradientTransformation,
@@ -68,29 +53,15 @@ def momentum_reset(inner: optax.GradientTransformation,
 
     Returns:
       A transform whose ``update`` requires ``params`` (``inner.init`` needs them) and
-      passes extra keyword arguments on to ``inner``.
+      passes extra keyword arguments on to ``inner``. Its state is a
+      :class:`~lowrank_jax.optim.periodic.PeriodicState` (own count, inner state).
     """
-    every = check_positive_int("every", every)
-    inner = optax.with_extra_args_support(inner)
 
-    def init_fn(params):
-        return MomentumResetState(count=jnp.zeros([], jnp.int32),
-                                  inner_state=inner.init(params))
+    def reset(due, updates, inner_state, params):
+        return updates, jax.lax.cond(due, lambda params, state: _like(inner.init(params), state),
+                                     lambda params, state: state, params, inner_state)
 
-    def update_fn(updates, state, params=None, **extra_args):
-        if params is None:
-            raise ValueError("momentum_reset needs params in update(): it re-initialises the "
-                             "inner state with inner.init(params).")
-        updates, inner_state = inner.update(updates, state.inner_state, params, **extra_args)
-        count = optax.safe_increment(state.count)
-        # Operands, not closures: a closed-over concrete array loses its sharding in the branch.
-        inner_state = jax.lax.cond(count % every == 0,
-                                   lambda params, state: _like(inner.init(params), state),
-                                   lambda params, state: state,
-                                   params, inner_state)
-        return updates, MomentumResetState(count=count, inner_state=inner_state)
-
-    return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+    return every_nth_update(inner, every, "momentum_reset", reset)
 
 
 def _like(fresh: optax.OptState, current: optax.OptState) -> optax.OptState:

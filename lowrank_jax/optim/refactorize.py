@@ -63,14 +63,14 @@ True
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable, Hashable, NamedTuple
+from typing import Any, Callable, Hashable
 
 import jax
 import jax.numpy as jnp
 import optax
 from jax.sharding import PartitionSpec as P
 
-from lowrank_jax.optim.validation import check_positive_int
+from lowrank_jax.optim.periodic import every_nth_update
 
 _HIGHEST = jax.lax.Precision.HIGHEST
 
@@ -215,18 +215,6 @@ def _pair_indices(params: optax.Params, pairs: PairLabels | Labels) -> list[tupl
     return result
 
 
-class RefactorizeState(NamedTuple):
-    """State of :func:`refactorize`.
-
-    Attributes:
-      count: int32 scalar, the number of updates taken.
-      inner_state: the wrapped optimizer's state.
-    """
-
-    count: jax.Array
-    inner_state: optax.OptState
-
-
 def refactorize(inner: optax.GradientTransformation, every: int, *,
                 pairs: PairLabels | Labels = sibling_factors()
                 ) -> optax.GradientTransformationExtraArgs:
@@ -241,42 +229,31 @@ def refactorize(inner: optax.GradientTransformation, every: int, *,
 
     Returns:
       A transform whose ``update`` requires ``params`` and passes extra keyword arguments
-      on to ``inner``. Pairs are checked (complete, shapes ``(..., p, r)`` and
-      ``(..., r, q)`` with ``r <= min(p, q)``) in ``init``.
+      on to ``inner``; its state is a :class:`~lowrank_jax.optim.periodic.PeriodicState`.
+      Pairs are checked (complete, shapes ``(..., p, r)`` and ``(..., r, q)`` with
+      ``r <= min(p, q)``) in ``init``.
     """
-    every = check_positive_int("every", every)
-    inner = optax.with_extra_args_support(inner)
 
-    def init_fn(params):
-        _pair_indices(params, pairs)
-        return RefactorizeState(count=jnp.zeros([], jnp.int32), inner_state=inner.init(params))
+    def corrections(values, steps):
+        # Updates that move each factor from its parameter to the balanced factor:
+        # values and steps alternate left, right factor of each pair.
+        out = []
+        for pair in range(0, len(values), 2):
+            value, step = values[pair:pair + 2], steps[pair:pair + 2]
+            targets = balanced_factors(*(v + s for v, s in zip(value, step)))
+            out += [_resharded_like((t - v.astype(jnp.float32)).astype(s.dtype), s)
+                    for t, v, s in zip(targets, value, step)]
+        return out
 
-    def update_fn(updates, state, params=None, **extra_args):
-        if params is None:
-            raise ValueError("refactorize needs params in update(): it refactorizes "
-                             "params + updates.")
-        updates, inner_state = inner.update(updates, state.inner_state, params, **extra_args)
-        count = optax.safe_increment(state.count)
+    def refactorized(due, updates, inner_state, params):
         indices = [index for pair in _pair_indices(params, pairs) for index in pair]
         values = jax.tree.leaves(params)
         steps, treedef = jax.tree.flatten(updates)
-
-        def corrections(values, steps):
-            # Updates that move each factor from its parameter to the balanced factor:
-            # values and steps alternate left, right factor of each pair.
-            out = []
-            for pair in range(0, len(values), 2):
-                value, step = values[pair:pair + 2], steps[pair:pair + 2]
-                targets = balanced_factors(*(v + s for v, s in zip(value, step)))
-                out += [_resharded_like((t - v.astype(jnp.float32)).astype(s.dtype), s)
-                        for t, v, s in zip(targets, value, step)]
-            return out
-
-        # Operands, not closures: a closed-over concrete array loses its sharding in a branch.
-        factor_steps = jax.lax.cond(count % every == 0, corrections, lambda _, steps: steps,
+        factor_steps = jax.lax.cond(due, corrections, lambda _, steps: steps,
                                     [values[i] for i in indices], [steps[i] for i in indices])
         for index, step in zip(indices, factor_steps):
             steps[index] = step
-        return treedef.unflatten(steps), RefactorizeState(count=count, inner_state=inner_state)
+        return treedef.unflatten(steps), inner_state
 
-    return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+    return every_nth_update(inner, every, "refactorize", refactorized,
+                            check_params=lambda params: _pair_indices(params, pairs))
