@@ -19,3 +19,10 @@ from lowrank_jax.optim.lowrank_adam import (LowRankAdamState, find_lowrank_state
 from lowrank_jax.optim.masking import resolve_mask, route
 from lowrank_jax.optim.projection import MatrixDimensionNumbers, ProjectionOptions
 from lowrank_jax.optim.sharding import state_partition_specs, state_shardings
+
+# The paper's restarts (weight refactorization, momentum reset, quick recovery) and ReLoRA.
+from lowrank_jax.optim.momentum_reset import momentum_reset
+from lowrank_jax.optim.periodic import PeriodicState
+from lowrank_jax.optim.refactorize import Factor, balanced_factors, refactorize, sibling_factors
+from lowrank_jax.optim.relora import relora, relora_schedule
+from lowrank_jax.optim.restart_schedule import restart_schedule
