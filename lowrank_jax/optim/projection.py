@@ -289,6 +289,25 @@ def canonical_signs(basis: jax.Array) -> jax.Array:
     return basis * jnp.where(largest < 0, -1.0, 1.0).astype(basis.dtype)
 
 
+@jax.custom_batching.custom_vmap
+def _cpu_left_singular_vectors(matrix: jax.Array) -> jax.Array:
+    return lax.linalg.svd(matrix, full_matrices=False,
+                          algorithm=lax.linalg.SvdAlgorithm.QR)[0]
+
+
+@_cpu_left_singular_vectors.def_vmap
+def _cpu_left_singular_vectors_batched(axis_size, in_batched, matrices):
+    """A batch of CPU SVDs runs as a loop of single SVDs.
+
+    jaxlib's batched CPU SVD spreads a batch over the intra-op thread pool and
+    waits for it; when several (fake or real) CPU devices run a sharded step at
+    once, every pool thread can be one of those waiters and the step deadlocks
+    (seen with 8 host devices on 2 cores). One matrix per call never waits.
+    """
+    del axis_size, in_batched
+    return lax.map(_cpu_left_singular_vectors, matrices), True
+
+
 def left_singular_vectors(matrix: jax.Array) -> jax.Array:
     """``U`` of the thin SVD, in descending order of singular value.
 
@@ -296,10 +315,8 @@ def left_singular_vectors(matrix: jax.Array) -> jax.Array:
     one was measured 70x slower on small matrices (126 ms vs 1.8 ms for two
     64 x 96 matrices). Other platforms keep JAX's default.
     """
-    thin_svd = lambda algorithm: lambda m: lax.linalg.svd(
-        m, full_matrices=False, algorithm=algorithm)[0]
-    return lax.platform_dependent(matrix, cpu=thin_svd(lax.linalg.SvdAlgorithm.QR),
-                                  default=thin_svd(None))
+    default = lambda m: lax.linalg.svd(m, full_matrices=False)[0]
+    return lax.platform_dependent(matrix, cpu=_cpu_left_singular_vectors, default=default)
 
 
 def svd_basis(matrix: jax.Array, rank: int) -> jax.Array:
