@@ -5,8 +5,12 @@
     lowrank-jax export --checkpoint RUN_DIR --out DIR        HF LlamaForCausalLM weights
 
 ``lowrank-jax train`` with no arguments trains the embedded default: the nano LLaMA on the
-King James Bible with an offline tokenizer, in a few minutes on a CPU. Bad input is
-reported as one line on stderr with exit status 2, before anything is written.
+King James Bible with an offline tokenizer, in a few minutes on a CPU.
+
+Every error is one line on stderr, ``lowrank-jax: error: ...``, without a traceback. Bad
+input (config, data, tokenizer, mesh, run directory, checkpoint) exits with status 2
+before anything is written; a run that fails while training (a checkpoint that cannot be
+written, too many non-finite steps in a row) exits with status 1 after keeping what it can.
 """
 
 from __future__ import annotations
@@ -75,9 +79,15 @@ def main(argv: list[str] | None = None) -> int:
   try:
     {"train": _train, "eval": _eval, "export": _export}[args.command](args)
   except (ValueError, FileNotFoundError) as error:
-    print(f"lowrank-jax: error: {error}", file=sys.stderr)
-    return 2
+    return _fail(error, 2)
+  except (FloatingPointError, OSError) as error:  # disk full, non-finite streak
+    return _fail(error, 1)
   return 0
+
+
+def _fail(error: BaseException, status: int) -> int:
+  print(f"lowrank-jax: error: {' '.join(str(error).split())}", file=sys.stderr)
+  return status
 
 
 if __name__ == "__main__":

@@ -1,59 +1,171 @@
-"""Orbax checkpoints of the train state and the data iterator, restored exactly.
+"""Orbax checkpoints of the train state and the data iterator: restored exactly, or not at all.
 
 A checkpoint is a ``Composite`` of the :class:`~lowrank_jax.train.state.TrainState`
 (``StandardSave``; restored against an abstract target, so NamedTuple optimizer states
-come back as NamedTuples and every array lands on its sharding) and the grain iterator
-state. Saves are asynchronous; orbax writes each to a temporary directory and renames it
-when complete, so a partial checkpoint is never restored.
+come back as NamedTuples and every array lands on its sharding), the grain iterator state
+and a small JSON record. What can go wrong, and what happens:
+
+* killed mid-save: orbax writes to ``<step>.orbax-checkpoint-tmp*`` and renames when
+  complete, so a partial save is never listed; leftovers are removed when the next
+  :class:`Checkpointer` opens the directory.
+* bytes flipped or a file lost on disk: every committed save is sealed with SHA-256
+  digests (:mod:`lowrank_jax.train.digests`) and verified before restoring; a bad one
+  raises :class:`UnreadableCheckpoint` naming the step, and :meth:`Checkpointer.restore_newest`
+  falls back to the next older one, moving (never deleting) the bad one aside.
+* disk full or an unwritable directory: :class:`CheckpointSaveError` names the step and
+  the newest complete checkpoint, which is left untouched.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 
 import grain
+import jax
 import orbax.checkpoint as ocp
 
 from lowrank_jax.data import checkpoint_restore_args, checkpoint_save_args
+from lowrank_jax.train import digests
 from lowrank_jax.train.config import CheckpointSection
 from lowrank_jax.train.state import TrainState
 
 
-class Checkpointer:
-  """Keeps the newest ``section.keep`` checkpoints of a run under ``directory``."""
+def _first_line(error: BaseException) -> str:
+  text = str(error).strip().splitlines()
+  return (text[0] if text else type(error).__name__)[:300]
 
-  def __init__(self, directory: str | os.PathLike, section: CheckpointSection):
+
+class UnreadableCheckpoint(ValueError):
+  """A checkpoint that fails its digests or its restore (names the step and directory)."""
+
+  def __init__(self, step: int, path: str, reason: str):
+    super().__init__(f"checkpoint step {step} ({path}) is unreadable: {reason}")
+    self.step, self.path, self.reason = step, path, reason
+
+
+class CheckpointSaveError(OSError):
+  """A save that could not be written (disk full, unwritable directory)."""
+
+
+class Checkpointer:
+  """Keeps the newest ``section.keep`` checkpoints of a run under ``directory``.
+
+  Args:
+    directory: the checkpoint directory (created if missing).
+    section: how often and how many to keep, and whether saves are asynchronous.
+    read_only: only restore (``eval``, ``export``): create nothing, remove nothing, not
+      even the temporary directory of a save that a live run has in flight.
+  """
+
+  def __init__(self, directory: str | os.PathLike, section: CheckpointSection,
+               read_only: bool = False):
     options = ocp.CheckpointManagerOptions(max_to_keep=section.keep,
                                            enable_async_checkpointing=section.async_save,
-                                           create=True)
-    self.manager = ocp.CheckpointManager(os.path.abspath(directory), options=options)
+                                           create=not read_only, read_only=read_only,
+                                           cleanup_tmp_directories=not read_only)
+    self.directory = os.path.abspath(directory)
+    self.manager = ocp.CheckpointManager(self.directory, options=options)
+    self._pending: int | None = None
+
+  def steps(self) -> list[int]:
+    """The committed steps, newest first."""
+    return sorted(self.manager.all_steps(), reverse=True)
 
   def latest_step(self) -> int | None:
     return self.manager.latest_step()
+
+  def step_dir(self, step: int) -> str:
+    return os.path.join(self.directory, str(step))
+
+  def _save_error(self, step: int, error: BaseException) -> CheckpointSaveError:
+    complete = [s for s in self.steps() if s != step]
+    kept = f"step {complete[0]} is intact" if complete else "there is no earlier checkpoint"
+    return CheckpointSaveError(f"could not save checkpoint step {step} under {self.directory}: "
+                               f"{_first_line(error)}; the newest complete checkpoint, {kept}")
 
   def save(self, step: int, state: TrainState, data: grain.DatasetIterator,
            meta: dict) -> bool:
     """Starts saving ``step`` (in the background when async); ``False`` if it exists.
 
     ``meta`` is a small JSON record kept beside the state (e.g. tokens seen).
+
+    Raises:
+      CheckpointSaveError: this save, or the previous one still in flight, failed.
     """
+    self.wait()
     if step in self.manager.all_steps():
       return False
-    return self.manager.save(step, args=ocp.args.Composite(
-        state=ocp.args.StandardSave(state), data=checkpoint_save_args(data),
-        meta=ocp.args.JsonSave(meta)), force=True)
+    try:
+      started = self.manager.save(step, args=ocp.args.Composite(
+          state=ocp.args.StandardSave(state), data=checkpoint_save_args(data),
+          meta=ocp.args.JsonSave(meta)), force=True)
+    except Exception as error:  # orbax reports I/O failures as ValueError, OSError, ...
+      raise self._save_error(step, error) from None
+    self._pending = step if started else None
+    if not self.manager.is_saving_in_progress():
+      self.wait()
+    return started
+
+  def wait(self) -> None:
+    """Waits for the save in flight, then seals it with digests.
+
+    Raises:
+      CheckpointSaveError: the save in flight failed.
+    """
+    step, self._pending = self._pending, None
+    try:
+      self.manager.wait_until_finished()
+      if step is not None and jax.process_index() == 0:
+        digests.seal(self.step_dir(step))
+    except Exception as error:
+      raise self._save_error(step, error) from None
 
   def restore(self, step: int, abstract_state: TrainState,
               data: grain.DatasetIterator | None = None) -> tuple[TrainState, dict]:
-    """``(state, meta)`` of ``step``; ``data``, when given, moves to the saved position."""
+    """``(state, meta)`` of ``step``; ``data``, when given, moves to the saved position.
+
+    Raises:
+      UnreadableCheckpoint: the digests do not match or orbax cannot restore it.
+    """
     items = {"state": ocp.args.StandardRestore(abstract_state), "meta": ocp.args.JsonRestore()}
     if data is not None:
       items["data"] = checkpoint_restore_args(data)
-    restored = self.manager.restore(step, args=ocp.args.Composite(**items))
+    try:
+      digests.verify(self.step_dir(step))
+      restored = self.manager.restore(step, args=ocp.args.Composite(**items))
+    except Exception as error:
+      raise UnreadableCheckpoint(step, self.step_dir(step), _first_line(error)) from None
     return restored["state"], dict(restored["meta"])
 
-  def wait(self) -> None:
-    self.manager.wait_until_finished()
+  def restore_newest(self, abstract_state: TrainState, data: grain.DatasetIterator,
+                     set_aside: str, report=print) -> tuple[int, TrainState, dict] | None:
+    """``(step, state, meta)`` of the newest readable checkpoint, ``None`` if there is none.
+
+    An unreadable checkpoint is reported and moved to ``set_aside/<step>`` (nothing is
+    deleted), so that later saves and ``keep`` never mistake it for a good one.
+    """
+    for step in self.steps():
+      try:
+        return (step, *self.restore(step, abstract_state, data))
+      except UnreadableCheckpoint as error:
+        os.makedirs(set_aside, exist_ok=True)
+        shutil.move(self.step_dir(step), os.path.join(set_aside, str(step)))
+        self.manager.reload()
+        report(f"{error}; moved it to {set_aside}, trying the next older checkpoint")
+    return None
+
+  def newest_readable_before(self, step: int) -> int | None:
+    """The newest step older than ``step`` whose digests verify (unsealed ones count)."""
+    for older in self.steps():
+      if older < step:
+        try:
+          digests.verify(self.step_dir(older))
+          return older
+        except ValueError:
+          continue
+    return None
 
   def close(self) -> None:
+    self.wait()
     self.manager.close()

@@ -75,6 +75,11 @@ class OptimizerSection:
     b1, b2, eps: Adam hyperparameters.
     clip_norm: clip the global gradient norm to this value (``null``: no clipping, the paper).
     options: method-specific arguments (e.g. ``rank``, ``update_proj_gap``, ``scale``).
+    refactorize_every: weight refactorization period of a factorized method (0: off;
+      ``null``: 200 for the ``*_restarts`` methods, else off).
+    reset_every: momentum reset period of an Adam-based method (0: off; ``null``: 200 for
+      the ``*_restarts`` methods and ReLoRA, whose adapters merge at the same steps).
+    recovery_steps: steps over which the learning rate recovers after a reset (paper: 10).
   """
 
   method: str = "adamw"
@@ -85,8 +90,26 @@ class OptimizerSection:
   eps: float = 1e-8
   clip_norm: float | None = None
   options: dict = dataclasses.field(default_factory=dict)
+  refactorize_every: int | None = None
+  reset_every: int | None = None
+  recovery_steps: int = 10
 
   def __post_init__(self):
+    from lowrank_jax.train.methods import get_method  # the registry imports optim
+
+    method = get_method(self.method)
+    for name in ("refactorize_every", "reset_every"):
+      value = getattr(self, name)
+      if value is not None and (not isinstance(value, int) or value < 0):
+        raise ValueError(f"optimizer.{name}={value!r} must be an integer >= 0 or null")
+    if self.refactorize_every and method.linear_kind in ("dense", "cola"):
+      raise ValueError(f"optimizer.refactorize_every={self.refactorize_every} needs a method "
+                       f"with factors B A; {self.method!r} trains {method.linear_kind!r} linears")
+    if self.reset_every and method.build.__name__ != "_adam_family":
+      raise ValueError(f"optimizer.reset_every={self.reset_every} applies to Adam-based methods; "
+                       f"{self.method!r} is not one")
+    if not isinstance(self.recovery_steps, int) or self.recovery_steps < 2:
+      raise ValueError(f"optimizer.recovery_steps={self.recovery_steps!r} must be an integer >= 2")
     if not self.learning_rate > 0:
       raise ValueError(f"optimizer.learning_rate={self.learning_rate!r} must be positive")
     if self.weight_decay < 0:
@@ -228,6 +251,33 @@ class LoggingSection:
       raise ValueError(f"logging.every={self.every!r} must be a positive integer")
 
 
+@dataclasses.dataclass(frozen=True)
+class FaultsSection:
+  """Tolerance of non-finite steps, and fault injection for tests.
+
+  A step whose loss or gradient norm is NaN or Inf is skipped (the state keeps its values);
+  see :mod:`lowrank_jax.train.nonfinite`.
+
+  Attributes:
+    max_bad_steps: stop the run (with a checkpoint of the last good state) after this many
+      consecutive non-finite steps.
+    nan_loss_steps: testing only: steps whose loss is made NaN inside the jitted step.
+    inf_grad_steps: testing only: steps whose gradient is made +Inf inside the jitted step.
+  """
+
+  max_bad_steps: int = 10
+  nan_loss_steps: tuple[int, ...] = ()
+  inf_grad_steps: tuple[int, ...] = ()
+
+  def __post_init__(self):
+    if not isinstance(self.max_bad_steps, int) or self.max_bad_steps < 1:
+      raise ValueError(f"faults.max_bad_steps={self.max_bad_steps!r} must be a positive integer")
+    for name in ("nan_loss_steps", "inf_grad_steps"):
+      steps = getattr(self, name)
+      if not (isinstance(steps, tuple) and all(isinstance(s, int) and s >= 1 for s in steps)):
+        raise ValueError(f"faults.{name}={steps!r} must be a list of step numbers >= 1")
+
+
 # The embedded default run: the nano model on the embedded corpus, minutes on a CPU.
 NANO_DATA = DataConfig(vocab_size=4096, seq_len=128, global_batch_size=32, mode="packed",
                        validation_tokens=100_000)
@@ -251,16 +301,41 @@ class TrainConfig:
   checkpoint: CheckpointSection = CheckpointSection()
   eval: EvalSection = EvalSection()
   logging: LoggingSection = LoggingSection()
+  faults: FaultsSection = FaultsSection()
 
   def __post_init__(self):
     batch, accum = self.data.global_batch_size, self.schedule.grad_accum
     if batch % accum:
       raise ValueError(f"data.global_batch_size={batch} is not divisible by "
                        f"schedule.grad_accum={accum}")
-    model = self.model.build()
+    model = self.model_config()
     if self.data.seq_len > model.max_seq_len:
       raise ValueError(f"data.seq_len={self.data.seq_len} exceeds the model's "
                        f"max_seq_len={model.max_seq_len}")
+
+
+  def model_config(self) -> LlamaConfig:
+    """The model, its target linears parameterized as the method needs (e.g. low-rank)."""
+    from lowrank_jax.train.methods import get_method
+
+    kind = get_method(self.optimizer.method).linear_kind
+    chosen = self.model.linear.get("kind", kind)
+    if chosen != kind:
+      raise ValueError(f"model.linear.kind={chosen!r} does not fit optimizer.method="
+                       f"{self.optimizer.method!r}, which trains {kind!r} linears")
+    return dataclasses.replace(self.model.build(),
+                               linear=LinearConfig(**{**self.model.linear, "kind": kind}))
+
+  def optimizer_section(self) -> OptimizerSection:
+    """The optimizer section with the method's default restart periods filled in."""
+    from lowrank_jax.train.methods import PAPER_RESTART_EVERY, get_method
+
+    method = get_method(self.optimizer.method)
+    defaults = {"refactorize_every": PAPER_RESTART_EVERY if method.restarts else 0,
+                "reset_every": PAPER_RESTART_EVERY if method.restarts or method.merge_lora else 0}
+    return dataclasses.replace(self.optimizer, **{
+        name: default if getattr(self.optimizer, name) is None else getattr(self.optimizer, name)
+        for name, default in defaults.items()})
 
 
 def _keys(cls, prefix: str = "") -> list[str]:

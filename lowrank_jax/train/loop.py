@@ -6,9 +6,14 @@ the new state and device-side metrics; metrics are fetched only every
 ``logging.every`` steps, so the host never stalls the device in between.
 
 A run directory is never overwritten: when it already holds a run of the same model, the
-run resumes from its newest checkpoint (state, data position and token count), and a
-different model is refused. SIGTERM or SIGINT (a TPU preemption, Ctrl-C) finishes the
-current step, saves a checkpoint and returns cleanly.
+run resumes from its newest readable checkpoint (state, data position and token count;
+an unreadable one is moved aside, see :mod:`lowrank_jax.train.checkpoint`), and a
+different model is refused. SIGTERM or SIGINT (a TPU preemption, Ctrl-C) at any point
+finishes the current step (or evaluation), saves a checkpoint and returns cleanly.
+
+A non-finite step is skipped inside the jitted step; its flag is fetched one step late (the
+device never waits for the host) and after ``faults.max_bad_steps`` in a row the run saves
+its last good state and raises ``FloatingPointError``.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ import yaml
 
 from lowrank_jax.data import make_train_iterator, make_validation_batches
 from lowrank_jax.train import mesh as mesh_lib
+from lowrank_jax.train import nonfinite
 from lowrank_jax.train.checkpoint import Checkpointer
 from lowrank_jax.train.config import TrainConfig, to_dict
 from lowrank_jax.train.evaluation import unigram_perplexity
@@ -88,50 +94,71 @@ class _Window:
     tokens = sum(float(m["tokens"]) for m in fetched)
     record = {"loss": sum(float(m["loss"]) for m in fetched) / len(fetched),
               "grad_norm": float(fetched[-1]["grad_norm"]), "lr": float(fetched[-1]["lr"]),
-              "tokens_per_s": tokens / max(elapsed, 1e-9)}
+              "tokens_per_s": tokens / max(elapsed, 1e-9),
+              "skipped_steps": sum(not m["finite"] for m in fetched)}
     self.metrics, self.started = [], time.perf_counter()
     return record, tokens
 
 
 def train(config: TrainConfig) -> dict:
-  """Trains (or resumes) the run described by ``config``; returns the final summary."""
+  """Trains (or resumes) the run described by ``config``; returns the final summary.
+
+  Raises:
+    ValueError: a bad config or data, or a run directory of another model (nothing written).
+    FloatingPointError: ``faults.max_bad_steps`` non-finite steps in a row (checkpoint saved).
+    CheckpointSaveError: a checkpoint could not be written (the previous one is intact).
+  """
   started = time.perf_counter()
-  run = Run.build(config)  # every check before anything is written
-  resumed = prepare_run_dir(config)
-  is_main = jax.process_index() == 0
-  train_batches = make_train_iterator(config.data, run.tokenizer, sharding=run.data_sharding)
-  checkpointer = Checkpointer(os.path.join(config.run_dir, "checkpoints"), config.checkpoint)
-  latest = checkpointer.latest_step()
-  if latest is None:
-    state, tokens_seen = init_train_state(run.model_config, run.tx, run.mesh, config.seed), 0.0
-  else:
-    state, meta = checkpointer.restore(latest, run.abstract_state(), train_batches)
-    tokens_seen = float(meta["tokens_seen"])
-  step_fn = jax.jit(make_train_step(run.graphdef, run.tx, run.schedule,
-                                    config.schedule.grad_accum),
-                    in_shardings=(run.shardings, run.data_sharding),
-                    out_shardings=(run.shardings, mesh_lib.replicated(run.mesh)),
-                    donate_argnums=0)
-
-  logger = MetricsLogger(config.run_dir, config.logging.tensorboard, enabled=is_main)
-  first, total = int(state.step), config.schedule.total_steps
-  progress = Progress(total, first, enabled=is_main and config.logging.progress)
-  if resumed:
-    progress.write(f"resuming {config.run_dir} at step {first}")
-  window, stop, step = _Window(), None, first
-
-  def save(at_step: int):
-    checkpointer.save(at_step, state, train_batches, {"tokens_seen": tokens_seen})
-
   with StopRequest() as stop_request:
+    run = Run.build(config)  # every check before anything is written
+    train_batches = make_train_iterator(config.data, run.tokenizer, sharding=run.data_sharding)
+    resumed = prepare_run_dir(config)
+    is_main = jax.process_index() == 0
+    checkpointer = Checkpointer(os.path.join(config.run_dir, "checkpoints"), config.checkpoint)
+    state, tokens_seen = _restore_or_init(config, run, checkpointer, train_batches)
+    step_fn = jax.jit(make_train_step(run.graphdef, run.tx, run.schedule,
+                                      config.schedule.grad_accum,
+                                      nonfinite.make_injector(config.faults.nan_loss_steps,
+                                                              config.faults.inf_grad_steps)),
+                      in_shardings=(run.shardings, run.data_sharding),
+                      out_shardings=(run.shardings, mesh_lib.replicated(run.mesh)),
+                      donate_argnums=0)
+
+    logger = MetricsLogger(config.run_dir, config.logging.tensorboard, enabled=is_main)
+    first, total = int(state.step), config.schedule.total_steps
+    progress = Progress(total, first, enabled=is_main and config.logging.progress)
+    if resumed:
+      progress.write(f"resuming {config.run_dir} at step {first}")
+    window, stop, step = _Window(), None, first
+    streak = nonfinite.NonFiniteStreak(config.faults.max_bad_steps)
+    unchecked = None  # (step, finite flag) of the previous step
+
+    def halted_by(checked) -> bool:
+      at_step, finite = checked[0], bool(jax.device_get(checked[1]))
+      if not finite:
+        progress.write(f"step {at_step}: non-finite loss or gradient norm, update skipped "
+                       f"({streak.in_a_row + 1} in a row)")
+      return streak.observe(at_step, finite)
+
+    def save(at_step: int):
+      checkpointer.save(at_step, state, train_batches, {"tokens_seen": tokens_seen})
+
     for step in range(first + 1, total + 1):
       state, metrics = step_fn(state, next(train_batches))
       window.metrics.append(metrics)
-      if step % config.logging.every == 0 or step == total or stop_request.signal:
+      halted = unchecked is not None and halted_by(unchecked)
+      unchecked = (step, metrics["finite"])
+      if step == total and not halted:
+        halted, unchecked = halted_by(unchecked), None
+      if (step % config.logging.every == 0 or step == total or stop_request.signal
+          or halted):
         record, tokens = window.flush()
         tokens_seen += tokens
         logger.log(step, {**record, "tokens_seen": tokens_seen})
         progress.advance_to(step, record["loss"], record["tokens_per_s"])
+      if halted:
+        stop = "non-finite"
+        break
       if config.eval.every and step % config.eval.every == 0 and step != total:
         logger.log(step, run.evaluate(state))
       if stop_request.signal:
@@ -139,29 +166,48 @@ def train(config: TrainConfig) -> dict:
         break
       if config.checkpoint.every and step % config.checkpoint.every == 0:
         save(step)
-  progress.close()
-  save(int(step))
-  checkpointer.wait()
+    progress.close()
+    save(int(step))
+    checkpointer.wait()
 
-  summary = {"run_dir": config.run_dir, "method": config.optimizer.method,
-             "steps": int(step), "total_steps": total, "stopped_by": stop,
-             "tokens_seen": tokens_seen, "wall_time_s": time.perf_counter() - started,
-             "param_bytes": tree_bytes(state.params) + tree_bytes(state.frozen),
-             "opt_state_bytes": tree_bytes(state.opt_state)}
-  if stop is None:
-    final = run.evaluate(state)
-    logger.log(int(step), final)
-    summary.update(final)
-    if jax.process_count() == 1:
-      train_sample = itertools.islice(make_train_iterator(config.data, run.tokenizer), 20)
-      summary["unigram_ppl"] = unigram_perplexity(
-          train_sample, make_validation_batches(config.data, run.tokenizer,
-                                                batch_size=config.eval.batch_size))
-  logger.close()
-  checkpointer.close()
-  if is_main:
-    with open(os.path.join(config.run_dir, "summary.json"), "w") as f:
-      json.dump(summary, f, indent=2)
-    plot_loss_curve(read_metrics(logger.path), os.path.join(config.run_dir, "loss_curve.png"),
-                    title=f"{config.optimizer.method} on {config.model.preset}")
+    summary = {"run_dir": config.run_dir, "method": config.optimizer.method,
+               "steps": int(step), "total_steps": total, "stopped_by": stop,
+               "tokens_seen": tokens_seen, "skipped_steps": streak.skipped,
+               "wall_time_s": time.perf_counter() - started,
+               "param_bytes": tree_bytes(state.params) + tree_bytes(state.frozen),
+               "opt_state_bytes": tree_bytes(state.opt_state)}
+    if stop is None:
+      final = run.evaluate(state)
+      logger.log(int(step), final)
+      summary.update(final)
+      if jax.process_count() == 1:
+        train_sample = itertools.islice(make_train_iterator(config.data, run.tokenizer), 20)
+        summary["unigram_ppl"] = unigram_perplexity(
+            train_sample, make_validation_batches(config.data, run.tokenizer,
+                                                  batch_size=config.eval.batch_size))
+    logger.close()
+    checkpointer.close()
+    if is_main:
+      with open(os.path.join(config.run_dir, "summary.json"), "w") as f:
+        json.dump(summary, f, indent=2)
+      plot_loss_curve(read_metrics(logger.path), os.path.join(config.run_dir, "loss_curve.png"),
+                      title=f"{config.optimizer.method} on {config.model.preset}")
+  if stop == "non-finite":
+    raise FloatingPointError(f"{streak.message()}: checkpoint step {step} in "
+                             f"{checkpointer.directory}")
   return summary
+
+
+def _restore_or_init(config: TrainConfig, run: Run, checkpointer: Checkpointer,
+                     train_batches):
+  """``(state, tokens_seen)`` from the newest readable checkpoint, or a fresh state."""
+  set_aside = os.path.join(config.run_dir, "unreadable_checkpoints")
+  had_checkpoints = bool(checkpointer.steps())
+  restored = checkpointer.restore_newest(run.abstract_state(), train_batches, set_aside)
+  if restored is not None:
+    _, state, meta = restored
+    return state, float(meta["tokens_seen"])
+  if had_checkpoints:
+    raise ValueError(f"run_dir {config.run_dir!r} has no readable checkpoint (the unreadable "
+                     f"ones are in {set_aside}); choose a new run_dir")
+  return init_train_state(run.model_config, run.tx, run.mesh, config.seed), 0.0

@@ -18,15 +18,15 @@ from flax import nnx
 from jax.sharding import Mesh, NamedSharding
 
 from lowrank_jax.data import Tokenizer, check_vocab_fits, load_tokenizer, make_validation_batches
-from lowrank_jax.models import Llama, LlamaConfig, abstract_model
+from lowrank_jax.models import Llama, LlamaConfig
 from lowrank_jax.train import mesh as mesh_lib
-from lowrank_jax.train.checkpoint import Checkpointer
+from lowrank_jax.train.checkpoint import Checkpointer, UnreadableCheckpoint
 from lowrank_jax.train.config import TrainConfig, load_config
 from lowrank_jax.train.evaluation import evaluate
-from lowrank_jax.train.methods import build_optimizer, make_schedule
+from lowrank_jax.train.methods import build_optimizer, get_method, make_schedule
 from lowrank_jax.train.state import (TrainState, abstract_train_state, model_graphdef,
                                      train_state_shardings)
-from lowrank_jax.train.step import make_eval_step
+from lowrank_jax.train.step import make_eval_step, make_lora_merge
 
 
 @dataclasses.dataclass
@@ -46,7 +46,7 @@ class Run:
   @classmethod
   def build(cls, config: TrainConfig) -> "Run":
     """Checks what only a live setup can check (vocab, device counts) and builds the run."""
-    model_config = config.model.build()
+    model_config = config.model_config()
     tokenizer = load_tokenizer(config.data)
     check_vocab_fits(tokenizer, model_config.vocab_size)
     mesh = mesh_lib.make_mesh(config.mesh)
@@ -57,11 +57,17 @@ class Run:
         raise ValueError(f"{name}={batch} is not divisible by the {data_parallel} "
                          "data-parallel devices (mesh data x fsdp)")
     schedule = make_schedule(config.optimizer.learning_rate, config.schedule)
-    tx = build_optimizer(config.optimizer, schedule,
-                         nnx.state(abstract_model(model_config), nnx.Param))
+    tx = build_optimizer(config.optimizer_section(), schedule)
     return cls(config, model_config, tokenizer, mesh, schedule, tx,
                model_graphdef(model_config), train_state_shardings(model_config, tx, mesh),
                mesh_lib.batch_sharding(mesh))
+
+  def after_update(self):
+    """The model-side work of the method after an update (ReLoRA's merge), or ``None``."""
+    if not get_method(self.config.optimizer.method).merge_lora:
+      return None
+    return make_lora_merge(self.graphdef, self.config.optimizer_section().reset_every,
+                           self.config.seed)
 
   def abstract_state(self) -> TrainState:
     return abstract_train_state(self.model_config, self.tx, self.mesh)
@@ -95,15 +101,27 @@ def saved_config(run_dir: str) -> TrainConfig:
 
 
 def load_checkpoint(run_dir: str, step: int | None = None) -> tuple[Run, TrainState, int]:
-  """``(run, state, step)`` of the newest (or the given) checkpoint of ``run_dir``."""
+  """``(run, state, step)`` of the newest (or the given) checkpoint of ``run_dir``.
+
+  Reads only. An unreadable checkpoint raises
+  :class:`~lowrank_jax.train.checkpoint.UnreadableCheckpoint` naming it and the newest
+  readable older step.
+  """
   run = Run.build(saved_config(run_dir))
-  checkpointer = Checkpointer(os.path.join(run_dir, "checkpoints"), run.config.checkpoint)
-  steps = checkpointer.manager.all_steps()
+  checkpointer = Checkpointer(os.path.join(run_dir, "checkpoints"), run.config.checkpoint,
+                              read_only=True)
+  steps = checkpointer.steps()
   if not steps:
     raise ValueError(f"run directory {run_dir!r} has no checkpoint")
-  step = max(steps) if step is None else step
+  step = steps[0] if step is None else step
   if step not in steps:
     raise ValueError(f"step {step} has no checkpoint in {run_dir!r}; saved steps: {sorted(steps)}")
-  state, _ = checkpointer.restore(step, run.abstract_state())
+  try:
+    state, _ = checkpointer.restore(step, run.abstract_state())
+  except UnreadableCheckpoint as error:
+    older = checkpointer.newest_readable_before(step)
+    offer = f"pass --step {older} for the newest readable older one" if older is not None \
+        else "no older checkpoint is readable"
+    raise UnreadableCheckpoint(step, error.path, f"{error.reason}; {offer}") from None
   checkpointer.close()
   return run, state, step

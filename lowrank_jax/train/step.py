@@ -6,6 +6,10 @@ contributes ``sum of its token losses / (non-pad targets of the whole batch)``, 
 accumulated gradient is exactly the gradient of the full-batch mean whatever ``A`` is.
 Micro-batch ``i`` takes rows ``i, i + A, i + 2A, ...``: every device keeps working on rows
 it already holds.
+
+A step whose loss or gradient norm is not finite is skipped inside the jit: the parameters,
+frozen variables and optimizer state keep their values, only ``step`` advances, and the
+metrics carry ``finite`` (see :mod:`lowrank_jax.train.nonfinite`).
 """
 
 from __future__ import annotations
@@ -18,6 +22,8 @@ import optax
 from flax import nnx
 
 from lowrank_jax.models import next_token_loss
+from lowrank_jax.models.lora import merge_lora_adapters
+from lowrank_jax.train import nonfinite
 from lowrank_jax.train.state import TrainState
 
 Batch = dict[str, jax.Array]
@@ -44,9 +50,41 @@ def _micro_batches(batch: Batch, accum: int) -> Batch:
                       batch)
 
 
+def make_lora_merge(graphdef: nnx.GraphDef, every: int, seed: int) -> Callable:
+  """ReLoRA's restart as an ``after_update(step, params, frozen) -> (params, frozen)``.
+
+  After updates ``every, 2 every, ...`` the LoRA adapters are folded into the frozen weights
+  and re-initialised (:func:`~lowrank_jax.models.lora.merge_lora_adapters`); a no-op between.
+  """
+  def merge(params, frozen, key):
+    model = nnx.merge(graphdef, params, frozen)
+    merge_lora_adapters(model, key)
+    _, params, frozen = nnx.split(model, nnx.Param, ...)
+    return params, frozen
+
+  def after_update(step, params, frozen):
+    key = jax.random.fold_in(jax.random.key(seed), step)
+    return jax.lax.cond(step % every == 0, merge, lambda p, f, k: (p, f), params, frozen, key)
+
+  return after_update
+
+
 def make_train_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformation,
-                    schedule: optax.Schedule, grad_accum: int = 1) -> Callable:
-  """``step(state, batch) -> (state, metrics)``; jit it with shardings and donation."""
+                    schedule: optax.Schedule, grad_accum: int = 1,
+                    inject: Callable | None = None,
+                    after_update: Callable | None = None) -> Callable:
+  """``step(state, batch) -> (state, metrics)``; jit it with shardings and donation.
+
+  Args:
+    graphdef: the model structure (:func:`~lowrank_jax.train.state.model_graphdef`).
+    tx: the optimizer.
+    schedule: the learning-rate schedule (logged as ``lr``).
+    grad_accum: micro-batches per step.
+    inject: testing only, ``inject(step, loss, grads) -> (loss, grads)`` applied before the
+      finiteness check (:func:`~lowrank_jax.train.nonfinite.make_injector`).
+    after_update: ``after_update(step, params, frozen) -> (params, frozen)`` run after the
+      update of 1-based step ``step`` (e.g. :func:`make_lora_merge`).
+  """
   grad_fn = jax.value_and_grad(make_loss(graphdef), has_aux=True)
 
   def step(state: TrainState, batch: Batch):
@@ -63,11 +101,20 @@ def make_train_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformation,
       (loss, count, grads), _ = jax.lax.scan(accumulate, (0.0, 0.0, zeros),
                                              _micro_batches(batch, grad_accum))
       grads = jax.tree.map(lambda g, p: g.astype(p.dtype), grads, state.params)
+    if inject is not None:
+      loss, grads = inject(state.step + 1, loss, grads)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
-    metrics = {"loss": loss, "grad_norm": optax.tree.norm(grads),
+    grad_norm = optax.tree.norm(grads)
+    finite = nonfinite.is_finite(loss, grad_norm)
+    frozen = state.frozen
+    if after_update is not None:
+      params, frozen = after_update(state.step + 1, params, frozen)
+    params, frozen, opt_state = nonfinite.keep_if_finite(
+        finite, (params, frozen, opt_state), (state.params, state.frozen, state.opt_state))
+    metrics = {"loss": loss, "grad_norm": grad_norm, "finite": finite,
                "lr": jnp.asarray(schedule(state.step), jnp.float32), "tokens": count}
-    return TrainState(state.step + 1, params, state.frozen, opt_state), metrics
+    return TrainState(state.step + 1, params, frozen, opt_state), metrics
 
   return step
 

@@ -1,0 +1,81 @@
+"""Helpers of the fault-injection tests: tiny runs, in this process or in a child to kill."""
+
+import glob
+import hashlib
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+import time
+
+
+
+def _trainer_test_conftest():
+  """The trainer tests' conftest (its ``TINY`` overrides), loaded by path: the test
+  directories are not packages."""
+  path = os.path.join(os.path.dirname(__file__), "..", "train", "conftest.py")
+  spec = importlib.util.spec_from_file_location("trainer_test_conftest", path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
+
+
+TINY = _trainer_test_conftest().TINY
+
+# A constant learning rate makes a run's first steps independent of schedule.total_steps,
+# so a child can train "forever" until it is killed and still match a finite reference.
+FOREVER = "schedule.total_steps=100000"
+CONSTANT = "schedule.kind=constant"
+
+
+def overrides(run_dir, *extra) -> list[str]:
+  return TINY + [f"run_dir={run_dir}", *extra]
+
+
+def start_training(run_dir, *extra) -> subprocess.Popen:
+  """``python -m lowrank_jax train`` of the tiny run in a child process."""
+  return subprocess.Popen([sys.executable, "-m", "lowrank_jax", "train",
+                           *overrides(run_dir, *extra)],
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+
+
+def wait_until(process: subprocess.Popen, condition, timeout: float = 240.0) -> None:
+  """Polls ``condition()`` every millisecond while ``process`` lives."""
+  deadline = time.time() + timeout
+  while not condition():
+    if process.poll() is not None or time.time() > deadline:
+      process.kill()
+      raise AssertionError(process.stdout.read().decode()[-3000:])
+    time.sleep(0.001)
+
+
+def logged_steps(run_dir) -> int:
+  path = os.path.join(run_dir, "metrics.jsonl")
+  return open(path).read().count('"loss"') if os.path.exists(path) else 0
+
+
+def saves_in_flight(run_dir) -> list[str]:
+  """Orbax's temporary directories of checkpoints being written."""
+  return glob.glob(os.path.join(run_dir, "checkpoints", "*.orbax-checkpoint-tmp*"))
+
+
+def committed_steps(run_dir) -> list[int]:
+  names = os.listdir(os.path.join(run_dir, "checkpoints"))
+  return sorted(int(n) for n in names if n.isdigit())
+
+
+def loss_records(run_dir) -> list[tuple[int, float]]:
+  """Every ``(step, loss)`` line of ``metrics.jsonl``, repeats (re-run steps) included."""
+  with open(os.path.join(run_dir, "metrics.jsonl")) as f:
+    return [(r["step"], r["loss"]) for r in map(json.loads, f) if "loss" in r]
+
+
+def file_hashes(directory) -> dict[str, str]:
+  """``{relative path: sha256}`` of every file under ``directory``."""
+  hashes = {}
+  for path in glob.glob(os.path.join(directory, "**"), recursive=True):
+    if os.path.isfile(path):
+      with open(path, "rb") as f:
+        hashes[os.path.relpath(path, directory)] = hashlib.sha256(f.read()).hexdigest()
+  return hashes
