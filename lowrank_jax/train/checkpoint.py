@@ -19,6 +19,7 @@ and a small JSON record. What can go wrong, and what happens:
 from __future__ import annotations
 
 import os
+import re
 import shutil
 
 import grain
@@ -34,6 +35,16 @@ from lowrank_jax.train.state import TrainState
 def _first_line(error: BaseException) -> str:
   text = str(error).strip().splitlines()
   return (text[0] if text else type(error).__name__)[:300]
+
+
+def _os_reason(error: BaseException) -> str:
+  """``strerror (errno N)`` of an I/O failure (OSError or a tensorstore message), else its
+  first line."""
+  code = getattr(error, "errno", None)
+  if code is None:
+    found = re.search(r"os_error_code='(\d+)'", str(error))
+    code = int(found.group(1)) if found else None
+  return f"{os.strerror(code)} (errno {code})" if code else _first_line(error)
 
 
 class UnreadableCheckpoint(ValueError):
@@ -82,7 +93,7 @@ class Checkpointer:
     complete = [s for s in self.steps() if s != step]
     kept = f"step {complete[0]} is intact" if complete else "there is no earlier checkpoint"
     return CheckpointSaveError(f"could not save checkpoint step {step} under {self.directory}: "
-                               f"{_first_line(error)}; the newest complete checkpoint, {kept}")
+                               f"{_os_reason(error)}; the newest complete checkpoint, {kept}")
 
   def save(self, step: int, state: TrainState, data: grain.DatasetIterator,
            meta: dict) -> bool:
