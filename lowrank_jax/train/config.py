@@ -110,6 +110,9 @@ class OptimizerSection:
                        f"{self.method!r} is not one")
     if not isinstance(self.recovery_steps, int) or self.recovery_steps < 2:
       raise ValueError(f"optimizer.recovery_steps={self.recovery_steps!r} must be an integer >= 2")
+    if self.reset_every and self.recovery_steps > self.reset_every:
+      raise ValueError(f"optimizer.recovery_steps={self.recovery_steps} exceeds "
+                       f"optimizer.reset_every={self.reset_every}")
     if not self.learning_rate > 0:
       raise ValueError(f"optimizer.learning_rate={self.learning_rate!r} must be positive")
     if self.weight_decay < 0:

@@ -119,7 +119,8 @@ def train(config: TrainConfig) -> dict:
     step_fn = jax.jit(make_train_step(run.graphdef, run.tx, run.schedule,
                                       config.schedule.grad_accum,
                                       nonfinite.make_injector(config.faults.nan_loss_steps,
-                                                              config.faults.inf_grad_steps)),
+                                                              config.faults.inf_grad_steps),
+                                      run.after_update()),
                       in_shardings=(run.shardings, run.data_sharding),
                       out_shardings=(run.shardings, mesh_lib.replicated(run.mesh)),
                       donate_argnums=0)

@@ -40,6 +40,7 @@ LOGICAL_RULES: dict[str, str | tuple[str, ...] | None] = {
     "norm": None,
     "layers": None,
     "rank": None,
+    "sparse": None,
 }
 
 

@@ -13,6 +13,7 @@ lm_head and norms get plain Adam, as in the paper (section 2).
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, Callable
 
 import jax
@@ -35,51 +36,91 @@ def target_mask(params: Any) -> Any:
   return jax.tree_util.tree_map_with_path(is_target, params)
 
 
-def _adamw(schedule, section, params):
-  del params
-  return optax.adamw(schedule, b1=section.b1, b2=section.b2, eps=section.eps,
-                     weight_decay=section.weight_decay)
+@dataclasses.dataclass(frozen=True)
+class Method:
+  """A named training method.
+
+  Attributes:
+    build: ``build(schedule, section) -> optax transform``.
+    linear_kind: the parameterization of the target linears it trains (``dense``, ...).
+    restarts: refactorization and momentum reset every 200 steps unless the section says
+      otherwise (the paper's ``*_restarts``).
+    merge_lora: ReLoRA's merge-and-reinit of the adapters every ``restart_every`` steps.
+  """
+
+  build: Callable
+  linear_kind: str = "dense"
+  restarts: bool = False
+  merge_lora: bool = False
+
+
+def _adam_family(schedule, section) -> optax.GradientTransformation:
+  """AdamW on every parameter, with the paper's restarts where the section asks for them.
+
+  ``momentum_reset`` wraps only the moments (so the schedule's count is not reset), the
+  learning rate recovers after each reset (:func:`restart_schedule`), and
+  ``refactorize`` wraps the whole optimizer because it needs the updated factors.
+  """
+  moments = optax.scale_by_adam(section.b1, section.b2, section.eps)
+  learning_rate = schedule
+  if section.reset_every:
+    moments = optim.momentum_reset(moments, section.reset_every)
+    learning_rate = optim.restart_schedule(schedule, section.reset_every,
+                                           section.recovery_steps)
+  tx = optax.chain(moments, optax.add_decayed_weights(section.weight_decay),
+                   optax.scale_by_learning_rate(learning_rate))
+  if section.refactorize_every:
+    tx = optim.refactorize(tx, section.refactorize_every)
+  return tx
 
 
 def _projected(factory: Callable) -> Callable:
-  def build(schedule, section, params):
-    del params
+  def build(schedule, section):
     return factory(schedule, b1=section.b1, b2=section.b2, eps=section.eps,
                    weight_decay=section.weight_decay, mask=target_mask, **section.options)
   return build
 
 
 def _full_rank(factory: Callable) -> Callable:
-  def build(schedule, section, params):
-    del params
+  def build(schedule, section):
     return factory(schedule, b1=section.b1, b2=section.b2, eps=section.eps,
                    weight_decay=section.weight_decay, **section.options)
   return build
 
 
-METHODS: dict[str, Callable] = {
-    "adamw": _adamw,
-    "full_rank": _adamw,
-    "galore": _projected(optim.galore),
-    "fira": _projected(optim.fira),
-    "apollo": _projected(optim.apollo),
-    "apollo_mini": _projected(optim.apollo_mini),
-    "golore": _projected(optim.golore),
-    "spam": _full_rank(optim.spam),
-    "stable_spam": _full_rank(optim.stable_spam),
+METHODS: dict[str, Method] = {
+    "adamw": Method(_adam_family),
+    "full_rank": Method(_adam_family),
+    "galore": Method(_projected(optim.galore)),
+    "fira": Method(_projected(optim.fira)),
+    "apollo": Method(_projected(optim.apollo)),
+    "apollo_mini": Method(_projected(optim.apollo_mini)),
+    "golore": Method(_projected(optim.golore)),
+    "spam": Method(_full_rank(optim.spam)),
+    "stable_spam": Method(_full_rank(optim.stable_spam)),
+    "low_rank": Method(_adam_family, "lowrank"),
+    "low_rank_restarts": Method(_adam_family, "lowrank", restarts=True),
+    "lora": Method(_adam_family, "lora"),
+    "relora": Method(_adam_family, "lora", merge_lora=True),
+    "sltrain": Method(_adam_family, "sltrain"),
+    "sltrain_restarts": Method(_adam_family, "sltrain", restarts=True),
+    "cola": Method(_adam_family, "cola"),
 }
 
+PAPER_RESTART_EVERY = 200
 
-def check_method(name: str) -> None:
+
+def get_method(name: str) -> Method:
   if name not in METHODS:
     raise ValueError(f"optimizer.method={name!r} is unknown; allowed: {sorted(METHODS)}")
+  return METHODS[name]
 
 
-def build_optimizer(section, schedule: optax.Schedule, params: Any) -> optax.GradientTransformation:
+def build_optimizer(section, schedule: optax.Schedule) -> optax.GradientTransformation:
   """The transform of ``section.method``, with global-norm clipping first if configured."""
-  check_method(section.method)
+  method = get_method(section.method)
   try:
-    tx = METHODS[section.method](schedule, section, params)
+    tx = method.build(schedule, section)
   except TypeError as error:  # an option the method does not take
     raise ValueError(f"optimizer.options={section.options!r} do not fit method "
                      f"{section.method!r}: {error}") from None

@@ -3,6 +3,7 @@
 import pytest
 
 from lowrank_jax.train.config import MeshSection, load_config, to_dict
+from lowrank_jax.train.methods import METHODS, build_optimizer, make_schedule
 
 
 def test_files_layer_and_overrides_win(tmp_path):
@@ -69,5 +70,10 @@ def test_every_shipped_experiment_config_loads():
     cfg = load_config([size])
     assert cfg.data.global_batch_size == 512 and cfg.model.dtype == "bf16"
     name = os.path.basename(size)[len("llama_"):-len(".yaml")]
-    for method in glob.glob(os.path.join(root, "methods", f"*_{name}.yaml")):
-      assert load_config([size, method]).optimizer.method != "adamw"
+    methods = glob.glob(os.path.join(root, "methods", f"*_{name}.yaml"))
+    assert len(methods) == len(METHODS) - 2  # every method but the adamw/full_rank baseline
+    for method in methods:
+      layered = load_config([size, method])
+      assert layered.optimizer.method != "adamw"
+      build_optimizer(layered.optimizer_section(),
+                      make_schedule(layered.optimizer.learning_rate, layered.schedule))
