@@ -155,6 +155,12 @@ class Checkpointer:
 
     An unreadable checkpoint is reported and moved to ``set_aside/<step>`` (nothing is
     deleted), so that later saves and ``keep`` never mistake it for a good one.
+
+    Args:
+      abstract_state: the restore target (shapes, dtypes, shardings).
+      data: the training iterator, moved to the restored position.
+      set_aside: where unreadable checkpoints go.
+      report: called with one line per unreadable checkpoint.
     """
     for step in self.steps():
       try:

@@ -108,91 +108,95 @@ def train(config: TrainConfig) -> dict:
     FloatingPointError: ``faults.max_bad_steps`` non-finite steps in a row (checkpoint saved).
     CheckpointSaveError: a checkpoint could not be written (the previous one is intact).
   """
+  with StopRequest() as stop_request:  # from the start: a preemption may come at any time
+    return _train(config, stop_request)
+
+
+def _train(config: TrainConfig, stop_request: StopRequest) -> dict:
   started = time.perf_counter()
-  with StopRequest() as stop_request:
-    run = Run.build(config)  # every check before anything is written
-    train_batches = make_train_iterator(config.data, run.tokenizer, sharding=run.data_sharding)
-    resumed = prepare_run_dir(config)
-    is_main = jax.process_index() == 0
-    checkpointer = Checkpointer(os.path.join(config.run_dir, "checkpoints"), config.checkpoint)
-    state, tokens_seen = _restore_or_init(config, run, checkpointer, train_batches)
-    step_fn = jax.jit(make_train_step(run.graphdef, run.tx, run.schedule,
-                                      config.schedule.grad_accum,
-                                      nonfinite.make_injector(config.faults.nan_loss_steps,
-                                                              config.faults.inf_grad_steps),
-                                      run.after_update()),
-                      in_shardings=(run.shardings, run.data_sharding),
-                      out_shardings=(run.shardings, mesh_lib.replicated(run.mesh)),
-                      donate_argnums=0)
+  run = Run.build(config)  # every check before anything is written
+  train_batches = make_train_iterator(config.data, run.tokenizer, sharding=run.data_sharding)
+  resumed = prepare_run_dir(config)
+  is_main = jax.process_index() == 0
+  checkpointer = Checkpointer(os.path.join(config.run_dir, "checkpoints"), config.checkpoint)
+  state, tokens_seen = _restore_or_init(config, run, checkpointer, train_batches)
+  step_fn = jax.jit(make_train_step(run.graphdef, run.tx, run.schedule,
+                                    config.schedule.grad_accum,
+                                    nonfinite.make_injector(config.faults.nan_loss_steps,
+                                                            config.faults.inf_grad_steps),
+                                    run.after_update()),
+                    in_shardings=(run.shardings, run.data_sharding),
+                    out_shardings=(run.shardings, mesh_lib.replicated(run.mesh)),
+                    donate_argnums=0)
 
-    logger = MetricsLogger(config.run_dir, config.logging.tensorboard, enabled=is_main)
-    first, total = int(state.step), config.schedule.total_steps
-    progress = Progress(total, first, enabled=is_main and config.logging.progress)
-    if resumed:
-      progress.write(f"resuming {config.run_dir} at step {first}")
-    window, stop, step = _Window(), None, first
-    streak = nonfinite.NonFiniteStreak(config.faults.max_bad_steps)
-    unchecked = None  # (step, finite flag) of the previous step
+  logger = MetricsLogger(config.run_dir, config.logging.tensorboard, enabled=is_main)
+  first, total = int(state.step), config.schedule.total_steps
+  progress = Progress(total, first, enabled=is_main and config.logging.progress)
+  if resumed:
+    progress.write(f"resuming {config.run_dir} at step {first}")
+  window, stop, step = _Window(), None, first
+  streak = nonfinite.NonFiniteStreak(config.faults.max_bad_steps)
+  unchecked = None  # (step, finite flag) of the previous step
 
-    def halted_by(checked) -> bool:
-      at_step, finite = checked[0], bool(jax.device_get(checked[1]))
-      if not finite:
-        progress.write(f"step {at_step}: non-finite loss or gradient norm, update skipped "
-                       f"({streak.in_a_row + 1} in a row)")
-      return streak.observe(at_step, finite)
+  def halted_by(checked) -> bool:
+    at_step, finite = checked[0], bool(jax.device_get(checked[1]))
+    if not finite:
+      progress.write(f"step {at_step}: non-finite loss or gradient norm, update skipped "
+                     f"({streak.in_a_row + 1} in a row)")
+    return streak.observe(at_step, finite)
 
-    def save(at_step: int):
-      checkpointer.save(at_step, state, train_batches, {"tokens_seen": tokens_seen})
+  def save(at_step: int):
+    checkpointer.save(at_step, state, train_batches, {"tokens_seen": tokens_seen})
 
-    for step in range(first + 1, total + 1):
-      state, metrics = step_fn(state, next(train_batches))
-      window.metrics.append(metrics)
-      halted = unchecked is not None and halted_by(unchecked)
-      unchecked = (step, metrics["finite"])
-      if step == total and not halted:
-        halted, unchecked = halted_by(unchecked), None
-      if (step % config.logging.every == 0 or step == total or stop_request.signal
-          or halted):
-        record, tokens = window.flush()
-        tokens_seen += tokens
-        logger.log(step, {**record, "tokens_seen": tokens_seen})
-        progress.advance_to(step, record["loss"], record["tokens_per_s"])
-      if halted:
-        stop = "non-finite"
-        break
-      if config.eval.every and step % config.eval.every == 0 and step != total:
-        logger.log(step, run.evaluate(state))
-      if stop_request.signal:
-        stop = signal.Signals(stop_request.signal).name
-        break
-      if config.checkpoint.every and step % config.checkpoint.every == 0:
-        save(step)
-    progress.close()
-    save(int(step))
-    checkpointer.wait()
+  for step in range(first + 1, total + 1):
+    state, metrics = step_fn(state, next(train_batches))
+    window.metrics.append(metrics)
+    halted = unchecked is not None and halted_by(unchecked)
+    unchecked = (step, metrics["finite"])
+    if step == total and not halted:
+      halted, unchecked = halted_by(unchecked), None
+    if (step % config.logging.every == 0 or step == total or stop_request.signal
+        or halted):
+      record, tokens = window.flush()
+      tokens_seen += tokens
+      logger.log(step, {**record, "tokens_seen": tokens_seen})
+      progress.advance_to(step, record["loss"], record["tokens_per_s"])
+    if halted:
+      stop = "non-finite"
+      break
+    if config.eval.every and step % config.eval.every == 0 and step != total:
+      logger.log(step, run.evaluate(state))
+    if stop_request.signal:
+      stop = signal.Signals(stop_request.signal).name
+      break
+    if config.checkpoint.every and step % config.checkpoint.every == 0:
+      save(step)
+  progress.close()
+  save(int(step))
+  checkpointer.wait()
 
-    summary = {"run_dir": config.run_dir, "method": config.optimizer.method,
-               "steps": int(step), "total_steps": total, "stopped_by": stop,
-               "tokens_seen": tokens_seen, "skipped_steps": streak.skipped,
-               "wall_time_s": time.perf_counter() - started,
-               "param_bytes": tree_bytes(state.params) + tree_bytes(state.frozen),
-               "opt_state_bytes": tree_bytes(state.opt_state)}
-    if stop is None:
-      final = run.evaluate(state)
-      logger.log(int(step), final)
-      summary.update(final)
-      if jax.process_count() == 1:
-        train_sample = itertools.islice(make_train_iterator(config.data, run.tokenizer), 20)
-        summary["unigram_ppl"] = unigram_perplexity(
-            train_sample, make_validation_batches(config.data, run.tokenizer,
-                                                  batch_size=config.eval.batch_size))
-    logger.close()
-    checkpointer.close()
-    if is_main:
-      with open(os.path.join(config.run_dir, "summary.json"), "w") as f:
-        json.dump(summary, f, indent=2)
-      plot_loss_curve(read_metrics(logger.path), os.path.join(config.run_dir, "loss_curve.png"),
-                      title=f"{config.optimizer.method} on {config.model.preset}")
+  summary = {"run_dir": config.run_dir, "method": config.optimizer.method,
+             "steps": int(step), "total_steps": total, "stopped_by": stop,
+             "tokens_seen": tokens_seen, "skipped_steps": streak.skipped,
+             "wall_time_s": time.perf_counter() - started,
+             "param_bytes": tree_bytes(state.params) + tree_bytes(state.frozen),
+             "opt_state_bytes": tree_bytes(state.opt_state)}
+  if stop is None:
+    final = run.evaluate(state)
+    logger.log(int(step), final)
+    summary.update(final)
+    if jax.process_count() == 1:
+      train_sample = itertools.islice(make_train_iterator(config.data, run.tokenizer), 20)
+      summary["unigram_ppl"] = unigram_perplexity(
+          train_sample, make_validation_batches(config.data, run.tokenizer,
+                                                batch_size=config.eval.batch_size))
+  logger.close()
+  checkpointer.close()
+  if is_main:
+    with open(os.path.join(config.run_dir, "summary.json"), "w") as f:
+      json.dump(summary, f, indent=2)
+    plot_loss_curve(read_metrics(logger.path), os.path.join(config.run_dir, "loss_curve.png"),
+                    title=f"{config.optimizer.method} on {config.model.preset}")
   if stop == "non-finite":
     raise FloatingPointError(f"{streak.message()}: checkpoint step {step} in "
                              f"{checkpointer.directory}")
