@@ -91,9 +91,10 @@ class Checkpointer:
 
   def _save_error(self, step: int, error: BaseException) -> CheckpointSaveError:
     complete = [s for s in self.steps() if s != step]
-    kept = f"step {complete[0]} is intact" if complete else "there is no earlier checkpoint"
+    kept = (f"the newest complete checkpoint, step {complete[0]}, is intact" if complete
+            else "there is no earlier complete checkpoint")
     return CheckpointSaveError(f"could not save checkpoint step {step} under {self.directory}: "
-                               f"{_os_reason(error)}; the newest complete checkpoint, {kept}")
+                               f"{_os_reason(error)}; {kept}")
 
   def save(self, step: int, state: TrainState, data: grain.DatasetIterator,
            meta: dict) -> bool:

@@ -65,8 +65,10 @@ def prepare_run_dir(config: TrainConfig) -> bool:
   """Creates ``run_dir`` with its ``config.yaml``; returns whether a run is being resumed.
 
   Raises:
-    ValueError: ``run_dir`` holds a run of a different model.
+    ValueError: ``run_dir`` is a file or holds a run of a different model.
   """
+  if os.path.exists(config.run_dir) and not os.path.isdir(config.run_dir):
+    raise ValueError(f"run_dir {config.run_dir!r} is a file, not a directory")
   path = os.path.join(config.run_dir, "config.yaml")
   if os.path.exists(path):
     with open(path) as f:

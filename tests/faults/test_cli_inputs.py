@@ -90,6 +90,14 @@ def test_bad_input_about_an_existing_run_changes_nothing(argv, expected, finishe
   assert file_hashes(finished) == before
 
 
+def test_a_run_dir_that_is_a_file_is_refused_and_kept(tmp_path, capsys):
+  run_dir = tmp_path / "run"
+  run_dir.write_text("notes")
+  assert main(["train", *overrides(run_dir)]) == 2
+  assert f"run_dir '{run_dir}' is a file" in error_line(capsys)
+  assert run_dir.read_text() == "notes"
+
+
 def test_eval_of_a_directory_that_is_not_a_run(tmp_path, capsys):
   assert main(["eval", "--checkpoint", str(tmp_path / "nowhere")]) == 2
   assert "nowhere" in error_line(capsys)

@@ -1,6 +1,7 @@
-"""A checkpoint that cannot be written (a real write error: the file-size limit of the process,
-``RLIMIT_FSIZE``, stands in for a full disk without root): a one-line error naming the step,
-exit status 1, and the previous checkpoint intact and restorable."""
+"""A checkpoint that cannot be written: a one-line error naming the step, exit status 1, and
+the previous checkpoint intact and restorable. A full disk is a real write error: the
+file-size limit of the process (``RLIMIT_FSIZE``) stands in for it without root; an
+unwritable directory is a checkpoint directory that is a file (root ignores permissions)."""
 
 import contextlib
 import resource
@@ -35,9 +36,20 @@ def test_a_failed_save_names_the_step_and_keeps_the_previous_checkpoint(tmp_path
     status = main(["train", *overrides(run_dir, "schedule.total_steps=4", "checkpoint.every=2")])
   err = capsys.readouterr().err
   assert status == 1 and err.count("\n") == 1 and "Traceback" not in err
-  assert "could not save checkpoint step 4" in err and "step 2 is intact" in err
+  assert "could not save checkpoint step 4" in err and "the newest complete checkpoint, step 2, is intact" in err
   assert "File too large (errno 27)" in err
   assert committed_steps(run_dir) == [2]
   assert file_hashes(run_dir / "checkpoints" / "2") == before
   assert digests.verify(run_dir / "checkpoints" / "2")
   assert load_checkpoint(str(run_dir))[2] == 2
+
+
+def test_an_unwritable_checkpoint_directory_names_the_step(tmp_path, capsys):
+  run_dir = tmp_path / "run"
+  run_dir.mkdir()
+  (run_dir / "checkpoints").write_text("not a directory")
+  assert main(["train", *overrides(run_dir, "schedule.total_steps=2", "checkpoint.every=2")]) == 1
+  err = capsys.readouterr().err
+  assert err.count("\n") == 1 and "Traceback" not in err
+  assert "could not save checkpoint step 2" in err and "Not a directory (errno 20)" in err
+  assert "there is no earlier complete checkpoint" in err
