@@ -9,7 +9,8 @@ and a small JSON record. What can go wrong, and what happens:
   complete, so a partial save is never listed; leftovers are removed when the next
   :class:`Checkpointer` opens the directory.
 * bytes flipped or a file lost on disk: every committed save is sealed with SHA-256
-  digests (:mod:`lowrank_jax.train.digests`) and verified before restoring; a bad one
+  digests (:mod:`lowrank_jax.train.digests`; by :meth:`Checkpointer.poll` within a step of
+  the commit, on the training thread) and verified before restoring; a bad one
   raises :class:`UnreadableCheckpoint` naming the step, and :meth:`Checkpointer.restore_newest`
   falls back to the next older one, moving (never deleting) the bad one aside.
 * disk full or an unwritable directory: :class:`CheckpointSaveError` names the step and
@@ -115,9 +116,13 @@ class Checkpointer:
     except Exception as error:  # orbax reports I/O failures as ValueError, OSError, ...
       raise self._save_error(step, error) from None
     self._pending = step if started else None
-    if not self.manager.is_saving_in_progress():
-      self.wait()
+    self.poll()
     return started
+
+  def poll(self) -> None:
+    """Seals the save in flight once it has committed; cheap enough to call every step."""
+    if self._pending is not None and not self.manager.is_saving_in_progress():
+      self.wait()
 
   def wait(self) -> None:
     """Waits for the save in flight, then seals it with digests.

@@ -153,6 +153,7 @@ def _train(config: TrainConfig, stop_request: StopRequest) -> dict:
   for step in range(first + 1, total + 1):
     state, metrics = step_fn(state, next(train_batches))
     window.metrics.append(metrics)
+    checkpointer.poll()
     halted = unchecked is not None and halted_by(unchecked)
     unchecked = (step, metrics["finite"])
     if step == total and not halted:

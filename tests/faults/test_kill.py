@@ -4,14 +4,24 @@ and the resumed run logs exactly the losses of an uninterrupted one."""
 import collections
 import random
 
+import pytest
+
+from lowrank_jax.train import digests
 from lowrank_jax.train.config import load_config
 from lowrank_jax.train.loop import train
 
-from fault_helpers import (CONSTANT, FOREVER, committed_steps, logged_steps,
-                                   loss_records, overrides, saves_in_flight, start_training,
-                                   wait_until)
+from fault_helpers import (CONSTANT, FOREVER, committed_steps, logged_steps, loss_records,
+                           overrides, saves_in_flight, start_training, wait_until)
 
 EVERY_2 = "checkpoint.every=2"
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory) -> dict[int, float]:
+  """The losses of an uninterrupted 24-step constant-lr run checkpointing every 2 steps."""
+  run_dir = tmp_path_factory.mktemp("reference") / "run"
+  train(load_config(overrides=overrides(run_dir, CONSTANT, "schedule.total_steps=24", EVERY_2)))
+  return dict(loss_records(run_dir))
 
 
 def kill_and_resume(run_dir, reference, ready) -> tuple[int, list[str]]:
@@ -21,9 +31,12 @@ def kill_and_resume(run_dir, reference, ready) -> tuple[int, list[str]]:
   wait_until(process, ready)
   process.kill()
   process.wait()
-  newest, unfinished, killed_at = max(committed_steps(run_dir), default=0), saves_in_flight(run_dir), \
-      logged_steps(run_dir)
+  newest = max(committed_steps(run_dir), default=0)
+  unfinished, killed_at = saves_in_flight(run_dir), logged_steps(run_dir)
   assert killed_at < len(reference)
+  # Each committed checkpoint is sealed within a step of its commit: all but the newest are.
+  assert all(digests.is_sealed(run_dir / "checkpoints" / str(step))
+             for step in committed_steps(run_dir)[:-1])
   train(load_config(overrides=overrides(run_dir, CONSTANT, "schedule.total_steps=24", EVERY_2)))
   records = loss_records(run_dir)
   assert all(loss == reference[step] for step, loss in records)  # bitwise
