@@ -76,6 +76,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
+from lowrank_jax.optim import linalg
 from lowrank_jax.optim.validation import check_choice, check_positive_int
 
 SIDES = ("std", "larger", "in", "out", "left", "right")
@@ -289,34 +290,9 @@ def canonical_signs(basis: jax.Array) -> jax.Array:
     return basis * jnp.where(largest < 0, -1.0, 1.0).astype(basis.dtype)
 
 
-@jax.custom_batching.custom_vmap
-def _cpu_left_singular_vectors(matrix: jax.Array) -> jax.Array:
-    return lax.linalg.svd(matrix, full_matrices=False,
-                          algorithm=lax.linalg.SvdAlgorithm.QR)[0]
-
-
-@_cpu_left_singular_vectors.def_vmap
-def _cpu_left_singular_vectors_batched(axis_size, in_batched, matrices):
-    """A batch of CPU SVDs runs as a loop of single SVDs.
-
-    jaxlib's batched CPU SVD spreads a batch over the intra-op thread pool and
-    waits for it; when several (fake or real) CPU devices run a sharded step at
-    once, every pool thread can be one of those waiters and the step deadlocks
-    (seen with 8 host devices on 2 cores). One matrix per call never waits.
-    """
-    del axis_size, in_batched
-    return lax.map(_cpu_left_singular_vectors, matrices), True
-
-
 def left_singular_vectors(matrix: jax.Array) -> jax.Array:
-    """``U`` of the thin SVD, in descending order of singular value.
-
-    On CPU the QR-based LAPACK driver is used: the default divide-and-conquer
-    one was measured 70x slower on small matrices (126 ms vs 1.8 ms for two
-    64 x 96 matrices). Other platforms keep JAX's default.
-    """
-    default = lambda m: lax.linalg.svd(m, full_matrices=False)[0]
-    return lax.platform_dependent(matrix, cpu=_cpu_left_singular_vectors, default=default)
+    """``U`` of the thin SVD, in descending order of singular value (fp32 on CPU's QR driver)."""
+    return linalg.svd(matrix)[0]
 
 
 def svd_basis(matrix: jax.Array, rank: int) -> jax.Array:
@@ -327,7 +303,7 @@ def svd_basis(matrix: jax.Array, rank: int) -> jax.Array:
 def eigh_basis(matrix: jax.Array, rank: int) -> jax.Array:
     """Top-``rank`` eigenvectors of ``matrix @ matrix.T``, sign-canonicalised."""
     gram = jnp.matmul(matrix, matrix.T, precision=lax.Precision.HIGHEST)
-    _, vectors = jnp.linalg.eigh(gram)  # ascending eigenvalues
+    _, vectors = linalg.eigh(gram)  # ascending eigenvalues
     return canonical_signs(vectors[:, ::-1][:, :rank])
 
 
@@ -340,9 +316,9 @@ def randomized_basis(matrix: jax.Array, key: jax.Array, rank: int, oversample: i
     rows, cols = matrix.shape
     width = min(rank + oversample, rows, cols)
     dot = functools.partial(jnp.matmul, precision=lax.Precision.HIGHEST)
-    basis, _ = jnp.linalg.qr(dot(matrix, jax.random.normal(key, (cols, width), matrix.dtype)))
+    basis, _ = linalg.qr(dot(matrix, jax.random.normal(key, (cols, width), matrix.dtype)))
     for _ in range(power_iterations):
-        basis, _ = jnp.linalg.qr(dot(matrix, dot(matrix.T, basis)))
+        basis, _ = linalg.qr(dot(matrix, dot(matrix.T, basis)))
     small_u = left_singular_vectors(dot(basis.T, matrix))
     return canonical_signs(dot(basis, small_u[:, :rank]))
 
@@ -354,7 +330,7 @@ def gaussian_basis(rows: int, key: jax.Array, rank: int) -> jax.Array:
 
 def orthonormal_basis(rows: int, key: jax.Array, rank: int) -> jax.Array:
     """A uniformly random ``rows x rank`` matrix with orthonormal columns (GoLore)."""
-    q, r = jnp.linalg.qr(jax.random.normal(key, (rows, rank), jnp.float32))
+    q, r = linalg.qr(jax.random.normal(key, (rows, rank), jnp.float32))
     return q * jnp.sign(jnp.diagonal(r))
 
 

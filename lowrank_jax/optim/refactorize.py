@@ -70,6 +70,7 @@ import jax.numpy as jnp
 import optax
 from jax.sharding import PartitionSpec as P
 
+from lowrank_jax.optim import linalg
 from lowrank_jax.optim.periodic import every_nth_update
 
 _HIGHEST = jax.lax.Precision.HIGHEST
@@ -177,10 +178,10 @@ def balanced_factors(left: jax.Array, right: jax.Array) -> tuple[jax.Array, jax.
     """
     left = _unsharded_matrix(left.astype(jnp.float32))
     right = _unsharded_matrix(right.astype(jnp.float32))
-    q_left, r_left = jnp.linalg.qr(left)
-    q_right, r_right = jnp.linalg.qr(jnp.swapaxes(right, -1, -2))
+    q_left, r_left = linalg.qr(left)
+    q_right, r_right = linalg.qr(jnp.swapaxes(right, -1, -2))
     core = jnp.matmul(r_left, jnp.swapaxes(r_right, -1, -2), precision=_HIGHEST)
-    u, s, vt = jnp.linalg.svd(core)
+    u, s, vt = linalg.svd(core)
     root = jnp.sqrt(s)
     new_left = jnp.matmul(q_left, u * root[..., None, :], precision=_HIGHEST)
     new_right = jnp.matmul(root[..., :, None] * vt, jnp.swapaxes(q_right, -1, -2),

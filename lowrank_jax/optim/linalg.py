@@ -1,0 +1,78 @@
+"""Matrix decompositions that are safe on every backend: QR, thin SVD and symmetric eigh.
+
+On GPU and TPU these are JAX's own. On CPU a batch of matrices (leading axes, or a
+``vmap``) is decomposed one matrix per LAPACK call inside a ``lax.map``. jaxlib's batched
+CPU kernels spread a batch over the intra-op thread pool and block until it is done; when
+two such kernels run at once (two factors' QRs, or several host devices of a sharded step)
+every pool thread can end up waiting and the program deadlocks. This was seen here with a
+2-core machine both on one device (refactorization's two QRs) and on 8 host devices
+(GaLore's refresh). One matrix per call never waits on the pool.
+
+On CPU the SVD uses LAPACK's QR-based driver: the default divide-and-conquer one was
+measured 70x slower on small matrices (126 ms vs 1.8 ms for two 64 x 96 matrices).
+
+>>> import jax.numpy as jnp
+>>> x = jnp.arange(24.0).reshape(2, 4, 3) ** 0.5
+>>> q, r = qr(x)
+>>> bool(jnp.allclose(q @ r, x, atol=1e-5)), q.shape, r.shape
+(True, (2, 4, 3), (2, 3, 3))
+>>> u, s, vt = svd(x)
+>>> bool(jnp.allclose((u * s[..., None, :]) @ vt, x, atol=1e-4))
+True
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import jax
+from jax import lax
+
+
+def _leading_replicated(x: jax.Array) -> jax.Array:
+  """``x`` with its leading axis unsharded (``lax.map`` needs that under Explicit mesh axes)."""
+  spec = getattr(jax.typeof(x).sharding, "spec", None)
+  if spec is None or not tuple(spec) or tuple(spec)[0] is None:
+    return x
+  return jax.sharding.reshard(x, jax.sharding.PartitionSpec(None, *tuple(spec)[1:]))
+
+
+def _one_matrix_per_call(decompose: Callable) -> Callable:
+  """``decompose`` of one matrix, extended to leading axes and vmap by a ``lax.map``."""
+
+  @jax.custom_batching.custom_vmap
+  def single(matrix):
+    return decompose(matrix)
+
+  @single.def_vmap
+  def batched(axis_size, in_batched, matrices):
+    del axis_size, in_batched
+    out = lax.map(single, _leading_replicated(matrices))
+    return out, jax.tree.map(lambda _: True, out)
+
+  def apply(matrix):
+    if matrix.ndim == 2:
+      return single(matrix)
+    leading = matrix.shape[:-2]
+    out = lax.map(single, _leading_replicated(matrix.reshape(-1, *matrix.shape[-2:])))
+    return jax.tree.map(lambda x: x.reshape(*leading, *x.shape[1:]), out)
+
+  return apply
+
+
+def _platform_safe(cpu: Callable, default: Callable) -> Callable:
+  cpu = _one_matrix_per_call(cpu)
+  return lambda matrix: lax.platform_dependent(matrix, cpu=cpu, default=default)
+
+
+qr = _platform_safe(lambda m: lax.linalg.qr(m, full_matrices=False),
+                    lambda m: lax.linalg.qr(m, full_matrices=False))
+qr.__doc__ = "Reduced QR ``(q, r)`` of ``(..., m, n)`` matrices."
+
+svd = _platform_safe(
+    lambda m: lax.linalg.svd(m, full_matrices=False, algorithm=lax.linalg.SvdAlgorithm.QR),
+    lambda m: lax.linalg.svd(m, full_matrices=False))
+svd.__doc__ = "Thin SVD ``(u, s, vt)`` of ``(..., m, n)`` matrices, singular values descending."
+
+eigh = _platform_safe(lambda m: lax.linalg.eigh(m)[::-1], lambda m: lax.linalg.eigh(m)[::-1])
+eigh.__doc__ = "``(eigenvalues ascending, eigenvectors as columns)`` of symmetric matrices."
