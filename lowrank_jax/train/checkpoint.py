@@ -9,8 +9,8 @@ and a small JSON record. What can go wrong, and what happens:
   complete, so a partial save is never listed; leftovers are removed when the next
   :class:`Checkpointer` opens the directory.
 * bytes flipped or a file lost on disk: every committed save is sealed with SHA-256
-  digests (:mod:`lowrank_jax.train.digests`; by :meth:`Checkpointer.poll` within a step of
-  the commit, on the training thread) and verified before restoring; a bad one
+  digests (:mod:`lowrank_jax.train.digests`; started by :meth:`Checkpointer.poll` within a
+  step of the commit, hashed in a background thread) and verified before restoring; a bad one
   raises :class:`UnreadableCheckpoint` naming the step, and :meth:`Checkpointer.restore_newest`
   falls back to the next older one, moving (never deleting) the bad one aside.
 * disk full or an unwritable directory: :class:`CheckpointSaveError` names the step and
@@ -19,6 +19,7 @@ and a small JSON record. What can go wrong, and what happens:
 
 from __future__ import annotations
 
+import concurrent.futures
 import os
 import re
 import shutil
@@ -78,7 +79,9 @@ class Checkpointer:
                                            cleanup_tmp_directories=not read_only)
     self.directory = os.path.abspath(directory)
     self.manager = ocp.CheckpointManager(self.directory, options=options)
-    self._pending: int | None = None
+    self._pending: int | None = None  # the step being saved
+    self._sealing: tuple[int, concurrent.futures.Future] | None = None  # (step, its seal)
+    self._sealer = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="seal")
 
   def steps(self) -> list[int]:
     """The committed steps, newest first."""
@@ -120,23 +123,33 @@ class Checkpointer:
     return started
 
   def poll(self) -> None:
-    """Seals the save in flight once it has committed; cheap enough to call every step."""
+    """Starts sealing the save in flight once it has committed; cheap enough for every step."""
     if self._pending is not None and not self.manager.is_saving_in_progress():
-      self.wait()
+      self._seal_committed()
 
-  def wait(self) -> None:
-    """Waits for the save in flight, then seals it with digests.
-
-    Raises:
-      CheckpointSaveError: the save in flight failed.
-    """
+  def _seal_committed(self) -> None:
+    """Waits for the save in flight, then seals it in the background (hashing releases the GIL)."""
     step, self._pending = self._pending, None
     try:
       self.manager.wait_until_finished()
-      if step is not None and jax.process_index() == 0:
-        digests.seal(self.step_dir(step))
     except Exception as error:
       raise self._save_error(step, error) from None
+    if step is not None and jax.process_index() == 0:
+      self._sealing = (step, self._sealer.submit(digests.seal, self.step_dir(step)))
+
+  def wait(self) -> None:
+    """Waits for the save in flight and for its seal.
+
+    Raises:
+      CheckpointSaveError: the save in flight, or its seal, failed.
+    """
+    self._seal_committed()
+    if self._sealing is not None:
+      (step, sealed), self._sealing = self._sealing, None
+      try:
+        sealed.result()
+      except OSError as error:
+        raise self._save_error(step, error) from None
 
   def restore(self, step: int, abstract_state: TrainState,
               data: grain.DatasetIterator | None = None) -> tuple[TrainState, dict]:
@@ -191,4 +204,5 @@ class Checkpointer:
 
   def close(self) -> None:
     self.wait()
+    self._sealer.shutdown()
     self.manager.close()
