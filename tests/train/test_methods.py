@@ -32,7 +32,7 @@ def make_run(method, *extra):
   return Run.build(load_config(overrides=overrides))
 
 
-def train_steps(run, steps):
+def train_steps(run, steps, vary_batch=True):
   step_fn = jax.jit(make_train_step(run.graphdef, run.tx, run.schedule,
                                     after_update=run.after_update()),
                     in_shardings=(run.shardings, run.data_sharding),
@@ -41,16 +41,41 @@ def train_steps(run, steps):
   key = jax.random.key(0)
   losses = []
   for i in range(steps):
-    ids = jax.random.randint(jax.random.fold_in(key, i), (8, 16), 2, 384)
+    ids = jax.random.randint(jax.random.fold_in(key, i if vary_batch else 0), (8, 16), 2, 384)
     state, metrics = step_fn(state, {"input_ids": ids, "loss_mask": jnp.ones_like(ids)})
     losses.append(float(metrics["loss"]))
   return state, losses
 
 
 @pytest.mark.parametrize("method", sorted(METHODS))
-def test_every_named_method_takes_finite_steps(method):
-  _, losses = train_steps(make_run(method), 2)
+def test_every_named_method_trains_20_steps_on_8_devices_with_the_loss_going_down(method):
+  run = make_run(method, "optimizer.learning_rate=0.01")
+  assert run.mesh.devices.size == 8
+  _, losses = train_steps(run, 20, vary_batch=False)  # one batch, memorised
   assert np.isfinite(losses).all(), losses
+  assert np.mean(losses[-3:]) < losses[0] - 0.1, losses
+
+
+def test_the_sltrain_support_survives_training_and_a_checkpoint_restore(tmp_path):
+  from lowrank_jax.train.checkpoint import Checkpointer
+  from lowrank_jax.train.config import CheckpointSection
+  from lowrank_jax.data import make_train_iterator
+
+  run = make_run("sltrain")
+  start = init_train_state(run.model_config, run.tx, run.mesh, seed=0)
+  trained, _ = train_steps(run, 3)
+  supports = lambda state: [v.get_value() for p, v in nnx.to_flat_state(state.frozen)
+                            if p[-1] == "support"]
+  assert len(supports(trained)) == 7
+  for before, after in zip(supports(start), supports(trained)):
+    np.testing.assert_array_equal(before, after)
+  data = make_train_iterator(run.config.data, run.tokenizer)
+  checkpointer = Checkpointer(tmp_path, CheckpointSection(async_save=False))
+  checkpointer.save(3, trained, data, {"tokens_seen": 0})
+  checkpointer.wait()
+  restored, _ = checkpointer.restore(3, run.abstract_state())
+  for saved, loaded in zip(supports(trained), supports(restored)):
+    np.testing.assert_array_equal(saved, loaded)
 
 
 def factor_pairs(params):
