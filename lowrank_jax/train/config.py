@@ -299,7 +299,7 @@ class TrainConfig:
   model: ModelSection = ModelSection()
   data: DataConfig = NANO_DATA
   optimizer: OptimizerSection = OptimizerSection(learning_rate=3e-3)
-  schedule: ScheduleSection = ScheduleSection(total_steps=600)
+  schedule: ScheduleSection = ScheduleSection(total_steps=250)
   mesh: MeshSection = MeshSection()
   checkpoint: CheckpointSection = CheckpointSection()
   eval: EvalSection = EvalSection()
