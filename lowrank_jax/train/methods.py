@@ -20,18 +20,15 @@ import jax
 import optax
 
 from lowrank_jax import optim
+from lowrank_jax.optim.tree_utils import path_names
 
 TARGET_LINEARS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
-
-
-def _key_name(key) -> str:
-  return str(getattr(key, "key", getattr(key, "name", getattr(key, "idx", key))))
 
 
 def target_mask(params: Any) -> Any:
   """``True`` for the parameters of the seven target linears of every block."""
   def is_target(path, leaf):
-    return leaf.ndim >= 2 and any(_key_name(k) in TARGET_LINEARS for k in path)
+    return leaf.ndim >= 2 and any(name in TARGET_LINEARS for name in path_names(path))
 
   return jax.tree_util.tree_map_with_path(is_target, params)
 
