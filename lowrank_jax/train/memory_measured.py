@@ -37,7 +37,14 @@ from lowrank_jax.train.step import make_train_step
 
 
 def memory_run(config: TrainConfig, devices: Sequence[jax.Device] | None = None) -> Run:
-  """The :class:`Run` of ``config`` on ``devices`` (default: all), without data or tokenizer."""
+  """The :class:`Run` of ``config`` on ``devices``, without data or tokenizer.
+
+  ``devices`` defaults to the first ones, as many as the config's mesh names (all of them if
+  one mesh axis is -1).
+  """
+  if devices is None:
+    sizes = (config.mesh.data, config.mesh.fsdp, config.mesh.tensor)
+    devices = jax.devices()[:None if -1 in sizes else math.prod(sizes)]
   model_config = config.model_config()
   mesh = mesh_lib.make_mesh(config.mesh, devices)
   schedule = make_schedule(config.optimizer.learning_rate, config.schedule)

@@ -1,0 +1,61 @@
+"""The paper's memory count against the abstract train state, and its sharding over 8 devices."""
+
+import pytest
+
+from lowrank_jax.train.memory import case_config
+from lowrank_jax.train.memory_analytic import FORMULAS, PAPER_RANKS, analytic_memory
+from lowrank_jax.train.memory_measured import measure_state, memory_run
+from lowrank_jax.train.methods import METHODS
+
+
+def _measured_and_analytic(method, size="nano", dtype="fp32", fsdp=1):
+  config = case_config(size, method, dtype, devices=fsdp, fsdp=fsdp)
+  return measure_state(memory_run(config)), analytic_memory(
+      config.model_config(), method, PAPER_RANKS[size])
+
+
+@pytest.mark.parametrize("method", sorted(set(METHODS) & set(FORMULAS)))
+def test_measured_state_bytes_equal_the_analytic_count_on_nano(method):
+  measured, analytic = _measured_and_analytic(method)
+  assert measured.weights == analytic.weight_bytes
+  assert measured.optimizer == analytic.optimizer_bytes
+  # What the count leaves out is a handful of scalars per matrix: under 0.5% of the state.
+  assert 0 < measured.extras < 0.005 * measured.total
+
+
+def test_the_1b_bf16_state_is_the_papers_headline_from_abstract_shapes():
+  by_method = {m: _measured_and_analytic(m, "1b", "bf16") for m in
+               ("full_rank", "galore", "low_rank_restarts")}
+  for measured, analytic in by_method.values():
+    assert measured.weights == analytic.weight_bytes
+  gb = {m: a.total_bytes / 1e9 for m, (_, a) in by_method.items()}
+  assert gb["full_rank"] == pytest.approx(8.0, abs=0.1)
+  assert gb["galore"] == pytest.approx(4.8, abs=0.1)
+  assert gb["low_rank_restarts"] == pytest.approx(3.7, abs=0.1)
+  assert 0.20 < 1 - gb["low_rank_restarts"] / gb["galore"] < 0.30
+
+
+# Known gaps, outside this file: fsdp shards only the model width ("embed"). A factor or a
+# projected moment without that axis ((rank, heads), (mlp, rank), ...) stays replicated on
+# every device under a pure fsdp mesh (mesh.LOGICAL_RULES, optim.state_shardings).
+REPLICATED_WITHOUT_EMBED_AXIS = pytest.mark.xfail(
+    strict=True, reason="arrays without an 'embed' axis are not sharded over fsdp")
+
+
+@pytest.mark.parametrize("method", ["full_rank"] + [
+    pytest.param(method, marks=REPLICATED_WITHOUT_EMBED_AXIS)
+    for method in ("galore", "apollo", "low_rank", "lora", "sltrain", "cola")])
+def test_an_8_way_fsdp_mesh_puts_an_eighth_of_the_state_on_each_device(method):
+  measured, _ = _measured_and_analytic(method, fsdp=8)
+  for total, per_device in ((measured.weights, measured.weights_per_device),
+                            (measured.optimizer, measured.optimizer_per_device)):
+    assert per_device == pytest.approx(total / 8, rel=0.05)
+
+
+def test_a_method_without_a_formula_is_reported_as_n_a(monkeypatch):
+  from lowrank_jax.train import memory
+
+  monkeypatch.delitem(FORMULAS, "low_rank")
+  row, = memory.memory_rows(["nano"], ["low_rank"], "fp32", [1], compile_step=False)
+  assert row.analytic is None and row.state is not None
+  assert "| n/a |" in memory.markdown_table([row])
