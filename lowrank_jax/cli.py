@@ -3,6 +3,8 @@
     lowrank-jax train [--config FILE ...] [key=value ...]   train (or resume) a run
     lowrank-jax eval --checkpoint RUN_DIR [--step N]         validation perplexity
     lowrank-jax export --checkpoint RUN_DIR --out DIR        HF LlamaForCausalLM weights
+    lowrank-jax memory [--sizes ...] [--methods ...] [--dtype bf16] [--devices 1 8] [--out DIR]
+                                                             weights + optimizer memory table
 
 ``lowrank-jax train`` with no arguments trains the embedded default: the nano LLaMA on the
 King James Bible with an offline tokenizer, in a few minutes on a CPU.
@@ -36,6 +38,18 @@ def _parser() -> argparse.ArgumentParser:
     command.add_argument("--step", type=int, default=None, help="checkpoint step (default: newest)")
     if name == "export":
       command.add_argument("--out", required=True, metavar="DIR", help="a new or empty directory")
+  memory = commands.add_parser("memory", help="analytic against measured memory, per method")
+  memory.add_argument("--sizes", nargs="+", default=["1b"], metavar="SIZE",
+                      help="model presets (nano ... 7b)")
+  memory.add_argument("--methods", nargs="+", default=None, metavar="METHOD",
+                      help="training methods (default: all)")
+  memory.add_argument("--dtype", default="bf16", help="dtype policy: fp32, bf16 or mixed")
+  memory.add_argument("--devices", nargs="+", type=int, default=[1], metavar="N",
+                      help="mesh sizes, each fully fsdp (CPU: that many fake devices)")
+  memory.add_argument("--no-compile", action="store_true",
+                      help="skip compiling the train step (state bytes only; fast)")
+  memory.add_argument("--out", default=None, metavar="DIR",
+                      help="write memory.md, memory.csv and memory.png here")
   return parser
 
 
@@ -74,10 +88,27 @@ def _export(args) -> None:
   print(f"exported step {step} of {args.checkpoint} to {args.out}")
 
 
+def _memory(args) -> None:
+  import os
+
+  if max(args.devices) > 1 and "xla_force_host_platform_device_count" not in \
+      os.environ.get("XLA_FLAGS", ""):  # fake CPU devices; must precede jax's start
+    os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
+                               f" --xla_force_host_platform_device_count={max(args.devices)}")
+  from lowrank_jax.train.memory import markdown_table, memory_rows, write_report
+  from lowrank_jax.train.methods import METHODS
+
+  rows = memory_rows(args.sizes, args.methods or sorted(METHODS), args.dtype, args.devices,
+                     compile_step=not args.no_compile)
+  print(markdown_table(rows), end="")
+  if args.out:
+    print("wrote " + ", ".join(write_report(rows, args.out)))
+
+
 def main(argv: list[str] | None = None) -> int:
   args = _parser().parse_args(argv)
   try:
-    {"train": _train, "eval": _eval, "export": _export}[args.command](args)
+    {"train": _train, "eval": _eval, "export": _export, "memory": _memory}[args.command](args)
   except (ValueError, FileNotFoundError) as error:
     return _fail(error, 2)
   except (FloatingPointError, OSError) as error:  # disk full, non-finite streak

@@ -59,3 +59,12 @@ def test_a_method_without_a_formula_is_reported_as_n_a(monkeypatch):
   row, = memory.memory_rows(["nano"], ["low_rank"], "fp32", [1], compile_step=False)
   assert row.analytic is None and row.state is not None
   assert "| n/a |" in memory.markdown_table([row])
+
+
+def test_the_memory_command_prints_the_table_and_fails_in_one_line(capsys):
+  from lowrank_jax.cli import main
+
+  assert main(["memory", "--sizes", "nano", "--methods", "full_rank", "--no-compile"]) == 0
+  assert "| nano | bf16 | 1 | full_rank |" in capsys.readouterr().out
+  assert main(["memory", "--sizes", "huge"]) == 2
+  assert capsys.readouterr().err.startswith("lowrank-jax: error: size 'huge' is unknown")
