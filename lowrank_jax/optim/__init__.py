@@ -21,6 +21,7 @@ from lowrank_jax.optim.projection import MatrixDimensionNumbers, ProjectionOptio
 from lowrank_jax.optim.sharding import state_partition_specs, state_shardings
 
 # The paper's restarts (weight refactorization, momentum reset, quick recovery) and ReLoRA.
+from lowrank_jax.optim.loro import loro
 from lowrank_jax.optim.momentum_reset import momentum_reset
 from lowrank_jax.optim.periodic import PeriodicState
 from lowrank_jax.optim.refactorize import Factor, balanced_factors, refactorize, sibling_factors

@@ -1,4 +1,5 @@
-"""Matrix decompositions that are safe on every backend: QR, thin SVD and symmetric eigh.
+"""Matrix decompositions that are safe on every backend: QR, thin SVD, symmetric eigh and a
+triangular solve.
 
 On GPU and TPU these are JAX's own. On CPU a batch of matrices (leading axes, or a
 ``vmap``) is decomposed one matrix per LAPACK call inside a ``lax.map``. jaxlib's batched
@@ -76,3 +77,20 @@ svd.__doc__ = "Thin SVD ``(u, s, vt)`` of ``(..., m, n)`` matrices, singular val
 
 eigh = _platform_safe(lambda m: lax.linalg.eigh(m)[::-1], lambda m: lax.linalg.eigh(m)[::-1])
 eigh.__doc__ = "``(eigenvalues ascending, eigenvectors as columns)`` of symmetric matrices."
+
+
+def _solve_packed(packed):
+  """``x`` with ``r^T x = b`` from ``packed = [r | b]``, ``r`` upper-triangular and square
+  (one array, so that the CPU path can map over single matrices like the others)."""
+  size = packed.shape[-2]
+  return lax.linalg.triangular_solve(packed[..., :size], packed[..., size:], left_side=True,
+                                     lower=False, transpose_a=True)
+
+
+_solve_transposed = _platform_safe(_solve_packed, _solve_packed)
+
+
+def solve_upper_transposed(r: jax.Array, b: jax.Array) -> jax.Array:
+  """``x = r^{-T} b`` for upper-triangular ``(..., n, n)`` ``r`` (e.g. from :func:`qr`) and
+  ``(..., n, k)`` ``b``, by a triangular solve; ``r`` must be invertible."""
+  return _solve_transposed(jax.numpy.concatenate([r, b], axis=-1))

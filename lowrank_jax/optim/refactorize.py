@@ -216,6 +216,49 @@ def _pair_indices(params: optax.Params, pairs: PairLabels | Labels) -> list[tupl
     return result
 
 
+Targets = Callable[[jax.Array, jax.Array, jax.Array, jax.Array], tuple[jax.Array, jax.Array]]
+
+
+def steps_to_factor_targets(due: jax.Array, pairs: PairLabels | Labels, params: optax.Params,
+                            updates: optax.Updates, operands: optax.Updates,
+                            targets: Targets) -> optax.Updates:
+    """``updates`` in which, when ``due``, every factor's entry moves its parameter to a target.
+
+    Args:
+      due: scalar bool; when false ``updates`` are returned as they are (``lax.cond``).
+      pairs: which leaves are factors, as in :func:`refactorize`.
+      params: the parameters before this step.
+      updates: the updates to return, their factor entries replaced when ``due``.
+      operands: a tree like the params; a pair's two entries are passed to ``targets``.
+      targets: ``targets(left, right, left_operand, right_operand)`` gives the new
+        ``(left, right)`` of a pair (float32).
+
+    Returns:
+      Updates such that ``optax.apply_updates`` lands each factor on its target (to the
+      rounding of one addition in the parameters' dtype), in the dtype and sharding of
+      ``updates``.
+    """
+    indices = [index for pair in _pair_indices(params, pairs) for index in pair]
+    values = jax.tree.leaves(params)
+    steps, treedef = jax.tree.flatten(updates)
+    extra = treedef.flatten_up_to(operands)
+
+    def landing(values, steps, extra):  # lists alternating left, right factor of each pair
+        out = []
+        for pair in range(0, len(values), 2):
+            value, step = values[pair:pair + 2], steps[pair:pair + 2]
+            new = targets(*value, *extra[pair:pair + 2])
+            out += [_resharded_like((t - v.astype(jnp.float32)).astype(s.dtype), s)
+                    for t, v, s in zip(new, value, step)]
+        return out
+
+    factor_steps = jax.lax.cond(due, landing, lambda _, steps, __: steps,
+                                *([leaves[i] for i in indices] for leaves in (values, steps, extra)))
+    for index, step in zip(indices, factor_steps):
+        steps[index] = step
+    return treedef.unflatten(steps)
+
+
 def refactorize(inner: optax.GradientTransformation, every: int, *,
                 pairs: PairLabels | Labels = sibling_factors()
                 ) -> optax.GradientTransformationExtraArgs:
@@ -235,26 +278,12 @@ def refactorize(inner: optax.GradientTransformation, every: int, *,
       ``r <= min(p, q)``) in ``init``.
     """
 
-    def corrections(values, steps):
-        # Updates that move each factor from its parameter to the balanced factor:
-        # values and steps alternate left, right factor of each pair.
-        out = []
-        for pair in range(0, len(values), 2):
-            value, step = values[pair:pair + 2], steps[pair:pair + 2]
-            targets = balanced_factors(*(v + s for v, s in zip(value, step)))
-            out += [_resharded_like((t - v.astype(jnp.float32)).astype(s.dtype), s)
-                    for t, v, s in zip(targets, value, step)]
-        return out
-
     def refactorized(due, updates, inner_state, params):
-        indices = [index for pair in _pair_indices(params, pairs) for index in pair]
-        values = jax.tree.leaves(params)
-        steps, treedef = jax.tree.flatten(updates)
-        factor_steps = jax.lax.cond(due, corrections, lambda _, steps: steps,
-                                    [values[i] for i in indices], [steps[i] for i in indices])
-        for index, step in zip(indices, factor_steps):
-            steps[index] = step
-        return treedef.unflatten(steps), inner_state
+        return steps_to_factor_targets(
+            due, pairs, params, updates, updates,
+            lambda left, right, left_step, right_step: balanced_factors(left + left_step,
+                                                                        right + right_step)
+        ), inner_state
 
     return every_nth_update(inner, every, "refactorize", refactorized,
                             check_params=lambda params: _pair_indices(params, pairs))

@@ -78,7 +78,9 @@ def _projected(factory: Callable) -> Callable:
   return build
 
 
-def _full_rank(factory: Callable) -> Callable:
+def _every_parameter(factory: Callable) -> Callable:
+  """A method that routes the parameters itself: the Adam hyperparameters and
+  ``section.options`` (e.g. LoRO's period ``every``) go to its factory."""
   def build(schedule, section):
     return factory(schedule, b1=section.b1, b2=section.b2, eps=section.eps,
                    weight_decay=section.weight_decay, **section.options)
@@ -93,8 +95,8 @@ METHODS: dict[str, Method] = {
     "apollo": Method(_projected(optim.apollo)),
     "apollo_mini": Method(_projected(optim.apollo_mini)),
     "golore": Method(_projected(optim.golore)),
-    "spam": Method(_full_rank(optim.spam)),
-    "stable_spam": Method(_full_rank(optim.stable_spam)),
+    "spam": Method(_every_parameter(optim.spam)),
+    "stable_spam": Method(_every_parameter(optim.stable_spam)),
     "low_rank": Method(_adam_family, "lowrank"),
     "low_rank_restarts": Method(_adam_family, "lowrank", restarts=True),
     "lora": Method(_adam_family, "lora"),
@@ -102,6 +104,7 @@ METHODS: dict[str, Method] = {
     "sltrain": Method(_adam_family, "sltrain"),
     "sltrain_restarts": Method(_adam_family, "sltrain", restarts=True),
     "cola": Method(_adam_family, "cola"),
+    "loro": Method(_every_parameter(optim.loro), "lowrank"),
 }
 
 PAPER_RESTART_EVERY = 200

@@ -22,7 +22,8 @@ OPTIONS = {"galore": ["optimizer.options.rank=4", "optimizer.options.update_proj
            "golore": ["optimizer.options.rank=4", "optimizer.options.update_proj_gap=2",
                       "optimizer.options.random_from_step=2"],
            "apollo": ["optimizer.options.rank=4", "optimizer.options.update_proj_gap=2"],
-           "apollo_mini": ["optimizer.options.update_proj_gap=2"]}
+           "apollo_mini": ["optimizer.options.update_proj_gap=2"],
+           "loro": ["optimizer.options.every=5"]}  # four manifold steps in 20
 
 
 def make_run(method, *extra):
@@ -98,6 +99,15 @@ def test_low_rank_restarts_balance_the_factors_on_restart_steps():
   assert not np.allclose(jnp.einsum("...ir,...is->...rs", a, a),
                          jnp.einsum("...ri,...si->...rs", b, b), atol=1e-5)
 
+
+
+def test_loro_manifold_steps_land_on_balanced_factors():
+  state, _ = train_steps(make_run("loro", "optimizer.options.every=2"), 2)
+  pairs = factor_pairs(state.params)
+  assert len(pairs) == 7
+  for a, b in pairs:  # the manifold step returns U_r S_r^1/2, S_r^1/2 V_r^T
+    np.testing.assert_allclose(jnp.einsum("...ir,...is->...rs", a, a),
+                               jnp.einsum("...ri,...si->...rs", b, b), atol=1e-5)
 
 def test_relora_merges_the_adapters_into_the_frozen_weights():
   run = make_run("relora", "optimizer.reset_every=2", "optimizer.recovery_steps=2")

@@ -1,0 +1,218 @@
+r"""LoRO: AdamW on the factors, and every K steps an exact step on the rank-r manifold.
+
+LoRO (low-rank Riemannian optimizer; arXiv 2505.22922, section 3) trains a weight given as a
+product of factors, :math:`M = a b` with :math:`a` of shape :math:`(p, r)` and :math:`b` of
+shape :math:`(r, q)` (a scale such as :math:`\alpha / r` stays outside, as in
+:mod:`~lowrank_jax.optim.refactorize`), with ordinary AdamW steps on :math:`a` and :math:`b`,
+and every :math:`K` steps replaces the factors' Adam step by an exact Riemannian gradient step
+on the manifold of rank-:math:`r` matrices, after which the Adam state (moments and count)
+restarts.
+
+**The exact step from the factor gradients alone.** Let :math:`G` be the gradient of the loss
+with respect to the product :math:`M` (never formed: it is :math:`p \times q`). The factor
+gradients are its projections :math:`g_a = G b^\top` and :math:`g_b = a^\top G`. With reduced
+QRs :math:`a = Q_a R_a` and :math:`b^\top = Q_b R_b` (:math:`R_a, R_b` invertible when the
+factors have full rank),
+
+.. math::
+
+  G Q_b = g_a R_b^{-1}, \qquad Q_a^\top G = R_a^{-\top} g_b,
+
+two triangular solves. The projection of :math:`G` on the tangent space of the manifold at
+:math:`M`,
+
+.. math::
+
+  P_T(G) = Q_a Q_a^\top G + G Q_b Q_b^\top - Q_a Q_a^\top G Q_b Q_b^\top
+         = Q_a (Q_a^\top G) + (I - Q_a Q_a^\top)(G Q_b)\, Q_b^\top,
+
+needs only those two. With :math:`X = (I - Q_a Q_a^\top) G Q_b` and
+:math:`M = Q_a (R_a b)`, the step lands on a matrix of rank at most :math:`2r`,
+
+.. math::
+
+  M - \eta P_T(G) = [\,Q_a \;\; X\,]
+  \begin{bmatrix} R_a b - \eta\, Q_a^\top G \\ -\eta\, Q_b^\top \end{bmatrix},
+
+whose balanced factors come from QRs of the two :math:`2r`-wide factors and an SVD of the
+:math:`2r \times 2r` core (:func:`~lowrank_jax.optim.refactorize.balanced_factors`). Keeping
+the top :math:`r` singular triplets :math:`U_r \Sigma_r V_r^\top` (the retraction onto the
+manifold: the best rank-:math:`r` approximation) gives the new, balanced factors
+:math:`a \leftarrow U_r \Sigma_r^{1/2}`, :math:`b \leftarrow \Sigma_r^{1/2} V_r^\top`. The
+step size :math:`\eta` is the learning-rate schedule's value at that step; weight decay is
+not applied on the manifold step. All of it runs in float32, batched over leading
+(stacked-layer) axes.
+
+**Schedule.** Updates :math:`K, 2K, \dots` are manifold steps for the factor pairs; every
+other parameter (embeddings, norms, ...) takes its AdamW step on every update. Right after a
+manifold step the whole Adam state restarts (:func:`~lowrank_jax.optim.momentum_reset.momentum_reset`),
+the schedule's count does not.
+
+>>> import jax
+>>> import jax.numpy as jnp
+>>> import optax
+>>> key_a, key_b, key_g = jax.random.split(jax.random.key(0), 3)
+>>> params = {"q_proj": {"a": jax.random.normal(key_a, (6, 2)),
+...                      "b": jax.random.normal(key_b, (2, 5))}}
+>>> optimizer = loro(0.1, every=2)
+>>> state = optimizer.init(params)
+>>> grads = jax.tree.map(lambda p: jax.random.normal(key_g, p.shape), params)
+>>> for _ in range(2):  # an AdamW step, then a manifold step
+...     updates, state = optimizer.update(grads, state, params)
+...     params = optax.apply_updates(params, updates)
+>>> a, b = params["q_proj"]["a"], params["q_proj"]["b"]
+>>> bool(jnp.allclose(a.T @ a, b @ b.T, atol=1e-5))  # lands on balanced factors
+True
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from lowrank_jax.optim import linalg
+from lowrank_jax.optim.momentum_reset import momentum_reset
+from lowrank_jax.optim.periodic import every_nth_update
+from lowrank_jax.optim.refactorize import (Labels, PairLabels, _pair_indices, _unsharded_matrix,
+                                           balanced_factors, sibling_factors,
+                                           steps_to_factor_targets)
+from lowrank_jax.optim.validation import check_positive_int, check_range
+
+_HIGHEST = jax.lax.Precision.HIGHEST
+
+
+def _t(x: jax.Array) -> jax.Array:
+    return jnp.swapaxes(x, -1, -2)
+
+
+def _matmul(x: jax.Array, y: jax.Array) -> jax.Array:
+    return jnp.matmul(x, y, precision=_HIGHEST)
+
+
+class TangentCoordinates(NamedTuple):
+    """The point and a tangent vector in one spanning set: ``a b = basis @ point`` and
+    ``P_T(G) = basis @ direction``.
+
+    Attributes:
+      basis: ``(..., p, 2r)``, the columns :math:`[Q_a, (I - Q_a Q_a^T) G Q_b]`.
+      point: ``(..., 2r, q)``, :math:`[R_a b; 0]`.
+      direction: ``(..., 2r, q)``, :math:`[Q_a^T G; Q_b^T]`.
+    """
+
+    basis: jax.Array
+    point: jax.Array
+    direction: jax.Array
+
+
+def tangent_coordinates(a: jax.Array, b: jax.Array, grad_a: jax.Array,
+                        grad_b: jax.Array) -> TangentCoordinates:
+    r"""The tangent-space projection :math:`P_T(G)` at :math:`a b`, from the factor gradients.
+
+    Args:
+      a: ``(..., p, r)`` left factor of full rank ``r``.
+      b: ``(..., r, q)`` right factor of full rank ``r``.
+      grad_a: :math:`G b^\top`, the gradient of the loss with respect to ``a`` when ``G`` is
+        the one with respect to ``a @ b``.
+      grad_b: :math:`a^\top G`.
+
+    Returns:
+      :class:`TangentCoordinates` (float32).
+    """
+    a, b, grad_a, grad_b = (_unsharded_matrix(x.astype(jnp.float32))
+                            for x in (a, b, grad_a, grad_b))
+    q_a, r_a = linalg.qr(a)
+    q_b, r_b = linalg.qr(_t(b))
+    row_part = linalg.solve_upper_transposed(r_a, grad_b)              # Q_a^T G
+    column_part = _t(linalg.solve_upper_transposed(r_b, _t(grad_a)))  # G Q_b
+    column_part = column_part - _matmul(q_a, _matmul(_t(q_a), column_part))
+    return TangentCoordinates(
+        basis=jnp.concatenate([q_a, column_part], axis=-1),
+        point=jnp.concatenate([_matmul(r_a, b), jnp.zeros_like(row_part)], axis=-2),
+        direction=jnp.concatenate([row_part, _t(q_b)], axis=-2))
+
+
+def manifold_step(a: jax.Array, b: jax.Array, grad_a: jax.Array, grad_b: jax.Array,
+                  learning_rate: jax.Array | float) -> tuple[jax.Array, jax.Array]:
+    r"""The balanced rank-``r`` factors of :math:`a b - \eta P_T(G)`, truncated to rank ``r``.
+
+    Args:
+      a, b, grad_a, grad_b: as in :func:`tangent_coordinates`.
+      learning_rate: the step size :math:`\eta`.
+
+    Returns:
+      ``(new_a, new_b)`` (float32, shapes of ``a`` and ``b``) with ``new_a @ new_b`` the best
+      rank-``r`` approximation of the step's result and ``new_a^T new_a = new_b new_b^T``.
+    """
+    rank = a.shape[-1]
+    coordinates = tangent_coordinates(a, b, grad_a, grad_b)
+    left, right = balanced_factors(coordinates.basis,
+                                   coordinates.point - learning_rate * coordinates.direction)
+    return left[..., :rank], right[..., :rank, :]
+
+
+def _side_by_side(first: optax.GradientTransformation,
+                  second: optax.GradientTransformation) -> optax.GradientTransformation:
+    """Runs two transforms on the same gradients; updates and state are pairs."""
+
+    def init_fn(params):
+        return first.init(params), second.init(params)
+
+    def update_fn(updates, state, params=None):
+        first_updates, first_state = first.update(updates, state[0], params)
+        second_updates, second_state = second.update(updates, state[1], params)
+        return (first_updates, second_updates), (first_state, second_state)
+
+    return optax.GradientTransformation(init_fn, update_fn)
+
+
+def loro(learning_rate: optax.ScalarOrSchedule, every: int, b1: float = 0.9,
+         b2: float = 0.999, eps: float = 1e-8, weight_decay: float = 0.0,
+         pairs: PairLabels | Labels = sibling_factors()) -> optax.GradientTransformationExtraArgs:
+    r"""AdamW, with a manifold step for the factor pairs and an Adam restart every ``every``.
+
+    Args:
+      learning_rate: a float or an optax schedule; the manifold step of update ``n``
+        (1-based) uses the same value as that update's AdamW step would, ``schedule(n - 1)``.
+      every: the period :math:`K` (Python int >= 1): updates ``K, 2K, ...`` are manifold steps
+        for the factor pairs, and the Adam state restarts right after them.
+      b1: Adam's first-moment decay, in [0, 1).
+      b2: Adam's second-moment decay, in [0, 1).
+      eps: added to ``sqrt(nu)``, >= 0.
+      weight_decay: decoupled weight decay of the AdamW steps (``p -= lr * wd * p``), >= 0.
+      pairs: which leaves are factors, as in :func:`~lowrank_jax.optim.refactorize.refactorize`
+        (default: ``a @ b`` in each module). Both factors must have full rank ``r`` on a
+        manifold step (the step solves with their QR's triangular parts); ``b``'s zero
+        initialisation of LoRA-style adapters is therefore excluded.
+
+    Returns:
+      A transform whose ``update`` requires ``params``; its state is a
+      :class:`~lowrank_jax.optim.periodic.PeriodicState` around the AdamW state and the
+      schedule's count. Pairs are checked in ``init``.
+    """
+    every = check_positive_int("every", every)
+    check_range("b1", b1, 0.0, 1.0)
+    check_range("b2", b2, 0.0, 1.0)
+    check_range("eps", eps, 0.0)
+    check_range("weight_decay", weight_decay, 0.0)
+    if not callable(learning_rate):
+        check_range("learning_rate", learning_rate, 0.0)
+    adamw = optax.chain(momentum_reset(optax.scale_by_adam(b1, b2, eps), every),
+                        optax.add_decayed_weights(weight_decay),
+                        optax.scale_by_learning_rate(learning_rate))
+    # The second transform carries this update's learning rate to the manifold step:
+    # it turns the gradients g into -lr g, and P_T is linear, so a step of size 1 along
+    # -P_T(-lr g) is the step of size lr along -P_T(g).
+    inner = _side_by_side(adamw, optax.scale_by_learning_rate(learning_rate))
+
+    def manifold_steps_when_due(due, updates, inner_state, params):
+        adamw_updates, descent = updates
+        return steps_to_factor_targets(
+            due, pairs, params, adamw_updates, descent,
+            lambda a, b, step_a, step_b: manifold_step(a, b, -step_a, -step_b, 1.0)
+        ), inner_state
+
+    return every_nth_update(inner, every, "loro", manifold_steps_when_due,
+                            check_params=lambda params: _pair_indices(params, pairs))
