@@ -195,10 +195,14 @@ def markdown_table(rows: Sequence[MemoryRow]) -> str:
   return "\n".join(lines) + "\n"
 
 
+def _on_fewest_devices(rows: Sequence[MemoryRow]) -> list[MemoryRow]:
+  fewest = min(row.devices for row in rows)
+  return [row for row in rows if row.devices == fewest]
+
+
 def _headline(rows: Sequence[MemoryRow]) -> str:
   """Low-Rank-restarts against GaLore and Fira, from the measured numbers where present."""
-  ratio = {(row.size, row.method): row.ratio_to_full_rank for row in rows if row.devices ==
-           min(r.devices for r in rows)}
+  ratio = {(row.size, row.method): row.ratio_to_full_rank for row in _on_fewest_devices(rows)}
   lines = []
   for size in dict.fromkeys(row.size for row in rows):
     ours = ratio.get((size, "low_rank_restarts"))
@@ -215,7 +219,7 @@ def _bar_chart(rows: Sequence[MemoryRow], path: str) -> None:
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
 
-  shown = [row for row in rows if row.devices == min(r.devices for r in rows)]
+  shown = _on_fewest_devices(rows)
   sizes = list(dict.fromkeys(row.size for row in shown))
   figure, axes = plt.subplots(len(sizes), 1, figsize=(11, 3.5 * len(sizes)), squeeze=False)
   for ax, size in zip(axes[:, 0], sizes):
