@@ -72,6 +72,7 @@ from jax.sharding import PartitionSpec as P
 
 from lowrank_jax.optim import linalg
 from lowrank_jax.optim.periodic import every_nth_update
+from lowrank_jax.optim.tree_utils import path_names
 
 _HIGHEST = jax.lax.Precision.HIGHEST
 
@@ -97,20 +98,6 @@ Labels = Any  # a pytree like the params with Factor or None leaves
 PairLabels = Callable[[optax.Params], Labels]
 
 
-def _key_name(key) -> Any:
-    for attribute in ("key", "name", "idx"):
-        if hasattr(key, attribute):
-            return getattr(key, attribute)
-    return str(key)
-
-
-def _module_path(path: tuple) -> tuple:
-    """The names of a leaf's path, without the trailing ``.value`` of an ``nnx.Variable``."""
-    if path and isinstance(path[-1], jax.tree_util.GetAttrKey) and path[-1].name == "value":
-        path = path[:-1]
-    return tuple(_key_name(key) for key in path)
-
-
 def sibling_factors(left: str = "a", right: str = "b") -> PairLabels:
     """Labels as a pair the leaves named ``left`` and ``right`` that share a parent.
 
@@ -132,10 +119,10 @@ def sibling_factors(left: str = "a", right: str = "b") -> PairLabels:
     sides = {left: "left", right: "right"}
 
     def labels(params):
-        paths = {_module_path(path) for path, _ in jax.tree_util.tree_flatten_with_path(params)[0]}
+        paths = {path_names(path) for path, _ in jax.tree_util.tree_flatten_with_path(params)[0]}
 
         def label(path, _):
-            names = _module_path(path)
+            names = path_names(path)
             if not names or names[-1] not in sides:
                 return None
             other = left if names[-1] == right else right

@@ -40,7 +40,8 @@ from lowrank_jax.train.methods import METHODS
 # Dense-model methods whose optimizer takes a ``rank`` option (the others ignore the rank).
 RANK_OPTION_METHODS = ("galore", "fira", "golore", "apollo")
 # Options a method cannot be built without; they do not change its state's shapes.
-REQUIRED_OPTIONS = {"golore": ["optimizer.options.random_from_step=1000"]}
+REQUIRED_OPTIONS = {"golore": ["optimizer.options.random_from_step=1000"],
+                    "loro": ["optimizer.options.every=500"]}
 DTYPES = ("fp32", "bf16", "mixed")
 GB = 1e9
 

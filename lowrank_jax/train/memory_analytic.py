@@ -137,7 +137,7 @@ FORMULAS: dict[str, MatrixFormula] = {
     "adamw": _full_rank, "full_rank": _full_rank, "spam": _full_rank, "stable_spam": _full_rank,
     "galore": _galore, "fira": _galore, "golore": _galore,
     "apollo": _apollo, "apollo_mini": _apollo_mini,
-    "low_rank": _low_rank, "low_rank_restarts": _low_rank, "cola": _low_rank,
+    "low_rank": _low_rank, "low_rank_restarts": _low_rank, "cola": _low_rank, "loro": _low_rank,
     "lora": _lora, "relora": _lora,
     "sltrain": _sltrain, "sltrain_restarts": _sltrain,
 }
