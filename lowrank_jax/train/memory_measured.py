@@ -30,9 +30,7 @@ import jax.numpy as jnp
 
 from lowrank_jax.train import mesh as mesh_lib
 from lowrank_jax.train.config import TrainConfig
-from lowrank_jax.train.methods import build_optimizer, make_schedule
 from lowrank_jax.train.run import Run
-from lowrank_jax.train.state import model_graphdef, train_state_shardings
 from lowrank_jax.train.step import make_train_step
 
 
@@ -45,12 +43,7 @@ def memory_run(config: TrainConfig, devices: Sequence[jax.Device] | None = None)
   if devices is None:
     sizes = (config.mesh.data, config.mesh.fsdp, config.mesh.tensor)
     devices = jax.devices()[:None if -1 in sizes else math.prod(sizes)]
-  model_config = config.model_config()
-  mesh = mesh_lib.make_mesh(config.mesh, devices)
-  schedule = make_schedule(config.optimizer.learning_rate, config.schedule)
-  tx = build_optimizer(config.optimizer_section(), schedule)
-  return Run(config, model_config, None, mesh, schedule, tx, model_graphdef(model_config),
-             train_state_shardings(model_config, tx, mesh), mesh_lib.batch_sharding(mesh))
+  return Run.without_data(config, devices)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -46,16 +46,23 @@ class Run:
   @classmethod
   def build(cls, config: TrainConfig) -> "Run":
     """Checks what only a live setup can check (vocab, device counts) and builds the run."""
-    model_config = config.model_config()
     tokenizer = load_tokenizer(config.data)
-    check_vocab_fits(tokenizer, model_config.vocab_size)
-    mesh = mesh_lib.make_mesh(config.mesh)
-    data_parallel = mesh.shape["data"] * mesh.shape["fsdp"]
+    check_vocab_fits(tokenizer, config.model_config().vocab_size)
+    run = cls.without_data(config, tokenizer=tokenizer)
+    data_parallel = run.mesh.shape["data"] * run.mesh.shape["fsdp"]
     for name, batch in (("data.global_batch_size", config.data.global_batch_size),
                         ("eval.batch_size", config.eval.batch_size)):
       if batch % data_parallel:
         raise ValueError(f"{name}={batch} is not divisible by the {data_parallel} "
                          "data-parallel devices (mesh data x fsdp)")
+    return run
+
+  @classmethod
+  def without_data(cls, config: TrainConfig, devices=None, tokenizer=None) -> "Run":
+    """The model, mesh (over ``devices``, default all), schedule, optimizer and shardings
+    alone: what shape and memory questions need, no data or tokenizer required."""
+    model_config = config.model_config()
+    mesh = mesh_lib.make_mesh(config.mesh, devices)
     schedule = make_schedule(config.optimizer.learning_rate, config.schedule)
     tx = build_optimizer(config.optimizer_section(), schedule)
     return cls(config, model_config, tokenizer, mesh, schedule, tx,
