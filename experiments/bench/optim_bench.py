@@ -1,37 +1,35 @@
-"""Side-by-side cost of every optimizer on the 60M LLaMA target matrices.
+"""Side-by-side cost of every optimizer on the 60M LLaMA target matrices, with the
+PyTorch references (galore-torch, fira, apollo-torch) and each update's floor.
 
 The 56 target matrices of LLaMA-60M (8 layers of q, k, v, o as (512, 512)
 kernels, gate and up as (512, 1376), down as (1376, 512); Flax (in, out)
-layout) are the whole parameter tree, so every matrix is projected. For each
-method the table gives:
+layout; the PyTorch references get the (out, in) transposes) are the whole
+parameter tree, so every matrix is projected. For each method the table gives:
 
-* steady: the jitted update (state donated) on a step without refresh, median of
-  ``--repeats`` steps after warm-up;
+* steady: one update on a step without refresh (JAX: jitted, state donated),
+  median of ``--repeats`` steps after warm-up;
 * refresh: the first update, which refreshes every projector (SVD or random),
-  median of ``--refresh-repeats`` runs (default 1: a CPU refresh of the 60M
-  matrices takes many seconds) after one untimed run, each from a fresh copy
-  of the initial state;
+  median of ``--refresh-repeats`` runs after one untimed run, each from a fresh
+  initial state (a fresh PyTorch optimizer);
 * amortised: ``(refresh + (T - 1) * steady) / T`` with ``T = --gap``, the cost
   per step over one refresh period (SPAM's and Stable-SPAM's resets are a
   select inside every step, so for them and for AdamW it equals steady);
-* state: bytes of the optimizer state (from ``jax.eval_shape``, nothing allocated).
+* floor: the projection products the update cannot avoid, timed in this run as
+  one jitted function of plain matmuls (:func:`timing.matmul_seconds`): two per
+  matrix for the GaLore family (``R = P^T G`` and the back-projection ``P N``),
+  one for APOLLO (``R = P^T G``; its update is the rescaled gradient);
+* reference / ours: the PyTorch reference's amortised time over ours;
+* state: bytes of the optimizer state (from ``jax.eval_shape``).
 
-Below the table, the floor: the projection matmuls alone (``R = P^T G`` and
-the back-projection ``P R`` for all matrices, ``4 m n r`` flops each), timed as
-one jitted function, and the same flops at the rate of a large square matmul.
-
-GaLore also gets a row with the randomized range finder as its refresher
-(``ProjectionOptions(refresh="randomized")``), the cheaper alternative to SVD.
-Methods of ``lowrank_jax.optim`` that are not importable (yet) are skipped with
-a note; a method that fails at run time is reported and skipped too. Note that
-``optax.contrib.galore`` projects the larger side of each matrix (paper.md,
-section 3), hence its smaller state.
+Methods of ``lowrank_jax.optim`` that are not importable are skipped with a note;
+a method that fails at run time is reported and skipped too. ``optax.contrib.galore``
+projects the larger side of each matrix (paper.md, section 3), hence its smaller
+state. The table and a JSON record go to ``experiments/results/bench/optim_bench.*``.
 
 Usage::
 
   PYTHONPATH=. python experiments/bench/optim_bench.py [--quick] [--repeats 5]
-      [--refresh-repeats 1] [--rank 128] [--gap 200] [--dtype float32]
-      [--markdown table.md]
+      [--refresh-repeats 5] [--rank 128] [--gap 200] [--only galore fira ...]
 """
 
 from __future__ import annotations
@@ -39,16 +37,17 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import importlib
-import statistics
-import time
 from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
 import optax
 
+from experiments.bench import timing
+
 LEARNING_RATE = 1e-3  # irrelevant to the timings; any valid value
 GOLORE_TOTAL_STEPS = 10_000  # the 60M run's length; GoLore switches to random projectors late
+REFERENCES = {"galore": "galore-torch", "fira": "fira (torch)", "apollo": "apollo_torch"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -72,6 +71,10 @@ def target_shapes(shape: ModelShape) -> dict[str, dict[str, tuple[int, int]]]:
     return {f"layer_{i}": dict(block) for i in range(shape.layers)}
 
 
+def shape_list(shapes) -> list[tuple[int, int]]:
+    return jax.tree.leaves(shapes, is_leaf=lambda x: isinstance(x, tuple))
+
+
 def random_tree(shapes, dtype, seed: int):
     """A tree of N(0, 0.02) arrays with the given leaf shapes."""
     leaves, treedef = jax.tree.flatten(shapes, is_leaf=lambda x: isinstance(x, tuple))
@@ -79,16 +82,6 @@ def random_tree(shapes, dtype, seed: int):
     return treedef.unflatten(
         [0.02 * jax.random.normal(k, s, jnp.float32).astype(dtype) for k, s in zip(keys, leaves)]
     )
-
-
-def median_seconds(fn: Callable[[], object], repeats: int, warmup: int = 0) -> float:
-    """Median wall time of ``fn()`` (which returns arrays to wait for) after ``warmup`` calls."""
-    times = []
-    for _ in range(warmup + repeats):
-        start = time.perf_counter()
-        jax.block_until_ready(fn())
-        times.append(time.perf_counter() - start)
-    return statistics.median(times[warmup:])
 
 
 def lowrank_method_arguments(rank: int, gap: int) -> dict[str, dict]:
@@ -106,7 +99,7 @@ def lowrank_method_arguments(rank: int, gap: int) -> dict[str, dict]:
 
 
 def candidate_methods(rank: int, gap: int) -> tuple[dict[str, Callable], list[str]]:
-    """Factories of the transforms to compare, and notes on the skipped ones."""
+    """Factories of the JAX transforms to compare, and notes on the skipped ones."""
     methods = {
         "optax.adamw": lambda: optax.adamw(LEARNING_RATE),
         "optax.contrib.galore": lambda: optax.contrib.galore(
@@ -132,6 +125,29 @@ def candidate_methods(rank: int, gap: int) -> tuple[dict[str, Callable], list[st
     return methods, notes
 
 
+def reference_methods(rank: int, gap: int) -> dict[str, Callable]:
+    """Factories ``weights -> torch optimizer`` of the PyTorch references (importable ones)."""
+    group = dict(rank=rank, update_proj_gap=gap, proj_type="std")
+    factories = {
+        "torch.optim.AdamW": ("torch", lambda m, w: m.optim.AdamW(w, lr=LEARNING_RATE)),
+        "galore-torch": ("galore_torch", lambda m, w: m.GaLoreAdamW(
+            [dict(group, params=w, scale=0.25)], lr=LEARNING_RATE, no_deprecation_warning=True)),
+        "fira (torch)": ("fira", lambda m, w: m.FiraAdamW(
+            [dict(group, params=w, alpha=0.25)], lr=LEARNING_RATE, no_deprecation_warning=True)),
+        "apollo_torch": ("apollo_torch", lambda m, w: m.APOLLOAdamW(
+            [dict(group, params=w, proj="random", scale=1.0, scale_type="channel")],
+            lr=LEARNING_RATE)),
+    }
+    available = {}
+    for name, (module, make) in factories.items():
+        try:
+            available[name] = lambda module=importlib.import_module(module), make=make: (
+                lambda weights: make(module, weights))
+        except ImportError:
+            pass
+    return available
+
+
 @dataclasses.dataclass
 class Measurement:
     """One method's row: seconds per update and bytes of optimizer state."""
@@ -139,20 +155,23 @@ class Measurement:
     steady_s: float
     refresh_s: float
     amortised_s: float
-    state_bytes: int
+    state_bytes: int | None
 
 
-def measure(transform, params, grads, gap: int, repeats: int, refresh_repeats: int):
-    """Times ``transform.update`` on refresh and steady steps; sizes its state."""
+@dataclasses.dataclass
+class Contender:
+    """Timed runs of one method: a fresh first (refresh) step and a steady step."""
+
+    refresh: Callable[[], float]
+    steady: Callable[[], float]
+    state_bytes: int | None = None
+
+
+def jax_contender(transform, params, grads) -> Contender:
+    """``transform.update`` jitted with the state donated, compiled and warmed up here."""
     abstract_state = jax.eval_shape(transform.init, params)
-    state_bytes = sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(abstract_state))
     update = jax.jit(transform.update, donate_argnums=1)
-    initial_state = jax.jit(transform.init)(params)
-    # Every refresh run starts from its own copy of the initial state (it is donated);
-    # the first, untimed, run compiles and warms the linear-algebra kernels up.
-    initial_copies = iter(
-        [jax.tree.map(jnp.copy, initial_state) for _ in range(refresh_repeats + 1)]
-    )
+    init = jax.jit(transform.init)
     state = None
 
     def step(previous_state):
@@ -160,66 +179,98 @@ def measure(transform, params, grads, gap: int, repeats: int, refresh_repeats: i
         updates, state = update(grads, previous_state, params)
         return updates, state
 
-    refresh = median_seconds(lambda: step(next(initial_copies)), refresh_repeats, warmup=1)
-    steady = median_seconds(lambda: step(state), repeats, warmup=2)
-    return Measurement(steady, refresh, (refresh + (gap - 1) * steady) / gap, state_bytes)
+    def refresh() -> float:
+        initial = jax.block_until_ready(init(params))  # a fresh state, not timed
+        return timing.timed(lambda: step(initial))()
+
+    refresh()  # compiles and warms the linear-algebra kernels up
+    steady = timing.timed(lambda: step(state))
+    steady()
+    return Contender(refresh, steady,
+                     sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(abstract_state)))
 
 
-def projection_flops(shapes, rank: int) -> int:
-    return sum(4 * m * n * rank for m, n in jax.tree.leaves(shapes, is_leaf=lambda x: isinstance(x, tuple)))
+def torch_contender(make_optimizer, params, grads) -> Contender:
+    """A PyTorch optimizer on the transposed weights; a fresh one for every refresh run."""
+    import numpy as np
+    import torch
+
+    weights = [torch.nn.Parameter(torch.from_numpy(np.array(p).T.copy()))
+               for p in jax.tree.leaves(params)]
+    for w, g in zip(weights, jax.tree.leaves(grads)):
+        w.grad = torch.from_numpy(np.array(g).T.copy())
+    optimizer = None
+
+    def refresh() -> float:
+        nonlocal optimizer
+        optimizer = make_optimizer(weights)
+        return timing.timed(optimizer.step, sync=lambda x: x)()
+
+    refresh()
+    steady = timing.timed(lambda: optimizer.step(), sync=lambda x: x)
+    steady()
+    return Contender(refresh, steady)
 
 
-def projection_floor_seconds(grads, rank: int, repeats: int) -> float:
-    """Median time of ``R = P^T G`` and ``P R`` on the smaller side of every matrix."""
-    projectors = jax.tree.map(
-        lambda g: jnp.ones((min(g.shape), rank), g.dtype) / rank**0.5, grads
-    )
-
-    def project_and_back(g, p):
-        if g.shape[0] <= g.shape[1]:
-            return p @ (p.T @ g)
-        return (g @ p) @ p.T
-
-    floor = jax.jit(lambda gs, ps: jax.tree.map(project_and_back, gs, ps))
-    jax.block_until_ready(floor(grads, projectors))
-    return median_seconds(lambda: floor(grads, projectors), repeats)
+def measure_all(contenders: dict[str, Contender], floors: dict[str, Callable[[], float]],
+                gap: int, repeats: int, refresh_repeats: int):
+    """Interleaved medians of every contender's refresh and steady step, and of the floors."""
+    refresh = timing.interleaved_medians({k: c.refresh for k, c in contenders.items()},
+                                         refresh_repeats)
+    steady = timing.interleaved_medians(
+        {**{k: c.steady for k, c in contenders.items()}, **floors}, repeats)
+    results = {k: Measurement(steady[k], refresh[k], (refresh[k] + (gap - 1) * steady[k]) / gap,
+                              c.state_bytes) for k, c in contenders.items()}
+    return results, {k: steady[k] for k in floors}
 
 
-def peak_matmul_flops_per_second(dtype, repeats: int, size: int = 2048) -> float:
-    a = jnp.ones((size, size), dtype)
-    matmul = jax.jit(lambda x: x @ x)
-    jax.block_until_ready(matmul(a))
-    return 2 * size**3 / median_seconds(lambda: matmul(a), repeats)
+def projection_products(shapes, rank: int, back: bool) -> list:
+    """The matmul operand shapes of ``R = P^T G`` (and of ``P N`` if ``back``), smaller side."""
+    pairs = []
+    for m, n in shape_list(shapes):
+        if m <= n:  # project the input axis: R = P^T G is (r, n); P N is (m, n)
+            pairs.append(((rank, m), (m, n)))
+            pairs += [((m, rank), (rank, n))] if back else []
+        else:  # project the output axis: R = G P is (m, r); N P^T is (m, n)
+            pairs.append(((m, n), (n, rank)))
+            pairs += [((m, rank), (rank, n))] if back else []
+    return pairs
 
 
-def markdown_table(results: dict[str, Measurement], gap: int) -> str:
+def floor_kind(name: str) -> str | None:
+    """Which floor a row is held to: ``"two"`` products, ``"one"`` or None."""
+    if name.startswith(("apollo", "torch.optim", "optax.adamw", "spam", "stable_spam")):
+        return "one" if name.startswith("apollo") else None
+    return "two"
+
+
+def report_rows(results: dict[str, Measurement], floors: dict[str, float], gap: int) -> list:
     baseline = results.get("optax.adamw")
-    lines = [
-        f"| method | steady ms/step | refresh-step ms | amortised ms/step (T={gap}) "
-        "| state MiB | state / AdamW |",
-        "|---|---|---|---|---|---|",
-    ]
+    rows = []
     for name, r in results.items():
-        relative = f"{r.state_bytes / baseline.state_bytes:.3f}" if baseline else "n/a"
-        lines.append(
-            f"| {name} | {1e3 * r.steady_s:.2f} | {1e3 * r.refresh_s:.2f} | "
-            f"{1e3 * r.amortised_s:.2f} | {r.state_bytes / 2**20:.2f} | {relative} |"
-        )
-    return "\n".join(lines)
+        kind = floor_kind(name)
+        floor = floors.get(f"{kind}-{'mini' if 'mini' in name else 'rank'}") if kind else None
+        reference = results.get(REFERENCES.get(name, ""))
+        rows.append([
+            name, f"{1e3 * r.steady_s:.1f}", f"{1e3 * r.refresh_s:.0f}", f"{1e3 * r.amortised_s:.1f}",
+            f"{1e3 * floor:.1f}" if floor else "-",
+            f"{r.amortised_s / floor:.2f}" if floor else "-",
+            f"{reference.amortised_s / r.amortised_s:.2f}" if reference else "-",
+            f"{r.state_bytes / 2**20:.1f}" if r.state_bytes else "-",
+            f"{r.state_bytes / baseline.state_bytes:.3f}" if r.state_bytes and baseline else "-",
+        ])
+    return rows
 
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="tiny shapes (2 layers, hidden 64), for a smoke test")
-    parser.add_argument("--repeats", type=int, default=5, help="timed repetitions per measurement (>= 1)")
-    parser.add_argument(
-        "--refresh-repeats", type=int, default=1,
-        help="timed refresh steps per method (each runs every SVD; median)",
-    )
+    parser.add_argument("--repeats", type=int, default=5, help="timed steady steps per method (>= 1)")
+    parser.add_argument("--refresh-repeats", type=int, default=5,
+                        help="timed refresh steps per method (each runs every SVD; median)")
     parser.add_argument("--rank", type=int, default=None, help="projection rank (default 128; 16 with --quick)")
     parser.add_argument("--gap", type=int, default=200, help="refresh period T of the projected methods")
-    parser.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"), help="params and grads dtype")
-    parser.add_argument("--markdown", default=None, help="also write the report to this markdown file")
+    parser.add_argument("--only", nargs="*", default=None, help="measure only these rows (names as printed)")
     args = parser.parse_args()
     if min(args.repeats, args.refresh_repeats, args.gap, args.rank or 1) < 1:
         parser.error("--repeats, --refresh-repeats, --gap and --rank must be >= 1")
@@ -230,49 +281,52 @@ def main() -> None:
     args = parse_args()
     shape = QUICK if args.quick else LLAMA_60M
     rank = args.rank or shape.rank
-    dtype = jnp.dtype(args.dtype)
     shapes = target_shapes(shape)
-    params = random_tree(shapes, dtype, seed=0)
-    grads = random_tree(shapes, dtype, seed=1)
+    params = random_tree(shapes, jnp.float32, seed=0)
+    grads = random_tree(shapes, jnp.float32, seed=1)
     num_matrices = len(jax.tree.leaves(params))
+    try:
+        import torch
+        torch.set_num_threads(2)
+    except ImportError:
+        pass
 
     methods, notes = candidate_methods(rank, args.gap)
-    results = {}
-    for name, factory in methods.items():
+    makers = {name: (jax_contender, factory) for name, factory in methods.items()}
+    makers.update({name: (torch_contender, factory)
+                   for name, factory in reference_methods(rank, args.gap).items()})
+    contenders = {}
+    for name, (make, factory) in makers.items():
+        if args.only and name not in args.only:
+            continue
         try:
-            results[name] = measure(
-                factory(), params, grads, args.gap, args.repeats, args.refresh_repeats
-            )
+            contenders[name] = make(factory(), params, grads)
         except Exception as error:  # report and go on: the other methods still count
             notes.append(f"{name} failed: {type(error).__name__}: {str(error).splitlines()[0]}")
-        print(f"measured {name}", flush=True)
-
-    flops = projection_flops(shapes, rank)
-    floor = projection_floor_seconds(grads, rank, args.repeats)
-    peak = peak_matmul_flops_per_second(dtype, args.repeats)
-    device = jax.devices()[0]
-    report = "\n".join(
-        [
-            f"## Optimizer update cost, {num_matrices} LLaMA target matrices "
-            f"(hidden {shape.hidden}, intermediate {shape.intermediate}, {shape.layers} layers), "
-            f"rank {rank}, gap {args.gap}, {args.dtype}",
-            "",
-            f"device: {device.platform} {device.device_kind} x{jax.device_count()}, "
-            f"jax {jax.__version__}, optax {optax.__version__}, "
-            f"median of {args.repeats} steady and {args.refresh_repeats} refresh steps",
-            "",
-            markdown_table(results, args.gap),
-            "",
-            f"Projection floor ({flops / 1e9:.2f} GFLOP: P^T G and back for all {num_matrices} matrices): "
-            f"{1e3 * floor:.2f} ms measured ({flops / floor / 1e9:.1f} GFLOP/s); "
-            f"{1e3 * flops / peak:.2f} ms at the {peak / 1e9:.1f} GFLOP/s of a 2048^2 matmul.",
-            *(f"- note: {note}" for note in notes),
-        ]
-    )
-    print(report)
-    if args.markdown:
-        with open(args.markdown, "w") as handle:
-            handle.write(report + "\n")
+        print(f"prepared {name}", flush=True)
+    floor_runs = {f"{kind}-{which}": timing.matmul_products(
+        projection_products(shapes, r, back=kind == "two"))
+        for kind in ("one", "two") for which, r in (("rank", rank), ("mini", 1))}
+    results, floors = measure_all(contenders, floor_runs, args.gap, args.repeats,
+                                  args.refresh_repeats)
+    header = ["method", "steady ms", "refresh ms", f"amortised ms (T={args.gap})", "floor ms",
+              "amortised / floor", "reference / ours", "state MiB", "state / AdamW"]
+    rows = report_rows(results, floors, args.gap)
+    markdown = "\n".join([
+        f"## Optimizer update, {num_matrices} LLaMA target matrices (hidden {shape.hidden}, "
+        f"intermediate {shape.intermediate}, {shape.layers} layers), rank {rank}, T = {args.gap}, fp32",
+        "",
+        f"device: {jax.devices()[0].device_kind}; interleaved medians of {args.repeats} steady and "
+        f"{args.refresh_repeats} refresh steps; floor = the projection matmuls alone "
+        f"(GaLore family two per matrix, APOLLO one), timed in this run",
+        "",
+        timing.markdown_table(header, rows),
+        *(f"- note: {note}" for note in notes),
+    ])
+    name = "optim_bench_quick" if args.quick else "optim_bench"
+    timing.write_report(name, markdown, {
+        "args": vars(args), "floors_s": floors, "notes": notes,
+        "results": {k: dataclasses.asdict(v) for k, v in results.items()}})
 
 
 if __name__ == "__main__":
