@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# Start the same command on every worker of a TPU VM, in the background (see README.md).
+set -euo pipefail
+# shellcheck source=tpu_scripts/common.sh
+source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
+
+usage() {
+  cat <<EOF
+Usage: $PROG --name NAME --zone ZONE [options] -- COMMAND [ARGS...]
+
+On every worker at once: put the virtual environment first on PATH, cd into the repository and start
+COMMAND with nohup in the background, its output in LOG_DIR/LOG_NAME.<hostname>.log (relative
+to the repository) and its pid next to it in .pid. COMMAND is passed through word for word
+(quoting kept). The trainer initializes jax.distributed itself on a TPU VM: no coordinator
+arguments are needed.
+
+  --name NAME         TPU VM name (env TPU_NAME)
+  --zone ZONE         e.g. us-central2-b (env TPU_ZONE)
+  --project PROJECT   default: gcloud's configured project (env TPU_PROJECT)
+  --repo-dir DIR      the repository on the workers (default: lowrank_jax; env TPU_REPO_DIR)
+  --venv DIR          the workers' virtual environment (default: lowrank_jax_venv; env TPU_VENV)
+  --log-dir DIR       default: logs
+  --log-name NAME     default: train
+  --dry-run           print the gcloud command, run nothing
+  -h, --help          this help
+
+Example:
+  $PROG --name my-tpu --zone us-central2-b -- lowrank-jax train \\
+      --config experiments/configs/llama_1b.yaml run_dir=gs://my-bucket/runs/llama_1b
+EOF
+}
+
+tpu_options
+repo_option
+venv_option
+log_options
+parse_args "$@"
+check_tpu_options
+check_remote_options
+check_log_options
+((${#REST[@]})) || die "no command given: put it after --, e.g. -- lowrank-jax train --config FILE"
+
+log=$(remote_log_path)
+venv=$(remote_home_path "$REMOTE_VENV")
+tpu_ssh all "set -euo pipefail; \
+export VIRTUAL_ENV=$venv PATH=$venv/bin:\"\$PATH\"; \
+cd $(printf %q "$REMOTE_REPO"); \
+mkdir -p $(printf %q "$LOG_DIR"); \
+nohup $(quote "${REST[@]}") >$log 2>&1 </dev/null & \
+echo \$! >${log%.log}.pid; \
+echo \"\$(hostname): started pid \$!\""

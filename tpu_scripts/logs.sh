@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# Follow the training logs that launch.sh started on a TPU VM's workers (see README.md).
+set -euo pipefail
+# shellcheck source=tpu_scripts/common.sh
+source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
+
+usage() {
+  cat <<EOF
+Usage: $PROG --name NAME --zone ZONE [--worker 0|all|0,3] [options]
+
+tail -F the log that launch.sh writes on each worker (LOG_DIR/LOG_NAME.<hostname>.log in the
+repository). Worker 0 by default; with several workers each line starts with [hostname].
+Ctrl-C stops following; the training keeps running.
+
+  --name NAME         TPU VM name (env TPU_NAME)
+  --zone ZONE         e.g. us-central2-b (env TPU_ZONE)
+  --project PROJECT   default: gcloud's configured project (env TPU_PROJECT)
+  --worker W          0 (default), all, or a list like 0,3
+  --lines N           lines of history to show first (default: 100)
+  --no-follow         print the last lines and return
+  --repo-dir DIR      as given to launch.sh (default: lowrank_jax; env TPU_REPO_DIR)
+  --log-dir DIR       as given to launch.sh (default: logs)
+  --log-name NAME     as given to launch.sh (default: train)
+  --dry-run           print the gcloud command, run nothing
+  -h, --help          this help
+EOF
+}
+
+tpu_options
+repo_option
+log_options
+WORKER=0 LINES=100 NO_FOLLOW=0
+option --worker WORKER
+option --lines LINES
+flag --no-follow NO_FOLLOW
+parse_args "$@"
+check_tpu_options
+check_remote_options
+check_log_options
+check_worker "$WORKER"
+check_match "$LINES" '^[0-9]+$' --lines "a number of lines"
+((${#REST[@]} == 0)) || die "unexpected arguments after --: $(quote "${REST[@]}")"
+
+tail=(tail -n "$LINES")
+((NO_FOLLOW)) || tail+=(-F)
+script="cd $(printf %q "$REMOTE_REPO") && $(quote "${tail[@]}") $(remote_log_path)"
+if [[ ! $WORKER =~ ^[0-9]+$ ]]; then
+  # shellcheck disable=SC2016  # $(hostname) is meant for the worker's shell
+  script+=' | sed -u "s/^/[$(hostname)] /"'
+fi
+tpu_ssh "$WORKER" "$script"
