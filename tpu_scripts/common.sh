@@ -123,6 +123,16 @@ parse_args() {
   done
 }
 
+# For scripts that take nothing after --.
+check_no_rest() {
+  ((${#REST[@]} == 0)) || die "unexpected arguments after --: $(quote "${REST[@]}")"
+}
+
+# For scripts that run the command given after --.
+check_command() {
+  ((${#REST[@]})) || die "no command given: put it after --, e.g. -- lowrank-jax train --config FILE"
+}
+
 # require VALUE OPTION HINT: die unless VALUE is non-empty.
 require() {
   [[ -n $1 ]] || die "$2 is required${3:+ ($3)}"

@@ -42,7 +42,7 @@ parse_args "$@"
 
 check_tpu_options
 check_remote_options
-((${#REST[@]} == 0)) || die "unexpected arguments after --: $(quote "${REST[@]}")"
+check_no_rest
 [[ -z $GIT_URL || -z $SOURCE_DIR ]] || die "--git '$GIT_URL' and --source '$SOURCE_DIR' exclude each other"
 [[ -z $BRANCH || -n $GIT_URL ]] || die "--branch '$BRANCH' needs --git"
 check_match "$PYTHON_VERSION" '^3\.[0-9]+(\.[0-9]+)?$' --python "a Python version like 3.12"

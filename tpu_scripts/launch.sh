@@ -8,11 +8,12 @@ usage() {
   cat <<EOF
 Usage: $PROG --name NAME --zone ZONE [options] -- COMMAND [ARGS...]
 
-On every worker at once: put the virtual environment first on PATH, cd into the repository and start
-COMMAND with nohup in the background, its output in LOG_DIR/LOG_NAME.<hostname>.log (relative
-to the repository) and its pid next to it in .pid. COMMAND is passed through word for word
-(quoting kept). The trainer initializes jax.distributed itself on a TPU VM: no coordinator
-arguments are needed.
+On every worker at once: put the virtual environment first on PATH, cd into the repository
+and start COMMAND with nohup in the background, its output in LOG_DIR/LOG_NAME.<hostname>.log
+(relative to the repository) and its pid next to it in .pid (stop.sh signals it). COMMAND is passed through word for word
+(quoting kept). Give the trainer distributed.auto=true: JAX then finds the other workers of
+the pod slice itself (no coordinator address needed), and run_dir on a file system that every
+worker sees (an NFS share, or a bucket mounted with gcsfuse at the same path).
 
   --name NAME         TPU VM name (env TPU_NAME)
   --zone ZONE         e.g. us-central2-b (env TPU_ZONE)
@@ -26,7 +27,7 @@ arguments are needed.
 
 Example:
   $PROG --name my-tpu --zone us-central2-b -- lowrank-jax train \\
-      --config experiments/configs/llama_1b.yaml run_dir=gs://my-bucket/runs/llama_1b
+      --config experiments/configs/llama_1b.yaml distributed.auto=true run_dir=/mnt/shared/llama_1b
 EOF
 }
 
@@ -38,7 +39,7 @@ parse_args "$@"
 check_tpu_options
 check_remote_options
 check_log_options
-((${#REST[@]})) || die "no command given: put it after --, e.g. -- lowrank-jax train --config FILE"
+check_command
 
 log=$(remote_log_path)
 venv=$(remote_home_path "$REMOTE_VENV")

@@ -39,7 +39,7 @@ check_remote_options
 check_log_options
 check_worker "$WORKER"
 check_match "$LINES" '^[0-9]+$' --lines "a number of lines"
-((${#REST[@]} == 0)) || die "unexpected arguments after --: $(quote "${REST[@]}")"
+check_no_rest
 
 tail=(tail -n "$LINES")
 ((NO_FOLLOW)) || tail+=(-F)

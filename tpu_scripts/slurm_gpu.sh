@@ -11,8 +11,9 @@ Usage: $PROG --nodes N [options] -- COMMAND [ARGS...]
 Write an sbatch script and submit it. The job runs one task per node (srun); each task runs
 slurm_task.sh, which appends distributed.coordinator_address (the job's first node),
 distributed.num_processes (\$SLURM_NTASKS) and distributed.process_id (\$SLURM_PROCID) to
-COMMAND. Each process drives all GPUS GPUs of its node (JAX_LOCAL_DEVICE_IDS is set: JAX's
-own SLURM detection would otherwise give each process only GPU \$SLURM_LOCALID).
+COMMAND. Each process drives all GPUS GPUs of its node: JAX_LOCAL_DEVICE_IDS lists them
+(JAX's own SLURM detection, distributed.auto=true, would otherwise give each process only
+GPU \$SLURM_LOCALID). run_dir must be on the shared file system.
 
   --nodes N           number of nodes (required)
   --gpus-per-node G   default: 8
@@ -62,7 +63,7 @@ check_match "$PARTITION" '^[A-Za-z0-9_.,-]*$' --partition "a partition name (or 
 check_match "$ACCOUNT" '^[A-Za-z0-9_.-]*$' --account "an account name"
 [[ $REPO_DIR == /* ]] || die "--repo-dir '$REPO_DIR' is not an absolute path"
 [[ -z $VENV || $VENV == /* ]] || die "--venv '$VENV' is not an absolute path"
-((${#REST[@]})) || die "no command given: put it after --, e.g. -- lowrank-jax train --config FILE"
+check_command
 SCRIPT=${SCRIPT:-$REPO_DIR/$LOG_DIR/$JOB_NAME.sbatch}
 
 device_ids=$(seq -s, 0 $((GPUS - 1)))

@@ -26,7 +26,7 @@ EOF
 PORT=""
 option --port PORT
 parse_args "$@"
-((${#REST[@]})) || die "no command given: put it after --, e.g. -- lowrank-jax train --config FILE"
+check_command
 for var in SLURM_JOB_ID SLURM_JOB_NODELIST SLURM_NTASKS SLURM_PROCID; do
   [[ -n ${!var:-} ]] || die "$var is not set: run me with srun inside a SLURM job"
 done

@@ -12,6 +12,7 @@ import os
 import re
 import shlex
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -206,6 +207,8 @@ ERRORS = [
     ("launch.sh", [*TPU, "--log-name", "a/b", "--", "x"], "'a/b'"),
     ("logs.sh", [*TPU, "--worker", "first"], "'first'"),
     ("logs.sh", [*TPU, "--lines", "many"], "'many'"),
+    ("logs.sh", [*TPU, "--", "extra"], "unexpected arguments after --: extra"),
+    ("stop.sh", [*TPU, "--signal", "HUP"], "'HUP'"),
     ("delete.sh", ["--name", "t"], "--zone is required"),
     ("delete.sh", [*TPU, "--queued-resource", "Q!"], "'Q!'"),
     ("slurm_gpu.sh", ["--", "x"], "--nodes is required"),
@@ -343,6 +346,23 @@ def test_logs_shows_each_workers_log(fake, worker):
     assert lines == [f"[my-tpu-w-{i}] w{i} line {k}" for i in (0, 1) for k in (3, 4)]
   follow = gcloud_lines(dry_run(fake, "logs.sh", *TPU))
   assert "tail -n 100 -F " in ssh_command(follow[0])
+
+
+@pytest.mark.parametrize("sig", ["TERM", "INT"])
+def test_stop_signals_the_launched_process_on_every_worker(fake, sig):
+  processes = []
+  for i in (0, 1):
+    pid_file = fake.workers / f"my-tpu-w-{i}" / "lowrank_jax" / "logs" / f"train.my-tpu-w-{i}.pid"
+    pid_file.parent.mkdir(parents=True)
+    processes.append(subprocess.Popen(["sleep", "60"]))
+    pid_file.write_text(f"{processes[-1].pid}\n")
+  try:
+    result, _ = run_and_compare(fake, "stop.sh", *TPU, "--signal", sig)
+    assert [p.wait(timeout=10) for p in processes] == [-getattr(signal, f"SIG{sig}")] * 2
+    assert result.stdout.splitlines() == [f"my-tpu-w-{i}: sent SIG{sig}" for i in (0, 1)]
+  finally:
+    for p in processes:
+      p.kill()
 
 
 # ---- SLURM ----
