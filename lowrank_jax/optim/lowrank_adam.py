@@ -206,7 +206,8 @@ def scale_by_lowrank_adam(method: Method, *, rank: int, update_proj_gap: int,
                 projector, mu, nu = proj.refresh_projector(
                     grad, projector, mu, nu, layout=layout, due=due, keys=keys, count=count,
                     refresher=refresher, moment_policy=options.moment_policy,
-                    stagger=options.stagger)
+                    stagger=options.stagger, refresh_axes=options.refresh_axes,
+                    refresh_mesh=options.refresh_mesh)
                 basis = projector
             else:
                 basis = proj.regenerate_projector(layout, keys, refresher,

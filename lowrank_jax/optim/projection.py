@@ -76,7 +76,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from lowrank_jax.optim import linalg
+from lowrank_jax.optim import distributed_refresh, linalg
 from lowrank_jax.optim.validation import check_choice, check_positive_int
 
 SIDES = ("std", "larger", "in", "out", "left", "right")
@@ -121,6 +121,11 @@ class ProjectionOptions(NamedTuple):
         and its refresh number).
       projector_dtype: storage dtype of the projector; None keeps the
         parameter's dtype (as the references). Refreshes are float32 anyway.
+      refresh_axes: mesh axes to spread the refreshes over, each device
+        decomposing whole matrices of its slice of every leaf's batch (see
+        :mod:`lowrank_jax.optim.distributed_refresh`); None: where XLA puts them.
+      refresh_mesh: the mesh of ``refresh_axes``; None takes the ambient one
+        (``jax.set_mesh``). Without a mesh, or on one device, nothing is spread.
     """
 
     side: str = "std"
@@ -132,6 +137,8 @@ class ProjectionOptions(NamedTuple):
     stagger: bool = False
     seed: int = 0
     projector_dtype: Any = None
+    refresh_axes: tuple[str, ...] | None = None
+    refresh_mesh: Any = None
 
 
 def check_projection_options(options: ProjectionOptions) -> ProjectionOptions:
@@ -145,6 +152,7 @@ def check_projection_options(options: ProjectionOptions) -> ProjectionOptions:
         check_choice("moment_policy", options.moment_policy, MOMENT_POLICIES)
     check_positive_int("power_iterations + 1", options.power_iterations + 1)
     check_positive_int("oversample + 1", options.oversample + 1)
+    distributed_refresh.check_placement(options.refresh_axes, options.refresh_mesh)
     return options
 
 
@@ -454,13 +462,15 @@ def carry_moments(policy: str, new_basis, old_basis, mu, nu):
 
 def refresh_projector(grad, projector, mu, nu, *, layout: MatrixLayout, due: jax.Array,
                       keys: jax.Array, count: jax.Array, refresher: Refresher,
-                      moment_policy: str, stagger: bool):
+                      moment_policy: str, stagger: bool, refresh_axes=None, refresh_mesh=None):
     """Recomputes the projectors of the matrices that are ``due``.
 
     ``keys`` may be None when the refresher ignores them (exact SVD).
     Runs under ``lax.cond(any(due))``: steps without a refresh cost nothing. All
     matrices of a leaf refresh together (one batched SVD) unless ``stagger``, in
     which case each matrix has its own ``lax.cond`` inside a ``lax.map``.
+    ``refresh_axes`` and ``refresh_mesh`` (see :class:`ProjectionOptions`)
+    spread the matrices over devices.
 
     Returns:
       ``(projector, mu, nu)``, with the input dtypes.
@@ -471,17 +481,24 @@ def refresh_projector(grad, projector, mu, nu, *, layout: MatrixLayout, due: jax
         m, v = carry_moments(moment_policy, new_basis, old_basis, m, v)
         return new_basis.astype(old_basis.dtype), m, v
 
-    def refresh_all(operands):
-        g, p, m, v = (to_matrices(x, layout) for x in operands)
-        g = gather_matrices(g.astype(jnp.float32))
-        matrix_keys, matrix_due = batch_like(keys, g), batch_like(due, g)
+    def refresh_batch(matrix_due, g, p, m, v, matrix_keys):
         if stagger:
             def maybe_refresh(args):
                 is_due, *rest = args
                 return lax.cond(is_due, refresh_one, lambda *a: tuple(a[1:4]), *rest)
-            new = lax.map(maybe_refresh, (matrix_due, g, p, m, v, matrix_keys))
+            return lax.map(maybe_refresh, (matrix_due, g, p, m, v, matrix_keys))
+        return jax.vmap(refresh_one)(g, p, m, v, matrix_keys)
+
+    def refresh_all(operands):
+        g, p, m, v = (to_matrices(x, layout) for x in operands)
+        g = g.astype(jnp.float32)
+        mesh = distributed_refresh.active_mesh(refresh_mesh, refresh_axes)
+        if mesh is None:
+            g = gather_matrices(g)
+            new = refresh_batch(batch_like(due, g), g, p, m, v, batch_like(keys, g))
         else:
-            new = jax.vmap(refresh_one)(g, p, m, v, matrix_keys)
+            new = distributed_refresh.spread_over_devices(refresh_batch, (due, g, p, m, v, keys),
+                                                          mesh=mesh, axes=refresh_axes)
         return tuple(like_sharding(from_matrices(x, layout), old)
                      for x, old in zip(new, operands[1:]))
 
