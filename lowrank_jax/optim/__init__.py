@@ -10,6 +10,7 @@ from lowrank_jax.optim.stable_spam import ScaleByStableSpamState, scale_by_stabl
 
 # GaLore family (projection core, routing, state sharding).
 from lowrank_jax.optim.adam import FoldedAdamState, scale_by_folded_adam
+from lowrank_jax.optim.distributed_refresh import spread_over_devices
 from lowrank_jax.optim.apollo import apollo, apollo_mini, scale_by_apollo, scale_by_apollo_mini
 from lowrank_jax.optim.fira import fira, scale_by_fira
 from lowrank_jax.optim.galore import galore, scale_by_galore
