@@ -329,6 +329,18 @@ def test_launch_passes_the_command_word_for_word(fake, source_repo):
     assert log.read_text() == f"training on {host}\n"
     assert pid.read_text().strip().isdigit()
 
+  # A worker whose recorded pid is alive refuses a second launch.
+  busy = subprocess.Popen(["sleep", "60"])
+  try:
+    pid.write_text(f"{busy.pid}\n")
+    result = fake.run("launch.sh", *TPU, "--", "lowrank-jax", "again")
+    assert result.returncode == 1
+    assert f"{host}: pid {busy.pid} of an earlier launch is still running" in result.stderr
+    time.sleep(0.5)
+    assert [r["env"]["HOME"] for r in fake.calls("lowrank-jax")].count(str(home)) == 1
+  finally:
+    busy.kill()
+
 
 @pytest.mark.parametrize("worker", ["0", "all"])
 def test_logs_shows_each_workers_log(fake, worker):
