@@ -89,6 +89,17 @@ write_file() {
   fi
 }
 
+# help_line OPTION TEXT: one aligned line of a usage text.
+help_line() {
+  printf '  %-24s%s\n' "$1" "$2"
+}
+
+# The usage lines of --dry-run and --help, which every script takes.
+help_common() {
+  help_line --dry-run "print the commands, run nothing"
+  help_line "-h, --help" "this help"
+}
+
 # option --zone ZONE: `--zone VALUE` or `--zone=VALUE` sets $ZONE.
 option() { _OPTION_VAR[$1]=$2; }
 # flag --spot SPOT: `--spot` sets $SPOT to 1.
@@ -168,6 +179,12 @@ tpu_options() {
   option --project TPU_PROJECT
 }
 
+help_tpu() {
+  help_line "--name NAME" "TPU VM name (env TPU_NAME)"
+  help_line "--zone ZONE" "e.g. us-central2-b (env TPU_ZONE)"
+  help_line "--project PROJECT" "default: gcloud's configured project (env TPU_PROJECT)"
+}
+
 # Validate the TPU options and fill GCLOUD_SCOPE (--zone=..., --project=...).
 check_tpu_options() {
   require "$TPU_NAME" --name "or set TPU_NAME"
@@ -187,6 +204,11 @@ queued_options() {
   QUEUED=0 QUEUED_ID=""
   option --queued-resource QUEUED_ID
   flag --queued QUEUED
+}
+
+help_queued() {
+  help_line --queued "$1"
+  help_line "--queued-resource ID" "its id (implies --queued; default NAME)"
 }
 
 # --queued-resource implies --queued; the id defaults to the TPU name.
@@ -209,6 +231,15 @@ venv_option() {
   option --venv REMOTE_VENV
 }
 
+# help_repo TEXT
+help_repo() {
+  help_line "--repo-dir DIR" "$1 (default: lowrank_jax; env TPU_REPO_DIR)"
+}
+
+help_venv() {
+  help_line "--venv DIR" "the workers' virtual environment (default: lowrank_jax_venv; env TPU_VENV)"
+}
+
 # Validate whichever of the two the script declared.
 check_remote_options() {
   [[ ! -v REMOTE_REPO ]] || require "$REMOTE_REPO" --repo-dir
@@ -221,6 +252,12 @@ log_options() {
   LOG_NAME=train
   option --log-dir LOG_DIR
   option --log-name LOG_NAME
+}
+
+# help_log DIR_TEXT NAME_TEXT
+help_log() {
+  help_line "--log-dir DIR" "$1 (default: logs)"
+  help_line "--log-name NAME" "$2 (default: train)"
 }
 
 check_log_options() {

@@ -11,20 +11,16 @@ Usage: $PROG --name NAME --zone ZONE --accelerator-type TYPE [options] [-- GCLOU
 Create a TPU VM (gcloud compute tpus tpu-vm create) or, with --queued, a queued resource
 (gcloud compute tpus queued-resources create) whose node is NAME.
 
-  --name NAME               TPU VM name (env TPU_NAME)
-  --zone ZONE               e.g. us-central2-b (env TPU_ZONE)
-  --project PROJECT         default: gcloud's configured project (env TPU_PROJECT)
-  --accelerator-type TYPE   e.g. v4-32, v5litepod-64, v5p-128, v6e-256 (env TPU_ACCELERATOR_TYPE)
-  --version VERSION         TPU runtime (env TPU_VERSION); default by generation:
-                            v2/v3/v4 tpu-ubuntu2204-base, v5litepod v2-alpha-tpuv5-lite,
-                            v5p v2-alpha-tpuv5, v6e v2-alpha-tpuv6e
-  --queued                  create a queued resource instead of the VM directly
-  --queued-resource ID      its id (implies --queued; default NAME)
-  --spot                    spot capacity (preemptible)
-  --best-effort             best-effort tier (queued only; uses gcloud alpha)
-  --reserved                use the project's reservation
-  --dry-run                 print the gcloud command, run nothing
-  -h, --help                this help
+$(help_tpu)
+  --accelerator-type TYPE e.g. v4-32, v5litepod-64, v5p-128, v6e-256 (env TPU_ACCELERATOR_TYPE)
+  --version VERSION       TPU runtime (env TPU_VERSION); default by generation:
+                          v2/v3/v4 tpu-ubuntu2204-base, v5litepod v2-alpha-tpuv5-lite,
+                          v5p v2-alpha-tpuv5, v6e v2-alpha-tpuv6e
+$(help_queued "create a queued resource instead of the VM directly")
+  --spot                  spot capacity (preemptible)
+  --best-effort           best-effort tier (queued only; uses gcloud alpha)
+  --reserved              use the project's reservation
+$(help_common)
 Arguments after -- go to gcloud unchanged (e.g. -- --network=my-net --labels=team=lm).
 EOF
 }

@@ -11,13 +11,9 @@ Usage: $PROG --name NAME --zone ZONE [--queued [--queued-resource ID]] [-- GCLOU
 Delete the TPU VM NAME without a confirmation prompt (gcloud --quiet); with --queued, delete
 the queued resource (default id NAME) with --force, which deletes its node too.
 
-  --name NAME             TPU VM name (env TPU_NAME)
-  --zone ZONE             e.g. us-central2-b (env TPU_ZONE)
-  --project PROJECT       default: gcloud's configured project (env TPU_PROJECT)
-  --queued                delete the queued resource instead of the VM
-  --queued-resource ID    its id (implies --queued; default NAME)
-  --dry-run               print the gcloud command, run nothing
-  -h, --help              this help
+$(help_tpu)
+$(help_queued "delete the queued resource instead of the VM")
+$(help_common)
 Arguments after -- go to gcloud unchanged (e.g. -- --async).
 EOF
 }

@@ -12,20 +12,16 @@ On every worker: get the repository (git clone of URL, or a copy of the local ch
 sent with gcloud scp), make a virtual environment with uv (Python PYTHON, downloaded if the
 image lacks it) and pip install -e the repository plus jax[tpu].
 
-  --name NAME         TPU VM name (env TPU_NAME)
-  --zone ZONE         e.g. us-central2-b (env TPU_ZONE)
-  --project PROJECT   default: gcloud's configured project (env TPU_PROJECT)
-  --git URL           clone this repository (on an existing clone: fetch and check out)
-  --branch BRANCH     branch or tag to clone (default: the remote's default branch)
-  --source DIR        copy this local checkout instead (default: $REPO_ROOT);
-                      (git's tracked and untracked files, less what .gitignore ignores)
-  --repo-dir DIR      where the repository goes on the workers (default: lowrank_jax,
-                      relative to the home directory; env TPU_REPO_DIR)
-  --venv DIR          the workers' virtual environment (default: lowrank_jax_venv; env TPU_VENV)
-  --python VERSION    Python of that environment (default: 3.12; the package needs >= 3.11)
-  --jax SPEC          the JAX requirement (default: jax[tpu])
-  --dry-run           print the commands, run nothing
-  -h, --help          this help
+$(help_tpu)
+  --git URL               clone this repository (on an existing clone: fetch and check out)
+  --branch BRANCH         branch or tag to clone (default: the remote's default branch)
+  --source DIR            copy this local checkout instead (default: $REPO_ROOT):
+                          git's tracked and untracked files, less what .gitignore ignores
+$(help_repo "where the repository goes on the workers")
+$(help_venv)
+  --python VERSION        Python of that environment (default: 3.12; the package needs >= 3.11)
+  --jax SPEC              the JAX requirement (default: jax[tpu])
+$(help_common)
 EOF
 }
 

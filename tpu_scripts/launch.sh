@@ -16,15 +16,11 @@ where that pid is still alive refuses (exit 1). COMMAND is passed through word f
 the pod slice itself (no coordinator address needed), and run_dir on a file system that every
 worker sees (an NFS share, or a bucket mounted with gcsfuse at the same path).
 
-  --name NAME         TPU VM name (env TPU_NAME)
-  --zone ZONE         e.g. us-central2-b (env TPU_ZONE)
-  --project PROJECT   default: gcloud's configured project (env TPU_PROJECT)
-  --repo-dir DIR      the repository on the workers (default: lowrank_jax; env TPU_REPO_DIR)
-  --venv DIR          the workers' virtual environment (default: lowrank_jax_venv; env TPU_VENV)
-  --log-dir DIR       default: logs
-  --log-name NAME     default: train
-  --dry-run           print the gcloud command, run nothing
-  -h, --help          this help
+$(help_tpu)
+$(help_repo "the repository on the workers")
+$(help_venv)
+$(help_log "where the logs go, in the repository" "their name: NAME.<hostname>.log")
+$(help_common)
 
 Example:
   $PROG --name my-tpu --zone us-central2-b -- lowrank-jax train \\

@@ -12,17 +12,13 @@ tail -F the log that launch.sh writes on each worker (LOG_DIR/LOG_NAME.<hostname
 repository). Worker 0 by default; with several workers each line starts with [hostname].
 Ctrl-C stops following; the training keeps running.
 
-  --name NAME         TPU VM name (env TPU_NAME)
-  --zone ZONE         e.g. us-central2-b (env TPU_ZONE)
-  --project PROJECT   default: gcloud's configured project (env TPU_PROJECT)
-  --worker W          0 (default), all, or a list like 0,3
-  --lines N           lines of history to show first (default: 100)
-  --no-follow         print the last lines and return
-  --repo-dir DIR      as given to launch.sh (default: lowrank_jax; env TPU_REPO_DIR)
-  --log-dir DIR       as given to launch.sh (default: logs)
-  --log-name NAME     as given to launch.sh (default: train)
-  --dry-run           print the gcloud command, run nothing
-  -h, --help          this help
+$(help_tpu)
+  --worker W              0 (default), all, or a list like 0,3
+  --lines N               lines of history to show first (default: 100)
+  --no-follow             print the last lines and return
+$(help_repo "as given to launch.sh")
+$(help_log "as given to launch.sh" "as given to launch.sh")
+$(help_common)
 EOF
 }
 

@@ -15,20 +15,19 @@ COMMAND. Each process drives all GPUS GPUs of its node: JAX_LOCAL_DEVICE_IDS lis
 (JAX's own SLURM detection, distributed.auto=true, would otherwise give each process only
 GPU \$SLURM_LOCALID). run_dir must be on the shared file system.
 
-  --nodes N           number of nodes (required)
-  --gpus-per-node G   default: 8
-  --job-name NAME     default: lowrank-jax
-  --partition P       sbatch --partition (or set SBATCH_PARTITION)
-  --account A         sbatch --account (or set SBATCH_ACCOUNT)
-  --time T            sbatch --time, e.g. 2-00:00:00 (or set SBATCH_TIMELIMIT)
-  --port PORT         coordinator port (default: 61440 + job id % 4096, as JAX picks)
-  --repo-dir DIR      the repository on the shared file system (default: $REPO_ROOT)
-  --venv DIR          a virtual environment to put first on PATH (default: none)
-  --log-dir DIR       relative to the repository (default: logs): the job's output
-                      NAME.<jobid>.out and each task's NAME.<jobid>.<task>.log
-  --script PATH       where the sbatch script is written (default: LOG_DIR/NAME.sbatch)
-  --dry-run           print the script and the sbatch command, run nothing
-  -h, --help          this help
+  --nodes N               number of nodes (required)
+  --gpus-per-node GPUS    default: 8
+  --job-name NAME         default: lowrank-jax
+  --partition P           sbatch --partition (or set SBATCH_PARTITION)
+  --account A             sbatch --account (or set SBATCH_ACCOUNT)
+  --time T                sbatch --time, e.g. 2-00:00:00 (or set SBATCH_TIMELIMIT)
+  --port PORT             coordinator port (default: 61440 + job id % 4096, as JAX picks)
+  --repo-dir DIR          the repository on the shared file system (default: $REPO_ROOT)
+  --venv DIR              a virtual environment to put first on PATH (default: none)
+  --log-dir DIR           in the repository (default: logs): the batch step's output
+                          NAME.<jobid>.out and each task's NAME.<jobid>.<task>.log
+  --script PATH           where the sbatch script goes (default: DIR/LOG_DIR/NAME.sbatch)
+$(help_common)
 Other sbatch options: the SBATCH_* environment variables that sbatch reads itself.
 
 Example:

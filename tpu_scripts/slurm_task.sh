@@ -17,9 +17,8 @@ Run under srun. Appends to COMMAND
 and execs it. PORT defaults to the one JAX's own SLURM detection picks,
 61440 + \$SLURM_JOB_ID % 4096, so that the two agree.
 
-  --port PORT   coordinator port
-  --dry-run     print the command, run nothing
-  -h, --help    this help
+  --port PORT             coordinator port
+$(help_common)
 EOF
 }
 

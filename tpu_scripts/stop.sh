@@ -12,15 +12,11 @@ Send a signal to the process whose pid launch.sh wrote on each worker
 (LOG_DIR/LOG_NAME.<hostname>.pid in the repository). TERM, the default, makes the trainer
 finish its checkpoint save, write a final checkpoint and exit 0; launch.sh again resumes.
 
-  --name NAME         TPU VM name (env TPU_NAME)
-  --zone ZONE         e.g. us-central2-b (env TPU_ZONE)
-  --project PROJECT   default: gcloud's configured project (env TPU_PROJECT)
-  --signal SIG        TERM (default), INT or KILL
-  --repo-dir DIR      as given to launch.sh (default: lowrank_jax; env TPU_REPO_DIR)
-  --log-dir DIR       as given to launch.sh (default: logs)
-  --log-name NAME     as given to launch.sh (default: train)
-  --dry-run           print the gcloud command, run nothing
-  -h, --help          this help
+$(help_tpu)
+  --signal SIG            TERM (default), INT or KILL
+$(help_repo "as given to launch.sh")
+$(help_log "as given to launch.sh" "as given to launch.sh")
+$(help_common)
 EOF
 }
 
