@@ -19,6 +19,7 @@ DRY_RUN=0
 REST=()                     # the arguments after `--`
 declare -A _OPTION_VAR=()   # --option -> variable that takes its value
 declare -A _FLAG_VAR=()     # --flag -> variable set to 1
+_CHECKS=()                  # validations that parse_args runs for the declared option groups
 
 # Print a one-line usage error naming the bad value and exit with status 2.
 die() {
@@ -105,14 +106,19 @@ option() { _OPTION_VAR[$1]=$2; }
 # flag --spot SPOT: `--spot` sets $SPOT to 1.
 flag() { _FLAG_VAR[$1]=$2; }
 
-# Parse "$@" against the declared options; --help calls the script's `usage`; the
-# arguments after `--` land in REST.
+# check_group FUNCTION: have parse_args run FUNCTION (the validation of an option group).
+check_group() {
+  [[ " ${_CHECKS[*]} " == *" $1 "* ]] || _CHECKS+=("$1")
+}
+
+# Parse "$@" against the declared options (--help calls the script's `usage`; the arguments
+# after `--` land in REST), then validate the declared option groups.
 parse_args() {
-  local opt value inline
+  local opt value inline check
   while (($#)); do
     opt=$1 inline=0
     case $opt in
-      --) shift; REST=("$@"); return ;;
+      --) shift; REST=("$@"); break ;;
       -h | --help) usage; exit 0 ;;
       --dry-run) DRY_RUN=1; shift; continue ;;
       --*=*) value=${opt#*=} opt=${opt%%=*} inline=1 ;;
@@ -131,6 +137,9 @@ parse_args() {
       die "unknown argument '$opt' (see $PROG --help)"
     fi
     shift
+  done
+  for check in "${_CHECKS[@]}"; do
+    "$check"
   done
 }
 
@@ -177,6 +186,7 @@ tpu_options() {
   option --name TPU_NAME
   option --zone TPU_ZONE
   option --project TPU_PROJECT
+  check_group check_tpu_options
 }
 
 help_tpu() {
@@ -204,6 +214,7 @@ queued_options() {
   QUEUED=0 QUEUED_ID=""
   option --queued-resource QUEUED_ID
   flag --queued QUEUED
+  check_group check_queued_options
 }
 
 help_queued() {
@@ -224,11 +235,13 @@ check_queued_options() {
 repo_option() {
   REMOTE_REPO=${TPU_REPO_DIR:-lowrank_jax}
   option --repo-dir REMOTE_REPO
+  check_group check_remote_options
 }
 
 venv_option() {
   REMOTE_VENV=${TPU_VENV:-lowrank_jax_venv}
   option --venv REMOTE_VENV
+  check_group check_remote_options
 }
 
 # help_repo TEXT
@@ -252,6 +265,7 @@ log_options() {
   LOG_NAME=train
   option --log-dir LOG_DIR
   option --log-name LOG_NAME
+  check_group check_log_options
 }
 
 # help_log DIR_TEXT NAME_TEXT
@@ -263,6 +277,17 @@ help_log() {
 check_log_options() {
   require "$LOG_DIR" --log-dir
   check_match "$LOG_NAME" '^[A-Za-z0-9_.-]+$' --log-name "a file name (letters, digits, '_', '.', '-')"
+}
+
+# The options of logs.sh and stop.sh, which find what launch.sh started.
+launched_options() {
+  repo_option
+  log_options
+}
+
+help_launched() {
+  help_repo "as given to launch.sh"
+  help_log "as given to launch.sh" "as given to launch.sh"
 }
 
 # The per-host log file, relative to the repository; $(hostname) expands on the worker.

@@ -48,14 +48,12 @@ flag --best-effort BEST_EFFORT
 flag --reserved RESERVED
 parse_args "$@"
 
-check_tpu_options
 require "$ACCELERATOR_TYPE" --accelerator-type "or set TPU_ACCELERATOR_TYPE, e.g. v4-32 or v5litepod-64"
 check_match "$ACCELERATOR_TYPE" '^v[0-9]+[a-z]*-[0-9]+$' --accelerator-type \
   "an accelerator type like v4-32 or v5litepod-64"
 [[ -n $VERSION ]] || VERSION=$(default_version "$ACCELERATOR_TYPE")
 check_match "$VERSION" '^[a-z0-9][-a-z0-9.]*$' --version "a TPU runtime version like tpu-ubuntu2204-base"
 ((SPOT + BEST_EFFORT + RESERVED <= 1)) || die "--spot, --best-effort and --reserved exclude each other"
-check_queued_options
 ((QUEUED || !BEST_EFFORT)) || die "--best-effort needs --queued (only queued resources have that tier)"
 
 PROVISIONING=()

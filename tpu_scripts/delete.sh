@@ -21,8 +21,6 @@ EOF
 tpu_options
 queued_options
 parse_args "$@"
-check_tpu_options
-check_queued_options
 
 if ((QUEUED)); then
   run gcloud compute tpus queued-resources delete "$QUEUED_ID" "${GCLOUD_SCOPE[@]}" --force --quiet "${REST[@]}"

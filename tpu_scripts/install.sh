@@ -36,8 +36,6 @@ option --python PYTHON_VERSION
 option --jax JAX_SPEC
 parse_args "$@"
 
-check_tpu_options
-check_remote_options
 check_no_rest
 [[ -z $GIT_URL || -z $SOURCE_DIR ]] || die "--git '$GIT_URL' and --source '$SOURCE_DIR' exclude each other"
 [[ -z $BRANCH || -n $GIT_URL ]] || die "--branch '$BRANCH' needs --git"

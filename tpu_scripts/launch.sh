@@ -33,9 +33,6 @@ repo_option
 venv_option
 log_options
 parse_args "$@"
-check_tpu_options
-check_remote_options
-check_log_options
 check_command
 
 log=$(remote_log_path)

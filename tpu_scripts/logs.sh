@@ -16,23 +16,18 @@ $(help_tpu)
   --worker W              0 (default), all, or a list like 0,3
   --lines N               lines of history to show first (default: 100)
   --no-follow             print the last lines and return
-$(help_repo "as given to launch.sh")
-$(help_log "as given to launch.sh" "as given to launch.sh")
+$(help_launched)
 $(help_common)
 EOF
 }
 
 tpu_options
-repo_option
-log_options
+launched_options
 WORKER=0 LINES=100 NO_FOLLOW=0
 option --worker WORKER
 option --lines LINES
 flag --no-follow NO_FOLLOW
 parse_args "$@"
-check_tpu_options
-check_remote_options
-check_log_options
 check_worker "$WORKER"
 check_match "$LINES" '^[0-9]+$' --lines "a number of lines"
 check_no_rest

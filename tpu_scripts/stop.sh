@@ -14,21 +14,16 @@ finish its checkpoint save, write a final checkpoint and exit 0; launch.sh again
 
 $(help_tpu)
   --signal SIG            TERM (default), INT or KILL
-$(help_repo "as given to launch.sh")
-$(help_log "as given to launch.sh" "as given to launch.sh")
+$(help_launched)
 $(help_common)
 EOF
 }
 
 tpu_options
-repo_option
-log_options
+launched_options
 SIGNAL=TERM
 option --signal SIGNAL
 parse_args "$@"
-check_tpu_options
-check_remote_options
-check_log_options
 check_choice "$SIGNAL" --signal TERM INT KILL
 check_no_rest
 

@@ -166,20 +166,21 @@ def test_shellcheck_reports_a_real_finding(tmp_path):
   assert result.returncode != 0 and "SC2086" in result.stdout
 
 
-def declared_options(text):
-  return set(re.findall(r"^\s*(?:option|flag) (--[a-z-]+)", text, re.M))
+def declared_options(text, functions):
+  """The options that shell code declares itself or through the common.sh functions it calls."""
+  options = set(re.findall(r"^\s*(?:option|flag) (--[a-z-]+)", text, re.M))
+  for name, body in functions.items():
+    if re.search(rf"^\s*{name}$", text, re.M):
+      options |= declared_options(body, functions)
+  return options
 
 
 @pytest.mark.parametrize("script", EXECUTABLES)
 def test_strict_mode_and_help_lists_every_option(fake, script):
   text = (SCRIPTS / script).read_text()
   assert "\nset -euo pipefail\n" in text
-  # The options a script declares itself and through the common.sh helpers it calls.
-  common = (SCRIPTS / "common.sh").read_text()
-  options = declared_options(text)
-  for name, body in re.findall(r"^(\w+)\(\) \{\n(.*?)^\}", common, re.M | re.S):
-    if re.search(rf"^{name}$", text, re.M):
-      options |= declared_options(body)
+  functions = dict(re.findall(r"^(\w+)\(\) \{\n(.*?)^\}", (SCRIPTS / "common.sh").read_text(), re.M | re.S))
+  options = declared_options(text, functions)
   result = fake.run(script, "--help")
   assert result.returncode == 0 and result.stdout.startswith("Usage: ")
   assert options and all(f"  {opt} " in result.stdout for opt in options), options
