@@ -5,6 +5,8 @@
     lowrank-jax export --checkpoint RUN_DIR --out DIR        HF LlamaForCausalLM weights
     lowrank-jax memory [--sizes ...] [--methods ...] [--dtype bf16] [--devices 1 8] [--out DIR]
                                                              weights + optimizer memory table
+    lowrank-jax benchmark GRID.yaml [--workers N] [--emit-jobs FILE] [--report-only] [key=value ...]
+                                                             run a grid of runs, table + plots
 
 ``lowrank-jax train`` with no arguments trains the embedded default: the nano LLaMA on the
 King James Bible with an offline tokenizer, in a few minutes on a CPU.
@@ -19,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 
 
@@ -50,6 +53,19 @@ def _parser() -> argparse.ArgumentParser:
                       help="skip compiling the train step (state bytes only; fast)")
   memory.add_argument("--out", default=None, metavar="DIR",
                       help="write memory.md, memory.csv and memory.png here")
+  benchmark = commands.add_parser("benchmark", help="run a grid of methods x sizes x seeds")
+  benchmark.add_argument("grid", metavar="GRID.yaml", help="a grid file (experiments/grids/)")
+  benchmark.add_argument("overrides", nargs="*", metavar="key=value",
+                         help="dotted config overrides for every cell")
+  benchmark.add_argument("--workers", type=int, default=1, help="cells run at the same time")
+  benchmark.add_argument("--retry-failed", action="store_true", help="rerun failed cells")
+  benchmark.add_argument("--emit-jobs", default=None, metavar="FILE",
+                         help="write one `lowrank-jax train` command per unfinished cell of the "
+                              "current stage to FILE ('-': stdout) instead of running them")
+  benchmark.add_argument("--report-only", action="store_true",
+                         help="only gather the finished cells into the table and plots")
+  benchmark.add_argument("--out", default=None, metavar="DIR",
+                         help="write the table and plots here (default: the grid's out_dir)")
   return parser
 
 
@@ -89,8 +105,6 @@ def _export(args) -> None:
 
 
 def _memory(args) -> None:
-  import os
-
   if max(args.devices) > 1 and "xla_force_host_platform_device_count" not in \
       os.environ.get("XLA_FLAGS", ""):  # fake CPU devices; must precede jax's start
     os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
@@ -105,10 +119,38 @@ def _memory(args) -> None:
     print("wrote " + ", ".join(write_report(rows, args.out)))
 
 
+def _benchmark(args) -> None:
+  from lowrank_jax.benchmark import Grid, job_lines, run_grid, write_report
+  from lowrank_jax.benchmark.runner import use_compilation_cache
+
+  if args.workers < 1:
+    raise ValueError(f"--workers={args.workers} must be a positive integer")
+  grid = Grid.load(args.grid, args.overrides)
+  if args.emit_jobs:
+    stage, lines = job_lines(grid)
+    text = f"# {grid.out_dir}: {stage} stage, {len(lines)} jobs\n" + "".join(
+        line + "\n" for line in lines)
+    if args.emit_jobs == "-":
+      print(text, end="")
+    else:
+      with open(args.emit_jobs, "w") as f:
+        f.write(text)
+      print(f"wrote {len(lines)} {stage} jobs to {args.emit_jobs}")
+    return
+  if not args.report_only:
+    use_compilation_cache(os.path.join(grid.out_dir, "compilation_cache"))
+    run_grid(grid, args.workers, args.retry_failed)
+  paths = write_report(grid, args.out)
+  with open(paths[0]) as f:
+    print(f.read(), end="")
+  print("wrote " + ", ".join(paths))
+
+
 def main(argv: list[str] | None = None) -> int:
   args = _parser().parse_args(argv)
   try:
-    {"train": _train, "eval": _eval, "export": _export, "memory": _memory}[args.command](args)
+    {"train": _train, "eval": _eval, "export": _export, "memory": _memory,
+     "benchmark": _benchmark}[args.command](args)
   except (ValueError, FileNotFoundError) as error:
     return _fail(error, 2)
   except (FloatingPointError, OSError) as error:  # disk full, non-finite streak

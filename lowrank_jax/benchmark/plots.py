@@ -1,0 +1,62 @@
+"""The grid's two plots: loss curves per method, and perplexity against memory.
+
+One panel per model size. Curves are the first seed at the chosen learning rate, smoothed
+with a trailing mean over a few logged points; the memory axis is the bytes of the trained
+state (parameters plus optimizer state), the perplexity the mean over seeds with its
+standard deviation as an error bar.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from lowrank_jax.benchmark.results import MethodRow
+
+
+def _figure(rows: list[MethodRow]):
+  import matplotlib
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+
+  sizes = list(dict.fromkeys(r.size for r in rows)) or ["(no finished runs)"]
+  fig, axes = plt.subplots(1, len(sizes), figsize=(7 * len(sizes), 5), squeeze=False)
+  return plt, fig, dict(zip(sizes, axes[0]))
+
+
+def _smooth(values: np.ndarray, window: int = 5) -> np.ndarray:
+  kernel = np.ones(min(window, len(values))) / min(window, len(values))
+  return np.convolve(values, kernel, mode="valid")
+
+
+def plot_loss_curves(rows: list[MethodRow], out_png: str) -> None:
+  plt, fig, axes = _figure(rows)
+  for row in rows:
+    curve = np.asarray(row.runs[0].curve())
+    if len(curve):
+      smoothed = _smooth(curve[:, 1])
+      axes[row.size].plot(curve[len(curve) - len(smoothed):, 0], smoothed, label=row.method,
+                          linewidth=1.2)
+  for size, ax in axes.items():
+    ax.set(title=f"training loss, {size}", xlabel="step", ylabel="cross-entropy (nats)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, ncol=2)
+  fig.tight_layout()
+  fig.savefig(out_png, dpi=120)
+  plt.close(fig)
+
+
+def plot_ppl_vs_memory(rows: list[MethodRow], out_png: str) -> None:
+  plt, fig, axes = _figure(rows)
+  for row in rows:
+    mean, std = row.ppl()
+    ax = axes[row.size]
+    ax.errorbar(row.state_bytes / 2**20, mean, yerr=std or 0, fmt="o", capsize=3)
+    ax.annotate(row.method, (row.state_bytes / 2**20, mean), fontsize=7,
+                xytext=(4, 3), textcoords="offset points")
+  for size, ax in axes.items():
+    ax.set(title=f"validation perplexity against memory, {size}",
+           xlabel="parameters + optimizer state (MiB)", ylabel="validation perplexity")
+    ax.grid(alpha=0.3)
+  fig.tight_layout()
+  fig.savefig(out_png, dpi=120)
+  plt.close(fig)

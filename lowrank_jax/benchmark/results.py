@@ -1,0 +1,141 @@
+"""What a grid's runs left behind, gathered into one table per ``(size, method)``.
+
+Each finished cell has ``summary.json`` (validation loss and perplexity, tokens, wall time,
+bytes of the trained state) and ``metrics.jsonl`` (the loss curve). A method's row holds
+the learning rate chosen by its sweep (lowest validation loss at the first seed), and the
+mean and standard deviation of the validation perplexity over the seeds run at that rate.
+
+>>> import math
+>>> mean_std([10.0, 12.0])
+(11.0, 1.4142135623730951)
+>>> mean_std([10.0])[1] is None
+True
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import statistics
+
+from lowrank_jax.benchmark.grid import Cell, Grid
+from lowrank_jax.train.metrics import read_metrics
+
+
+@dataclasses.dataclass(frozen=True)
+class CellResult:
+  """A cell and what its run directory says: ``status`` is done, failed, partial or new."""
+
+  cell: Cell
+  status: str
+  summary: dict
+
+  @property
+  def val_loss(self) -> float:
+    """The validation loss of a finished run; ``inf`` for any other (never chosen)."""
+    loss = self.summary.get("val_loss") if self.status == "done" else None
+    return float(loss) if loss is not None and math.isfinite(loss) else math.inf
+
+  def curve(self) -> list[tuple[int, float]]:
+    """``(step, training loss)`` pairs from the run's metrics."""
+    records = read_metrics(os.path.join(self.cell.run_dir, "metrics.jsonl"))
+    return [(r["step"], r["loss"]) for r in records if "loss" in r]
+
+
+def read_result(cell: Cell) -> CellResult:
+  """The state of ``cell``: ``done`` when its summary shows a run completed to the cell's
+  steps (a grid given more steps continues its finished cells)."""
+  if os.path.exists(os.path.join(cell.run_dir, "failed")):
+    return CellResult(cell, "failed", {})
+  path = os.path.join(cell.run_dir, "summary.json")
+  if os.path.exists(path):
+    with open(path) as f:
+      summary = json.load(f)
+    complete = (summary.get("stopped_by") is None and
+                summary["steps"] == cell.config().schedule.total_steps)
+    return CellResult(cell, "done" if complete else "partial", summary)
+  if os.path.exists(os.path.join(cell.run_dir, "config.yaml")):
+    return CellResult(cell, "partial", {})
+  return CellResult(cell, "new", {})
+
+
+def chosen_rates(grid: Grid) -> dict[tuple[str, str], float | None]:
+  """The learning rate of each ``(size, method)`` whose sweep has ended with a finished run."""
+  by_pair: dict[tuple[str, str], list[CellResult]] = {}
+  for cell in grid.sweep_cells():
+    by_pair.setdefault((cell.size, cell.method), []).append(read_result(cell))
+  chosen = {}
+  for pair, results in by_pair.items():
+    if all(r.status in ("done", "failed") for r in results):
+      best = min(results, key=lambda r: r.val_loss)
+      if best.status == "done":
+        chosen[pair] = best.cell.learning_rate
+  return chosen
+
+
+def mean_std(values: list[float]) -> tuple[float, float | None]:
+  """Mean and sample standard deviation (``None`` for a single value)."""
+  return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else None
+
+
+@dataclasses.dataclass(frozen=True)
+class MethodRow:
+  """One ``(size, method)`` of the table; ``runs`` are its finished seeds at the chosen rate."""
+
+  size: str
+  method: str
+  learning_rate: float | None
+  runs: tuple[CellResult, ...]
+  sweep: tuple[CellResult, ...]
+
+  def ppl(self) -> tuple[float, float | None]:
+    return mean_std([float(r.summary["val_ppl"]) for r in self.runs])
+
+  def mean_of(self, key: str) -> float:
+    return statistics.fmean(float(r.summary[key]) for r in self.runs)
+
+  @property
+  def state_bytes(self) -> int:
+    """Bytes of the trained state: parameters (with frozen ones) plus optimizer state."""
+    summary = self.runs[0].summary
+    return int(summary["param_bytes"]) + int(summary["opt_state_bytes"])
+
+  def as_dict(self) -> dict:
+    mean, std = self.ppl()
+    return {"size": self.size, "method": self.method, "learning_rate": self.learning_rate,
+            "seeds": [r.cell.seed for r in self.runs],
+            "val_ppl": [float(r.summary["val_ppl"]) for r in self.runs],
+            "val_ppl_mean": mean, "val_ppl_std": std,
+            "tokens": self.mean_of("tokens_seen"), "wall_time_s": self.mean_of("wall_time_s"),
+            "tokens_per_s": self.mean_of("tokens_seen") / self.mean_of("wall_time_s"),
+            "state_bytes": self.state_bytes,
+            "param_bytes": int(self.runs[0].summary["param_bytes"]),
+            "opt_state_bytes": int(self.runs[0].summary["opt_state_bytes"]),
+            "sweep": {f"{r.cell.learning_rate:g}" if r.cell.learning_rate is not None else "cfg":
+                      (float(r.summary["val_ppl"]) if r.status == "done" else r.status)
+                      for r in self.sweep}}
+
+
+def method_rows(grid: Grid) -> list[MethodRow]:
+  """Rows of every ``(size, method)`` with at least one finished run at its chosen rate."""
+  chosen = chosen_rates(grid)
+  rows = []
+  for size in grid.sizes:
+    for method in grid.methods:
+      if (size, method) not in chosen:
+        continue
+      rate = chosen[size, method]
+      sweep = tuple(read_result(c) for c in grid.sweep_cells()
+                    if (c.size, c.method) == (size, method))
+      cells = [c for c in grid.sweep_cells() + grid.seed_cells(chosen)
+               if (c.size, c.method, c.learning_rate) == (size, method, rate)]
+      runs = tuple(r for r in map(read_result, cells) if r.status == "done")
+      rows.append(MethodRow(size, method, rate, runs, sweep))
+  return rows
+
+
+def all_results(grid: Grid) -> list[CellResult]:
+  """Every cell the grid has so far (sweep cells, and seed cells of chosen rates)."""
+  return [read_result(c) for c in grid.sweep_cells() + grid.seed_cells(chosen_rates(grid))]

@@ -1,0 +1,145 @@
+"""Runs a grid on this host, or writes its cells as jobs for a cluster.
+
+With one worker the cells train one after another in this process (no start-up cost per
+cell); with more, each cell is a ``lowrank-jax train`` subprocess, ``workers`` at a time.
+Either way a cell's output goes to ``run_dir/train.log``. A finished cell (``summary.json`` of a complete run) is never
+run again; an interrupted one resumes from its newest checkpoint, because a run directory
+that holds a run always resumes; a failed one (a marker file ``failed``, e.g. a diverged
+run) is not retried unless ``retry_failed``. The sweep cells run first, then the other
+seeds at each method's chosen learning rate.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shlex
+import subprocess
+import sys
+import time
+
+import tqdm
+
+from lowrank_jax.benchmark.grid import Cell, Grid
+from lowrank_jax.benchmark.results import chosen_rates, read_result
+from lowrank_jax.train.metrics import read_metrics
+
+
+QUIET = "logging.progress=false"  # a log file needs no progress bar
+
+
+def _train_command(cell: Cell) -> list[str]:
+  return [sys.executable, "-m", "lowrank_jax", "train", *cell.argv(), QUIET]
+
+
+def _latest(cell: Cell) -> str:
+  records = read_metrics(os.path.join(cell.run_dir, "metrics.jsonl"))
+  losses = [r for r in records if "loss" in r]
+  return f"{cell.method} step {losses[-1]['step']} loss {losses[-1]['loss']:.3f}" if losses else ""
+
+
+def _start(cell: Cell):
+  """Clears an old failure marker and opens the cell's log (appending: a resumed run)."""
+  os.makedirs(cell.run_dir, exist_ok=True)
+  marker = os.path.join(cell.run_dir, "failed")
+  if os.path.exists(marker):
+    os.remove(marker)
+  return open(os.path.join(cell.run_dir, "train.log"), "a")
+
+
+def _finish(cell: Cell, status: int, bar) -> None:
+  if status:
+    with open(os.path.join(cell.run_dir, "failed"), "w") as f:
+      f.write(f"exit status {status}; see train.log\n")
+    bar.write(f"{cell.name}: failed (exit status {status}), see "
+              f"{os.path.join(cell.run_dir, 'train.log')}")
+  bar.update(1)
+
+
+def _train_here(cell: Cell, log) -> int:
+  """Trains ``cell`` in this process; the exit status ``lowrank-jax train`` would give."""
+  from lowrank_jax.cli import _fail
+  from lowrank_jax.train.loop import train
+
+  with contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
+    try:
+      summary = train(cell.config(QUIET))
+    except (ValueError, FileNotFoundError) as error:
+      return _fail(error, 2)
+    except (FloatingPointError, OSError) as error:
+      return _fail(error, 1)
+  if summary["stopped_by"] is not None:  # SIGINT/SIGTERM: saved; the grid stops here
+    raise KeyboardInterrupt(f"{cell.name} stopped by {summary['stopped_by']}")
+  return 0
+
+
+def run_cells(cells: list[Cell], workers: int = 1, retry_failed: bool = False,
+              desc: str = "grid", poll_s: float = 2.0) -> dict[str, int]:
+  """Runs the cells that are not finished; returns ``{cell name: exit status}`` of those run."""
+  todo = [c for c in cells if read_result(c).status not in
+          (("done",) if retry_failed else ("done", "failed"))]
+  statuses: dict[str, int] = {}
+  bar = tqdm.tqdm(total=len(cells), initial=len(cells) - len(todo), desc=desc, unit="run",
+                  dynamic_ncols=True)
+  if workers == 1:
+    for cell in todo:
+      bar.set_postfix_str(cell.name)
+      with _start(cell) as log:
+        statuses[cell.name] = _train_here(cell, log)
+      _finish(cell, statuses[cell.name], bar)
+    bar.close()
+    return statuses
+  running: dict[str, tuple[Cell, subprocess.Popen, object]] = {}
+  try:
+    while todo or running:
+      while todo and len(running) < workers:
+        cell = todo.pop(0)
+        log = _start(cell)
+        running[cell.name] = (cell, subprocess.Popen(_train_command(cell), stdout=log,
+                                                     stderr=subprocess.STDOUT), log)
+      time.sleep(poll_s)
+      for name, (cell, process, log) in list(running.items()):
+        if process.poll() is None:
+          continue
+        log.close()
+        del running[name]
+        statuses[name] = process.returncode
+        _finish(cell, process.returncode, bar)
+      bar.set_postfix_str(" | ".join(filter(None, (_latest(c) for c, _, _ in running.values()))))
+  finally:
+    for _, process, log in running.values():  # interrupted: the runs resume next time
+      process.terminate()
+      process.wait()
+      log.close()
+    bar.close()
+  return statuses
+
+
+def use_compilation_cache(directory: str) -> None:
+  """Shares compiled programs between cells (the other seeds recompile nothing), in this
+  process and in the subprocesses it starts."""
+  import jax
+
+  os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", directory)
+  jax.config.update("jax_compilation_cache_dir", os.environ["JAX_COMPILATION_CACHE_DIR"])
+  jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+
+
+def run_grid(grid: Grid, workers: int = 1, retry_failed: bool = False) -> None:
+  """Runs the sweep, then the other seeds at each method's chosen learning rate."""
+  grid.check()
+  run_cells(grid.sweep_cells(), workers, retry_failed, desc="sweep")
+  run_cells(grid.seed_cells(chosen_rates(grid)), workers, retry_failed, desc="seeds")
+
+
+def job_lines(grid: Grid) -> tuple[str, list[str]]:
+  """The stage still to run and one shell command per unfinished cell of it.
+
+  The seed cells need the sweep's results, so while any sweep cell is unfinished the jobs
+  are the sweep's; run ``--emit-jobs`` again after they end to get the seeds'.
+  """
+  grid.check()
+  sweep = [c for c in grid.sweep_cells() if read_result(c).status != "done"]
+  stage, cells = ("sweep", sweep) if sweep else (
+      "seeds", [c for c in grid.seed_cells(chosen_rates(grid)) if read_result(c).status != "done"])
+  return stage, [shlex.join(["lowrank-jax", "train", *c.argv()]) for c in cells]

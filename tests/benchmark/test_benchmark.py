@@ -1,0 +1,184 @@
+"""The benchmark grid: cells, the learning-rate sweep, skipping and resuming, jobs, the report."""
+
+import json
+import os
+import shlex
+import statistics
+
+import pytest
+import yaml
+
+from lowrank_jax import cli
+from lowrank_jax.benchmark import Grid, job_lines, run_grid, write_report
+from lowrank_jax.benchmark.report import findings
+from lowrank_jax.benchmark.results import CellResult, MethodRow, read_result
+from lowrank_jax.benchmark.runner import run_cells
+from lowrank_jax.train.config import load_config
+from lowrank_jax.train.loop import train
+
+TINY = [
+    "model.overrides.num_layers=1", "model.overrides.hidden_size=32",
+    "model.overrides.intermediate_size=64", "model.overrides.num_heads=2",
+    "model.overrides.vocab_size=384", "data.vocab_size=384", "data.seq_len=32",
+    "data.global_batch_size=8", "data.validation_tokens=2000", "eval.batch_size=8",
+    "schedule.total_steps=6", "logging.every=1", "logging.tensorboard=false",
+    "checkpoint.every=3",
+]
+
+
+def _grid(out_dir, **fields) -> Grid:
+  values = {"out_dir": str(out_dir), "sizes": ("nano",), "methods": ("full_rank",),
+            "seeds": (0, 1), "overrides": tuple(TINY),
+            "learning_rates": {"full_rank": (0.001, 0.01)}}
+  return Grid(**{**values, **fields})
+
+
+def _summary(cell) -> dict:
+  with open(os.path.join(cell.run_dir, "summary.json")) as f:
+    return json.load(f)
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory):
+  """A grid with a failing method, run once after one sweep cell was left half-trained."""
+  out = tmp_path_factory.mktemp("grid")
+  grid = _grid(out, methods=("full_rank", "spam"),
+               method_overrides={"spam": ("faults.nan_loss_steps=[1, 2]",
+                                          "faults.max_bad_steps=2")})
+  half = grid.sweep_cells()[0]
+  train(half.config("schedule.total_steps=3", "logging.progress=false"))
+  run_grid(grid)
+  return grid, half
+
+
+def test_the_sweep_picks_the_rate_of_lowest_validation_loss_and_runs_the_other_seeds(finished):
+  grid, _ = finished
+  sweep = [c for c in grid.sweep_cells() if c.method == "full_rank"]
+  best = min(sweep, key=lambda c: _summary(c)["val_loss"]).learning_rate
+  seeds = grid.seed_cells({("nano", "full_rank"): best})
+  assert [read_result(c).status for c in sweep + seeds] == ["done"] * 3
+  assert _summary(seeds[0])["steps"] == 6
+  write_report(grid)
+  row, = json.load(open(os.path.join(grid.out_dir, "results.json")))["rows"]
+  ppl = [_summary(c)["val_ppl"] for c in sweep if c.learning_rate == best] + [
+      _summary(seeds[0])["val_ppl"]]
+  assert row["learning_rate"] == best and row["val_ppl"] == ppl
+  assert row["val_ppl_mean"] == pytest.approx(statistics.fmean(ppl))
+  assert row["val_ppl_std"] == pytest.approx(statistics.stdev(ppl))
+  assert row["state_bytes"] == _summary(seeds[0])["param_bytes"] + _summary(seeds[0])[
+      "opt_state_bytes"]
+
+
+def test_a_failed_cell_is_marked_and_left_out_and_the_grid_goes_on(finished):
+  grid, _ = finished
+  failed, = [c for c in grid.sweep_cells() if c.method == "spam"]
+  assert read_result(failed).status == "failed"
+  assert "non-finite" in open(os.path.join(failed.run_dir, "train.log")).read()
+  rows = json.load(open(os.path.join(grid.out_dir, "results.json")))["rows"]
+  assert [r["method"] for r in rows] == ["full_rank"]
+
+
+def test_an_interrupted_cell_resumes_and_finished_cells_never_rerun(finished):
+  grid, half = finished
+  log = open(os.path.join(half.run_dir, "train.log")).read()
+  assert f"resuming {half.run_dir} at step 3" in log
+  steps = [r["step"] for r in map(json.loads, open(os.path.join(half.run_dir, "metrics.jsonl")))
+           if "loss" in r]
+  assert steps == [1, 2, 3, 4, 5, 6]
+  mtimes = {c.name: os.path.getmtime(os.path.join(c.run_dir, "train.log"))
+            for c in grid.sweep_cells()}
+  assert run_cells(grid.sweep_cells()) == {}  # done and failed cells both stay as they are
+  assert mtimes == {c.name: os.path.getmtime(os.path.join(c.run_dir, "train.log"))
+                    for c in grid.sweep_cells()}
+
+
+def test_the_report_has_a_table_csv_and_two_png_plots(finished):
+  grid, _ = finished
+  for path in write_report(grid, os.path.join(grid.out_dir, "report")):
+    assert os.path.getsize(path) > 0
+    if path.endswith(".png"):
+      assert open(path, "rb").read(8) == b"\x89PNG\r\n\x1a\n"
+  text = open(os.path.join(grid.out_dir, "report", "results.md")).read()
+  assert "| nano | full_rank |" in text and "Learning-rate sweep" in text
+
+
+def test_subprocess_workers_train_a_cell_exactly_as_in_process(finished, tmp_path):
+  grid, half = finished
+  cell = grid.sweep_cells()[1]  # trained in one go (unlike ``half``)
+  assert cell != half
+  twin = _grid(tmp_path, learning_rates={"full_rank": (cell.learning_rate, 0.003)})
+  statuses = run_cells(twin.sweep_cells(), workers=2, poll_s=0.2)
+  assert set(statuses.values()) == {0}
+  assert _summary(twin.sweep_cells()[0])["val_loss"] == _summary(cell)["val_loss"]
+
+
+def test_emitted_jobs_are_the_cells_commands_stage_by_stage(tmp_path, capsys):
+  grid = _grid(tmp_path)
+  path = tmp_path / "grid.yaml"
+  path.write_text(yaml.safe_dump({"out_dir": str(tmp_path), "sizes": ["nano"],
+                                  "methods": ["full_rank"], "seeds": [0, 1],
+                                  "overrides": TINY,
+                                  "learning_rates": {"full_rank": [0.001, 0.01]}}))
+  assert cli.main(["benchmark", str(path), "--emit-jobs", "-"]) == 0
+  header, *lines = capsys.readouterr().out.splitlines()
+  assert "sweep stage, 2 jobs" in header
+  for line, cell in zip(lines, grid.sweep_cells(), strict=True):
+    program, command, *args = shlex.split(line)
+    assert (program, command) == ("lowrank-jax", "train")
+    assert load_config(overrides=args) == cell.config()
+  stage, _ = job_lines(grid)
+  assert stage == "sweep"
+
+
+@pytest.mark.parametrize("fields, message", [
+    ({"methods": ("full_rank", "nope")}, "grid methods has unknown 'nope'"),
+    ({"sizes": ()}, "grid sizes is empty"),
+    ({"seeds": (0, 0)}, "grid seeds=[0, 0] must be distinct"),
+    ({"learning_rates": {"galore": (0.01,)}}, "learning_rates names 'galore'"),
+    ({"learning_rates": {"full_rank": (0.01, -1)}}, r"learning_rates\['full_rank'\]"),
+])
+def test_a_bad_grid_is_a_one_line_error(tmp_path, fields, message):
+  with pytest.raises(ValueError, match=message):
+    _grid(tmp_path, **fields)
+
+
+def test_a_bad_cell_config_is_caught_before_anything_runs(tmp_path):
+  grid = _grid(tmp_path, overrides=tuple(TINY) + ("optimizer.lr=1",))
+  with pytest.raises(ValueError, match=r"grid cell nano/full_rank/lr0.001_seed0: unknown config"):
+    run_grid(grid)
+  assert os.listdir(tmp_path) == []
+
+
+def test_bad_grid_files_and_keys_exit_2_naming_them(tmp_path, capsys):
+  path = tmp_path / "grid.yaml"
+  path.write_text("out_dir: x\nsizes: [nano]\nmethods: [full_rank]\nseed: [0]\n")
+  assert cli.main(["benchmark", str(path)]) == 2
+  assert "unknown grid key 'seed'" in capsys.readouterr().err
+  assert cli.main(["benchmark", str(tmp_path / "none.yaml")]) == 2
+  assert "does not exist" in capsys.readouterr().err
+
+
+def _row(method, ppls):
+  runs = tuple(CellResult(None, "done", {"val_ppl": p}) for p in ppls)
+  return MethodRow("nano", method, 0.01, runs, runs[:1])
+
+
+def test_findings_compare_the_orderings_the_paper_reports():
+  lines = findings([_row("full_rank", [20.0, 22.0]), _row("galore", [25.0, 25.0]),
+                    _row("fira", [26.0, 27.0]), _row("low_rank", [40.0]),
+                    _row("low_rank_restarts", [35.0])])
+  text = "\n".join(lines)
+  assert "full-rank is best: holds (full_rank 21.00 ± 1.41 vs galore 25.00" in text
+  assert "restarts improve Low-Rank: holds" in text and "difference 5.00" in text
+  assert "Fira at or below GaLore: differs (fira 26.50 ± 0.71 vs galore 25.00" in text
+  assert "SLTrain" not in text and lines[-1].endswith("difference -1.50)")
+
+
+def test_the_shipped_grids_load_and_every_cell_validates():
+  root = os.path.join(os.path.dirname(__file__), "..", "..", "experiments", "grids")
+  names = sorted(os.listdir(root))
+  assert "nano.yaml" in names and "paper.yaml" in names
+  for name in names:
+    grid = Grid.load(os.path.join(root, name))
+    grid.check()
+    assert len(grid.sweep_cells()) >= len(grid.methods) * len(grid.sizes)
