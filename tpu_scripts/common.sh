@@ -1,10 +1,12 @@
 # shellcheck shell=bash
 # Shared helpers of the tpu_scripts, sourced by each script (never run on its own).
 #
-# A script declares its options with `option`/`flag`, calls `parse_args "$@"`, validates
-# with `require`/`check_match`/`check_choice`, and runs every side effect through `run`
-# (or `write_file`): under --dry-run those print the command, quoted with printf %q so the
-# printed lines are themselves a runnable shell script, and execute nothing.
+# A script declares its options with `option`/`flag` or a shared group (tpu_options,
+# queued_options, repo_option, venv_option, log_options), calls `parse_args "$@"` (which also
+# validates the groups), checks its own options with `require`/`check_match`/`check_choice`
+# (a one-line error naming the value, exit status 2), and runs every side effect through
+# `run`, `run_piped`, `run_exec` or `write_file`: under --dry-run those print the command,
+# quoted so that the printed lines are themselves a runnable shell script, and execute nothing.
 
 if ((BASH_VERSINFO[0] < 4 || (BASH_VERSINFO[0] == 4 && BASH_VERSINFO[1] < 4))); then
   echo "tpu_scripts need bash >= 4.4 (this is $BASH_VERSION; on macOS: brew install bash)" >&2
@@ -178,7 +180,7 @@ check_positive_int() {
   check_match "$1" '^[1-9][0-9]*$' "$2" "a positive integer"
 }
 
-# ---- TPU VM options shared by create/install/launch/logs/delete ----
+# ---- the TPU VM scripts' option groups ----
 
 # Declare --name/--zone/--project (defaults from TPU_NAME, TPU_ZONE, TPU_PROJECT).
 tpu_options() {
@@ -293,16 +295,16 @@ help_launched() {
 # The per-host log file, relative to the repository; $(hostname) expands on the worker.
 remote_log_path() {
   # shellcheck disable=SC2016  # $(hostname) is meant for the worker's shell
-  printf '%q.$(hostname).log' "$LOG_DIR/$LOG_NAME"
+  printf '%s.$(hostname).log' "$(quote "$LOG_DIR/$LOG_NAME")"
 }
 
 # The worker's shell code for PATH: quoted, relative to the worker's $HOME unless absolute.
 remote_home_path() {
   if [[ $1 == /* ]]; then
-    printf %q "$1"
+    quote "$1"
   else
     # shellcheck disable=SC2016  # $HOME is the worker's
-    printf '"$HOME"/%q' "$1"
+    printf '"$HOME"/%s' "$(quote "$1")"
   fi
 }
 

@@ -42,14 +42,14 @@ check_no_rest
 check_match "$PYTHON_VERSION" '^3\.[0-9]+(\.[0-9]+)?$' --python "a Python version like 3.12"
 require "$JAX_SPEC" --jax
 
-repo=$(printf %q "$REMOTE_REPO")
+repo=$(quote "$REMOTE_REPO")
 # pip and uv read a bare relative name as a package name: make it a path.
 [[ $REMOTE_REPO == /* ]] || repo_path="./$repo"
 if [[ -n $GIT_URL ]]; then
   check_match "$GIT_URL" '^(https://|git@|ssh://|file://)' --git "a git URL (https://, git@, ssh:// or file://)"
   clone=(git clone --depth=1)
   [[ -z $BRANCH ]] || clone+=(--branch "$BRANCH")
-  get_repo="if [ -d $repo/.git ]; then git -C $repo fetch --depth=1 origin $(printf %q "${BRANCH:-HEAD}")"
+  get_repo="if [ -d $repo/.git ]; then git -C $repo fetch --depth=1 origin $(quote "${BRANCH:-HEAD}")"
   get_repo+=" && git -C $repo checkout --force FETCH_HEAD; else $(quote "${clone[@]}" "$GIT_URL") $repo; fi"
 else
   SOURCE_DIR=${SOURCE_DIR:-$REPO_ROOT}
@@ -66,10 +66,10 @@ else
   get_repo="mkdir -p $repo && tar -xzf $archive -C $repo && rm -f $archive"
 fi
 
-venv=$(printf %q "$REMOTE_VENV")
+venv=$(quote "$REMOTE_VENV")
 # shellcheck disable=SC2016  # $HOME is the worker's
 uv='"$HOME/.local/bin/uv"'
 tpu_ssh all "set -euo pipefail; $get_repo; \
 python3 -m pip install --user --quiet --upgrade uv; \
-$uv venv --allow-existing --python $(printf %q "$PYTHON_VERSION") $venv; \
-$uv pip install --python $venv/bin/python -e ${repo_path:-$repo} $(printf %q "$JAX_SPEC")"
+$uv venv --allow-existing --python $(quote "$PYTHON_VERSION") $venv; \
+$uv pip install --python $venv/bin/python -e ${repo_path:-$repo} $(quote "$JAX_SPEC")"

@@ -40,8 +40,8 @@ pid=${log%.log}.pid
 venv=$(remote_home_path "$REMOTE_VENV")
 tpu_ssh all "set -euo pipefail; \
 export VIRTUAL_ENV=$venv PATH=$venv/bin:\"\$PATH\"; \
-cd $(printf %q "$REMOTE_REPO"); \
-mkdir -p $(printf %q "$LOG_DIR"); \
+cd $(quote "$REMOTE_REPO"); \
+mkdir -p $(quote "$LOG_DIR"); \
 if [ -f $pid ] && kill -0 \"\$(cat $pid)\" 2>/dev/null; then \
 echo \"\$(hostname): pid \$(cat $pid) of an earlier launch is still running (stop.sh)\" >&2; exit 1; fi; \
 nohup $(quote "${REST[@]}") >$log 2>&1 </dev/null & \

@@ -34,7 +34,7 @@ check_no_rest
 
 tail=(tail -n "$LINES")
 ((NO_FOLLOW)) || tail+=(-F)
-script="cd $(printf %q "$REMOTE_REPO") && $(quote "${tail[@]}") $(remote_log_path)"
+script="cd $(quote "$REMOTE_REPO") && $(quote "${tail[@]}") $(remote_log_path)"
 if [[ ! $WORKER =~ ^[0-9]+$ ]]; then
   # shellcheck disable=SC2016  # $(hostname) is meant for the worker's shell
   script+=' | sed -u "s/^/[$(hostname)] /"'

@@ -28,5 +28,5 @@ check_choice "$SIGNAL" --signal TERM INT KILL
 check_no_rest
 
 log=$(remote_log_path)
-tpu_ssh all "cd $(printf %q "$REMOTE_REPO") && kill -$SIGNAL \"\$(cat ${log%.log}.pid)\" && \
+tpu_ssh all "cd $(quote "$REMOTE_REPO") && kill -$SIGNAL \"\$(cat ${log%.log}.pid)\" && \
 echo \"\$(hostname): sent SIG$SIGNAL\""

@@ -312,7 +312,8 @@ def test_install_by_git_clone_then_update(fake, source_repo):
 def test_launch_passes_the_command_word_for_word(fake, source_repo):
   assert fake.run("install.sh", *TPU, "--source", str(source_repo)).returncode == 0
   fake.clear()
-  _, [ssh] = run_and_compare(fake, "launch.sh", *TPU, "--", "lowrank-jax", *AWKWARD_ARGS)
+  logs = ("--log-dir", "run logs")
+  _, [ssh] = run_and_compare(fake, "launch.sh", *TPU, *logs, "--", "lowrank-jax", *AWKWARD_ARGS)
   assert ssh[3:6] == ["tpu-vm", "ssh", "my-tpu"] and "--worker=all" in ssh
   runs = fake.wait_for("lowrank-jax", 2)
   assert len(runs) == 2
@@ -322,7 +323,7 @@ def test_launch_passes_the_command_word_for_word(fake, source_repo):
     assert run["argv"] == AWKWARD_ARGS
     assert run["cwd"] == str(home / "lowrank_jax")
     assert run["exe"] == str(home / "lowrank_jax_venv" / "bin" / "lowrank-jax")
-    log = home / "lowrank_jax" / "logs" / f"train.{host}.log"
+    log = home / "lowrank_jax" / "run logs" / f"train.{host}.log"
     pid = log.with_suffix(".pid")
     deadline = time.monotonic() + 10
     while not log.read_text() and time.monotonic() < deadline:
@@ -334,7 +335,7 @@ def test_launch_passes_the_command_word_for_word(fake, source_repo):
   busy = subprocess.Popen(["sleep", "60"])
   try:
     pid.write_text(f"{busy.pid}\n")
-    result = fake.run("launch.sh", *TPU, "--", "lowrank-jax", "again")
+    result = fake.run("launch.sh", *TPU, *logs, "--", "lowrank-jax", "again")
     assert result.returncode == 1
     assert f"{host}: pid {busy.pid} of an earlier launch is still running" in result.stderr
     time.sleep(0.5)
