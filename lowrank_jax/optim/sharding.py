@@ -11,8 +11,12 @@ family, SPAM, plain ``optax.adam``, chains, partitions, ``inject_hyperparams``,
    ``params['layer']['kernel']``); a leaf that matches no parameter (counts,
    hyperparameters) is replicated;
 2. a leaf with the parameter's number of axes keeps the mesh axes of every axis
-   whose size is the parameter's, and replicates the axes that changed size
-   (the rank axis of a moment or projector);
+   whose size is the parameter's; an axis that changed size (the rank axis of a
+   moment or projector) frees its mesh axes, which move to the last axis that
+   has none and that they divide (so a ``(r, f)`` moment of a ``(d, f)`` kernel
+   sharded ``(fsdp, None)`` becomes ``(None, fsdp)``, not replicated). Only
+   ``Auto`` mesh axes move: under ``Explicit`` axes shardings are types, and a
+   moved axis would make the update's matmuls produce illegal shardings;
 3. a leaf whose shape is a prefix of the parameter's (per-matrix norms of a
    layer stack) keeps the mesh axes of that prefix; other shapes are replicated;
 4. any axis whose size the mesh axes do not divide is replicated instead of
@@ -21,12 +25,12 @@ family, SPAM, plain ``optax.adam``, chains, partitions, ``inject_hyperparams``,
 >>> import jax, jax.numpy as jnp
 >>> from jax.sharding import PartitionSpec as P
 >>> import lowrank_jax.optim as lro
->>> mesh = jax.make_mesh((2, 4), ("fsdp", "tensor"))
+>>> mesh = jax.make_mesh((2, 4), ("fsdp", "tensor"), axis_types=(jax.sharding.AxisType.Auto,) * 2)
 >>> params = {"kernel": jax.ShapeDtypeStruct((16, 8), jnp.float32)}
 >>> specs = state_partition_specs(lro.galore(0.01, rank=2), params, {"kernel": P("fsdp", "tensor")}, mesh)
 >>> lowrank = specs[0].inner_states["projected"].inner_state
->>> lowrank.projector["kernel"], lowrank.mu["kernel"], lowrank.count
-(P(None, 'tensor'), P('fsdp', None), P())
+>>> lowrank.projector["kernel"], lowrank.mu["kernel"], lowrank.count  # projector (2, 8), mu (16, 2)
+(P('fsdp', 'tensor'), P('fsdp', None), P())
 """
 
 from __future__ import annotations
@@ -36,7 +40,7 @@ from typing import Any
 
 import jax
 import optax
-from jax.sharding import Mesh, NamedSharding, PartitionSpec
+from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
 
 
 def _is_spec(x) -> bool:
@@ -67,20 +71,34 @@ def _fits(size: int, axes, mesh: Mesh) -> bool:
     return size % math.prod(mesh.shape[name] for name in names) == 0
 
 
+def _auto(axes, mesh: Mesh) -> bool:
+    names = axes if isinstance(axes, tuple) else (axes,)
+    types = dict(zip(mesh.axis_names, mesh.axis_types))
+    return all(types[name] == AxisType.Auto for name in names)
+
+
 def leaf_spec(shape: tuple, owner: tuple[tuple, tuple] | None, mesh: Mesh) -> PartitionSpec:
     """The spec of one state leaf of ``shape`` given its owner's (shape, spec)."""
     if owner is None or not shape:
         return PartitionSpec()
     param_shape, param_spec = owner
+    freed = []
     if len(shape) == len(param_shape):
         spec = [axes if size == param_size else None
                 for size, param_size, axes in zip(shape, param_shape, param_spec)]
+        freed = [axes for size, param_size, axes in zip(shape, param_shape, param_spec)
+                 if size != param_size and axes is not None and _auto(axes, mesh)]
     elif len(shape) < len(param_shape) and tuple(shape) == param_shape[:len(shape)]:
         spec = list(param_spec[:len(shape)])
     else:
         return PartitionSpec()
     spec = [axes if axes is not None and _fits(size, axes, mesh) else None
             for size, axes in zip(shape, spec)]
+    for axes in freed:
+        free = [dim for dim in range(len(shape))
+                if spec[dim] is None and _fits(shape[dim], axes, mesh)]
+        if free:
+            spec[free[-1]] = axes
     return PartitionSpec(*spec)
 
 

@@ -47,32 +47,40 @@ GB = 1e9
 
 
 def case_config(size: str, method: str, dtype: str, devices: int = 1, fsdp: int = 1,
-                seq_len: int = 256) -> TrainConfig:
+                seq_len: int = 256, tensor: int = 1, overrides: Sequence[str] = ()) -> TrainConfig:
   """The config of one case: ``method`` on the ``size`` preset at its paper rank.
 
   Args:
     size: a model preset (``nano`` ... ``7b``).
     method: a name of :data:`lowrank_jax.train.methods.METHODS`.
     dtype: a dtype policy name (``fp32``, ``bf16``, ``mixed``).
-    devices: devices of the mesh (its batch has one sequence per device).
-    fsdp: how many of them shard the state (the rest replicate it).
+    devices: devices of the mesh (its batch has one sequence per data-parallel device).
+    fsdp: how many of them shard the state along ``fsdp``.
     seq_len: tokens per sequence of the compiled step's batch.
+    tensor: the tensor-parallel width (``devices / (fsdp * tensor)`` replicate the state).
+    overrides: further ``key=value`` config overrides, applied last.
   """
   if size not in PAPER_RANKS:
     raise ValueError(f"size {size!r} is unknown; expected one of {list(PAPER_RANKS)}")
-  if devices % fsdp:
-    raise ValueError(f"fsdp={fsdp} does not divide devices={devices}")
+  if devices % (fsdp * tensor):
+    raise ValueError(f"fsdp={fsdp} x tensor={tensor} does not divide devices={devices}")
   rank = PAPER_RANKS[size]
+  data = devices // (fsdp * tensor)
   overrides = [f"model.preset={size}", f"model.dtype={dtype}", "model.scan_layers=true",
-               f"optimizer.method={method}", f"mesh.data={devices // fsdp}", f"mesh.fsdp={fsdp}",
-               "mesh.tensor=1", f"data.seq_len={seq_len}", f"data.global_batch_size={devices}",
-               f"eval.batch_size={devices}"]
+               f"optimizer.method={method}", f"mesh.data={data}", f"mesh.fsdp={fsdp}",
+               f"mesh.tensor={tensor}", f"data.seq_len={seq_len}",
+               f"data.global_batch_size={data * fsdp}", f"eval.batch_size={data * fsdp}",
+               *_method_overrides(method, rank), *overrides]
+  return load_config(overrides=overrides)
+
+
+def _method_overrides(method: str, rank: int) -> list[str]:
+  overrides = list(REQUIRED_OPTIONS.get(method, []))
   if method in RANK_OPTION_METHODS:
     overrides.append(f"optimizer.options.rank={rank}")
-  overrides += REQUIRED_OPTIONS.get(method, [])
   if method in METHODS and METHODS[method].linear_kind != "dense":
     overrides.append(f"model.linear.rank={rank}")
-  return load_config(overrides=overrides)
+  return overrides
 
 
 @dataclasses.dataclass(frozen=True)

@@ -56,6 +56,33 @@ def test_axes_a_mesh_axis_does_not_divide_are_replicated(mesh):
     assert leaf_spec((7,), None, mesh) == P()
 
 
+def test_a_mesh_axis_freed_by_the_rank_axis_moves_to_the_last_axis_it_divides(mesh):
+    # (r, f) moment of a (d, f) kernel sharded (fsdp, None): fsdp moves to f.
+    assert leaf_spec((4, 32), ((16, 32), ("fsdp", None)), mesh) == P(None, "fsdp")
+    # (L, d, r) of an (L, d, f) stack sharded (None, None, tensor): the last axis 4 divides.
+    assert leaf_spec((6, 16, 3), ((6, 16, 32), (None, None, "tensor")), mesh) == P(None, "tensor", None)
+    # Nothing it divides (and the kept axes stay): replicated, as before.
+    assert leaf_spec((3, 5), ((16, 5), ("fsdp", None)), mesh) == P(None, None)
+    explicit = jax.make_mesh((2, 4), ("fsdp", "tensor"),
+                             axis_types=(jax.sharding.AxisType.Explicit,) * 2)
+    assert leaf_spec((4, 32), ((16, 32), ("fsdp", None)), explicit) == P(None, None)
+
+
+@pytest.mark.parametrize("name", ["galore", "fira", "apollo", "golore"])
+def test_under_pure_fsdp_no_projected_state_is_replicated(name):
+    """Kernels sharded on one axis only (the other has no fsdp): every state leaf with more
+    entries than a layer's count of matrices is split 8 ways."""
+    fsdp = jax.make_mesh((8,), ("fsdp",), axis_types=(jax.sharding.AxisType.Auto,))
+    params = {"up": jax.ShapeDtypeStruct((4, 16, 40), jnp.float32),
+              "down": jax.ShapeDtypeStruct((4, 40, 16), jnp.float32)}
+    specs = {"up": P(None, "fsdp", None), "down": P(None, None, "fsdp")}
+    state = jax.eval_shape(FACTORIES[name]().init, params)
+    shardings = lro.state_shardings(FACTORIES[name](), params, specs, fsdp)
+    for leaf, sharding in zip(jax.tree.leaves(state), jax.tree.leaves(shardings)):
+        if leaf.size > 4:
+            assert sharding.shard_shape(leaf.shape) != leaf.shape, (leaf.shape, sharding.spec)
+
+
 @pytest.mark.parametrize("optimizer", [
     optax.adamw(1e-3),
     optax.inject_hyperparams(optax.adam)(learning_rate=1e-3),
