@@ -312,21 +312,17 @@ def main() -> None:
     header = ["method", "steady ms", "refresh ms", f"amortised ms (T={args.gap})", "floor ms",
               "amortised / floor", "reference / ours", "state MiB", "state / AdamW"]
     rows = report_rows(results, floors, args.gap)
-    markdown = "\n".join([
-        f"## Optimizer update, {num_matrices} LLaMA target matrices (hidden {shape.hidden}, "
-        f"intermediate {shape.intermediate}, {shape.layers} layers), rank {rank}, T = {args.gap}, fp32",
-        "",
-        f"device: {jax.devices()[0].device_kind}; interleaved medians of {args.repeats} steady and "
-        f"{args.refresh_repeats} refresh steps; floor = the projection matmuls alone "
-        f"(GaLore family two per matrix, APOLLO one), timed in this run",
-        "",
-        timing.markdown_table(header, rows),
-        *(f"- note: {note}" for note in notes),
-    ])
-    name = "optim_bench_quick" if args.quick else "optim_bench"
-    timing.write_report(name, markdown, {
-        "args": vars(args), "floors_s": floors, "notes": notes,
-        "results": {k: dataclasses.asdict(v) for k, v in results.items()}})
+    timing.write_report(
+        "optim_bench_quick" if args.quick else "optim_bench",
+        f"Optimizer update, {num_matrices} LLaMA target matrices (hidden {shape.hidden}, "
+        f"intermediate {shape.intermediate}, {shape.layers} layers), rank {rank}, "
+        f"T = {args.gap}, fp32",
+        [f"device: {jax.devices()[0].device_kind}; interleaved medians of {args.repeats} steady "
+         f"and {args.refresh_repeats} refresh steps; floor = the projection matmuls alone "
+         "(GaLore family two per matrix, APOLLO one), timed in this run",
+         *(f"- note: {note}" for note in notes)],
+        header, rows, {"args": vars(args), "floors_s": floors, "notes": notes,
+                       "results": {k: dataclasses.asdict(v) for k, v in results.items()}})
 
 
 if __name__ == "__main__":

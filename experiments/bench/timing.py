@@ -99,9 +99,12 @@ def markdown_table(header: Sequence[str], rows: Sequence[Sequence]) -> str:
     return "\n".join(lines)
 
 
-def write_report(name: str, markdown: str, record: dict) -> str:
-    """Prints ``markdown`` and writes it and ``record`` (plus the environment) under
-    ``experiments/results/bench/<name>.{md,json}``; returns the JSON path."""
+def write_report(name: str, title: str, notes: Sequence[str], header: Sequence[str],
+                 rows: Sequence[Sequence], record: dict) -> str:
+    """Prints a Markdown report (``## title``, the notes, the table) and writes it and
+    ``record`` (plus the environment) under ``experiments/results/bench/<name>.{md,json}``;
+    returns the JSON path."""
+    markdown = "\n".join([f"## {title}", "", *notes, "", markdown_table(header, rows)])
     print(markdown, flush=True)
     os.makedirs(RESULTS, exist_ok=True)
     base = os.path.join(RESULTS, name)

@@ -168,15 +168,12 @@ def main() -> None:
         record[method] = pair
     header = ["optimizer", "stack", "steady s", "first (refresh) s", "tokens/s steady",
               f"tokens/s amortised (T={args.gap})", "ours / HF speed"]
-    markdown = "\n".join([
-        f"## Train step, LLaMA {args.model}, fp32, {args.batch} x {args.seq} tokens, CPU",
-        "",
-        f"torch threads {torch.get_num_threads()}; medians of {args.repeats} steady and "
-        f"{args.refresh_repeats} first steps",
-        "",
-        timing.markdown_table(header, rows),
-    ])
-    timing.write_report("train_step_bench", markdown, {"args": vars(args), "results": record})
+    timing.write_report(
+        "train_step_bench", f"Train step, LLaMA {args.model}, fp32, {args.batch} x {args.seq} "
+        "tokens, CPU",
+        [f"torch threads {torch.get_num_threads()}; medians of {args.repeats} steady and "
+         f"{args.refresh_repeats} first steps"],
+        header, rows, {"args": vars(args), "results": record})
 
 
 if __name__ == "__main__":
