@@ -16,6 +16,7 @@ import os
 import shlex
 import subprocess
 import sys
+import threading
 import time
 
 import tqdm
@@ -33,9 +34,29 @@ def _train_command(cell: Cell) -> list[str]:
 
 
 def _latest(cell: Cell) -> str:
+  """The cell's newest logged step: its loss and tokens/s, for the grid's progress bar."""
   records = read_metrics(os.path.join(cell.run_dir, "metrics.jsonl"))
   losses = [r for r in records if "loss" in r]
-  return f"{cell.method} step {losses[-1]['step']} loss {losses[-1]['loss']:.3f}" if losses else ""
+  return (f"{cell.name} step {losses[-1]['step']} loss {losses[-1]['loss']:.3f} "
+          f"{losses[-1]['tokens_per_s']:,.0f} tok/s" if losses else cell.name)
+
+
+@contextlib.contextmanager
+def _showing_progress(bar, cells, poll_s: float):
+  """Refreshes the bar's postfix with the running cells' latest steps every ``poll_s``."""
+  stop = threading.Event()
+
+  def refresh():
+    while not stop.wait(poll_s):
+      bar.set_postfix_str(" | ".join(_latest(c) for c in list(cells)))
+
+  thread = threading.Thread(target=refresh, daemon=True)
+  thread.start()
+  try:
+    yield
+  finally:
+    stop.set()
+    thread.join()
 
 
 def _start(cell: Cell):
@@ -78,17 +99,29 @@ def run_cells(cells: list[Cell], workers: int = 1, retry_failed: bool = False,
   """Runs the cells that are not finished; returns ``{cell name: exit status}`` of those run."""
   todo = [c for c in cells if read_result(c).status not in
           (("done",) if retry_failed else ("done", "failed"))]
-  statuses: dict[str, int] = {}
   bar = tqdm.tqdm(total=len(cells), initial=len(cells) - len(todo), desc=desc, unit="run",
                   dynamic_ncols=True)
-  if workers == 1:
-    for cell in todo:
-      bar.set_postfix_str(cell.name)
-      with _start(cell) as log:
-        statuses[cell.name] = _train_here(cell, log)
-      _finish(cell, statuses[cell.name], bar)
-    bar.close()
-    return statuses
+  current: list[Cell] = []  # the cells being trained, for the progress bar
+  with _showing_progress(bar, current, poll_s):
+    statuses = (_in_this_process if workers == 1 else _in_subprocesses)(
+        todo, workers, bar, current, poll_s)
+  bar.close()
+  return statuses
+
+
+def _in_this_process(todo, workers, bar, current, poll_s) -> dict[str, int]:
+  del workers, poll_s
+  statuses = {}
+  for cell in todo:
+    current[:] = [cell]
+    with _start(cell) as log:
+      statuses[cell.name] = _train_here(cell, log)
+    _finish(cell, statuses[cell.name], bar)
+  return statuses
+
+
+def _in_subprocesses(todo, workers, bar, current, poll_s) -> dict[str, int]:
+  statuses = {}
   running: dict[str, tuple[Cell, subprocess.Popen, object]] = {}
   try:
     while todo or running:
@@ -97,6 +130,7 @@ def run_cells(cells: list[Cell], workers: int = 1, retry_failed: bool = False,
         log = _start(cell)
         running[cell.name] = (cell, subprocess.Popen(_train_command(cell), stdout=log,
                                                      stderr=subprocess.STDOUT), log)
+      current[:] = [c for c, _, _ in running.values()]
       time.sleep(poll_s)
       for name, (cell, process, log) in list(running.items()):
         if process.poll() is None:
@@ -105,13 +139,11 @@ def run_cells(cells: list[Cell], workers: int = 1, retry_failed: bool = False,
         del running[name]
         statuses[name] = process.returncode
         _finish(cell, process.returncode, bar)
-      bar.set_postfix_str(" | ".join(filter(None, (_latest(c) for c, _, _ in running.values()))))
   finally:
     for _, process, log in running.values():  # interrupted: the runs resume next time
       process.terminate()
       process.wait()
       log.close()
-    bar.close()
   return statuses
 
 

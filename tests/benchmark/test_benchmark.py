@@ -133,7 +133,7 @@ def test_emitted_jobs_are_the_cells_commands_stage_by_stage(tmp_path, capsys):
 @pytest.mark.parametrize("fields, message", [
     ({"methods": ("full_rank", "nope")}, "grid methods has unknown 'nope'"),
     ({"sizes": ()}, "grid sizes is empty"),
-    ({"seeds": (0, 0)}, "grid seeds=[0, 0] must be distinct"),
+    ({"seeds": (0, 0)}, r"grid seeds=\[0, 0\] must be distinct"),
     ({"learning_rates": {"galore": (0.01,)}}, "learning_rates names 'galore'"),
     ({"learning_rates": {"full_rank": (0.01, -1)}}, r"learning_rates\['full_rank'\]"),
 ])
