@@ -182,3 +182,28 @@ def test_the_shipped_grids_load_and_every_cell_validates():
     grid = Grid.load(os.path.join(root, name))
     grid.check()
     assert len(grid.sweep_cells()) >= len(grid.methods) * len(grid.sizes)
+
+
+@pytest.mark.parametrize("args, expected", [
+    (["/data/tfds", "seed=3"], ["data.data_dir=/data/tfds", "seed=3"]),
+    (["seed=3"], ["data.source=embedded", "data.tokenizer=embedded", "data.vocab_size=8192",
+                  "model.overrides.vocab_size=8192", "seed=3"]),
+])
+def test_the_accelerator_script_runs_the_60m_grid_on_c4_or_offline(tmp_path, args, expected):
+  import subprocess
+  import sys
+
+  root = os.path.join(os.path.dirname(__file__), "..", "..")
+  script = os.path.join(root, "experiments", "gpu_60m.sh")
+  assert subprocess.run(["shellcheck", script]).returncode == 0
+  fake = tmp_path / "lowrank-jax"  # records its arguments instead of training
+  fake.write_text(f"#!{sys.executable}\nimport json, sys\nprint(json.dumps(sys.argv[1:]))\n")
+  fake.chmod(0o755)
+  env = {**os.environ, "PATH": f"{tmp_path}:{os.environ['PATH']}"}
+  out = subprocess.run([script, *args], env=env, capture_output=True, text=True, check=True)
+  command, grid, *overrides = json.loads(out.stdout)
+  assert (command, grid) == ("benchmark", "experiments/grids/gpu_60m.yaml")
+  assert overrides == expected
+  cells = Grid.load(os.path.join(root, grid), overrides).sweep_cells()
+  assert {c.method for c in cells} == {"full_rank", "galore", "low_rank", "low_rank_restarts"}
+  assert all(c.config().model.preset == "60m" for c in cells)
