@@ -3,8 +3,10 @@ r"""The projection refresh spread over devices: each device decomposes whole mat
 A refresh decomposes every matrix of a batch ``G`` of shape ``(B, m, n)`` (a
 layer stack, or any leaf in the layout of
 :func:`lowrank_jax.optim.projection.to_matrices`). Left to XLA, a decomposition
-of sharded matrices is computed on every device after an all-gather of the whole
-batch: ``D`` devices hold ``B m n`` floats each and do all ``B`` decompositions.
+of sharded matrices is computed on every device after an all-gather: each of the
+``D`` devices gathers all ``B m n`` floats (at once for a batched decomposition,
+one matrix per step of the CPU loop of :mod:`lowrank_jax.optim.linalg`) and does
+all ``B`` decompositions.
 Spread over the ``D = prod(mesh.shape[a] for a in axes)`` devices of the mesh
 ``axes``, device ``d`` instead decomposes only whole matrices of its slice:
 
@@ -23,6 +25,11 @@ decomposition runs under :func:`jax.shard_map` on each device's block; the
 results (the projectors, ``r / n`` of the batch's size) come back sharded over
 the batch axis, and XLA (or, under ``Explicit`` mesh axes, the caller) reshards
 them to the state's sharding.
+
+The optimizers use it through
+``ProjectionOptions(refresh_axes=("data", "fsdp", "tensor"))`` (with
+``refresh_mesh=mesh``, or the mesh of ``jax.set_mesh``); without a mesh, or on
+one device, the refresh is the undistributed one.
 
 >>> import jax, jax.numpy as jnp
 >>> mesh = jax.make_mesh((jax.device_count(),), ("x",))
