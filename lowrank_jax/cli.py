@@ -5,6 +5,8 @@
     lowrank-jax export --checkpoint RUN_DIR --out DIR        HF LlamaForCausalLM weights
     lowrank-jax memory [--sizes ...] [--methods ...] [--dtype bf16] [--devices 1 8] [--out DIR]
                                                              weights + optimizer memory table
+    lowrank-jax memory --topology v5e:16x16 [--tensor N] [--hbm-gb G] [--sizes ...] [--methods ...]
+                                                             the step compiled for a pod, per chip
     lowrank-jax benchmark GRID.yaml [--workers N] [--emit-jobs FILE] [--report-only] [key=value ...]
                                                              run a grid of runs, table + plots
 
@@ -52,7 +54,15 @@ def _parser() -> argparse.ArgumentParser:
   memory.add_argument("--no-compile", action="store_true",
                       help="skip compiling the train step (state bytes only; fast)")
   memory.add_argument("--out", default=None, metavar="DIR",
-                      help="write memory.md, memory.csv and memory.png here")
+                      help="write memory.md, memory.csv and memory.png here (with --topology: "
+                           "topology.md and topology.csv)")
+  memory.add_argument("--topology", default=None, metavar="NAME",
+                      help="compile each step for a described topology instead: v5e:16x16 "
+                           "(needs libtpu: the tpu-aot extra) or cpu:N; fails if out of memory")
+  memory.add_argument("--tensor", type=int, default=1, metavar="N",
+                      help="with --topology: tensor-parallel width (the rest is fsdp)")
+  memory.add_argument("--hbm-gb", type=float, default=None, metavar="G",
+                      help="with --topology: memory per device in GiB (default: the chip's)")
   benchmark = commands.add_parser("benchmark", help="run a grid of methods x sizes x seeds")
   benchmark.add_argument("grid", metavar="GRID.yaml", help="a grid file (experiments/grids/)")
   benchmark.add_argument("overrides", nargs="*", metavar="key=value",
@@ -104,11 +114,18 @@ def _export(args) -> None:
   print(f"exported step {step} of {args.checkpoint} to {args.out}")
 
 
-def _memory(args) -> None:
-  if max(args.devices) > 1 and "xla_force_host_platform_device_count" not in \
-      os.environ.get("XLA_FLAGS", ""):  # fake CPU devices; must precede jax's start
+def _use_fake_cpu_devices(count: int) -> None:
+  """Asks for ``count`` fake CPU devices unless XLA_FLAGS names a count; before jax starts."""
+  if count > 1 and "xla_force_host_platform_device_count" not in os.environ.get("XLA_FLAGS", ""):
     os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
-                               f" --xla_force_host_platform_device_count={max(args.devices)}")
+                               f" --xla_force_host_platform_device_count={count}")
+
+
+def _memory(args) -> None:
+  if args.topology:
+    _memory_on_topology(args)
+    return
+  _use_fake_cpu_devices(max(args.devices))
   from lowrank_jax.train.memory import markdown_table, memory_rows, write_report
   from lowrank_jax.train.methods import METHODS
 
@@ -117,6 +134,31 @@ def _memory(args) -> None:
   print(markdown_table(rows), end="")
   if args.out:
     print("wrote " + ", ".join(write_report(rows, args.out)))
+
+
+def _memory_on_topology(args) -> None:
+  kind, _, count = args.topology.partition(":")
+  os.environ.setdefault("JAX_PLATFORMS", "cpu")  # this host only compiles
+  if kind == "cpu" and count.isdigit():
+    _use_fake_cpu_devices(int(count))
+  from lowrank_jax.train.memory import validate_cases
+  from lowrank_jax.train.methods import METHODS
+  from lowrank_jax.train.topology import (GIB, compile_case, out_of_memory_message, topology_table,
+                                          write_topology_report)
+
+  methods = args.methods or sorted(METHODS)
+  validate_cases(args.sizes, methods, args.dtype, [])
+  if args.hbm_gb is not None and args.hbm_gb <= 0:
+    raise ValueError(f"--hbm-gb={args.hbm_gb} must be positive")
+  hbm = None if args.hbm_gb is None else int(args.hbm_gb * GIB)
+  cases = [compile_case(size, method, args.dtype, args.topology, args.tensor, hbm)
+           for size in args.sizes for method in methods]
+  print(topology_table(cases), end="")
+  if args.out:
+    print("wrote " + ", ".join(write_topology_report(cases, args.out)))
+  failure = out_of_memory_message(cases)
+  if failure:
+    raise ValueError(failure)
 
 
 def _benchmark(args) -> None:

@@ -118,7 +118,8 @@ class MemoryRow:
     return None if measured is None else measured / self.full_rank_bytes
 
 
-def _validate(sizes, methods, dtype, device_counts):
+def validate_cases(sizes, methods, dtype, device_counts) -> None:
+  """One-line ValueErrors for unknown sizes, methods or dtype and unavailable device counts."""
   for size in sizes:
     if size not in PRESETS:
       raise ValueError(f"size {size!r} is unknown; expected some of {list(PRESETS)}")
@@ -145,7 +146,7 @@ def memory_rows(sizes: Sequence[str], methods: Sequence[str], dtype: str,
     device_counts: mesh sizes, each at most ``len(jax.devices())``.
     compile_step: also lower and compile each train step (slow for large models).
   """
-  _validate(sizes, methods, dtype, device_counts)
+  validate_cases(sizes, methods, dtype, device_counts)
   rows = []
   for size in sizes:
     full_rank = analytic_memory(case_config(size, "full_rank", dtype).model_config(),
@@ -198,10 +199,22 @@ def _shown(value) -> str:
 
 def markdown_table(rows: Sequence[MemoryRow]) -> str:
   """The rows as a Markdown table (GB = 1e9 bytes; ``n/a`` where there is no number)."""
-  lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
-  for row in rows:
-    lines.append("| " + " | ".join(_shown(v) for v in _values(row).values()) + " |")
+  return table_text(COLUMNS, [_values(row) for row in rows])
+
+
+def table_text(columns: Sequence[str], values: Sequence[dict]) -> str:
+  """A Markdown table of ``columns``, one row per dict of ``values`` (``n/a`` for None)."""
+  lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+  for row in values:
+    lines.append("| " + " | ".join(_shown(row[column]) for column in columns) + " |")
   return "\n".join(lines) + "\n"
+
+
+def write_csv(path: str, columns: Sequence[str], values: Sequence[dict]) -> None:
+  with open(path, "w", newline="") as f:
+    writer = csv.DictWriter(f, columns)
+    writer.writeheader()
+    writer.writerows(values)
 
 
 def _on_fewest_devices(rows: Sequence[MemoryRow]) -> list[MemoryRow]:
@@ -254,9 +267,6 @@ def write_report(rows: Sequence[MemoryRow], out_dir: str) -> list[str]:
   with open(paths[0], "w") as f:
     f.write("# Memory: weights + optimizer state (paper.md section 5) against the program\n\n"
             + _headline(rows) + "\n" + markdown_table(rows))
-  with open(paths[1], "w", newline="") as f:
-    writer = csv.DictWriter(f, COLUMNS)
-    writer.writeheader()
-    writer.writerows(_values(row) for row in rows)
+  write_csv(paths[1], COLUMNS, [_values(row) for row in rows])
   _bar_chart(rows, paths[2])
   return paths
