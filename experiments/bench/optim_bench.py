@@ -47,7 +47,8 @@ from experiments.bench import timing
 
 LEARNING_RATE = 1e-3  # irrelevant to the timings; any valid value
 GOLORE_TOTAL_STEPS = 10_000  # the 60M run's length; GoLore switches to random projectors late
-REFERENCES = {"galore": "galore-torch", "fira": "fira (torch)", "apollo": "apollo_torch"}
+REFERENCES = {"galore": "galore-torch", "fira": "fira (torch)", "apollo": "apollo_torch",
+              "apollo (stored projector)": "apollo_torch"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -117,6 +118,9 @@ def candidate_methods(rank: int, gap: int) -> tuple[dict[str, Callable], list[st
             notes.append(f"lowrank_jax.optim.{name} not available yet: skipped")
             continue
         methods[name] = lambda factory=factory, kwargs=kwargs: factory(LEARNING_RATE, **kwargs)
+    if "apollo" in methods:
+        methods["apollo (stored projector)"] = lambda: optim.apollo(
+            LEARNING_RATE, rank=rank, update_proj_gap=gap, store_projector=True)
     if "galore" in methods and hasattr(optim, "ProjectionOptions"):
         randomized = optim.ProjectionOptions(refresh="randomized")
         methods["galore (randomized refresh)"] = lambda: optim.galore(
@@ -290,6 +294,9 @@ def main() -> None:
         torch.set_num_threads(2)
     except ImportError:
         pass
+    # The one-thread LAPACK lowrank_jax sets on first use, set before any contender
+    # (optax.contrib.galore's SVDs call the same library).
+    importlib.import_module("lowrank_jax.optim.linalg").single_threaded_lapack()
 
     methods, notes = candidate_methods(rank, args.gap)
     makers = {name: (jax_contender, factory) for name, factory in methods.items()}
