@@ -29,7 +29,7 @@ import jax
 import orbax.checkpoint as ocp
 
 from lowrank_jax.data import checkpoint_restore_args, checkpoint_save_args
-from lowrank_jax.train import digests
+from lowrank_jax.train import digests, distributed
 from lowrank_jax.train.config import CheckpointSection
 from lowrank_jax.train.state import TrainState
 
@@ -173,7 +173,8 @@ class Checkpointer:
     """``(step, state, meta)`` of the newest readable checkpoint, ``None`` if there is none.
 
     An unreadable checkpoint is reported and moved to ``set_aside/<step>`` (nothing is
-    deleted), so that later saves and ``keep`` never mistake it for a good one.
+    deleted), so that later saves and ``keep`` never mistake it for a good one; with several
+    processes, process 0 moves it once all have given up on it.
 
     Args:
       abstract_state: the restore target (shapes, dtypes, shardings).
@@ -185,10 +186,13 @@ class Checkpointer:
       try:
         return (step, *self.restore(step, abstract_state, data))
       except UnreadableCheckpoint as error:
-        os.makedirs(set_aside, exist_ok=True)
-        shutil.move(self.step_dir(step), os.path.join(set_aside, str(step)))
+        distributed.barrier(f"unreadable checkpoint {step}")
+        if jax.process_index() == 0:
+          os.makedirs(set_aside, exist_ok=True)
+          shutil.move(self.step_dir(step), os.path.join(set_aside, str(step)))
+          report(f"{error}; moved it to {set_aside}, trying the next older checkpoint")
+        distributed.barrier(f"set aside checkpoint {step}")
         self.manager.reload()
-        report(f"{error}; moved it to {set_aside}, trying the next older checkpoint")
     return None
 
   def newest_readable_before(self, step: int) -> int | None:

@@ -281,6 +281,51 @@ class FaultsSection:
         raise ValueError(f"faults.{name}={steps!r} must be a list of step numbers >= 1")
 
 
+@dataclasses.dataclass(frozen=True)
+class DistributedSection:
+  """The processes of a multi-host run (see :mod:`lowrank_jax.train.distributed`).
+
+  Every host runs the same command; left all unset (and ``auto`` off), the run is one
+  process. Each unset field is read from ``JAX_COORDINATOR_ADDRESS``, ``JAX_NUM_PROCESSES``
+  or ``JAX_PROCESS_ID`` when set. ``run_dir`` must be on a filesystem every host sees.
+
+  Attributes:
+    auto: let JAX detect the processes from the cluster (TPU VM pod slices, SLURM, Open MPI,
+      Kubernetes); the fields below, when set, win over what it detects.
+    coordinator_address: ``HOST:PORT`` of the coordinator, which process 0 serves.
+    num_processes: how many processes (usually one per host) take part.
+    process_id: this process's rank, in ``[0, num_processes)``.
+    initialization_timeout: seconds to wait for every process to connect.
+  """
+
+  auto: bool = False
+  coordinator_address: str | None = None
+  num_processes: int | None = None
+  process_id: int | None = None
+  initialization_timeout: int = 300
+
+  def __post_init__(self):
+    if not isinstance(self.auto, bool):
+      raise ValueError(f"distributed.auto={self.auto!r} must be true or false")
+    address = self.coordinator_address
+    if address is not None:
+      host, _, port = str(address).rpartition(":")
+      if not (isinstance(address, str) and host and port.isdigit() and 0 < int(port) < 65536):
+        raise ValueError(f"distributed.coordinator_address={address!r} must be HOST:PORT")
+    for name, least in (("num_processes", 1), ("process_id", 0)):
+      value = getattr(self, name)
+      if value is not None and (type(value) is not int or value < least):
+        raise ValueError(f"distributed.{name}={value!r} must be an integer >= {least} or null")
+    if None not in (self.num_processes, self.process_id) and \
+        self.process_id >= self.num_processes:
+      raise ValueError(f"distributed.process_id={self.process_id} must be below "
+                       f"distributed.num_processes={self.num_processes}")
+    timeout = self.initialization_timeout
+    if type(timeout) is not int or timeout < 1:
+      raise ValueError(f"distributed.initialization_timeout={timeout!r} must be a positive "
+                       "integer (seconds)")
+
+
 # The embedded default run: the nano model on the embedded corpus, minutes on a CPU.
 NANO_DATA = DataConfig(vocab_size=4096, seq_len=128, global_batch_size=32, mode="packed",
                        validation_tokens=100_000)
@@ -305,6 +350,7 @@ class TrainConfig:
   eval: EvalSection = EvalSection()
   logging: LoggingSection = LoggingSection()
   faults: FaultsSection = FaultsSection()
+  distributed: DistributedSection = DistributedSection()
 
   def __post_init__(self):
     batch, accum = self.data.global_batch_size, self.schedule.grad_accum

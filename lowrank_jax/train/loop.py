@@ -14,6 +14,10 @@ finishes the current step (or evaluation), saves a checkpoint and returns cleanl
 A non-finite step is skipped inside the jitted step; its flag is fetched one step late (the
 device never waits for the host) and after ``faults.max_bad_steps`` in a row the run saves
 its last good state and raises ``FloatingPointError``.
+
+A multi-host run (see :mod:`lowrank_jax.train.distributed`) runs this same loop in every
+process: all of them step, evaluate, save and restore checkpoints together; only process 0
+writes ``config.yaml``, metrics, the progress bar, ``summary.json`` and the plot.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ import jax
 import yaml
 
 from lowrank_jax.data import make_train_iterator, make_validation_batches
+from lowrank_jax.train import distributed
 from lowrank_jax.train import mesh as mesh_lib
 from lowrank_jax.train import nonfinite
 from lowrank_jax.train.checkpoint import Checkpointer
@@ -41,7 +46,7 @@ from lowrank_jax.train.step import make_train_step
 
 
 class StopRequest:
-  """Turns SIGTERM and SIGINT into a flag the loop checks after every step."""
+  """Turns SIGTERM and SIGINT into a flag the loop checks after every step (:meth:`agreed`)."""
 
   def __init__(self):
     self.signal: int | None = None
@@ -60,9 +65,24 @@ class StopRequest:
     for sig, handler in self._previous.items():
       signal.signal(sig, handler)
 
+  def agreed(self, step: int, every: int) -> int | None:
+    """The signal to stop on after ``step``, the same in every process.
+
+    One process stops on its own flag. Several compare their flags after every ``every``-th
+    step (a small all-gather) and stop together on any one's signal, so that none goes on
+    stepping while another saves; a signal so waits up to ``every`` steps.
+    """
+    if jax.process_count() == 1:
+      return self.signal
+    if step % every:
+      return None
+    return distributed.largest(self.signal or 0) or None
+
 
 def prepare_run_dir(config: TrainConfig) -> bool:
   """Creates ``run_dir`` with its ``config.yaml``; returns whether a run is being resumed.
+
+  Every process reads; process 0 alone writes, once all have looked, so they agree.
 
   Raises:
     ValueError: ``run_dir`` is a file or holds a run of a different model.
@@ -70,17 +90,19 @@ def prepare_run_dir(config: TrainConfig) -> bool:
   if os.path.exists(config.run_dir) and not os.path.isdir(config.run_dir):
     raise ValueError(f"run_dir {config.run_dir!r} is a file, not a directory")
   path = os.path.join(config.run_dir, "config.yaml")
-  if os.path.exists(path):
+  resumed = os.path.exists(path)
+  if resumed:
     with open(path) as f:
       saved = yaml.safe_load(f)
     if saved.get("model") != to_dict(config)["model"]:
       raise ValueError(f"run_dir {config.run_dir!r} holds a run of a different model "
                        f"({saved.get('model')}); choose a new run_dir")
-    return True
-  os.makedirs(config.run_dir, exist_ok=True)
-  with open(path, "w") as f:
-    yaml.safe_dump(to_dict(config), f, sort_keys=False)
-  return False
+  distributed.barrier("prepare_run_dir")
+  if not resumed and jax.process_index() == 0:
+    os.makedirs(config.run_dir, exist_ok=True)
+    with open(path, "w") as f:
+      yaml.safe_dump(to_dict(config), f, sort_keys=False)
+  return resumed
 
 
 @dataclasses.dataclass
@@ -110,6 +132,7 @@ def train(config: TrainConfig) -> dict:
     FloatingPointError: ``faults.max_bad_steps`` non-finite steps in a row (checkpoint saved).
     CheckpointSaveError: a checkpoint could not be written (the previous one is intact).
   """
+  distributed.initialize(config.distributed)  # before anything touches a device
   with StopRequest() as stop_request:  # from the start: a preemption may come at any time
     return _train(config, stop_request)
 
@@ -134,8 +157,9 @@ def _train(config: TrainConfig, stop_request: StopRequest) -> dict:
   logger = MetricsLogger(config.run_dir, config.logging.tensorboard, enabled=is_main)
   first, total = int(state.step), config.schedule.total_steps
   progress = Progress(total, first, enabled=is_main and config.logging.progress)
+  note = progress.write if is_main else lambda message: None
   if resumed:
-    progress.write(f"resuming {config.run_dir} at step {first}")
+    note(f"resuming {config.run_dir} at step {first}")
   window, stop, step = _Window(), None, first
   streak = nonfinite.NonFiniteStreak(config.faults.max_bad_steps)
   unchecked = None  # (step, finite flag) of the previous step
@@ -143,8 +167,8 @@ def _train(config: TrainConfig, stop_request: StopRequest) -> dict:
   def halted_by(checked) -> bool:
     at_step, finite = checked[0], bool(jax.device_get(checked[1]))
     if not finite:
-      progress.write(f"step {at_step}: non-finite loss or gradient norm, update skipped "
-                     f"({streak.in_a_row + 1} in a row)")
+      note(f"step {at_step}: non-finite loss or gradient norm, update skipped "
+           f"({streak.in_a_row + 1} in a row)")
     return streak.observe(at_step, finite)
 
   def save(at_step: int):
@@ -158,8 +182,8 @@ def _train(config: TrainConfig, stop_request: StopRequest) -> dict:
     unchecked = (step, metrics["finite"])
     if step == total and not halted:
       halted, unchecked = halted_by(unchecked), None
-    if (step % config.logging.every == 0 or step == total or stop_request.signal
-        or halted):
+    signalled = stop_request.agreed(step, config.logging.every)
+    if step % config.logging.every == 0 or step == total or signalled or halted:
       record, tokens = window.flush()
       tokens_seen += tokens
       logger.log(step, {**record, "tokens_seen": tokens_seen})
@@ -169,8 +193,8 @@ def _train(config: TrainConfig, stop_request: StopRequest) -> dict:
       break
     if config.eval.every and step % config.eval.every == 0 and step != total:
       logger.log(step, run.evaluate(state))
-    if stop_request.signal:
-      stop = signal.Signals(stop_request.signal).name
+    if signalled:
+      stop = signal.Signals(signalled).name
       break
     if config.checkpoint.every and step % config.checkpoint.every == 0:
       save(step)

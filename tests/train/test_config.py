@@ -39,12 +39,28 @@ def test_round_trip_through_dict():
     ("checkpoint.keep=0", "checkpoint.keep=0"),
     ("nonsense", "override 'nonsense' is not of the form key=value"),
     ("optimizer.b1=high", "optimizer.b1='high' is not a number"),
+    ("distributed.coordinator_address=localhost", "coordinator_address='localhost' must be HOST"),
+    ("distributed.coordinator_address=host:70000", "coordinator_address='host:70000' must be"),
+    ("distributed.num_processes=0", "distributed.num_processes=0 must be an integer >= 1"),
+    ("distributed.process_id=-1", "distributed.process_id=-1 must be an integer >= 0"),
+    ("distributed.auto=yes please", "distributed.auto='yes please' must be true or false"),
+    ("distributed.initialization_timeout=0", "distributed.initialization_timeout=0 must be"),
 ])
 def test_bad_values_raise_one_line_errors(override, message):
   with pytest.raises(ValueError) as error:
     load_config(overrides=[override])
   assert message in str(error.value)
   assert "\n" not in str(error.value)
+
+
+def test_distributed_section_checks_the_rank_against_the_process_count():
+  cfg = load_config(overrides=["distributed.coordinator_address=10.0.0.1:8476",
+                               "distributed.num_processes=4", "distributed.process_id=3"])
+  assert (cfg.distributed.coordinator_address, cfg.distributed.num_processes,
+          cfg.distributed.process_id) == ("10.0.0.1:8476", 4, 3)
+  assert load_config(base=to_dict(cfg)) == cfg
+  with pytest.raises(ValueError, match="process_id=4 must be below distributed.num_processes=4"):
+    load_config(overrides=["distributed.num_processes=4", "distributed.process_id=4"])
 
 
 def test_missing_config_file_is_named(tmp_path):
@@ -71,9 +87,9 @@ def test_every_shipped_experiment_config_loads():
     assert cfg.data.global_batch_size == 512 and cfg.model.dtype == "bf16"
     name = os.path.basename(size)[len("llama_"):-len(".yaml")]
     methods = glob.glob(os.path.join(root, "methods", f"*_{name}.yaml"))
-    assert len(methods) == len(METHODS) - 2  # every method but the adamw/full_rank baseline
+    assert len(methods) == len(METHODS) - 1  # every method but adamw, full_rank's alias
     for method in methods:
       layered = load_config([size, method])
-      assert layered.optimizer.method != "adamw"
+      assert layered.optimizer.method == os.path.basename(method)[:-len(f"_{name}.yaml")]
       build_optimizer(layered.optimizer_section(),
                       make_schedule(layered.optimizer.learning_rate, layered.schedule))
