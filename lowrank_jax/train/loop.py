@@ -182,8 +182,8 @@ def _train(config: TrainConfig, stop_request: StopRequest) -> dict:
     unchecked = (step, metrics["finite"])
     if step == total and not halted:
       halted, unchecked = halted_by(unchecked), None
-    signalled = stop_request.agreed(step, config.logging.every)
-    if step % config.logging.every == 0 or step == total or signalled or halted:
+    if (step % config.logging.every == 0 or step == total or stop_request.signal
+        or halted):
       record, tokens = window.flush()
       tokens_seen += tokens
       logger.log(step, {**record, "tokens_seen": tokens_seen})
@@ -193,6 +193,7 @@ def _train(config: TrainConfig, stop_request: StopRequest) -> dict:
       break
     if config.eval.every and step % config.eval.every == 0 and step != total:
       logger.log(step, run.evaluate(state))
+    signalled = stop_request.agreed(step, config.logging.every)  # a log step when agreed
     if signalled:
       stop = signal.Signals(signalled).name
       break
