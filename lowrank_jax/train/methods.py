@@ -20,6 +20,7 @@ import jax
 import optax
 
 from lowrank_jax import optim
+from lowrank_jax.optim.projection import check_projection_options
 from lowrank_jax.optim.tree_utils import path_names
 
 TARGET_LINEARS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
@@ -38,7 +39,7 @@ class Method:
   """A named training method.
 
   Attributes:
-    build: ``build(schedule, section) -> optax transform``.
+    build: ``build(schedule, section, mesh) -> optax transform``.
     linear_kind: the parameterization of the target linears it trains (``dense``, ...).
     restarts: refactorization and momentum reset every 200 steps unless the section says
       otherwise (the paper's ``*_restarts``).
@@ -51,13 +52,14 @@ class Method:
   merge_lora: bool = False
 
 
-def _adam_family(schedule, section) -> optax.GradientTransformation:
+def _adam_family(schedule, section, mesh=None) -> optax.GradientTransformation:
   """AdamW on every parameter, with the paper's restarts where the section asks for them.
 
   ``momentum_reset`` wraps only the moments (so the schedule's count is not reset), the
   learning rate recovers after each reset (:func:`restart_schedule`), and
   ``refactorize`` wraps the whole optimizer because it needs the updated factors.
   """
+  del mesh  # nothing to spread
   moments = optax.scale_by_adam(section.b1, section.b2, section.eps)
   learning_rate = schedule
   if section.reset_every:
@@ -71,17 +73,41 @@ def _adam_family(schedule, section) -> optax.GradientTransformation:
   return tx
 
 
+def projection_options(values: dict, mesh=None) -> optim.ProjectionOptions:
+  """``optimizer.options.projection`` (a YAML mapping) as :class:`ProjectionOptions`.
+
+  ``refresh_axes`` spreads the projector refreshes over those axes of the run's ``mesh``.
+
+  >>> projection_options({"refresh": "randomized", "refresh_axes": ["fsdp"]}).refresh_axes
+  ('fsdp',)
+  """
+  fields = optim.ProjectionOptions._fields
+  unknown = sorted(set(values) - set(fields) - {"refresh_mesh"})
+  if unknown:
+    raise ValueError(f"optimizer.options.projection has unknown key {unknown[0]!r}; allowed: "
+                     f"{sorted(set(fields) - {'refresh_mesh', 'dimension_numbers'})}")
+  values = dict(values)
+  if values.get("refresh_axes") is not None:
+    values["refresh_axes"] = tuple(values["refresh_axes"])
+    values["refresh_mesh"] = mesh
+  return check_projection_options(optim.ProjectionOptions(**values))
+
+
 def _projected(factory: Callable) -> Callable:
-  def build(schedule, section):
+  def build(schedule, section, mesh=None):
+    options = dict(section.options)
+    if "projection" in options:
+      options["options"] = projection_options(options.pop("projection"), mesh)
     return factory(schedule, b1=section.b1, b2=section.b2, eps=section.eps,
-                   weight_decay=section.weight_decay, mask=target_mask, **section.options)
+                   weight_decay=section.weight_decay, mask=target_mask, **options)
   return build
 
 
 def _every_parameter(factory: Callable) -> Callable:
   """A method that routes the parameters itself: the Adam hyperparameters and
   ``section.options`` (e.g. LoRO's period ``every``) go to its factory."""
-  def build(schedule, section):
+  def build(schedule, section, mesh=None):
+    del mesh  # nothing to spread
     return factory(schedule, b1=section.b1, b2=section.b2, eps=section.eps,
                    weight_decay=section.weight_decay, **section.options)
   return build
@@ -116,11 +142,12 @@ def get_method(name: str) -> Method:
   return METHODS[name]
 
 
-def build_optimizer(section, schedule: optax.Schedule) -> optax.GradientTransformation:
-  """The transform of ``section.method``, with global-norm clipping first if configured."""
+def build_optimizer(section, schedule: optax.Schedule, mesh=None) -> optax.GradientTransformation:
+  """The transform of ``section.method``, with global-norm clipping first if configured;
+  ``mesh`` is the run's (a projected method may spread its refreshes over it)."""
   method = get_method(section.method)
   try:
-    tx = method.build(schedule, section)
+    tx = method.build(schedule, section, mesh)
   except TypeError as error:  # an option the method does not take
     raise ValueError(f"optimizer.options={section.options!r} do not fit method "
                      f"{section.method!r}: {error}") from None

@@ -64,7 +64,7 @@ class Run:
     model_config = config.model_config()
     mesh = mesh_lib.make_mesh(config.mesh, devices)
     schedule = make_schedule(config.optimizer.learning_rate, config.schedule)
-    tx = build_optimizer(config.optimizer_section(), schedule)
+    tx = build_optimizer(config.optimizer_section(), schedule, mesh)
     return cls(config, model_config, tokenizer, mesh, schedule, tx,
                model_graphdef(model_config), train_state_shardings(model_config, tx, mesh),
                mesh_lib.batch_sharding(mesh))

@@ -48,6 +48,14 @@ def train_steps(run, steps, vary_batch=True):
   return state, losses
 
 
+def compiled_step_text(run) -> str:
+  step_fn = jax.jit(make_train_step(run.graphdef, run.tx, run.schedule),
+                    in_shardings=(run.shardings, run.data_sharding),
+                    out_shardings=(run.shardings, mesh_lib.replicated(run.mesh)))
+  batch = {k: jax.ShapeDtypeStruct((8, 16), jnp.int32) for k in ("input_ids", "loss_mask")}
+  return step_fn.lower(run.abstract_state(), batch).compile().as_text()
+
+
 @pytest.mark.parametrize("method", sorted(METHODS))
 def test_every_named_method_trains_20_steps_on_8_devices_with_the_loss_going_down(method):
   run = make_run(method, "optimizer.learning_rate=0.01")
@@ -55,6 +63,20 @@ def test_every_named_method_trains_20_steps_on_8_devices_with_the_loss_going_dow
   _, losses = train_steps(run, 20, vary_batch=False)  # one batch, memorised
   assert np.isfinite(losses).all(), losses
   assert np.mean(losses[-3:]) < losses[0] - 0.1, losses
+
+
+def test_galore_with_refreshes_spread_over_the_fsdp_devices_trains_as_without():
+  fsdp = ["mesh.data=1", "mesh.fsdp=8", "model.overrides.num_layers=2"]
+  spread = make_run("galore", *fsdp, "optimizer.options.projection.refresh_axes=[fsdp]")
+  moves = lambda run: compiled_step_text(run).count(" all-to-all(")
+  assert moves(spread) > moves(make_run("galore", *fsdp))  # stacks moved to whole matrices
+  _, expected = train_steps(make_run("galore", *fsdp), 6)
+  _, losses = train_steps(spread, 6)
+  np.testing.assert_allclose(losses, expected, rtol=1e-5)
+  with pytest.raises(ValueError, match="optimizer.options.projection has unknown key 'axes'"):
+    make_run("galore", "optimizer.options.projection.axes=[fsdp]")
+  with pytest.raises(ValueError, match="refresh_axes"):
+    make_run("galore", "optimizer.options.projection.refresh_axes=[nope]")
 
 
 def test_the_sltrain_support_survives_training_and_a_checkpoint_restore(tmp_path):
