@@ -87,10 +87,14 @@ def _print_summary(summary: dict) -> None:
 
 
 def _train(args) -> None:
+  import jax
+
   from lowrank_jax.train.config import load_config
   from lowrank_jax.train.loop import train
 
-  summary = train(load_config(args.config, args.overrides))
+  summary = train(load_config(args.config, args.overrides))  # connects the processes first
+  if jax.process_index():  # the other processes of a multi-host run print nothing
+    return
   print("\nsummary")
   _print_summary(summary)
   if "unigram_ppl" in summary:

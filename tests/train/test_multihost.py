@@ -68,10 +68,14 @@ def start_in_processes(run_dir, count: int, *extra, cache=None) -> list:
           for rank in range(count)]
 
 
-def finish(children: list) -> None:
+def finish(children: list) -> list[str]:
+  """Waits for ``children`` to exit 0; returns their outputs."""
+  outputs = []
   for rank, child in enumerate(children):
     output, _ = child.communicate(timeout=400)  # a heavily shared CPU is slow
-    assert child.returncode == 0, f"process {rank}:\n{output.decode()[-3000:]}"
+    outputs.append(output.decode())
+    assert child.returncode == 0, f"process {rank}:\n{outputs[-1][-3000:]}"
+  return outputs
 
 
 def test_two_processes_match_one_stop_together_and_resume(tmp_path, spawn):
@@ -81,7 +85,8 @@ def test_two_processes_match_one_stop_together_and_resume(tmp_path, spawn):
   first = spawn(run_dir, 2, helpers.FOREVER, cache=cache)
   helpers.wait_until(first[0], lambda: helpers.logged_steps(run_dir) >= 2)
   first[1].send_signal(signal.SIGTERM)  # to process 1 alone: both stop after the same step
-  finish(first)
+  outputs = finish(first)
+  assert ["\nsummary\n" in output for output in outputs] == [True, False]  # process 0 prints
   stopped = json.loads((run_dir / "summary.json").read_text())
   assert stopped["stopped_by"] == "SIGTERM"
   assert helpers.committed_steps(run_dir)[-1] == stopped["steps"]
