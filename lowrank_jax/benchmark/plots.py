@@ -23,19 +23,30 @@ def _figure(rows: list[MethodRow]):
   return plt, fig, dict(zip(sizes, axes[0]))
 
 
-def _smooth(values: np.ndarray, window: int = 5) -> np.ndarray:
+def _styles(rows: list[MethodRow]) -> dict[str, dict]:
+  """One colour and line style per method, the same in both plots (16 methods, 20 colours)."""
+  import matplotlib
+
+  methods = list(dict.fromkeys(r.method for r in rows))
+  colours = matplotlib.colormaps["tab20"].colors
+  return {m: {"color": colours[i % len(colours)], "linestyle": ("-", "--")[i // len(colours) % 2]}
+          for i, m in enumerate(methods)}
+
+
+def _smooth(values: np.ndarray, window: int = 3) -> np.ndarray:
   kernel = np.ones(min(window, len(values))) / min(window, len(values))
   return np.convolve(values, kernel, mode="valid")
 
 
 def plot_loss_curves(rows: list[MethodRow], out_png: str) -> None:
   plt, fig, axes = _figure(rows)
+  styles = _styles(rows)
   for row in rows:
     curve = np.asarray(row.runs[0].curve())
     if len(curve):
       smoothed = _smooth(curve[:, 1])
       axes[row.size].plot(curve[len(curve) - len(smoothed):, 0], smoothed, label=row.method,
-                          linewidth=1.2)
+                          linewidth=1.2, **styles[row.method])
   for size, ax in axes.items():
     ax.set(title=f"training loss, {size}", xlabel="step", ylabel="cross-entropy (nats)")
     ax.grid(alpha=0.3)
@@ -47,10 +58,12 @@ def plot_loss_curves(rows: list[MethodRow], out_png: str) -> None:
 
 def plot_ppl_vs_memory(rows: list[MethodRow], out_png: str) -> None:
   plt, fig, axes = _figure(rows)
+  styles = _styles(rows)
   for row in rows:
     mean, std = row.ppl()
     ax = axes[row.size]
-    ax.errorbar(row.state_bytes / 2**20, mean, yerr=std or 0, fmt="o", capsize=3)
+    ax.errorbar(row.state_bytes / 2**20, mean, yerr=std or 0, fmt="o", capsize=3,
+                color=styles[row.method]["color"])
     ax.annotate(row.method, (row.state_bytes / 2**20, mean), fontsize=7,
                 xytext=(4, 3), textcoords="offset points")
   for size, ax in axes.items():
