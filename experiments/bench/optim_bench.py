@@ -274,6 +274,7 @@ def parse_args() -> argparse.Namespace:
                         help="timed refresh steps per method (each runs every SVD; median)")
     parser.add_argument("--rank", type=int, default=None, help="projection rank (default 128; 16 with --quick)")
     parser.add_argument("--gap", type=int, default=200, help="refresh period T of the projected methods")
+    parser.add_argument("--name", default=None, help="results file name (default optim_bench)")
     parser.add_argument("--only", nargs="*", default=None, help="measure only these rows (names as printed)")
     args = parser.parse_args()
     if min(args.repeats, args.refresh_repeats, args.gap, args.rank or 1) < 1:
@@ -320,7 +321,7 @@ def main() -> None:
               "amortised / floor", "reference / ours", "state MiB", "state / AdamW"]
     rows = report_rows(results, floors, args.gap)
     timing.write_report(
-        "optim_bench_quick" if args.quick else "optim_bench",
+        args.name or ("optim_bench_quick" if args.quick else "optim_bench"),
         f"Optimizer update, {num_matrices} LLaMA target matrices (hidden {shape.hidden}, "
         f"intermediate {shape.intermediate}, {shape.layers} layers), rank {rank}, "
         f"T = {args.gap}, fp32",

@@ -12,6 +12,14 @@ every pool thread can end up waiting and the program deadlocks. This was seen he
 On CPU the SVD uses LAPACK's QR-based driver: the default divide-and-conquer one was
 measured 70x slower on small matrices (126 ms vs 1.8 ms for two 64 x 96 matrices).
 
+jaxlib's CPU LAPACK is SciPy's OpenBLAS, called from XLA's own intra-op threads. A
+multithreaded OpenBLAS there oversubscribes the cores, and its spinning threads collapse
+when other work shares them: on a 2-core machine under load, the SVD of a 256 x 683 matrix
+took 3.6 to 14 s with OpenBLAS' default threads and 0.5 s with one. So the first CPU
+decomposition traced here sets SciPy's OpenBLAS to one thread (:func:`single_threaded_lapack`),
+unless ``OPENBLAS_NUM_THREADS`` is set, which is then respected. NumPy's own OpenBLAS (a
+separate library) is left alone.
+
 >>> import jax.numpy as jnp
 >>> x = jnp.arange(24.0).reshape(2, 4, 3) ** 0.5
 >>> q, r = qr(x)
@@ -24,10 +32,36 @@ True
 
 from __future__ import annotations
 
+import ctypes
+import functools
+import glob
+import os
 from typing import Callable
 
 import jax
 from jax import lax
+
+
+@functools.cache
+def single_threaded_lapack() -> bool:
+  """Sets SciPy's OpenBLAS (jaxlib's CPU LAPACK) to one thread; True if it did.
+
+  A no-op (False) when ``OPENBLAS_NUM_THREADS`` is set or SciPy's LAPACK is not OpenBLAS.
+  """
+  if "OPENBLAS_NUM_THREADS" in os.environ:
+    return False
+  try:
+    import scipy.linalg.cython_lapack  # noqa: F401  (loads the library jaxlib calls)
+  except ImportError:
+    return False
+  libs = os.path.join(os.path.dirname(os.path.dirname(scipy.linalg.__file__)), "..", "scipy.libs")
+  done = False
+  for path in glob.glob(os.path.join(libs, "libscipy_openblas*.so*")):
+    setter = getattr(ctypes.CDLL(path), "scipy_openblas_set_num_threads", None)
+    if setter is not None:
+      setter(1)
+      done = True
+  return done
 
 
 def _leading_replicated(x: jax.Array) -> jax.Array:
@@ -43,6 +77,7 @@ def _one_matrix_per_call(decompose: Callable) -> Callable:
 
   @jax.custom_batching.custom_vmap
   def single(matrix):
+    single_threaded_lapack()
     return decompose(matrix)
 
   @single.def_vmap

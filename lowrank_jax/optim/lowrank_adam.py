@@ -137,7 +137,8 @@ def limit_norm_growth(update: jax.Array, step: LowRankStep, gamma) -> tuple[jax.
 def scale_by_lowrank_adam(method: Method, *, rank: int, update_proj_gap: int,
                           options: proj.ProjectionOptions, b1=0.9, b2=0.999, eps=1e-6,
                           moment_dtype=None, uses_norm: bool = False,
-                          random_from_step: int | None = None) -> optax.GradientTransformation:
+                          random_from_step: int | None = None,
+                          store_projector: bool = False) -> optax.GradientTransformation:
     """Adam on projected gradients; ``method`` turns the step into an update.
 
     Args:
@@ -152,6 +153,10 @@ def scale_by_lowrank_adam(method: Method, *, rank: int, update_proj_gap: int,
       uses_norm: whether ``method`` keeps a limiter norm per matrix.
       random_from_step: from this step on, refreshes draw random orthonormal
         projectors (GoLore); None never switches.
+      store_projector: keep a Gaussian projector in the state (drawn at its
+        refreshes) instead of regenerating it from its key at every step: ``p x r``
+        more floats per matrix, no per-step random draw (on CPU, drawing the 60M
+        model's projectors cost more than projecting its gradients).
 
     Returns:
       An ``optax.GradientTransformation`` with state :class:`LowRankAdamState`.
@@ -162,7 +167,8 @@ def scale_by_lowrank_adam(method: Method, *, rank: int, update_proj_gap: int,
     options = proj.check_projection_options(options)
     refresher = proj.make_refresher(options.refresh, rank, options.oversample,
                                     options.power_iterations, random_from_step)
-    stores_projector = options.refresh != "gaussian" or options.moment_policy == "reproject"
+    stores_projector = (store_projector or options.refresh != "gaussian"
+                        or options.moment_policy == "reproject")
     uses_keys = options.refresh != "svd" or random_from_step is not None
 
     def layouts_of(params):
@@ -233,8 +239,8 @@ def scale_by_lowrank_adam(method: Method, *, rank: int, update_proj_gap: int,
 def scale_by_projected_method(method: Method, *, rank: int, update_proj_gap: int, b1, b2, eps,
                               mask: Mask, moment_dtype, options: proj.ProjectionOptions | None,
                               default_refresh: str, default_moment_policy: str,
-                              uses_norm: bool = False,
-                              random_from_step: int | None = None) -> optax.GradientTransformation:
+                              uses_norm: bool = False, random_from_step: int | None = None,
+                              store_projector: bool = False) -> optax.GradientTransformation:
     """A method on the leaves ``mask`` selects, the references' Adam on the others.
 
     This is what every public ``scale_by_<method>`` returns: an
@@ -242,7 +248,8 @@ def scale_by_projected_method(method: Method, *, rank: int, update_proj_gap: int
     :func:`scale_by_lowrank_adam` and
     :func:`~lowrank_jax.optim.adam.scale_by_folded_adam` with the same ``b1``,
     ``b2``, ``eps`` and ``moment_dtype``. ``options`` fields left as None
-    take the method's defaults; ``random_from_step`` is passed on.
+    take the method's defaults; ``random_from_step`` and ``store_projector`` are
+    passed on.
     """
     options = proj.check_projection_options(options or proj.ProjectionOptions())
     options = options._replace(refresh=options.refresh or default_refresh,
@@ -250,7 +257,8 @@ def scale_by_projected_method(method: Method, *, rank: int, update_proj_gap: int
     lowrank = scale_by_lowrank_adam(method, rank=rank, update_proj_gap=update_proj_gap,
                                     options=options, b1=b1, b2=b2, eps=eps,
                                     moment_dtype=moment_dtype, uses_norm=uses_norm,
-                                    random_from_step=random_from_step)
+                                    random_from_step=random_from_step,
+                                    store_projector=store_projector)
     dense = scale_by_folded_adam(b1=b1, b2=b2, eps=eps, moment_dtype=moment_dtype)
     return route(lowrank, dense, mask)
 
