@@ -146,7 +146,7 @@ def out_of_memory_message(cases: Sequence[TopologyCase]) -> str | None:
 
 COLUMNS = ("size", "dtype", "method", "topology", "device_kind", "mesh", "state_per_device_gib",
            "step_argument_gib", "step_output_gib", "step_temporary_gib", "peak_per_device_gib",
-           "hbm_gib", "fits")
+           "hbm_gib", "fits", "error")
 
 
 def _gib(value: int | None) -> float | None:
@@ -163,7 +163,7 @@ def case_values(case: TopologyCase) -> dict:
           "step_argument_gib": _gib(step.argument), "step_output_gib": _gib(step.output),
           "step_temporary_gib": _gib(step.temporary),
           "peak_per_device_gib": _gib(case.peak_per_device), "hbm_gib": _gib(case.hbm_bytes),
-          "fits": {True: "yes", False: "NO", None: None}[case.fits]}
+          "fits": {True: "yes", False: "NO", None: None}[case.fits], "error": case.error}
 
 
 def topology_table(cases: Sequence[TopologyCase]) -> str:
