@@ -33,9 +33,13 @@ def _grid(out_dir, **fields) -> Grid:
   return Grid(**{**values, **fields})
 
 
+def _read(*parts, mode="r"):
+  with open(os.path.join(*parts), mode) as f:
+    return f.read()
+
+
 def _summary(cell) -> dict:
-  with open(os.path.join(cell.run_dir, "summary.json")) as f:
-    return json.load(f)
+  return json.loads(_read(cell.run_dir, "summary.json"))
 
 
 @pytest.fixture(scope="module")
@@ -59,7 +63,7 @@ def test_the_sweep_picks_the_rate_of_lowest_validation_loss_and_runs_the_other_s
   assert [read_result(c).status for c in sweep + seeds] == ["done"] * 3
   assert _summary(seeds[0])["steps"] == 6
   write_report(grid)
-  row, = json.load(open(os.path.join(grid.out_dir, "results.json")))["rows"]
+  row, = json.loads(_read(grid.out_dir, "results.json"))["rows"]
   ppl = [_summary(c)["val_ppl"] for c in sweep if c.learning_rate == best] + [
       _summary(seeds[0])["val_ppl"]]
   assert row["learning_rate"] == best and row["val_ppl"] == ppl
@@ -73,16 +77,16 @@ def test_a_failed_cell_is_marked_and_left_out_and_the_grid_goes_on(finished):
   grid, _ = finished
   failed, = [c for c in grid.sweep_cells() if c.method == "spam"]
   assert read_result(failed).status == "failed"
-  assert "non-finite" in open(os.path.join(failed.run_dir, "train.log")).read()
-  rows = json.load(open(os.path.join(grid.out_dir, "results.json")))["rows"]
+  assert "non-finite" in _read(failed.run_dir, "train.log")
+  rows = json.loads(_read(grid.out_dir, "results.json"))["rows"]
   assert [r["method"] for r in rows] == ["full_rank"]
 
 
 def test_an_interrupted_cell_resumes_and_finished_cells_never_rerun(finished):
   grid, half = finished
-  log = open(os.path.join(half.run_dir, "train.log")).read()
+  log = _read(half.run_dir, "train.log")
   assert f"resuming {half.run_dir} at step 3" in log
-  steps = [r["step"] for r in map(json.loads, open(os.path.join(half.run_dir, "metrics.jsonl")))
+  steps = [r["step"] for r in map(json.loads, _read(half.run_dir, "metrics.jsonl").splitlines())
            if "loss" in r]
   assert steps == [1, 2, 3, 4, 5, 6]
   mtimes = {c.name: os.path.getmtime(os.path.join(c.run_dir, "train.log"))
@@ -97,8 +101,8 @@ def test_the_report_has_a_table_csv_and_two_png_plots(finished):
   for path in write_report(grid, os.path.join(grid.out_dir, "report")):
     assert os.path.getsize(path) > 0
     if path.endswith(".png"):
-      assert open(path, "rb").read(8) == b"\x89PNG\r\n\x1a\n"
-  text = open(os.path.join(grid.out_dir, "report", "results.md")).read()
+      assert _read(path, mode="rb")[:8] == b"\x89PNG\r\n\x1a\n"
+  text = _read(grid.out_dir, "report", "results.md")
   assert "| nano | full_rank |" in text and "Learning-rate sweep" in text
 
 
