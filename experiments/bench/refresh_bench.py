@@ -66,6 +66,7 @@ def main() -> None:
     rank = 64 if args.quick else args.rank
     rows, record = [], {}
     key = jax.random.key(1)
+    header = ["matrix", "refresh", "seconds", "speed-up vs SVD", "captured energy vs exact SVD"]
     for shape in shapes:
         grad = realistic_gradient(shape)
         funcs = refreshers(rank)
@@ -78,14 +79,12 @@ def main() -> None:
             rows.append([f"{shape[0]} x {shape[1]}", kind, f"{seconds[kind]:.2f}",
                          f"{seconds['svd'] / seconds[kind]:.1f}", f"{quality:.4f}"])
             record[f"{shape} {kind}"] = dict(seconds=seconds[kind], captured_energy=quality)
-        print(f"measured {shape}", flush=True)
-    header = ["matrix", "refresh", "seconds", "speed-up vs SVD", "captured energy vs exact SVD"]
-    timing.write_report(
-        "refresh_bench_quick" if args.quick else "refresh_bench",
-        f"Projector refresh, rank {rank}, fp32, one matrix (CPU)",
-        [f"interleaved medians of {args.repeats} runs; gradient = decaying spectrum "
-         "(s_i = 1 / (1 + i/16)) + noise"],
-        header, rows, {"args": vars(args), "results": record})
+        timing.write_report(  # after every shape: a partial run still leaves its rows
+            "refresh_bench_quick" if args.quick else "refresh_bench",
+            f"Projector refresh, rank {rank}, fp32, one matrix (CPU)",
+            [f"interleaved medians of {args.repeats} runs; gradient = decaying spectrum "
+             "(s_i = 1 / (1 + i/16)) + noise"],
+            header, rows, {"args": vars(args), "results": record})
 
 
 if __name__ == "__main__":
