@@ -2,8 +2,8 @@ r"""APOLLO and APOLLO-Mini: the raw gradient rescaled by a low-rank Adam's ratio
 
 A random projection ``R = P^T G`` with ``P`` of i.i.d. ``N(0, 1/r)`` entries
 (regenerated from a per-matrix key every ``update_proj_gap`` steps, not
-stored unless ``store_projector``) feeds Adam moments as in GaLore; the update is the full gradient
-rescaled by how much Adam rescaled ``R``:
+stored unless ``store_projector``) feeds Adam moments as in GaLore; the update
+is the full gradient rescaled by how much Adam rescaled ``R``:
 
 .. math::
   s = \frac{\|N\|_r}{\|R\|_r + 10^{-8}} \text{ (channel-wise, APOLLO)} \quad\text{or}\quad
@@ -29,6 +29,10 @@ References:
 (1, 16)
 
 A stored projector is the regenerated one, drawn only at its refreshes:
+
+>>> stored = apollo(0.01, rank=2, store_projector=True).init({"w": jnp.ones((8, 16))})
+>>> stored[0].inner_states["projected"].inner_state.projector["w"].shape
+(8, 2)
 
 >>> grads = [{"w": jax.random.normal(jax.random.key(i), (8, 16))} for i in range(3)]
 >>> def updates(tx):
@@ -117,7 +121,8 @@ def scale_by_apollo(rank: int = 256, update_proj_gap: int = 200, scale: float = 
         apollo_method(scale, scale_type, scale_front, gamma), rank=rank,
         update_proj_gap=update_proj_gap, b1=b1, b2=b2, eps=eps, mask=mask,
         moment_dtype=moment_dtype, options=options, default_refresh=PROJECTIONS[projection],
-        default_moment_policy="keep", uses_norm=gamma is not None)
+        default_moment_policy="keep", uses_norm=gamma is not None,
+        store_projector=store_projector)
 
 
 @shared_args(apollo_args=APOLLO_ARGS)
