@@ -15,6 +15,10 @@ mechanical.
 
 Every parameter carries logical axis names: ``vocab``, ``embed``, ``heads`` (the flattened
 ``num_heads * head_dim``), ``mlp``, ``norm`` and, with ``scan_layers``, a leading ``layers``.
+Under an ambient mesh (``jax.sharding.use_abstract_mesh``, as the train step sets) the
+hidden states between blocks are constrained to FSDP's activation layout, the batch axis
+split over the mesh's ``data`` and ``fsdp`` axes (:func:`shard_activation_batch`); without
+one XLA's propagation follows the weights' ``embed`` sharding and gathers whole batches.
 
 >>> import jax.numpy as jnp
 >>> from flax import nnx
@@ -26,12 +30,33 @@ Every parameter carries logical axis names: ``vocab``, ``embed``, ``heads`` (the
 
 from __future__ import annotations
 
+import math
+
 import jax
 import jax.numpy as jnp
 from flax import nnx
+from jax.sharding import PartitionSpec
 
 from lowrank_jax.models.config import LlamaConfig
 from lowrank_jax.models.linear import make_linear, param
+
+
+ACTIVATION_BATCH_AXES = ("data", "fsdp")
+
+
+def shard_activation_batch(x: jax.Array) -> jax.Array:
+  """``x`` with its leading (batch) axis split over the ambient mesh's batch axes.
+
+  A no-op without an ambient mesh, or where those axes are absent, of size 1, or do not
+  divide the batch.
+  """
+  mesh = jax.sharding.get_abstract_mesh()
+  if mesh.empty:
+    return x
+  axes = tuple(a for a in ACTIVATION_BATCH_AXES if a in mesh.axis_names and mesh.shape[a] > 1)
+  if not axes or x.shape[0] % math.prod(mesh.shape[a] for a in axes):
+    return x
+  return jax.lax.with_sharding_constraint(x, PartitionSpec(axes))
 
 
 class RMSNorm(nnx.Module):
@@ -164,12 +189,12 @@ class Llama(nnx.Module):
     if positions is None:
       positions = jnp.broadcast_to(jnp.arange(input_ids.shape[-1]), input_ids.shape)
     x = jnp.take(self.embed_tokens[...], input_ids, axis=0).astype(config.dtype.compute)
-    x = self._run_blocks(x, positions)
+    x = self._run_blocks(shard_activation_batch(x), positions)
     x = self.norm(x)
     return jnp.dot(x, self.lm_head[...].astype(config.dtype.compute)).astype(jnp.float32)
 
   def _run_blocks(self, x: jax.Array, positions: jax.Array) -> jax.Array:
-    apply = lambda block, h: block(h, positions)
+    apply = lambda block, h: shard_activation_batch(block(h, positions))
     if self.config.remat:
       apply = nnx.remat(apply)
     if not self.config.scan_layers:

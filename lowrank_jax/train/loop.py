@@ -34,7 +34,6 @@ import yaml
 
 from lowrank_jax.data import make_train_iterator, make_validation_batches
 from lowrank_jax.train import distributed
-from lowrank_jax.train import mesh as mesh_lib
 from lowrank_jax.train import nonfinite
 from lowrank_jax.train.checkpoint import Checkpointer
 from lowrank_jax.train.config import TrainConfig, to_dict
@@ -42,7 +41,6 @@ from lowrank_jax.train.evaluation import unigram_perplexity
 from lowrank_jax.train.metrics import MetricsLogger, Progress, plot_loss_curve, read_metrics
 from lowrank_jax.train.run import Run
 from lowrank_jax.train.state import init_train_state, tree_bytes
-from lowrank_jax.train.step import make_train_step
 
 
 class StopRequest:
@@ -145,14 +143,8 @@ def _train(config: TrainConfig, stop_request: StopRequest) -> dict:
   is_main = jax.process_index() == 0
   checkpointer = Checkpointer(os.path.join(config.run_dir, "checkpoints"), config.checkpoint)
   state, tokens_seen = _restore_or_init(config, run, checkpointer, train_batches)
-  step_fn = jax.jit(make_train_step(run.graphdef, run.tx, run.schedule,
-                                    config.schedule.grad_accum,
-                                    nonfinite.make_injector(config.faults.nan_loss_steps,
-                                                            config.faults.inf_grad_steps),
-                                    run.after_update()),
-                    in_shardings=(run.shardings, run.data_sharding),
-                    out_shardings=(run.shardings, mesh_lib.replicated(run.mesh)),
-                    donate_argnums=0)
+  step_fn = run.train_step(nonfinite.make_injector(config.faults.nan_loss_steps,
+                                                   config.faults.inf_grad_steps))
 
   logger = MetricsLogger(config.run_dir, config.logging.tensorboard, enabled=is_main)
   first, total = int(state.step), config.schedule.total_steps

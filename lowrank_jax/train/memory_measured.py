@@ -28,10 +28,8 @@ from typing import Any, Sequence
 import jax
 import jax.numpy as jnp
 
-from lowrank_jax.train import mesh as mesh_lib
 from lowrank_jax.train.config import TrainConfig
 from lowrank_jax.train.run import Run
-from lowrank_jax.train.step import make_train_step
 
 
 def memory_run(config: TrainConfig, devices: Sequence[jax.Device] | None = None) -> Run:
@@ -142,11 +140,6 @@ def measure_step(run: Run, rows_per_device: int = 1) -> StepBytes:
   tokens = jax.ShapeDtypeStruct((rows, run.config.data.seq_len), jnp.int32,
                                 sharding=run.data_sharding)
   batch = {"input_ids": tokens, "loss_mask": tokens}
-  step = jax.jit(make_train_step(run.graphdef, run.tx, run.schedule,
-                                 after_update=run.after_update()),
-                 in_shardings=(run.shardings, run.data_sharding),
-                 out_shardings=(run.shardings, mesh_lib.replicated(run.mesh)),
-                 donate_argnums=0)
-  analysis = step.lower(run.abstract_state(), batch).compile().memory_analysis()
+  analysis = run.train_step().lower(run.abstract_state(), batch).compile().memory_analysis()
   return StepBytes(analysis.argument_size_in_bytes, analysis.output_size_in_bytes,
                    analysis.temp_size_in_bytes, analysis.alias_size_in_bytes)

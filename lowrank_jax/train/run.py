@@ -26,7 +26,7 @@ from lowrank_jax.train.evaluation import evaluate
 from lowrank_jax.train.methods import build_optimizer, get_method, make_schedule
 from lowrank_jax.train.state import (TrainState, abstract_train_state, model_graphdef,
                                      train_state_shardings)
-from lowrank_jax.train.step import make_eval_step, make_lora_merge
+from lowrank_jax.train.step import make_eval_step, make_lora_merge, make_train_step
 
 
 @dataclasses.dataclass
@@ -79,9 +79,21 @@ class Run:
   def abstract_state(self) -> TrainState:
     return abstract_train_state(self.model_config, self.tx, self.mesh)
 
+  def train_step(self, inject=None):
+    """The jitted train step over the run's mesh: explicit shardings, the state donated.
+
+    ``inject``: testing only (:func:`~lowrank_jax.train.nonfinite.make_injector`).
+    """
+    return jax.jit(make_train_step(self.graphdef, self.tx, self.schedule,
+                                   self.config.schedule.grad_accum, inject,
+                                   self.after_update(), self.mesh),
+                   in_shardings=(self.shardings, self.data_sharding),
+                   out_shardings=(self.shardings, mesh_lib.replicated(self.mesh)),
+                   donate_argnums=0)
+
   @functools.cached_property
   def _eval_step(self):
-    return jax.jit(make_eval_step(self.graphdef),
+    return jax.jit(make_eval_step(self.graphdef, self.mesh),
                    in_shardings=(self.shardings.params, self.shardings.frozen,
                                  self.data_sharding))
 

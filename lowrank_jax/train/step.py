@@ -14,12 +14,14 @@ metrics carry ``finite`` (see :mod:`lowrank_jax.train.nonfinite`).
 
 from __future__ import annotations
 
+import contextlib
 from typing import Callable
 
 import jax
 import jax.numpy as jnp
 import optax
 from flax import nnx
+from jax.sharding import Mesh
 
 from lowrank_jax.models import next_token_loss
 from lowrank_jax.models.lora import merge_lora_adapters
@@ -33,12 +35,18 @@ def _target_count(batch: Batch) -> jax.Array:
   return batch["loss_mask"][:, 1:].astype(jnp.float32).sum()
 
 
-def make_loss(graphdef: nnx.GraphDef) -> Callable:
-  """``loss(params, frozen, batch, denominator) -> (sum of target losses / denominator, count)``."""
+def make_loss(graphdef: nnx.GraphDef, mesh: Mesh | None = None) -> Callable:
+  """``loss(params, frozen, batch, denominator) -> (sum of target losses / denominator, count)``.
+
+  With ``mesh`` the model runs under it as the ambient mesh, which lays out its activations
+  (:func:`~lowrank_jax.models.llama.shard_activation_batch`).
+  """
   def loss(params, frozen, batch, denominator):
     model = nnx.merge(graphdef, params, frozen)
-    mean, count = next_token_loss(model(batch["input_ids"]), batch["input_ids"],
-                                  batch["loss_mask"])
+    with (contextlib.nullcontext() if mesh is None else
+          jax.sharding.use_abstract_mesh(mesh.abstract_mesh)):
+      logits = model(batch["input_ids"])
+    mean, count = next_token_loss(logits, batch["input_ids"], batch["loss_mask"])
     return mean * count / denominator, count
 
   return loss
@@ -72,7 +80,7 @@ def make_lora_merge(graphdef: nnx.GraphDef, every: int, seed: int) -> Callable:
 def make_train_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformation,
                     schedule: optax.Schedule, grad_accum: int = 1,
                     inject: Callable | None = None,
-                    after_update: Callable | None = None) -> Callable:
+                    after_update: Callable | None = None, mesh: Mesh | None = None) -> Callable:
   """``step(state, batch) -> (state, metrics)``; jit it with shardings and donation.
 
   Args:
@@ -84,8 +92,9 @@ def make_train_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformation,
       finiteness check (:func:`~lowrank_jax.train.nonfinite.make_injector`).
     after_update: ``after_update(step, params, frozen) -> (params, frozen)`` run after the
       update of 1-based step ``step`` (e.g. :func:`make_lora_merge`).
+    mesh: the mesh the step is jitted over (lays out the activations, see :func:`make_loss`).
   """
-  grad_fn = jax.value_and_grad(make_loss(graphdef), has_aux=True)
+  grad_fn = jax.value_and_grad(make_loss(graphdef, mesh), has_aux=True)
 
   def step(state: TrainState, batch: Batch):
     denominator = jnp.maximum(_target_count(batch), 1.0)
@@ -119,9 +128,9 @@ def make_train_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformation,
   return step
 
 
-def make_eval_step(graphdef: nnx.GraphDef) -> Callable:
+def make_eval_step(graphdef: nnx.GraphDef, mesh: Mesh | None = None) -> Callable:
   """``eval_step(params, frozen, batch) -> (mean target loss, non-pad target count)``."""
-  loss = make_loss(graphdef)
+  loss = make_loss(graphdef, mesh)
 
   def eval_step(params, frozen, batch):
     return loss(params, frozen, batch, jnp.maximum(_target_count(batch), 1.0))

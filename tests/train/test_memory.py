@@ -4,7 +4,7 @@ import pytest
 
 from lowrank_jax.train.memory import case_config
 from lowrank_jax.train.memory_analytic import FORMULAS, PAPER_RANKS, analytic_memory
-from lowrank_jax.train.memory_measured import measure_state, memory_run
+from lowrank_jax.train.memory_measured import measure_state, measure_step, memory_run
 from lowrank_jax.train.mesh import unsharded_large_arrays
 from lowrank_jax.train.methods import METHODS
 
@@ -75,3 +75,13 @@ def test_the_memory_command_prints_the_table_and_fails_in_one_line(capsys):
   assert "| nano | bf16 | 1 | full_rank |" in capsys.readouterr().out
   assert main(["memory", "--sizes", "huge"]) == 2
   assert capsys.readouterr().err.startswith("lowrank-jax: error: size 'huge' is unknown")
+
+
+def test_fsdp_activations_stay_split_by_batch_in_the_compiled_step():
+  # 8 sequences per data-parallel device: one device holds 8 rows, each of 8 devices holds 8
+  # of 64. With the activations split by batch, a device of the 8 needs about the temporaries
+  # of the single device (plus gathered weights); gathered batches would need several times.
+  single, spread = (measure_step(memory_run(case_config("nano", "full_rank", "fp32", devices=n,
+                                                        fsdp=n, seq_len=128)),
+                                 rows_per_device=8).temporary for n in (1, 8))
+  assert spread < 1.5 * single, (spread, single)
