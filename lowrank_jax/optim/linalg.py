@@ -9,13 +9,13 @@ every pool thread can end up waiting and the program deadlocks. This was seen he
 2-core machine both on one device (refactorization's two QRs) and on 8 host devices
 (GaLore's refresh). One matrix per call never waits on the pool.
 
-On CPU the SVD uses LAPACK's QR-based driver: the default divide-and-conquer one was
-measured 70x slower on small matrices (126 ms vs 1.8 ms for two 64 x 96 matrices).
-
 jaxlib's CPU LAPACK is SciPy's OpenBLAS, called from XLA's own intra-op threads. A
 multithreaded OpenBLAS there oversubscribes the cores, and its spinning threads collapse
 when other work shares them: on a 2-core machine under load, the SVD of a 256 x 683 matrix
-took 3.6 to 14 s with OpenBLAS' default threads and 0.5 s with one. So the first CPU
+took 3.6 to 14 s with OpenBLAS' default threads and 0.5 s with one (the same oversubscription
+once made LAPACK's divide-and-conquer SVD look 70x slower than the QR-driven one; on one
+thread it is the faster: 92 ms against 690 ms for 512 x 1376, 0.6 against 1.7 ms for
+64 x 96). So the first CPU
 decomposition traced here sets SciPy's OpenBLAS to one thread (:func:`single_threaded_lapack`),
 unless ``OPENBLAS_NUM_THREADS`` is set, which is then respected. NumPy's own OpenBLAS (a
 separate library) is left alone.
@@ -105,9 +105,8 @@ qr = _platform_safe(lambda m: lax.linalg.qr(m, full_matrices=False),
                     lambda m: lax.linalg.qr(m, full_matrices=False))
 qr.__doc__ = "Reduced QR ``(q, r)`` of ``(..., m, n)`` matrices."
 
-svd = _platform_safe(
-    lambda m: lax.linalg.svd(m, full_matrices=False, algorithm=lax.linalg.SvdAlgorithm.QR),
-    lambda m: lax.linalg.svd(m, full_matrices=False))
+svd = _platform_safe(lambda m: lax.linalg.svd(m, full_matrices=False),
+                     lambda m: lax.linalg.svd(m, full_matrices=False))
 svd.__doc__ = "Thin SVD ``(u, s, vt)`` of ``(..., m, n)`` matrices, singular values descending."
 
 eigh = _platform_safe(lambda m: lax.linalg.eigh(m)[::-1], lambda m: lax.linalg.eigh(m)[::-1])
