@@ -362,13 +362,19 @@ def test_logs_shows_each_workers_log(fake, worker):
   assert "tail -n 100 -F " in ssh_command(follow[0])
 
 
+def _default_signals():
+  for sig in (signal.SIGINT, signal.SIGTERM):
+    signal.signal(sig, signal.SIG_DFL)
+
+
 @pytest.mark.parametrize("sig", ["TERM", "INT"])
 def test_stop_signals_the_launched_process_on_every_worker(fake, sig):
   processes = []
   for i in (0, 1):
     pid_file = fake.workers / f"my-tpu-w-{i}" / "lowrank_jax" / "logs" / f"train.my-tpu-w-{i}.pid"
     pid_file.parent.mkdir(parents=True)
-    processes.append(subprocess.Popen(["sleep", "60"]))
+    # default dispositions: an ignored signal (pytest-xdist workers ignore SIGINT) is inherited
+    processes.append(subprocess.Popen(["sleep", "60"], preexec_fn=_default_signals))
     pid_file.write_text(f"{processes[-1].pid}\n")
   try:
     result, _ = run_and_compare(fake, "stop.sh", *TPU, "--signal", sig)
