@@ -7,6 +7,7 @@ with its own HOME; srun starts one process per task). The printed and the execut
 must agree, and the commands that finally run on a worker or a node must receive their
 arguments word for word. No test calls a real gcloud, sbatch or srun.
 """
+import contextlib
 import json
 import os
 import re
@@ -362,9 +363,16 @@ def test_logs_shows_each_workers_log(fake, worker):
   assert "tail -n 100 -F " in ssh_command(follow[0])
 
 
+@contextlib.contextmanager
 def _default_signals():
-  for sig in (signal.SIGINT, signal.SIGTERM):
-    signal.signal(sig, signal.SIG_DFL)
+  """Default SIGINT/SIGTERM dispositions in this process meanwhile, so children start with
+  them (no ``preexec_fn``: forking a multithreaded JAX process is unsafe)."""
+  previous = {sig: signal.signal(sig, signal.SIG_DFL) for sig in (signal.SIGINT, signal.SIGTERM)}
+  try:
+    yield
+  finally:
+    for sig, handler in previous.items():
+      signal.signal(sig, handler)
 
 
 @pytest.mark.parametrize("sig", ["TERM", "INT"])
@@ -373,8 +381,8 @@ def test_stop_signals_the_launched_process_on_every_worker(fake, sig):
   for i in (0, 1):
     pid_file = fake.workers / f"my-tpu-w-{i}" / "lowrank_jax" / "logs" / f"train.my-tpu-w-{i}.pid"
     pid_file.parent.mkdir(parents=True)
-    # default dispositions: an ignored signal (pytest-xdist workers ignore SIGINT) is inherited
-    processes.append(subprocess.Popen(["sleep", "60"], preexec_fn=_default_signals))
+    with _default_signals():  # an ignored signal (xdist workers ignore SIGINT) is inherited
+      processes.append(subprocess.Popen(["sleep", "60"]))
     pid_file.write_text(f"{processes[-1].pid}\n")
   try:
     result, _ = run_and_compare(fake, "stop.sh", *TPU, "--signal", sig)
