@@ -135,7 +135,3 @@ def method_rows(grid: Grid) -> list[MethodRow]:
       rows.append(MethodRow(size, method, rate, runs, sweep))
   return rows
 
-
-def all_results(grid: Grid) -> list[CellResult]:
-  """Every cell the grid has so far (sweep cells, and seed cells of chosen rates)."""
-  return [read_result(c) for c in grid.sweep_cells() + grid.seed_cells(chosen_rates(grid))]
