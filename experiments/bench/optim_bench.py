@@ -29,7 +29,9 @@ state. The table and a JSON record go to ``experiments/results/bench/optim_bench
 Usage::
 
   PYTHONPATH=. python experiments/bench/optim_bench.py [--quick] [--repeats 5]
-      [--refresh-repeats 5] [--rank 128] [--gap 200] [--only galore fira ...]
+      [--refresh-repeats 5] [--rank 128] [--gap 200] [--stacked] [--only galore fira ...]
+
+On a GPU the PyTorch references run on it too (CUDA-synchronised timings).
 """
 
 from __future__ import annotations
@@ -47,6 +49,7 @@ from experiments.bench import timing
 
 LEARNING_RATE = 1e-3  # irrelevant to the timings; any valid value
 GOLORE_TOTAL_STEPS = 10_000  # the 60M run's length; GoLore switches to random projectors late
+STACKED = " [stacked]"  # suffix of the rows measured on the layer-stacked tree
 REFERENCES = {"galore": "galore-torch", "fira": "fira (torch)", "apollo": "apollo_torch",
               "apollo (stored projector)": "apollo_torch"}
 
@@ -70,6 +73,12 @@ def target_shapes(shape: ModelShape) -> dict[str, dict[str, tuple[int, int]]]:
     h, f = shape.hidden, shape.intermediate
     block = {"q": (h, h), "k": (h, h), "v": (h, h), "o": (h, h), "gate": (h, f), "up": (h, f), "down": (f, h)}
     return {f"layer_{i}": dict(block) for i in range(shape.layers)}
+
+
+def stack_layers(tree):
+    """The per-layer tree ``{layer_i: {name: x}}`` as ``{name: stacked x}`` with a leading
+    layers axis: the layout of a scanned model (``LlamaConfig(scan_layers=True)``)."""
+    return jax.tree.map(lambda *layers: jnp.stack(layers), *tree.values())
 
 
 def shape_list(shapes) -> list[tuple[int, int]]:
@@ -199,19 +208,21 @@ def torch_contender(make_optimizer, params, grads) -> Contender:
     import numpy as np
     import torch
 
-    weights = [torch.nn.Parameter(torch.from_numpy(np.array(p).T.copy()))
+    device = timing.torch_device()
+    weights = [torch.nn.Parameter(torch.from_numpy(np.array(p).T.copy()).to(device))
                for p in jax.tree.leaves(params)]
     for w, g in zip(weights, jax.tree.leaves(grads)):
-        w.grad = torch.from_numpy(np.array(g).T.copy())
+        w.grad = torch.from_numpy(np.array(g).T.copy()).to(device)
     optimizer = None
 
     def refresh() -> float:
         nonlocal optimizer
         optimizer = make_optimizer(weights)
-        return timing.timed(optimizer.step, sync=lambda x: x)()
+        timing.torch_sync()
+        return timing.timed(optimizer.step, sync=timing.torch_sync)()
 
     refresh()
-    steady = timing.timed(lambda: optimizer.step(), sync=lambda x: x)
+    steady = timing.timed(lambda: optimizer.step(), sync=timing.torch_sync)
     steady()
     return Contender(refresh, steady)
 
@@ -254,7 +265,7 @@ def report_rows(results: dict[str, Measurement], floors: dict[str, float], gap: 
     for name, r in results.items():
         kind = floor_kind(name)
         floor = floors.get(f"{kind}-{'mini' if 'mini' in name else 'rank'}") if kind else None
-        reference = results.get(REFERENCES.get(name, ""))
+        reference = results.get(REFERENCES.get(name.removesuffix(STACKED), ""))
         rows.append([
             name, f"{1e3 * r.steady_s:.1f}", f"{1e3 * r.refresh_s:.0f}", f"{1e3 * r.amortised_s:.1f}",
             f"{1e3 * floor:.1f}" if floor else "-",
@@ -266,6 +277,13 @@ def report_rows(results: dict[str, Measurement], floors: dict[str, float], gap: 
     return rows
 
 
+def reference_device() -> str:
+    try:
+        return str(timing.torch_device())
+    except ImportError:
+        return "-"
+
+
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="tiny shapes (2 layers, hidden 64), for a smoke test")
@@ -275,6 +293,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--rank", type=int, default=None, help="projection rank (default 128; 16 with --quick)")
     parser.add_argument("--gap", type=int, default=200, help="refresh period T of the projected methods")
     parser.add_argument("--name", default=None, help="results file name (default optim_bench)")
+    parser.add_argument("--stacked", action="store_true",
+                        help=f"also time every JAX method on the layer-stacked tree (rows '<name>{STACKED}')")
     parser.add_argument("--only", nargs="*", default=None, help="measure only these rows (names as printed)")
     args = parser.parse_args()
     if min(args.repeats, args.refresh_repeats, args.gap, args.rank or 1) < 1:
@@ -300,15 +320,19 @@ def main() -> None:
     importlib.import_module("lowrank_jax.optim.linalg").single_threaded_lapack()
 
     methods, notes = candidate_methods(rank, args.gap)
-    makers = {name: (jax_contender, factory) for name, factory in methods.items()}
-    makers.update({name: (torch_contender, factory)
+    makers = {name: (jax_contender, factory, params, grads) for name, factory in methods.items()}
+    if args.stacked:
+        stacked = stack_layers(params), stack_layers(grads)
+        makers.update({name + STACKED: (jax_contender, factory, *stacked)
+                       for name, factory in methods.items()})
+    makers.update({name: (torch_contender, factory, params, grads)
                    for name, factory in reference_methods(rank, args.gap).items()})
     contenders = {}
-    for name, (make, factory) in makers.items():
+    for name, (make, factory, weights, gradients) in makers.items():
         if args.only and name not in args.only:
             continue
         try:
-            contenders[name] = make(factory(), params, grads)
+            contenders[name] = make(factory(), weights, gradients)
         except Exception as error:  # report and go on: the other methods still count
             notes.append(f"{name} failed: {type(error).__name__}: {str(error).splitlines()[0]}")
         print(f"prepared {name}", flush=True)
@@ -325,7 +349,7 @@ def main() -> None:
         f"Optimizer update, {num_matrices} LLaMA target matrices (hidden {shape.hidden}, "
         f"intermediate {shape.intermediate}, {shape.layers} layers), rank {rank}, "
         f"T = {args.gap}, fp32",
-        [f"device: {jax.devices()[0].device_kind}; interleaved medians of {args.repeats} steady "
+        [f"device: {jax.devices()[0].device_kind} (PyTorch on {reference_device()}); interleaved medians of {args.repeats} steady "
          f"and {args.refresh_repeats} refresh steps; floor = the projection matmuls alone "
          "(GaLore family two per matrix, APOLLO one), timed in this run",
          *(f"- note: {note}" for note in notes)],

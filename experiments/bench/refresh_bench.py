@@ -57,6 +57,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--repeats", type=int, default=5, help="timed runs per refresh")
     parser.add_argument("--rank", type=int, default=512)
     parser.add_argument("--quick", action="store_true", help="(256, 683) shapes, rank 64")
+    parser.add_argument("--name", default=None, help="results file name (default refresh_bench)")
     return parser.parse_args()
 
 
@@ -76,12 +77,12 @@ def main() -> None:
             args.repeats)
         for kind in funcs:
             quality = captured_energy(bases[kind], bases["svd"], grad)
-            rows.append([f"{shape[0]} x {shape[1]}", kind, f"{seconds[kind]:.2f}",
+            rows.append([f"{shape[0]} x {shape[1]}", kind, f"{seconds[kind]:.3f}",
                          f"{seconds['svd'] / seconds[kind]:.1f}", f"{quality:.4f}"])
             record[f"{shape} {kind}"] = dict(seconds=seconds[kind], captured_energy=quality)
         timing.write_report(  # after every shape: a partial run still leaves its rows
-            "refresh_bench_quick" if args.quick else "refresh_bench",
-            f"Projector refresh, rank {rank}, fp32, one matrix (CPU)",
+            args.name or ("refresh_bench_quick" if args.quick else "refresh_bench"),
+            f"Projector refresh, rank {rank}, fp32, one matrix ({jax.devices()[0].device_kind})",
             [f"interleaved medians of {args.repeats} runs; gradient = decaying spectrum "
              "(s_i = 1 / (1 + i/16)) + noise"],
             header, rows, {"args": vars(args), "results": record})

@@ -77,6 +77,22 @@ def matmul_products(pairs: Sequence[tuple[tuple[int, int], tuple[int, int]]],
     return timed(lambda: products(operands))
 
 
+def torch_device():
+    """The PyTorch device the references run on: the GPU when there is one, else the CPU."""
+    import torch
+
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def torch_sync(result=None):
+    """Waits for queued GPU work (PyTorch's CUDA calls are asynchronous); returns ``result``."""
+    import torch
+
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+    return result
+
+
 def environment() -> dict:
     """Versions and the host, for the JSON record."""
     import numpy

@@ -13,9 +13,10 @@ One step = forward, backward and optimizer update of LLaMA-60M (fp32, sequence 2
 GaLore's first step refreshes every projector (an SVD per matrix); the table gives the
 steady step (median of ``--repeats`` after two warm-up steps), that refresh step (median
 of ``--refresh-repeats`` fresh optimizers) and tokens/s amortised over ``T = --gap``
-steps. Written to ``experiments/results/bench/train_step_bench.*``.
+steps. The four contenders are timed round robin (interleaved medians), so a change of
+the machine's load hits all of them alike. Written to ``experiments/results/bench/train_step_bench.*``.
 
-Usage::
+On a GPU both stacks run on it. Usage::
 
   PYTHONPATH=. python experiments/bench/train_step_bench.py [--batch 2] [--repeats 5]
 """
@@ -23,8 +24,8 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import statistics
 import time
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
@@ -33,6 +34,7 @@ import optax
 from flax import nnx
 
 from experiments.bench import timing
+from experiments.bench.optim_bench import Contender
 from lowrank_jax import optim
 from lowrank_jax.models import Llama, LlamaConfig
 from lowrank_jax.models.hf import hf_config_dict
@@ -69,13 +71,7 @@ def torch_optimizers(gap: int, rank: int) -> dict:
             "galore": galore}
 
 
-def time_steps(first_step, step, repeats: int, refresh_repeats: int):
-    """(median refresh-step seconds over fresh starts, median steady-step seconds)."""
-    refresh = statistics.median(first_step() for _ in range(refresh_repeats))
-    return refresh, timing.median_seconds(step, repeats, warmup=2, sync=lambda x: x)
-
-
-def measure_jax(config: LlamaConfig, make_tx, batch, repeats: int, refresh_repeats: int):
+def prepare_jax(config: LlamaConfig, make_tx, batch) -> Contender:
     tx = make_tx()
     graphdef, params, frozen = nnx.split(Llama(config, rngs=nnx.Rngs(0)), nnx.Param, ...)
     fresh = jax.jit(lambda p: TrainState(jnp.zeros((), jnp.int32), p, frozen, tx.init(p)))
@@ -96,17 +92,25 @@ def measure_jax(config: LlamaConfig, make_tx, batch, repeats: int, refresh_repea
         return time.perf_counter() - start
 
     first_step()  # warms the refresh's kernels up
-    return time_steps(first_step, lambda: run(state), repeats, refresh_repeats)
+    return Contender(first_step, warmed_up(timing.timed(lambda: run(state), sync=lambda x: x)))
 
 
-def measure_torch(config: LlamaConfig, make_optimizer, batch, repeats: int, refresh_repeats: int):
+def warmed_up(steady_step: Callable[[], float]) -> Callable[[], float]:
+    """``steady_step`` after two untimed calls."""
+    steady_step()
+    steady_step()
+    return steady_step
+
+
+def prepare_torch(config: LlamaConfig, make_optimizer, batch) -> Contender:
     import torch
     import transformers
 
     torch.manual_seed(0)
     hf_config = transformers.LlamaConfig(**hf_config_dict(config))
-    model = transformers.LlamaForCausalLM(hf_config).float()
-    ids = torch.from_numpy(np.asarray(batch["input_ids"]).astype(np.int64))
+    device = timing.torch_device()
+    model = transformers.LlamaForCausalLM(hf_config).float().to(device)
+    ids = torch.from_numpy(np.asarray(batch["input_ids"]).astype(np.int64)).to(device)
     optimizer = None
 
     def run():
@@ -114,7 +118,7 @@ def measure_torch(config: LlamaConfig, make_optimizer, batch, repeats: int, refr
         loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
-        return loss.item()
+        return loss.item()  # waits for the step (on a GPU too)
 
     def first_step():
         nonlocal optimizer
@@ -124,7 +128,7 @@ def measure_torch(config: LlamaConfig, make_optimizer, batch, repeats: int, refr
         return time.perf_counter() - start
 
     first_step()
-    return time_steps(first_step, run, repeats, refresh_repeats)
+    return Contender(first_step, warmed_up(timing.timed(run, sync=lambda x: x)))
 
 
 def parse_args() -> argparse.Namespace:
@@ -136,6 +140,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--gap", type=int, default=200, help="GaLore's refresh period T")
     parser.add_argument("--rank", type=int, default=128, help="GaLore's rank")
     parser.add_argument("--model", default="60m", help="LlamaConfig preset")
+    parser.add_argument("--name", default="train_step_bench", help="results file name")
     return parser.parse_args()
 
 
@@ -149,29 +154,36 @@ def main() -> None:
     batch = {"input_ids": jnp.asarray(ids, jnp.int32),
              "loss_mask": jnp.ones((args.batch, args.seq), jnp.int32)}
     tokens = args.batch * args.seq
+    contenders = {}
+    for method in ("full rank", "galore"):
+        contenders[method, "lowrank_jax"] = prepare_jax(
+            config, jax_optimizers(args.gap, args.rank)[method], batch)
+        contenders[method, "HF + torch"] = prepare_torch(
+            config, torch_optimizers(args.gap, args.rank)[method], batch)
+        print(f"prepared {method}", flush=True)
+    first = timing.interleaved_medians({k: c.refresh for k, c in contenders.items()},
+                                       args.refresh_repeats)
+    steady = timing.interleaved_medians({k: c.steady for k, c in contenders.items()},
+                                        args.repeats)
     rows, record = [], {}
     for method in ("full rank", "galore"):
-        pair = {}
-        for side, measure, factory in (
-                ("lowrank_jax", measure_jax, jax_optimizers(args.gap, args.rank)[method]),
-                ("HF + torch", measure_torch, torch_optimizers(args.gap, args.rank)[method])):
-            refresh, steady = measure(config, factory, batch, args.repeats, args.refresh_repeats)
-            amortised = (refresh + (args.gap - 1) * steady) / args.gap
-            pair[side] = dict(refresh_s=refresh, steady_s=steady, amortised_s=amortised)
-            print(f"measured {side} {method}", flush=True)
+        pair = {side: dict(refresh_s=first[method, side], steady_s=steady[method, side],
+                           amortised_s=(first[method, side]
+                                        + (args.gap - 1) * steady[method, side]) / args.gap)
+                for side in ("lowrank_jax", "HF + torch")}
         ours, theirs = pair["lowrank_jax"], pair["HF + torch"]
         for side, r in pair.items():
-            rows.append([method, side, f"{r['steady_s']:.2f}", f"{r['refresh_s']:.2f}",
+            rows.append([method, side, f"{1e3 * r['steady_s']:.1f}", f"{1e3 * r['refresh_s']:.0f}",
                          f"{tokens / r['steady_s']:.0f}", f"{tokens / r['amortised_s']:.0f}",
                          f"{theirs['amortised_s'] / ours['amortised_s']:.2f}"
                          if side == "lowrank_jax" else "-"])
         record[method] = pair
-    header = ["optimizer", "stack", "steady s", "first (refresh) s", "tokens/s steady",
+    header = ["optimizer", "stack", "steady ms", "first (refresh) ms", "tokens/s steady",
               f"tokens/s amortised (T={args.gap})", "ours / HF speed"]
     timing.write_report(
-        "train_step_bench", f"Train step, LLaMA {args.model}, fp32, {args.batch} x {args.seq} "
-        "tokens, CPU",
-        [f"torch threads {torch.get_num_threads()}; medians of {args.repeats} steady and "
+        args.name, f"Train step, LLaMA {args.model}, fp32, {args.batch} x {args.seq} "
+        f"tokens, {jax.devices()[0].device_kind}",
+        [f"PyTorch on {timing.torch_device()}, {torch.get_num_threads()} threads; medians of {args.repeats} steady and "
          f"{args.refresh_repeats} first steps"],
         header, rows, {"args": vars(args), "results": record})
 

@@ -113,6 +113,50 @@ eigh = _platform_safe(lambda m: lax.linalg.eigh(m)[::-1], lambda m: lax.linalg.e
 eigh.__doc__ = "``(eigenvalues ascending, eigenvectors as columns)`` of symmetric matrices."
 
 
+def gram_eigenvectors(matrix: jax.Array) -> jax.Array:
+  r"""Eigenvectors of the Gram matrix ``A A^T`` of ``(..., p, k)`` matrices, as the columns
+  of a ``(..., p, p)`` array in descending order of eigenvalue.
+
+  They are the left singular vectors of ``A`` (eigenvalues :math:`\sigma_i^2`), found by a
+  symmetric eigensolver; squaring the singular values costs accuracy in the vectors of the
+  small ones (an eigenvector's error grows like :math:`\sigma_1^2 / (\sigma_i^2 -
+  \sigma_{i+1}^2)` instead of :math:`\sigma_1 / (\sigma_i - \sigma_{i+1})`).
+  The product runs at full float32 precision (no TF32 on GPUs).
+
+  >>> import jax.numpy as jnp
+  >>> a = jnp.array([[3.0, 0.0], [0.0, 1.0], [0.0, 0.0]])
+  >>> jnp.abs(gram_eigenvectors(a)[:, 0]).tolist()
+  [1.0, 0.0, 0.0]
+  """
+  gram = jax.numpy.matmul(matrix, jax.numpy.swapaxes(matrix, -1, -2),
+                          precision=lax.Precision.HIGHEST)
+  return eigh(gram)[1][..., ::-1]
+
+
+def _thin_left_singular_vectors(matrix: jax.Array) -> jax.Array:
+  return svd(matrix)[0]
+
+
+def _gram_thin_left_singular_vectors(matrix: jax.Array) -> jax.Array:
+  return gram_eigenvectors(matrix)[..., :min(matrix.shape[-2:])]
+
+
+def left_singular_vectors(matrix: jax.Array) -> jax.Array:
+  """``U`` of the thin SVD of ``(..., p, k)`` matrices, columns by descending singular value.
+
+  On NVIDIA GPUs ``U`` comes from :func:`gram_eigenvectors` (cuSOLVER's SVD ran 10-13x
+  slower than its symmetric eigensolver on 2048 x 5461 and 2048 x 2048 on an H200, with the
+  same top-512 subspace to four digits of captured energy); elsewhere from the SVD.
+
+  >>> import jax.numpy as jnp
+  >>> u = left_singular_vectors(jnp.array([[0.0, 2.0], [1.0, 0.0], [0.0, 0.0]]))
+  >>> u.shape, jnp.abs(u[:, 0]).tolist()
+  ((3, 2), [1.0, 0.0, 0.0])
+  """
+  return lax.platform_dependent(matrix, cuda=_gram_thin_left_singular_vectors,
+                                default=_thin_left_singular_vectors)
+
+
 def _solve_packed(packed):
   """``x`` with ``r^T x = b`` from ``packed = [r | b]``, ``r`` upper-triangular and square
   (one array, so that the CPU path can map over single matrices like the others)."""

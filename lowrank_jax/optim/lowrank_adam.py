@@ -199,27 +199,33 @@ def scale_by_lowrank_adam(method: Method, *, rank: int, update_proj_gap: int,
         sizes = [layout.num_matrices for layout in layouts]
         starts = np.cumsum([0] + sizes)[:-1].tolist()
         paths = [path for path, _ in jax.tree.leaves_with_path(updates)]
-        plans = treedef.unflatten(list(zip(layouts, starts, paths)))
-
-        def leaf_update(grad, plan, projector, mu, nu, norm):
-            layout, start, path = plan
+        plans = []
+        for layout, start, path in zip(layouts, starts, paths):
             offsets = proj.stagger_offsets(layout.num_matrices, start, sum(sizes), gap,
                                            options.stagger)
-            due = proj.refresh_due(count, gap, offsets)
             keys = (proj.refresh_keys(options.seed, proj.leaf_id(path), count, gap, offsets)
                     if uses_keys else None)
+            plans.append(proj.LeafRefresh(layout, proj.refresh_due(count, gap, offsets), keys))
+        grads, projectors, mus, nus, norms = (
+            treedef.flatten_up_to(tree)
+            for tree in (updates, state.projector, state.mu, state.nu, state.norm))
+        if stores_projector:
+            refreshed = proj.refresh_projectors(
+                grads, projectors, mus, nus, plans, count=count, refresher=refresher,
+                moment_policy=options.moment_policy, stagger=options.stagger,
+                refresh_axes=options.refresh_axes, refresh_mesh=options.refresh_mesh)
+            projectors, mus, nus = ([leaf[i] for leaf in refreshed] for i in range(3))
+
+        def leaf_update(grad, plan, projector, mu, nu, norm):
+            layout = plan.layout
             if stores_projector:
-                projector, mu, nu = proj.refresh_projector(
-                    grad, projector, mu, nu, layout=layout, due=due, keys=keys, count=count,
-                    refresher=refresher, moment_policy=options.moment_policy,
-                    stagger=options.stagger, refresh_axes=options.refresh_axes,
-                    refresh_mesh=options.refresh_mesh)
                 basis = projector
             else:
-                basis = proj.regenerate_projector(layout, keys, refresher,
+                basis = proj.regenerate_projector(layout, plan.keys, refresher,
                                                   options.projector_dtype or grad.dtype)
                 if options.moment_policy == "reset":
-                    fresh = jnp.expand_dims(due.reshape(layout.batch_shape), layout.matrix_axes)
+                    fresh = jnp.expand_dims(plan.due.reshape(layout.batch_shape),
+                                            layout.matrix_axes)
                     mu, nu = (jnp.where(fresh, 0, x).astype(x.dtype) for x in (mu, nu))
             projected = proj.project(grad, basis, layout)
             direction, new_mu, new_nu = update_moments(projected, mu, nu, b1, b2, eps)
@@ -229,8 +235,8 @@ def scale_by_lowrank_adam(method: Method, *, rank: int, update_proj_gap: int,
                     projector if stores_projector else optax.MaskedNode(),
                     new_mu.astype(mu.dtype), new_nu.astype(nu.dtype), norm)
 
-        new_updates, *parts = map_unzip(5, leaf_update, updates, plans, state.projector, state.mu,
-                                        state.nu, state.norm)
+        outputs = [leaf_update(*leaf) for leaf in zip(grads, plans, projectors, mus, nus, norms)]
+        new_updates, *parts = (treedef.unflatten([out[i] for out in outputs]) for i in range(5))
         return new_updates, LowRankAdamState(optax.safe_increment(count), *parts)
 
     return optax.GradientTransformation(init_fn, update_fn)
