@@ -131,10 +131,12 @@ def candidate_methods(rank: int, gap: int) -> tuple[dict[str, Callable], list[st
         methods["apollo (stored projector)"] = lambda: optim.apollo(
             LEARNING_RATE, rank=rank, update_proj_gap=gap, store_projector=True)
     if "galore" in methods and hasattr(optim, "ProjectionOptions"):
-        randomized = optim.ProjectionOptions(refresh="randomized")
-        methods["galore (randomized refresh)"] = lambda: optim.galore(
-            LEARNING_RATE, rank=rank, update_proj_gap=gap, options=randomized
-        )
+        variants = {"randomized refresh": optim.ProjectionOptions(refresh="randomized"),
+                    "leaves grouped": optim.ProjectionOptions(group_leaves=True),
+                    "leaves separate": optim.ProjectionOptions(group_leaves=False)}
+        for variant, options in variants.items():
+            methods[f"galore ({variant})"] = lambda options=options: optim.galore(
+                LEARNING_RATE, rank=rank, update_proj_gap=gap, options=options)
     return methods, notes
 
 

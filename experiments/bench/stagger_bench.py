@@ -11,7 +11,8 @@ staggering) and the mean. Written to ``experiments/results/bench/stagger_bench.*
 
 Usage::
 
-  PYTHONPATH=. python experiments/bench/stagger_bench.py [--gaps 8 28] [--rounds 2]
+  PYTHONPATH=. python experiments/bench/stagger_bench.py [--gaps 200] [--rounds 1]
+      [--refreshes svd randomized]
 """
 
 from __future__ import annotations
@@ -27,10 +28,11 @@ from experiments.bench.optim_bench import LLAMA_60M, QUICK, random_tree, target_
 from lowrank_jax import optim
 
 
-def step_times(stagger: bool, gap: int, rounds: int, rank: int, params, grads) -> list[float]:
+def step_times(stagger: bool, refresh: str, gap: int, rounds: int, rank: int, params,
+               grads) -> list[float]:
     """Seconds of each of the ``rounds * gap`` steps after step 0 (compiled beforehand)."""
     tx = optim.galore(1e-3, rank=rank, update_proj_gap=gap,
-                      options=optim.ProjectionOptions(stagger=stagger))
+                      options=optim.ProjectionOptions(stagger=stagger, refresh=refresh))
     state = jax.jit(tx.init)(params)
     update = jax.jit(tx.update, donate_argnums=1).lower(grads, state, params).compile()
 
@@ -42,10 +44,18 @@ def step_times(stagger: bool, gap: int, rounds: int, rank: int, params, grads) -
     return [timing.timed(step)() for _ in range(rounds * gap + 1)][1:]
 
 
+def spike_columns(times: list[float]) -> list[str]:
+    median, slowest = statistics.median(times), max(times)
+    return [f"{1e3 * median:.0f}", f"{1e3 * slowest:.0f}", f"{slowest / median:.2f}",
+            f"{1e3 * statistics.mean(times):.0f}"]
+
+
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--gaps", type=int, nargs="+", default=[8, 28], help="refresh periods T")
-    parser.add_argument("--rounds", type=int, default=2, help="steps timed = rounds * T")
+    parser.add_argument("--gaps", type=int, nargs="+", default=[200], help="refresh periods T")
+    parser.add_argument("--rounds", type=int, default=1, help="steps timed = rounds * T")
+    parser.add_argument("--refreshes", nargs="+", default=["svd", "randomized"],
+                        choices=["svd", "eigh", "randomized"], help="refresh kinds to time")
     parser.add_argument("--quick", action="store_true", help="tiny shapes, for a smoke test")
     return parser.parse_args()
 
@@ -57,16 +67,15 @@ def main() -> None:
     params, grads = random_tree(shapes, jnp.float32, 0), random_tree(shapes, jnp.float32, 1)
     rows, record = [], {}
     for gap in args.gaps:
-        for stagger in (False, True):
-            times = step_times(stagger, gap, args.rounds, shape.rank, params, grads)
-            median, slowest = statistics.median(times), max(times)
-            record[f"T={gap} stagger={stagger}"] = times
-            rows.append([gap, "staggered" if stagger else "all at once", f"{1e3 * median:.0f}",
-                         f"{1e3 * slowest:.0f}", f"{slowest / median:.2f}",
-                         f"{1e3 * statistics.mean(times):.0f}"])
-            print(f"measured T={gap} stagger={stagger}", flush=True)
-    header = ["T", "refresh", "median step ms", "slowest step ms", "slowest / median",
-              "mean step ms"]
+        for refresh in args.refreshes:
+            for stagger in (False, True):
+                times = step_times(stagger, refresh, gap, args.rounds, shape.rank, params, grads)
+                record[f"T={gap} refresh={refresh} stagger={stagger}"] = times
+                rows.append([gap, refresh, "staggered" if stagger else "all at once",
+                             *spike_columns(times)])
+                print(f"measured T={gap} {refresh} stagger={stagger}", flush=True)
+    header = ["T", "refresh", "schedule", "median step ms", "slowest step ms",
+              "slowest / median", "mean step ms"]
     timing.write_report(
         "stagger_bench_quick" if args.quick else "stagger_bench",
         f"GaLore step-time spikes, {len(jax.tree.leaves(params))} LLaMA target matrices, "

@@ -40,6 +40,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from lowrank_jax.optim import leaf_groups
 from lowrank_jax.optim import projection as proj
 from lowrank_jax.optim.adam import (bias_correction, check_adam_hyperparameters,
                                     scale_by_folded_adam, update_moments)
@@ -170,6 +171,8 @@ def scale_by_lowrank_adam(method: Method, *, rank: int, update_proj_gap: int,
     stores_projector = (store_projector or options.refresh != "gaussian"
                         or options.moment_policy == "reproject")
     uses_keys = options.refresh != "svd" or random_from_step is not None
+    group_leaves = (jax.default_backend() == "gpu" if options.group_leaves is None
+                    else options.group_leaves)
 
     def layouts_of(params):
         dims = proj.resolve_dimension_numbers(options.dimension_numbers, params)
@@ -190,10 +193,39 @@ def scale_by_lowrank_adam(method: Method, *, rank: int, update_proj_gap: int,
         parts = map_unzip(4, leaf_init, params, layouts_of(params))
         return LowRankAdamState(jnp.zeros([], jnp.int32), *parts)
 
+    def leaf_update(grad, projector, mu, nu, norm, plan: proj.LeafRefresh, count, correction):
+        layout = plan.layout
+        if stores_projector:
+            basis = projector
+        else:
+            basis = proj.regenerate_projector(layout, plan.keys, refresher,
+                                              options.projector_dtype or grad.dtype)
+            if options.moment_policy == "reset":
+                fresh = jnp.expand_dims(plan.due.reshape(layout.batch_shape), layout.matrix_axes)
+                mu, nu = (jnp.where(fresh, 0, x).astype(x.dtype) for x in (mu, nu))
+        projected = proj.project(grad, basis, layout)
+        direction, new_mu, new_nu = update_moments(projected, mu, nu, b1, b2, eps)
+        step = LowRankStep(grad, projected, direction, basis, layout, count, norm)
+        update, norm = method(step)
+        return ((correction * update).astype(grad.dtype),
+                projector if stores_projector else optax.MaskedNode(),
+                new_mu.astype(mu.dtype), new_nu.astype(nu.dtype), norm)
+
+    def step_leaves(grads, projectors, mus, nus, norms, plans, count, correction):
+        """The five output columns (update, projector, mu, nu, norm) of a list of leaves."""
+        if stores_projector:
+            refreshed = proj.refresh_projectors(
+                grads, projectors, mus, nus, plans, count=count, refresher=refresher,
+                moment_policy=options.moment_policy, stagger=options.stagger,
+                refresh_axes=options.refresh_axes, refresh_mesh=options.refresh_mesh)
+            projectors, mus, nus = ([leaf[i] for leaf in refreshed] for i in range(3))
+        outputs = [leaf_update(*leaf, count, correction)
+                   for leaf in zip(grads, projectors, mus, nus, norms, plans)]
+        return [[out[i] for out in outputs] for i in range(5)]
+
     def update_fn(updates, state, params=None):
         del params
         count = state.count
-        correction = bias_correction(count, b1, b2)
         treedef = jax.tree.structure(updates)
         layouts = treedef.flatten_up_to(layouts_of(updates))
         sizes = [layout.num_matrices for layout in layouts]
@@ -206,37 +238,20 @@ def scale_by_lowrank_adam(method: Method, *, rank: int, update_proj_gap: int,
             keys = (proj.refresh_keys(options.seed, proj.leaf_id(path), count, gap, offsets)
                     if uses_keys else None)
             plans.append(proj.LeafRefresh(layout, proj.refresh_due(count, gap, offsets), keys))
-        grads, projectors, mus, nus, norms = (
-            treedef.flatten_up_to(tree)
-            for tree in (updates, state.projector, state.mu, state.nu, state.norm))
-        if stores_projector:
-            refreshed = proj.refresh_projectors(
-                grads, projectors, mus, nus, plans, count=count, refresher=refresher,
-                moment_policy=options.moment_policy, stagger=options.stagger,
-                refresh_axes=options.refresh_axes, refresh_mesh=options.refresh_mesh)
-            projectors, mus, nus = ([leaf[i] for leaf in refreshed] for i in range(3))
-
-        def leaf_update(grad, plan, projector, mu, nu, norm):
-            layout = plan.layout
-            if stores_projector:
-                basis = projector
-            else:
-                basis = proj.regenerate_projector(layout, plan.keys, refresher,
-                                                  options.projector_dtype or grad.dtype)
-                if options.moment_policy == "reset":
-                    fresh = jnp.expand_dims(plan.due.reshape(layout.batch_shape),
-                                            layout.matrix_axes)
-                    mu, nu = (jnp.where(fresh, 0, x).astype(x.dtype) for x in (mu, nu))
-            projected = proj.project(grad, basis, layout)
-            direction, new_mu, new_nu = update_moments(projected, mu, nu, b1, b2, eps)
-            step = LowRankStep(grad, projected, direction, basis, layout, count, norm)
-            update, norm = method(step)
-            return ((correction * update).astype(grad.dtype),
-                    projector if stores_projector else optax.MaskedNode(),
-                    new_mu.astype(mu.dtype), new_nu.astype(nu.dtype), norm)
-
-        outputs = [leaf_update(*leaf) for leaf in zip(grads, plans, projectors, mus, nus, norms)]
-        new_updates, *parts = (treedef.unflatten([out[i] for out in outputs]) for i in range(5))
+        columns = [treedef.flatten_up_to(tree)
+                   for tree in (updates, state.projector, state.mu, state.nu, state.norm)]
+        if group_leaves:
+            groups = leaf_groups.group_by_layout(layouts, *columns)
+            columns = [leaf_groups.stack(column, groups) for column in columns]
+            plans = [proj.LeafRefresh(leaf_groups.stacked_layout(plans[group[0]].layout,
+                                                                 len(group)), due, keys)
+                     for group, due, keys in zip(
+                         groups, leaf_groups.concatenate([p.due for p in plans], groups),
+                         leaf_groups.concatenate([p.keys for p in plans], groups))]
+        outputs = step_leaves(*columns, plans, count, bias_correction(count, b1, b2))
+        if group_leaves:
+            outputs = [leaf_groups.unstack(column, groups) for column in outputs]
+        new_updates, *parts = (treedef.unflatten(column) for column in outputs)
         return new_updates, LowRankAdamState(optax.safe_increment(count), *parts)
 
     return optax.GradientTransformation(init_fn, update_fn)

@@ -128,6 +128,9 @@ class ProjectionOptions(NamedTuple):
         :mod:`lowrank_jax.optim.distributed_refresh`); None: where XLA puts them.
       refresh_mesh: the mesh of ``refresh_axes``; None takes the ambient one
         (``jax.set_mesh``). Without a mesh, or on one device, nothing is spread.
+      group_leaves: run the leaves of equal layout as one stacked batch (see
+        :mod:`lowrank_jax.optim.leaf_groups`): fewer, larger kernels, for one copy of
+        the gradients; None groups when JAX's default backend is a GPU.
     """
 
     side: str = "std"
@@ -141,6 +144,7 @@ class ProjectionOptions(NamedTuple):
     projector_dtype: Any = None
     refresh_axes: tuple[str, ...] | None = None
     refresh_mesh: Any = None
+    group_leaves: bool | None = None
 
 
 def check_projection_options(options: ProjectionOptions) -> ProjectionOptions:
@@ -155,6 +159,8 @@ def check_projection_options(options: ProjectionOptions) -> ProjectionOptions:
     check_positive_int("power_iterations + 1", options.power_iterations + 1)
     check_positive_int("oversample + 1", options.oversample + 1)
     distributed_refresh.check_placement(options.refresh_axes, options.refresh_mesh)
+    if options.group_leaves not in (None, True, False):
+        raise ValueError(f"group_leaves must be None, True or False, got {options.group_leaves!r}.")
     return options
 
 
