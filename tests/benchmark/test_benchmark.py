@@ -7,6 +7,7 @@ import statistics
 
 import pytest
 import yaml
+from tiny_run import TINY
 
 from lowrank_jax import cli
 from lowrank_jax.benchmark import Grid, job_lines, run_grid, write_report
@@ -16,14 +17,6 @@ from lowrank_jax.benchmark.runner import run_cells
 from lowrank_jax.train.config import load_config
 from lowrank_jax.train.loop import train
 
-TINY = [
-    "model.overrides.num_layers=1", "model.overrides.hidden_size=32",
-    "model.overrides.intermediate_size=64", "model.overrides.num_heads=2",
-    "model.overrides.vocab_size=384", "data.vocab_size=384", "data.seq_len=32",
-    "data.global_batch_size=8", "data.validation_tokens=2000", "eval.batch_size=8",
-    "schedule.total_steps=6", "logging.every=1", "logging.tensorboard=false",
-    "checkpoint.every=3",
-]
 
 
 def _grid(out_dir, **fields) -> Grid:

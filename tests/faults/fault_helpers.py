@@ -2,26 +2,13 @@
 
 import glob
 import hashlib
-import importlib.util
 import json
 import os
 import subprocess
 import sys
 import time
 
-
-
-def _trainer_test_conftest():
-  """The trainer tests' conftest (its ``TINY`` overrides), loaded by path: the test
-  directories are not packages."""
-  path = os.path.join(os.path.dirname(__file__), "..", "train", "conftest.py")
-  spec = importlib.util.spec_from_file_location("trainer_test_conftest", path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
-
-
-TINY = _trainer_test_conftest().TINY
+from tiny_run import TINY
 
 # A constant learning rate makes a run's first steps independent of schedule.total_steps,
 # so a child can train "forever" until it is killed and still match a finite reference.
