@@ -31,6 +31,7 @@ from flax import nnx
 
 from lowrank_jax.models.linear import LinearConfig, param
 from lowrank_jax.models.lowrank import checked_rank
+from lowrank_jax.models.matmul import matmul
 
 
 def cola_init_std(in_features: int, out_features: int, rank: int) -> float:
@@ -73,8 +74,8 @@ class CoLALinear(nnx.Module):
 
   def __call__(self, x: jax.Array) -> jax.Array:
     dtype = self.compute_dtype
-    hidden = jax.nn.silu(jnp.dot(x.astype(dtype), self.a[...].astype(dtype)))
-    return jnp.dot(hidden, self.b[...].astype(dtype))
+    hidden = jax.nn.silu(matmul(x.astype(dtype), self.a[...].astype(dtype)))
+    return matmul(hidden, self.b[...].astype(dtype))
 
   def dense_kernel(self) -> jax.Array:
     """Raises: ``silu(x a) b`` is nonlinear in ``x``, so CoLA has no dense kernel."""

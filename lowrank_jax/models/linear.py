@@ -30,6 +30,8 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from lowrank_jax.models.matmul import matmul
+
 
 def param(rngs: nnx.Rngs, init: Callable, shape: tuple[int, ...], dtype,
           axes: tuple[str | None, ...], variable: type[nnx.Variable] = nnx.Param) -> nnx.Variable:
@@ -98,7 +100,7 @@ class DenseLinear(nnx.Module):
     self.compute_dtype = compute_dtype
 
   def __call__(self, x: jax.Array) -> jax.Array:
-    return jnp.dot(x.astype(self.compute_dtype), self.kernel[...].astype(self.compute_dtype))
+    return matmul(x.astype(self.compute_dtype), self.kernel[...].astype(self.compute_dtype))
 
   def dense_kernel(self) -> jax.Array:
     return self.kernel[...]

@@ -39,6 +39,7 @@ from jax.sharding import PartitionSpec
 
 from lowrank_jax.models.config import LlamaConfig
 from lowrank_jax.models.linear import make_linear, param
+from lowrank_jax.models.matmul import matmul
 
 
 ACTIVATION_BATCH_AXES = ("data", "fsdp")
@@ -191,7 +192,7 @@ class Llama(nnx.Module):
     x = jnp.take(self.embed_tokens[...], input_ids, axis=0).astype(config.dtype.compute)
     x = self._run_blocks(shard_activation_batch(x), positions)
     x = self.norm(x)
-    return jnp.dot(x, self.lm_head[...].astype(config.dtype.compute)).astype(jnp.float32)
+    return matmul(x, self.lm_head[...].astype(config.dtype.compute)).astype(jnp.float32)
 
   def _run_blocks(self, x: jax.Array, positions: jax.Array) -> jax.Array:
     apply = lambda block, h: shard_activation_batch(block(h, positions))

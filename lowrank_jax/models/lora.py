@@ -31,6 +31,7 @@ from flax import nnx
 
 from lowrank_jax.models.linear import LinearConfig, param
 from lowrank_jax.models.lowrank import LowRankLinear, kaiming_uniform
+from lowrank_jax.models.matmul import matmul
 
 
 class Frozen(nnx.Variable):
@@ -61,7 +62,7 @@ class LoRALinear(LowRankLinear):
                       param_dtype, axes, variable=Frozen)
 
   def __call__(self, x: jax.Array) -> jax.Array:
-    dense = jnp.dot(x.astype(self.compute_dtype), self.base[...].astype(self.compute_dtype))
+    dense = matmul(x.astype(self.compute_dtype), self.base[...].astype(self.compute_dtype))
     return dense + super().__call__(x)
 
   def dense_kernel(self) -> jax.Array:

@@ -34,6 +34,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from lowrank_jax.models.linear import LinearConfig, param
+from lowrank_jax.models.matmul import matmul
 
 
 def uniform_init(bound: float):
@@ -89,8 +90,8 @@ class LowRankLinear(nnx.Module):
 
   def __call__(self, x: jax.Array) -> jax.Array:
     dtype = self.compute_dtype
-    hidden = jnp.dot(x.astype(dtype), self.a[...].astype(dtype)) * jnp.asarray(self.scale, dtype)
-    return jnp.dot(hidden, self.b[...].astype(dtype))
+    hidden = matmul(x.astype(dtype), self.a[...].astype(dtype)) * jnp.asarray(self.scale, dtype)
+    return matmul(hidden, self.b[...].astype(dtype))
 
   def low_rank_kernel(self, dtype=jnp.float32) -> jax.Array:
     """``(alpha / r) a b`` computed in ``dtype`` (float32 by default); batched over any

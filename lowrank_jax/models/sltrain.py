@@ -42,6 +42,7 @@ from flax import nnx
 
 from lowrank_jax.models.linear import LinearConfig, param
 from lowrank_jax.models.lowrank import LowRankLinear, uniform_init
+from lowrank_jax.models.matmul import matmul
 
 
 class SparseSupport(nnx.Variable):
@@ -101,7 +102,7 @@ class SLTrainLinear(LowRankLinear):
 
   def __call__(self, x: jax.Array) -> jax.Array:
     dtype = self.compute_dtype
-    return jnp.dot(x.astype(dtype), self._kernel(dtype))
+    return matmul(x.astype(dtype), self._kernel(dtype))
 
   def dense_kernel(self) -> jax.Array:
     """``(alpha / r) a b + S``, computed in float32, in the parameters' dtype."""
