@@ -6,8 +6,9 @@ kernels, gate and up as (512, 1376), down as (1376, 512); Flax (in, out)
 layout; the PyTorch references get the (out, in) transposes) are the whole
 parameter tree, so every matrix is projected. For each method the table gives:
 
-* steady: one update on a step without refresh (JAX: jitted, state donated),
-  median of ``--repeats`` steps after warm-up;
+* steady: one optimizer step without refresh: the update and its application to the
+  weights, as PyTorch's ``optimizer.step()`` does (JAX: one jitted function, state and
+  weights donated), median of ``--repeats`` steps after warm-up;
 * refresh: the first update, which refreshes every projector (SVD or random),
   median of ``--refresh-repeats`` runs after one untimed run, each from a fresh
   initial state (a fresh PyTorch optimizer);
@@ -183,16 +184,24 @@ class Contender:
 
 
 def jax_contender(transform, params, grads) -> Contender:
-    """``transform.update`` jitted with the state donated, compiled and warmed up here."""
+    """One optimizer step, ``transform.update`` then ``optax.apply_updates``, jitted with the
+    state and the parameters donated (what ``optimizer.step()`` does to a PyTorch model's
+    weights), compiled and warmed up here."""
     abstract_state = jax.eval_shape(transform.init, params)
-    update = jax.jit(transform.update, donate_argnums=1)
+
+    def apply(grads, state, params):
+        updates, state = transform.update(grads, state, params)
+        return optax.apply_updates(params, updates), state
+
+    update = jax.jit(apply, donate_argnums=(1, 2))
     init = jax.jit(transform.init)
+    weights = jax.tree.map(jnp.copy, params)  # donated at every step: the caller's stay
     state = None
 
     def step(previous_state):
-        nonlocal state
-        updates, state = update(grads, previous_state, params)
-        return updates, state
+        nonlocal state, weights
+        weights, state = update(grads, previous_state, weights)
+        return weights, state
 
     def refresh() -> float:
         initial = jax.block_until_ready(init(params))  # a fresh state, not timed

@@ -28,8 +28,8 @@ size (see :mod:`lowrank_jax.optim.sharding`).
 **Refreshes.** Every ``update_proj_gap`` steps (step 0 included) a new
 projector is computed from the current gradient, in float32:
 
-* ``"svd"``: the top-``r`` singular vectors of ``G`` (exact, as the references; on
-  NVIDIA GPUs computed as ``"eigh"``, which cuSOLVER runs 10x faster: see
+* ``"svd"``: the top-``r`` singular vectors of ``G`` (as the references; on CPUs and
+  NVIDIA GPUs computed as ``"eigh"``, 2-13x faster there with the same subspace: see
   :func:`lowrank_jax.optim.linalg.left_singular_vectors`);
 * ``"eigh"``: the top-``r`` eigenvectors of the ``p x p`` Gram matrix
   ``G G^T``: the same subspace as the SVD's (up to the precision lost by
