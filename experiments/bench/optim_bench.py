@@ -189,9 +189,9 @@ def jax_contender(transform, params, grads) -> Contender:
     weights), compiled and warmed up here."""
     abstract_state = jax.eval_shape(transform.init, params)
 
-    def apply(grads, state, params):
+    def apply(grads, state, params):  # outputs in the donated inputs' order: each aliases its own
         updates, state = transform.update(grads, state, params)
-        return optax.apply_updates(params, updates), state
+        return state, optax.apply_updates(params, updates)
 
     update = jax.jit(apply, donate_argnums=(1, 2))
     init = jax.jit(transform.init)
@@ -200,8 +200,8 @@ def jax_contender(transform, params, grads) -> Contender:
 
     def step(previous_state):
         nonlocal state, weights
-        weights, state = update(grads, previous_state, weights)
-        return weights, state
+        state, weights = update(grads, previous_state, weights)
+        return state, weights
 
     def refresh() -> float:
         initial = jax.block_until_ready(init(params))  # a fresh state, not timed

@@ -263,7 +263,10 @@ def project(grad: jax.Array, projector: jax.Array, layout: MatrixLayout) -> jax.
     """``R = P^T G`` for every matrix, in float32 (moment layout).
 
     Under an explicit mesh the result keeps the gradient's mesh axes except on
-    the projected axis (now the rank), which is replicated.
+    the projected axis (now the rank), which is replicated. On CPUs the projector
+    is first transposed (a small copy behind an optimization barrier) so that the
+    product takes row-major operands: XLA's CPU backend runs ``P^T G`` with a
+    transposed ``P`` as a generic dot, 10-20% slower on the 60M matrices.
     """
     leaf, proj, moment = layout.subscripts()
     spec = getattr(jax.typeof(grad).sharding, "spec", None)
@@ -271,8 +274,22 @@ def project(grad: jax.Array, projector: jax.Array, layout: MatrixLayout) -> jax.
     if spec is not None and any(axes is not None for axes in spec):
         padded = tuple(spec) + (None,) * (grad.ndim - len(spec))
         out_sharding = jax.sharding.PartitionSpec(*_replace(padded, layout.projected_axis, None))
-    return jnp.einsum(f"{leaf},{proj}->{moment}", grad, projector.astype(grad.dtype),
-                      preferred_element_type=jnp.float32, out_sharding=out_sharding)
+    product = functools.partial(jnp.einsum, preferred_element_type=jnp.float32,
+                                out_sharding=out_sharding)
+
+    def transposed(grad, projector):
+        return product(f"{leaf},{proj}->{moment}", grad, projector)
+
+    def row_major(grad, projector):
+        first, second = sorted(layout.matrix_axes)
+        swapped = _replace(_replace(proj, first, proj[second]), second, proj[first])
+        projector_t = lax.optimization_barrier(jnp.swapaxes(projector, first, second))
+        if layout.projected_axis < layout.kept_axis:  # (r, p) (p, k)
+            return product(f"{swapped},{leaf}->{moment}", projector_t, grad)
+        return product(f"{leaf},{swapped}->{moment}", grad, projector_t)  # (k, p) (p, r)
+
+    return lax.platform_dependent(grad, projector.astype(grad.dtype), cpu=row_major,
+                                  default=transposed)
 
 
 def project_back(low_rank: jax.Array, projector: jax.Array, layout: MatrixLayout) -> jax.Array:
