@@ -10,6 +10,8 @@ transposes and dots took 0.75 s of the 2.9 s gradient, and the gradient went fro
 materialises ``w^T`` and ``x^T`` (behind an optimization barrier, so that XLA cannot fold
 the transposes back into the products) and multiplies row-major operands. Other backends
 get the plain transposes: their matrix units take transposed operands at full speed.
+Being a ``jax.custom_vjp``, it supports reverse-mode differentiation only (``jax.grad``,
+``jax.vjp``), not ``jax.jvp``.
 
 >>> import jax, jax.numpy as jnp
 >>> x, w = jnp.arange(6.0).reshape(1, 2, 3), jnp.arange(12.0).reshape(3, 4) / 10
