@@ -40,22 +40,19 @@ def _forward(x, w):
   return jnp.dot(x, w), (x, w)
 
 
-def _row_major_gradients(x, w, g):
-  rows = x.reshape(-1, x.shape[-1])
-  w_t = lax.optimization_barrier(w.T)
-  rows_t = lax.optimization_barrier(rows.T)
-  return jnp.dot(g, w_t), jnp.dot(rows_t, g.reshape(-1, g.shape[-1]))
-
-
-def _transposed_gradients(x, w, g):
-  rows = x.reshape(-1, x.shape[-1])
-  return jnp.dot(g, w.T), jnp.dot(rows.T, g.reshape(-1, g.shape[-1]))
+def _gradients(transpose):
+  """``(x, w, g) -> (g w^T, x^T g)`` with the transposes taken by ``transpose``."""
+  def gradients(x, w, g):
+    rows = x.reshape(-1, x.shape[-1])
+    return jnp.dot(g, transpose(w)), jnp.dot(transpose(rows), g.reshape(-1, g.shape[-1]))
+  return gradients
 
 
 def _backward(residuals, g):
   x, w = residuals
-  dx, dw = lax.platform_dependent(x, w, g, cpu=_row_major_gradients,
-                                  default=_transposed_gradients)
+  dx, dw = lax.platform_dependent(
+      x, w, g, cpu=_gradients(lambda a: lax.optimization_barrier(a.T)),
+      default=_gradients(jnp.transpose))
   return dx.astype(x.dtype), dw.astype(w.dtype)
 
 

@@ -15,7 +15,7 @@ Leaf lists hold ``optax.MaskedNode`` where a leaf has no entry (a projector that
 stored, a norm that is not kept); a group of those stays a ``MaskedNode``.
 
 >>> import jax.numpy as jnp
->>> from lowrank_jax.optim.projection import MatrixLayout
+>>> from lowrank_jax.optim.projection import LeafRefresh, MatrixLayout
 >>> layouts = [MatrixLayout((4, 6), 0, 1, 2), MatrixLayout((6, 4), 1, 0, 2),
 ...            MatrixLayout((4, 6), 0, 1, 2)]
 >>> leaves = [jnp.zeros((4, 6)), jnp.ones((6, 4)), jnp.full((4, 6), 2.0)]
@@ -37,7 +37,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from lowrank_jax.optim.projection import MatrixLayout
+from lowrank_jax.optim.projection import LeafRefresh, MatrixLayout
 
 Groups = list[list[int]]
 
@@ -80,6 +80,15 @@ def concatenate(vectors: Sequence[jax.Array | None], groups: Groups) -> list:
     """One entry per group: the leaves' per-matrix vectors joined in stacking order."""
     return [vectors[group[0]] if len(group) == 1 or vectors[group[0]] is None
             else jnp.concatenate([vectors[i] for i in group]) for group in groups]
+
+
+def stack_plans(plans: Sequence[LeafRefresh], groups: Groups) -> list[LeafRefresh]:
+    """One refresh plan per group: the stacked layout, the members' ``due`` and ``keys``
+    joined in stacking order."""
+    dues = concatenate([plan.due for plan in plans], groups)
+    keys = concatenate([plan.keys for plan in plans], groups)
+    return [LeafRefresh(stacked_layout(plans[group[0]].layout, len(group)), due, key)
+            for group, due, key in zip(groups, dues, keys)]
 
 
 def unstack(stacked: Sequence, groups: Groups) -> list:

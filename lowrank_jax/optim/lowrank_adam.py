@@ -243,11 +243,7 @@ def scale_by_lowrank_adam(method: Method, *, rank: int, update_proj_gap: int,
         if group_leaves:
             groups = leaf_groups.group_by_layout(layouts, *columns)
             columns = [leaf_groups.stack(column, groups) for column in columns]
-            plans = [proj.LeafRefresh(leaf_groups.stacked_layout(plans[group[0]].layout,
-                                                                 len(group)), due, keys)
-                     for group, due, keys in zip(
-                         groups, leaf_groups.concatenate([p.due for p in plans], groups),
-                         leaf_groups.concatenate([p.keys for p in plans], groups))]
+            plans = leaf_groups.stack_plans(plans, groups)
         outputs = step_leaves(*columns, plans, count, bias_correction(count, b1, b2))
         if group_leaves:
             outputs = [leaf_groups.unstack(column, groups) for column in outputs]
