@@ -48,12 +48,13 @@ True
 
 from __future__ import annotations
 
+import jax
 import jax.numpy as jnp
 import optax
 
 from lowrank_jax.optim import projection as proj
 from lowrank_jax.optim.docstrings import shared_args
-from lowrank_jax.optim.lowrank_adam import (LowRankStep, limit_norm_growth,
+from lowrank_jax.optim.lowrank_adam import (LowRankStep, norm_growth_factor,
                                             scale_by_projected_method,
                                             with_decoupled_weight_decay)
 from lowrank_jax.optim.validation import check_choice, check_range
@@ -71,6 +72,22 @@ store_projector: keep the random projector in the state, drawn only at its
 SCALE_TYPES = ("channel", "tensor")
 
 
+def scaled_norm(factor: jax.Array, grad: jax.Array, layout: proj.MatrixLayout) -> jax.Array:
+    r"""``||s ⊙ G||_F`` per matrix, without forming ``s ⊙ G``.
+
+    The factor ``s`` is constant along the projected axis ``p`` (one ratio per
+    kept channel ``k``, or one per matrix), so
+
+    .. math::
+      \|s \odot G\|_F^2 = \sum_k s_k^2 \sum_p G_{pk}^2,
+
+    a reduction of ``G`` alone: the limiter then costs one read of the gradient
+    instead of writing and reading the rescaled one.
+    """
+    channel_energy = jnp.sum(jnp.square(grad), axis=layout.projected_axis, keepdims=True)
+    return jnp.sqrt(jnp.sum(jnp.square(factor) * channel_energy, axis=layout.matrix_axes))
+
+
 def apollo_method(scale, scale_type: str, scale_front: bool, gamma):
     """APOLLO's update from a projected step (see the module docstring)."""
     def ratio(step: LowRankStep):
@@ -81,14 +98,18 @@ def apollo_method(scale, scale_type: str, scale_front: bool, gamma):
         return norm(step.direction) / (norm(step.projected) + 1e-8)
 
     def method(step: LowRankStep):
-        update = ratio(step) * step.grad.astype(jnp.float32)
+        grad = step.grad.astype(jnp.float32)
+        factor = ratio(step)
         root_scale = jnp.sqrt(jnp.asarray(scale, jnp.float32))
         if scale_front:
-            update = root_scale * update
+            factor = root_scale * factor
         norm = step.norm
         if gamma is not None:
-            update, norm = limit_norm_growth(update, step, gamma)
-        return update if scale_front else root_scale * update, norm
+            norm = scaled_norm(factor, grad, step.layout)
+            growth = norm_growth_factor(norm, step, gamma)
+            factor = factor / jnp.expand_dims(growth, step.layout.matrix_axes)
+            norm = norm / growth
+        return (factor if scale_front else root_scale * factor) * grad, norm
 
     return method
 

@@ -128,13 +128,6 @@ def norm_growth_factor(norm: jax.Array, step: LowRankStep, gamma) -> jax.Array:
     return jnp.where(step.count == 0, 1.0, factor)
 
 
-def limit_norm_growth(update: jax.Array, step: LowRankStep, gamma) -> tuple[jax.Array, jax.Array]:
-    """Applies :func:`norm_growth_factor` to ``update``; returns it and the new norm."""
-    norm = proj.matrix_norm(update, step.layout)
-    factor = norm_growth_factor(norm, step, gamma)
-    return update / jnp.expand_dims(factor, step.layout.matrix_axes), norm / factor
-
-
 def scale_by_lowrank_adam(method: Method, *, rank: int, update_proj_gap: int,
                           options: proj.ProjectionOptions, b1=0.9, b2=0.999, eps=1e-6,
                           moment_dtype=None, uses_norm: bool = False,

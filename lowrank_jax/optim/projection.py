@@ -40,7 +40,8 @@ projector is computed from the current gradient, in float32:
   re-orthonormalised after each power iteration, then an SVD of the small
   ``Q^T G``;
 * ``"gaussian"``: i.i.d. ``N(0, 1/r)`` entries (APOLLO), drawn from a
-  per-matrix key, so the projector need not be stored;
+  per-matrix key (:func:`~lowrank_jax.optim.threefry_normal.standard_normal`),
+  so the projector need not be stored;
 * ``"orthonormal"``: a uniformly random orthonormal basis (GoLore), the Q of
   the QR of a Gaussian matrix.
 
@@ -79,6 +80,7 @@ import numpy as np
 from jax import lax
 
 from lowrank_jax.optim import distributed_refresh, linalg
+from lowrank_jax.optim.threefry_normal import standard_normal
 from lowrank_jax.optim.validation import check_choice, check_positive_int
 
 SIDES = ("std", "larger", "in", "out", "left", "right")
@@ -342,7 +344,8 @@ def randomized_basis(matrix: jax.Array, key: jax.Array, rank: int, oversample: i
     rows, cols = matrix.shape
     width = min(rank + oversample, rows, cols)
     dot = functools.partial(jnp.matmul, precision=lax.Precision.HIGHEST)
-    basis, _ = linalg.qr(dot(matrix, jax.random.normal(key, (cols, width), matrix.dtype)))
+    sketch = standard_normal(key, (cols, width)).astype(matrix.dtype)
+    basis, _ = linalg.qr(dot(matrix, sketch))
     for _ in range(power_iterations):
         basis, _ = linalg.qr(dot(matrix, dot(matrix.T, basis)))
     small_u = linalg.left_singular_vectors(dot(basis.T, matrix))
@@ -351,12 +354,12 @@ def randomized_basis(matrix: jax.Array, key: jax.Array, rank: int, oversample: i
 
 def gaussian_basis(rows: int, key: jax.Array, rank: int) -> jax.Array:
     """A ``rows x rank`` matrix of i.i.d. ``N(0, 1/rank)`` entries (APOLLO)."""
-    return jax.random.normal(key, (rows, rank), jnp.float32) / math.sqrt(rank)
+    return standard_normal(key, (rows, rank)) / math.sqrt(rank)
 
 
 def orthonormal_basis(rows: int, key: jax.Array, rank: int) -> jax.Array:
     """A uniformly random ``rows x rank`` matrix with orthonormal columns (GoLore)."""
-    q, r = linalg.qr(jax.random.normal(key, (rows, rank), jnp.float32))
+    q, r = linalg.qr(standard_normal(key, (rows, rank)))
     return q * jnp.sign(jnp.diagonal(r))
 
 

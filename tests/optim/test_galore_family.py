@@ -11,7 +11,8 @@ import orbax.checkpoint as ocp
 import pytest
 
 import lowrank_jax.optim as lro
-from lowrank_jax.optim.lowrank_adam import LowRankAdamState, LowRankStep, limit_norm_growth
+from lowrank_jax.optim.apollo import scaled_norm
+from lowrank_jax.optim.lowrank_adam import LowRankAdamState, LowRankStep, norm_growth_factor
 from lowrank_jax.optim.projection import matrix_layout, MatrixDimensionNumbers
 
 SHAPES = {"tall": (8, 16), "stack": (3, 8, 16), "bias": (16,)}  # wide: parity tests
@@ -243,15 +244,26 @@ def test_golore_switch_step_from_rand_ratio():
 def test_norm_growth_limiter():
     layout = matrix_layout((4, 6), MatrixDimensionNumbers(), side="std", rank=2)
     step = lambda count, norm: LowRankStep(None, None, None, None, layout, jnp.int32(count), norm)
-    update = jnp.full((4, 6), 2.0)  # norm 2 * sqrt(24)
-    first, norm = limit_norm_growth(update, step(0, jnp.float32(0.0)), 1.01)
-    chex.assert_trees_all_close(first, update)
-    np.testing.assert_allclose(norm, 2 * np.sqrt(24), rtol=1e-6)
-    limited, new_norm = limit_norm_growth(update, step(1, jnp.float32(1.0)), 1.01)
-    np.testing.assert_allclose(np.linalg.norm(limited), 1.01, rtol=1e-5)
-    np.testing.assert_allclose(new_norm, 1.01, rtol=1e-5)
-    small, _ = limit_norm_growth(update, step(1, jnp.float32(100.0)), 1.01)
-    chex.assert_trees_all_close(small, update)
+    norm = jnp.float32(2 * np.sqrt(24))
+    np.testing.assert_allclose(norm_growth_factor(norm, step(0, jnp.float32(0.0)), 1.01), 1.0)
+    np.testing.assert_allclose(norm / norm_growth_factor(norm, step(1, jnp.float32(1.0)), 1.01),
+                               1.01, rtol=1e-5)
+    np.testing.assert_allclose(norm_growth_factor(norm, step(1, jnp.float32(100.0)), 1.01), 1.0)
+
+
+@pytest.mark.parametrize("shape, batch", [((6, 10), ()), ((10, 6), ()), ((3, 6, 10), (3,))])
+@pytest.mark.parametrize("scale_type", ["channel", "tensor"])
+def test_scaled_norm_is_the_norm_of_the_rescaled_gradient(shape, batch, scale_type):
+    dims = MatrixDimensionNumbers(reduction_axis=-2, output_axis=-1)
+    layout = matrix_layout(shape, dims, side="std", rank=2)
+    grad = jax.random.normal(jax.random.key(0), shape)
+    factor_shape = list(shape)
+    for axis in (layout.matrix_axes if scale_type == "tensor" else (layout.projected_axis,)):
+        factor_shape[axis] = 1
+    factor = jax.random.uniform(jax.random.key(1), factor_shape)
+    expected = jnp.sqrt(jnp.sum(jnp.square(factor * grad), axis=layout.matrix_axes))
+    assert expected.shape == batch
+    chex.assert_trees_all_close(scaled_norm(factor, grad, layout), expected, rtol=1e-5)
 
 
 @pytest.mark.parametrize("build, message", [
