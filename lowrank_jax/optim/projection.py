@@ -353,8 +353,12 @@ def randomized_basis(matrix: jax.Array, key: jax.Array, rank: int, oversample: i
 
 
 def gaussian_basis(rows: int, key: jax.Array, rank: int) -> jax.Array:
-    """A ``rows x rank`` matrix of i.i.d. ``N(0, 1/rank)`` entries (APOLLO)."""
-    return standard_normal(key, (rows, rank)) / math.sqrt(rank)
+    """A ``rows x rank`` matrix of i.i.d. ``N(0, 1/rank)`` entries (APOLLO).
+
+    Drawn as its ``rank x rows`` transpose, the operand :func:`project` multiplies
+    on CPUs: the transposes cancel, and the draw is written row by row.
+    """
+    return (standard_normal(key, (rank, rows)) / math.sqrt(rank)).T
 
 
 def orthonormal_basis(rows: int, key: jax.Array, rank: int) -> jax.Array:

@@ -7,7 +7,16 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from lowrank_jax.optim.threefry_normal import standard_normal
+import jax.extend.random as jex_random
+
+from lowrank_jax.optim.threefry_normal import counter_bits, standard_normal
+
+
+@pytest.mark.parametrize("size", [1, 2, 7, 1000, 4097])
+def test_counter_bits_are_jax_threefry_of_the_counters(size):
+    words = jax.random.key_data(jax.random.key(5))
+    reference = jex_random.threefry_2x32(words, jax.lax.iota(jnp.uint32, size))
+    np.testing.assert_array_equal(jax.jit(counter_bits, static_argnums=1)(words, size), reference)
 
 
 @pytest.mark.parametrize("shape", [(1,), (7,), (5, 3), (512, 128), (2, 3, 5)])
