@@ -1,5 +1,9 @@
 """The paper's memory count against the abstract train state, and its sharding over 8 devices."""
 
+import os
+import subprocess
+import sys
+
 import pytest
 
 from lowrank_jax.train.memory import case_config
@@ -85,3 +89,22 @@ def test_fsdp_activations_stay_split_by_batch_in_the_compiled_step():
                                                         fsdp=n, seq_len=128)),
                                  rows_per_device=8).temporary for n in (1, 8))
   assert spread < 1.5 * single, (spread, single)
+
+
+def _temporary_gb_of_the_command(xla_flags: str) -> float:
+  """nano GaLore's step temporaries as the ``memory`` command reports them, in a fresh process
+  (XLA reads its flags once, when jax starts)."""
+  env = dict(os.environ, XLA_FLAGS=xla_flags, JAX_PLATFORMS="cpu")
+  out = subprocess.run([sys.executable, "-m", "lowrank_jax", "memory", "--sizes", "nano",
+                        "--methods", "galore", "--dtype", "fp32"], env=env, check=True,
+                       capture_output=True, text=True).stdout
+  row = next(line for line in out.splitlines() if line.startswith("| nano |"))
+  return float(row.strip("|").split("|")[-1])
+
+
+def test_the_memory_command_compiles_with_the_memory_minimising_cpu_schedule():
+  """Unless XLA_FLAGS names the scheduler, the command turns XLA's concurrency-optimised CPU
+  schedule off: it holds more temporaries at once than a TPU or GPU schedule would."""
+  concurrent = _temporary_gb_of_the_command(
+      "--xla_cpu_enable_concurrency_optimized_scheduler=true")
+  assert _temporary_gb_of_the_command("") < concurrent
