@@ -127,7 +127,7 @@ def _use_fake_cpu_devices(count: int) -> None:
 
 # XLA's CPU backend schedules a program for thread concurrency by default, which keeps many
 # independent temporaries alive at once (GaLore's per-matrix refresh buffers all together:
-# 1b on one device, 17.3 GB of temporaries instead of 10.3). TPU and GPU schedulers bound
+# 1b on one device, 17.3 GB of temporaries instead of 9.1). TPU and GPU schedulers bound
 # memory, so a CPU compile measured as their proxy takes the memory-minimising schedule. XLA
 # reads this flag from XLA_FLAGS only (compile options leave the schedule as it is).
 CPU_MEMORY_SCHEDULE_FLAG = "--xla_cpu_enable_concurrency_optimized_scheduler=false"
