@@ -118,26 +118,30 @@ def _export(args) -> None:
   print(f"exported step {step} of {args.checkpoint} to {args.out}")
 
 
+def _default_xla_flag(name: str, value) -> None:
+  """Adds ``--name=value`` to XLA_FLAGS unless they already name ``name``; before jax starts
+  (XLA reads its flags once)."""
+  flags = os.environ.get("XLA_FLAGS", "")
+  if name not in flags:
+    os.environ["XLA_FLAGS"] = f"{flags} --{name}={value}"
+
+
 def _use_fake_cpu_devices(count: int) -> None:
-  """Asks for ``count`` fake CPU devices unless XLA_FLAGS names a count; before jax starts."""
-  if count > 1 and "xla_force_host_platform_device_count" not in os.environ.get("XLA_FLAGS", ""):
-    os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
-                               f" --xla_force_host_platform_device_count={count}")
-
-
-# XLA's CPU backend schedules a program for thread concurrency by default, which keeps many
-# independent temporaries alive at once (GaLore's per-matrix refresh buffers all together:
-# 1b on one device, 17.3 GB of temporaries instead of 9.1). TPU and GPU schedulers bound
-# memory, so a CPU compile measured as their proxy takes the memory-minimising schedule. XLA
-# reads this flag from XLA_FLAGS only (compile options leave the schedule as it is).
-CPU_MEMORY_SCHEDULE_FLAG = "--xla_cpu_enable_concurrency_optimized_scheduler=false"
+  """Asks for ``count`` fake CPU devices unless XLA_FLAGS names a count."""
+  if count > 1:
+    _default_xla_flag("xla_force_host_platform_device_count", count)
 
 
 def _use_memory_minimising_cpu_schedule() -> None:
-  """Adds :data:`CPU_MEMORY_SCHEDULE_FLAG` to XLA_FLAGS unless it names the scheduler; before
-  jax starts."""
-  if "xla_cpu_enable_concurrency_optimized_scheduler" not in os.environ.get("XLA_FLAGS", ""):
-    os.environ["XLA_FLAGS"] = os.environ.get("XLA_FLAGS", "") + " " + CPU_MEMORY_SCHEDULE_FLAG
+  """Turns off XLA's concurrency-optimised CPU schedule unless XLA_FLAGS name it.
+
+  By default XLA's CPU backend schedules a program for thread concurrency, which keeps many
+  independent temporaries alive at once (GaLore's per-matrix refresh buffers all together: 1b
+  on one device, 17.3 GB of temporaries instead of 9.1). TPU and GPU schedulers bound memory,
+  so a CPU compile measured as their proxy takes the memory-minimising schedule. XLA reads
+  this flag from XLA_FLAGS only (compile options leave the schedule as it is).
+  """
+  _default_xla_flag("xla_cpu_enable_concurrency_optimized_scheduler", "false")
 
 
 def _memory(args) -> None:

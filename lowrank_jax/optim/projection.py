@@ -356,7 +356,8 @@ def gaussian_basis(rows: int, key: jax.Array, rank: int) -> jax.Array:
     """A ``rows x rank`` matrix of i.i.d. ``N(0, 1/rank)`` entries (APOLLO).
 
     Drawn as its ``rank x rows`` transpose, the operand :func:`project` multiplies
-    on CPUs: the transposes cancel, and the draw is written row by row.
+    on CPUs for a matrix projected on its rows: there the transposes cancel, and
+    the draw is written row by row.
     """
     return (standard_normal(key, (rank, rows)) / math.sqrt(rank)).T
 
