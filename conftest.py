@@ -3,6 +3,7 @@
 The flag must be set before JAX is imported anywhere, which is why it lives in the
 root conftest (collected before any test module or doctest).
 """
+
 import os
 
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")

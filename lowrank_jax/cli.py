@@ -31,51 +31,107 @@ def _parser() -> argparse.ArgumentParser:
   parser = argparse.ArgumentParser(prog="lowrank-jax", description=__doc__.split("\n")[0])
   commands = parser.add_subparsers(dest="command", required=True)
   train = commands.add_parser("train", help="train or resume a run")
-  train.add_argument("--config", action="append", default=[], metavar="FILE",
-                     help="YAML config file; repeat to layer several (later ones win)")
-  train.add_argument("overrides", nargs="*", metavar="key=value",
-                     help="dotted config overrides, e.g. optimizer.method=galore")
-  for name, help_text in (("eval", "validation perplexity of a checkpoint"),
-                          ("export", "write a checkpoint as HF LlamaForCausalLM")):
+  train.add_argument(
+      "--config",
+      action="append",
+      default=[],
+      metavar="FILE",
+      help="YAML config file; repeat to layer several (later ones win)",
+  )
+  train.add_argument(
+      "overrides",
+      nargs="*",
+      metavar="key=value",
+      help="dotted config overrides, e.g. optimizer.method=galore",
+  )
+  for name, help_text in (
+      ("eval", "validation perplexity of a checkpoint"),
+      ("export", "write a checkpoint as HF LlamaForCausalLM"),
+  ):
     command = commands.add_parser(name, help=help_text)
-    command.add_argument("--checkpoint", required=True, metavar="RUN_DIR",
-                         help="a run directory made by `lowrank-jax train`")
+    command.add_argument(
+        "--checkpoint",
+        required=True,
+        metavar="RUN_DIR",
+        help="a run directory made by `lowrank-jax train`",
+    )
     command.add_argument("--step", type=int, default=None, help="checkpoint step (default: newest)")
     if name == "export":
       command.add_argument("--out", required=True, metavar="DIR", help="a new or empty directory")
   memory = commands.add_parser("memory", help="analytic against measured memory, per method")
-  memory.add_argument("--sizes", nargs="+", default=["1b"], metavar="SIZE",
-                      help="model presets (nano ... 7b)")
-  memory.add_argument("--methods", nargs="+", default=None, metavar="METHOD",
-                      help="training methods (default: all)")
+  memory.add_argument(
+      "--sizes", nargs="+", default=["1b"], metavar="SIZE", help="model presets (nano ... 7b)"
+  )
+  memory.add_argument(
+      "--methods", nargs="+", default=None, metavar="METHOD", help="training methods (default: all)"
+  )
   memory.add_argument("--dtype", default="bf16", help="dtype policy: fp32, bf16 or mixed")
-  memory.add_argument("--devices", nargs="+", type=int, default=[1], metavar="N",
-                      help="mesh sizes, each fully fsdp (CPU: that many fake devices)")
-  memory.add_argument("--no-compile", action="store_true",
-                      help="skip compiling the train step (state bytes only; fast)")
-  memory.add_argument("--out", default=None, metavar="DIR",
-                      help="write memory.md, memory.csv and memory.png here (with --topology: "
-                           "topology.md and topology.csv)")
-  memory.add_argument("--topology", default=None, metavar="NAME",
-                      help="compile each step for a described topology instead: v5e:16x16 "
-                           "(needs libtpu: the tpu-aot extra) or cpu:N; fails if out of memory")
-  memory.add_argument("--tensor", type=int, default=1, metavar="N",
-                      help="with --topology: tensor-parallel width (the rest is fsdp)")
-  memory.add_argument("--hbm-gb", type=float, default=None, metavar="G",
-                      help="with --topology: memory per device in GiB (default: the chip's)")
+  memory.add_argument(
+      "--devices",
+      nargs="+",
+      type=int,
+      default=[1],
+      metavar="N",
+      help="mesh sizes, each fully fsdp (CPU: that many fake devices)",
+  )
+  memory.add_argument(
+      "--no-compile",
+      action="store_true",
+      help="skip compiling the train step (state bytes only; fast)",
+  )
+  memory.add_argument(
+      "--out",
+      default=None,
+      metavar="DIR",
+      help="write memory.md, memory.csv and memory.png here (with --topology: "
+      "topology.md and topology.csv)",
+  )
+  memory.add_argument(
+      "--topology",
+      default=None,
+      metavar="NAME",
+      help="compile each step for a described topology instead: v5e:16x16 "
+      "(needs libtpu: the tpu-aot extra) or cpu:N; fails if out of memory",
+  )
+  memory.add_argument(
+      "--tensor",
+      type=int,
+      default=1,
+      metavar="N",
+      help="with --topology: tensor-parallel width (the rest is fsdp)",
+  )
+  memory.add_argument(
+      "--hbm-gb",
+      type=float,
+      default=None,
+      metavar="G",
+      help="with --topology: memory per device in GiB (default: the chip's)",
+  )
   benchmark = commands.add_parser("benchmark", help="run a grid of methods x sizes x seeds")
   benchmark.add_argument("grid", metavar="GRID.yaml", help="a grid file (experiments/grids/)")
-  benchmark.add_argument("overrides", nargs="*", metavar="key=value",
-                         help="dotted config overrides for every cell")
+  benchmark.add_argument(
+      "overrides", nargs="*", metavar="key=value", help="dotted config overrides for every cell"
+  )
   benchmark.add_argument("--workers", type=int, default=1, help="cells run at the same time")
   benchmark.add_argument("--retry-failed", action="store_true", help="rerun failed cells")
-  benchmark.add_argument("--emit-jobs", default=None, metavar="FILE",
-                         help="write one `lowrank-jax train` command per unfinished cell of the "
-                              "current stage to FILE ('-': stdout) instead of running them")
-  benchmark.add_argument("--report-only", action="store_true",
-                         help="only gather the finished cells into the table and plots")
-  benchmark.add_argument("--out", default=None, metavar="DIR",
-                         help="write the table and plots here (default: the grid's out_dir)")
+  benchmark.add_argument(
+      "--emit-jobs",
+      default=None,
+      metavar="FILE",
+      help="write one `lowrank-jax train` command per unfinished cell of the "
+      "current stage to FILE ('-': stdout) instead of running them",
+  )
+  benchmark.add_argument(
+      "--report-only",
+      action="store_true",
+      help="only gather the finished cells into the table and plots",
+  )
+  benchmark.add_argument(
+      "--out",
+      default=None,
+      metavar="DIR",
+      help="write the table and plots here (default: the grid's out_dir)",
+  )
   return parser
 
 
@@ -98,8 +154,10 @@ def _train(args) -> None:
   print("\nsummary")
   _print_summary(summary)
   if "unigram_ppl" in summary:
-    print(f"\nvalidation perplexity {summary['val_ppl']:.2f} against the unigram baseline "
-          f"{summary['unigram_ppl']:.2f}")
+    print(
+        f"\nvalidation perplexity {summary['val_ppl']:.2f} against the unigram baseline "
+        f"{summary['unigram_ppl']:.2f}"
+    )
 
 
 def _eval(args) -> None:
@@ -153,8 +211,13 @@ def _memory(args) -> None:
   from lowrank_jax.train.memory import markdown_table, memory_rows, write_report
   from lowrank_jax.train.methods import METHODS
 
-  rows = memory_rows(args.sizes, args.methods or sorted(METHODS), args.dtype, args.devices,
-                     compile_step=not args.no_compile)
+  rows = memory_rows(
+      args.sizes,
+      args.methods or sorted(METHODS),
+      args.dtype,
+      args.devices,
+      compile_step=not args.no_compile,
+  )
   print(markdown_table(rows), end="")
   if args.out:
     print("wrote " + ", ".join(write_report(rows, args.out)))
@@ -167,16 +230,24 @@ def _memory_on_topology(args) -> None:
     _use_fake_cpu_devices(int(count))
   from lowrank_jax.train.memory import validate_cases
   from lowrank_jax.train.methods import METHODS
-  from lowrank_jax.train.topology import (GIB, compile_case, out_of_memory_message, topology_table,
-                                          write_topology_report)
+  from lowrank_jax.train.topology import (
+      GIB,
+      compile_case,
+      out_of_memory_message,
+      topology_table,
+      write_topology_report,
+  )
 
   methods = args.methods or sorted(METHODS)
   validate_cases(args.sizes, methods, args.dtype, [])
   if args.hbm_gb is not None and args.hbm_gb <= 0:
     raise ValueError(f"--hbm-gb={args.hbm_gb} must be positive")
   hbm = None if args.hbm_gb is None else int(args.hbm_gb * GIB)
-  cases = [compile_case(size, method, args.dtype, args.topology, args.tensor, hbm)
-           for size in args.sizes for method in methods]
+  cases = [
+      compile_case(size, method, args.dtype, args.topology, args.tensor, hbm)
+      for size in args.sizes
+      for method in methods
+  ]
   print(topology_table(cases), end="")
   if args.out:
     print("wrote " + ", ".join(write_topology_report(cases, args.out)))
@@ -195,7 +266,8 @@ def _benchmark(args) -> None:
   if args.emit_jobs:
     stage, lines = job_lines(grid)
     text = f"# {grid.out_dir}: {stage} stage, {len(lines)} jobs\n" + "".join(
-        line + "\n" for line in lines)
+        line + "\n" for line in lines
+    )
     if args.emit_jobs == "-":
       print(text, end="")
     else:
@@ -215,8 +287,9 @@ def _benchmark(args) -> None:
 def main(argv: list[str] | None = None) -> int:
   args = _parser().parse_args(argv)
   try:
-    {"train": _train, "eval": _eval, "export": _export, "memory": _memory,
-     "benchmark": _benchmark}[args.command](args)
+    {"train": _train, "eval": _eval, "export": _export, "memory": _memory, "benchmark": _benchmark}[
+        args.command
+    ](args)
   except (ValueError, FileNotFoundError) as error:
     return _fail(error, 2)
   except (FloatingPointError, OSError) as error:  # disk full, non-finite streak

@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from typing import Sequence
+from collections.abc import Sequence
 
 import yaml
 
@@ -71,7 +71,7 @@ class Cell:
   def config(self, *extra_overrides: str) -> TrainConfig:
     """The cell's validated config (raises ``ValueError`` naming a bad value)."""
     args = [arg for arg in self.argv() if arg != "--config"]
-    return load_config(args[:len(self.configs)], args[len(self.configs):] + list(extra_overrides))
+    return load_config(args[: len(self.configs)], args[len(self.configs) :] + list(extra_overrides))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -90,28 +90,36 @@ class Grid:
   def __post_init__(self):
     from lowrank_jax.train.methods import METHODS
 
-    for name, values, allowed in (("sizes", self.sizes, PRESETS),
-                                  ("methods", self.methods, METHODS)):
+    for name, values, allowed in (
+        ("sizes", self.sizes, PRESETS),
+        ("methods", self.methods, METHODS),
+    ):
       if not values:
         raise ValueError(f"grid {name} is empty; allowed: {sorted(allowed)}")
       for value in values:
         if value not in allowed:
           raise ValueError(f"grid {name} has unknown {value!r}; allowed: {sorted(allowed)}")
-    if not self.seeds or len(set(self.seeds)) != len(self.seeds) or not all(
-        isinstance(s, int) for s in self.seeds):
+    if (
+        not self.seeds
+        or len(set(self.seeds)) != len(self.seeds)
+        or not all(isinstance(s, int) for s in self.seeds)
+    ):
       raise ValueError(f"grid seeds={list(self.seeds)!r} must be distinct integers, at least one")
     for key in ("method_overrides", "learning_rates"):
       unknown = sorted(set(getattr(self, key)) - set(self.methods))
       if unknown:
-        raise ValueError(f"grid {key} names {unknown[0]!r}, which is not in methods "
-                         f"{list(self.methods)}")
+        raise ValueError(
+            f"grid {key} names {unknown[0]!r}, which is not in methods " f"{list(self.methods)}"
+        )
     for method, rates in self.learning_rates.items():
       if not rates or not all(isinstance(r, (int, float)) and r > 0 for r in rates):
-        raise ValueError(f"grid learning_rates[{method!r}]={rates!r} must be a non-empty list of "
-                         "positive numbers")
+        raise ValueError(
+            f"grid learning_rates[{method!r}]={rates!r} must be a non-empty list of "
+            "positive numbers"
+        )
 
   @classmethod
-  def load(cls, path: str, extra_overrides: Sequence[str] = ()) -> "Grid":
+  def load(cls, path: str, extra_overrides: Sequence[str] = ()) -> Grid:
     """Reads a grid YAML file; ``extra_overrides`` apply to every cell, after the file's."""
     try:
       with open(path) as f:
@@ -122,14 +130,24 @@ class Grid:
     unknown = sorted(set(values) - fields)
     if unknown:
       raise ValueError(f"unknown grid key {unknown[0]!r} in {path}; allowed: {sorted(fields)}")
-    tuples = {key: tuple(values[key]) for key in ("sizes", "methods", "seeds", "configs",
-                                                  "overrides") if key in values}
+    tuples = {
+        key: tuple(values[key])
+        for key in ("sizes", "methods", "seeds", "configs", "overrides")
+        if key in values
+    }
     tuples["overrides"] = tuples.get("overrides", ()) + tuple(extra_overrides)
-    return cls(**{**values, **tuples,
-                  "method_overrides": {m: tuple(o) for m, o in
-                                       (values.get("method_overrides") or {}).items()},
-                  "learning_rates": {m: tuple(r) for m, r in
-                                     (values.get("learning_rates") or {}).items()}})
+    return cls(
+        **{
+            **values,
+            **tuples,
+            "method_overrides": {
+                m: tuple(o) for m, o in (values.get("method_overrides") or {}).items()
+            },
+            "learning_rates": {
+                m: tuple(r) for m, r in (values.get("learning_rates") or {}).items()
+            },
+        }
+    )
 
   def _cell(self, size: str, method: str, learning_rate: float | None, seed: int) -> Cell:
     configs = tuple(path.format(size=size, method=method) for path in self.configs)
@@ -141,14 +159,20 @@ class Grid:
 
   def sweep_cells(self) -> list[Cell]:
     """The cells that run first: every learning rate of every method, at the first seed."""
-    return [self._cell(size, method, rate, self.seeds[0]) for size, method in self._pairs()
-            for rate in self.learning_rates.get(method, (None,))]
+    return [
+        self._cell(size, method, rate, self.seeds[0])
+        for size, method in self._pairs()
+        for rate in self.learning_rates.get(method, (None,))
+    ]
 
   def seed_cells(self, chosen_rates: dict[tuple[str, str], float | None]) -> list[Cell]:
     """The other seeds of every ``(size, method)``, at its chosen learning rate."""
-    return [self._cell(size, method, chosen_rates[size, method], seed)
-            for size, method in self._pairs() if (size, method) in chosen_rates
-            for seed in self.seeds[1:]]
+    return [
+        self._cell(size, method, chosen_rates[size, method], seed)
+        for size, method in self._pairs()
+        if (size, method) in chosen_rates
+        for seed in self.seeds[1:]
+    ]
 
   def check(self) -> None:
     """Validates every cell's config before anything runs (raises ``ValueError``)."""

@@ -15,6 +15,7 @@ from lowrank_jax.benchmark.results import MethodRow
 
 def _figure(rows: list[MethodRow]):
   import matplotlib
+
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
 
@@ -29,8 +30,10 @@ def _styles(rows: list[MethodRow]) -> dict[str, dict]:
 
   methods = list(dict.fromkeys(r.method for r in rows))
   colours = matplotlib.colormaps["tab20"].colors
-  return {m: {"color": colours[i % len(colours)], "linestyle": ("-", "--")[i // len(colours) % 2]}
-          for i, m in enumerate(methods)}
+  return {
+      m: {"color": colours[i % len(colours)], "linestyle": ("-", "--")[i // len(colours) % 2]}
+      for i, m in enumerate(methods)
+  }
 
 
 def _smooth(values: np.ndarray, window: int = 3) -> np.ndarray:
@@ -45,8 +48,13 @@ def plot_loss_curves(rows: list[MethodRow], out_png: str) -> None:
     curve = np.asarray(row.runs[0].curve())
     if len(curve):
       smoothed = _smooth(curve[:, 1])
-      axes[row.size].plot(curve[len(curve) - len(smoothed):, 0], smoothed, label=row.method,
-                          linewidth=1.2, **styles[row.method])
+      axes[row.size].plot(
+          curve[len(curve) - len(smoothed) :, 0],
+          smoothed,
+          label=row.method,
+          linewidth=1.2,
+          **styles[row.method],
+      )
   for size, ax in axes.items():
     ax.set(title=f"training loss, {size}", xlabel="step", ylabel="cross-entropy (nats)")
     ax.grid(alpha=0.3)
@@ -62,13 +70,27 @@ def plot_ppl_vs_memory(rows: list[MethodRow], out_png: str) -> None:
   for row in rows:
     mean, std = row.ppl()
     ax = axes[row.size]
-    ax.errorbar(row.state_bytes / 2**20, mean, yerr=std or 0, fmt="o", capsize=3,
-                color=styles[row.method]["color"])
-    ax.annotate(row.method, (row.state_bytes / 2**20, mean), fontsize=7,
-                xytext=(4, 3), textcoords="offset points")
+    ax.errorbar(
+        row.state_bytes / 2**20,
+        mean,
+        yerr=std or 0,
+        fmt="o",
+        capsize=3,
+        color=styles[row.method]["color"],
+    )
+    ax.annotate(
+        row.method,
+        (row.state_bytes / 2**20, mean),
+        fontsize=7,
+        xytext=(4, 3),
+        textcoords="offset points",
+    )
   for size, ax in axes.items():
-    ax.set(title=f"validation perplexity against memory, {size}",
-           xlabel="parameters + optimizer state (MiB)", ylabel="validation perplexity")
+    ax.set(
+        title=f"validation perplexity against memory, {size}",
+        xlabel="parameters + optimizer state (MiB)",
+        ylabel="validation perplexity",
+    )
     ax.grid(alpha=0.3)
   fig.tight_layout()
   fig.savefig(out_png, dpi=120)

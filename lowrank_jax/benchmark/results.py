@@ -53,8 +53,9 @@ def read_result(cell: Cell) -> CellResult:
   if os.path.exists(path):
     with open(path) as f:
       summary = json.load(f)
-    complete = (summary.get("stopped_by") is None and
-                summary["steps"] == cell.config().schedule.total_steps)
+    complete = (
+        summary.get("stopped_by") is None and summary["steps"] == cell.config().schedule.total_steps
+    )
     return CellResult(cell, "done" if complete else "partial", summary)
   if os.path.exists(os.path.join(cell.run_dir, "config.yaml")):
     return CellResult(cell, "partial", {})
@@ -104,18 +105,27 @@ class MethodRow:
 
   def as_dict(self) -> dict:
     mean, std = self.ppl()
-    return {"size": self.size, "method": self.method, "learning_rate": self.learning_rate,
-            "seeds": [r.cell.seed for r in self.runs],
-            "val_ppl": [float(r.summary["val_ppl"]) for r in self.runs],
-            "val_ppl_mean": mean, "val_ppl_std": std,
-            "tokens": self.mean_of("tokens_seen"), "wall_time_s": self.mean_of("wall_time_s"),
-            "tokens_per_s": self.mean_of("tokens_seen") / self.mean_of("wall_time_s"),
-            "state_bytes": self.state_bytes,
-            "param_bytes": int(self.runs[0].summary["param_bytes"]),
-            "opt_state_bytes": int(self.runs[0].summary["opt_state_bytes"]),
-            "sweep": {f"{r.cell.learning_rate:g}" if r.cell.learning_rate is not None else "cfg":
-                      (float(r.summary["val_ppl"]) if r.status == "done" else r.status)
-                      for r in self.sweep}}
+    return {
+        "size": self.size,
+        "method": self.method,
+        "learning_rate": self.learning_rate,
+        "seeds": [r.cell.seed for r in self.runs],
+        "val_ppl": [float(r.summary["val_ppl"]) for r in self.runs],
+        "val_ppl_mean": mean,
+        "val_ppl_std": std,
+        "tokens": self.mean_of("tokens_seen"),
+        "wall_time_s": self.mean_of("wall_time_s"),
+        "tokens_per_s": self.mean_of("tokens_seen") / self.mean_of("wall_time_s"),
+        "state_bytes": self.state_bytes,
+        "param_bytes": int(self.runs[0].summary["param_bytes"]),
+        "opt_state_bytes": int(self.runs[0].summary["opt_state_bytes"]),
+        "sweep": {
+            f"{r.cell.learning_rate:g}"
+            if r.cell.learning_rate is not None
+            else "cfg": (float(r.summary["val_ppl"]) if r.status == "done" else r.status)
+            for r in self.sweep
+        },
+    }
 
 
 def method_rows(grid: Grid) -> list[MethodRow]:
@@ -127,11 +137,14 @@ def method_rows(grid: Grid) -> list[MethodRow]:
       if (size, method) not in chosen:
         continue
       rate = chosen[size, method]
-      sweep = tuple(read_result(c) for c in grid.sweep_cells()
-                    if (c.size, c.method) == (size, method))
-      cells = [c for c in grid.sweep_cells() + grid.seed_cells(chosen)
-               if (c.size, c.method, c.learning_rate) == (size, method, rate)]
+      sweep = tuple(
+          read_result(c) for c in grid.sweep_cells() if (c.size, c.method) == (size, method)
+      )
+      cells = [
+          c
+          for c in grid.sweep_cells() + grid.seed_cells(chosen)
+          if (c.size, c.method, c.learning_rate) == (size, method, rate)
+      ]
       runs = tuple(r for r in map(read_result, cells) if r.status == "done")
       rows.append(MethodRow(size, method, rate, runs, sweep))
   return rows
-

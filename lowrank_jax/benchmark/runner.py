@@ -25,7 +25,6 @@ from lowrank_jax.benchmark.grid import Cell, Grid
 from lowrank_jax.benchmark.results import chosen_rates, read_result
 from lowrank_jax.train.metrics import read_metrics
 
-
 QUIET = "logging.progress=false"  # a log file needs no progress bar
 
 
@@ -37,8 +36,12 @@ def _latest(cell: Cell) -> str:
   """The cell's newest logged step: its loss and tokens/s, for the grid's progress bar."""
   records = read_metrics(os.path.join(cell.run_dir, "metrics.jsonl"))
   losses = [r for r in records if "loss" in r]
-  return (f"{cell.name} step {losses[-1]['step']} loss {losses[-1]['loss']:.3f} "
-          f"{losses[-1]['tokens_per_s']:,.0f} tok/s" if losses else cell.name)
+  return (
+      f"{cell.name} step {losses[-1]['step']} loss {losses[-1]['loss']:.3f} "
+      f"{losses[-1]['tokens_per_s']:,.0f} tok/s"
+      if losses
+      else cell.name
+  )
 
 
 @contextlib.contextmanager
@@ -72,8 +75,10 @@ def _finish(cell: Cell, status: int, bar) -> None:
   if status:
     with open(os.path.join(cell.run_dir, "failed"), "w") as f:
       f.write(f"exit status {status}; see train.log\n")
-    bar.write(f"{cell.name}: failed (exit status {status}), see "
-              f"{os.path.join(cell.run_dir, 'train.log')}")
+    bar.write(
+        f"{cell.name}: failed (exit status {status}), see "
+        f"{os.path.join(cell.run_dir, 'train.log')}"
+    )
   bar.update(1)
 
 
@@ -94,17 +99,27 @@ def _train_here(cell: Cell, log) -> int:
   return 0
 
 
-def run_cells(cells: list[Cell], workers: int = 1, retry_failed: bool = False,
-              desc: str = "grid", poll_s: float = 2.0) -> dict[str, int]:
+def run_cells(
+    cells: list[Cell],
+    workers: int = 1,
+    retry_failed: bool = False,
+    desc: str = "grid",
+    poll_s: float = 2.0,
+) -> dict[str, int]:
   """Runs the cells that are not finished; returns ``{cell name: exit status}`` of those run."""
-  todo = [c for c in cells if read_result(c).status not in
-          (("done",) if retry_failed else ("done", "failed"))]
-  bar = tqdm.tqdm(total=len(cells), initial=len(cells) - len(todo), desc=desc, unit="run",
-                  dynamic_ncols=True)
+  todo = [
+      c
+      for c in cells
+      if read_result(c).status not in (("done",) if retry_failed else ("done", "failed"))
+  ]
+  bar = tqdm.tqdm(
+      total=len(cells), initial=len(cells) - len(todo), desc=desc, unit="run", dynamic_ncols=True
+  )
   current: list[Cell] = []  # the cells being trained, for the progress bar
   with _showing_progress(bar, current, poll_s):
     statuses = (_in_this_process if workers == 1 else _in_subprocesses)(
-        todo, workers, bar, current, poll_s)
+        todo, workers, bar, current, poll_s
+    )
   bar.close()
   return statuses
 
@@ -128,8 +143,11 @@ def _in_subprocesses(todo, workers, bar, current, poll_s) -> dict[str, int]:
       while todo and len(running) < workers:
         cell = todo.pop(0)
         log = _start(cell)
-        running[cell.name] = (cell, subprocess.Popen(_train_command(cell), stdout=log,
-                                                     stderr=subprocess.STDOUT), log)
+        running[cell.name] = (
+            cell,
+            subprocess.Popen(_train_command(cell), stdout=log, stderr=subprocess.STDOUT),
+            log,
+        )
       current[:] = [c for c, _, _ in running.values()]
       time.sleep(poll_s)
       for name, (cell, process, log) in list(running.items()):
@@ -172,6 +190,12 @@ def job_lines(grid: Grid) -> tuple[str, list[str]]:
   """
   grid.check()
   sweep = [c for c in grid.sweep_cells() if read_result(c).status != "done"]
-  stage, cells = ("sweep", sweep) if sweep else (
-      "seeds", [c for c in grid.seed_cells(chosen_rates(grid)) if read_result(c).status != "done"])
+  stage, cells = (
+      ("sweep", sweep)
+      if sweep
+      else (
+          "seeds",
+          [c for c in grid.seed_cells(chosen_rates(grid)) if read_result(c).status != "done"],
+      )
+  )
   return stage, [shlex.join(["lowrank-jax", "train", *c.argv()]) for c in cells]

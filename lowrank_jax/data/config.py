@@ -105,8 +105,13 @@ class DataConfig:
           f"seq_len={self.seq_len!r} is too short: a row needs at least 2 tokens"
           " (one prediction)."
       )
-    for name in ("vocab_size", "global_batch_size", "validation_tokens", "read_threads",
-                 "hf_shuffle_buffer"):
+    for name in (
+        "vocab_size",
+        "global_batch_size",
+        "validation_tokens",
+        "read_threads",
+        "hf_shuffle_buffer",
+    ):
       _require_positive(name, getattr(self, name))
     if not isinstance(self.num_workers, int) or self.num_workers < 0:
       raise ValueError(f"num_workers={self.num_workers!r} must be an integer >= 0.")
@@ -125,7 +130,9 @@ class DataConfig:
       raise ValueError("paths=(): the files source needs at least one training file.")
     for name in ("paths", "validation_paths"):
       if isinstance(getattr(self, name), str):
-        raise ValueError(f"{name}={getattr(self, name)!r} must be a sequence of paths, not a string.")
+        raise ValueError(
+            f"{name}={getattr(self, name)!r} must be a sequence of paths, not a string."
+        )
       object.__setattr__(self, name, tuple(getattr(self, name)))
     if self.dataset is None and self.source in DEFAULT_DATASETS:
       object.__setattr__(self, "dataset", DEFAULT_DATASETS[self.source])

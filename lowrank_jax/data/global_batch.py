@@ -37,8 +37,12 @@ class ProcessSlice:
   local_batch_size: int
 
   @classmethod
-  def resolve(cls, global_batch_size: int, process_index: int | None = None,
-              process_count: int | None = None) -> ProcessSlice:
+  def resolve(
+      cls,
+      global_batch_size: int,
+      process_index: int | None = None,
+      process_count: int | None = None,
+  ) -> ProcessSlice:
     """Checks the process layout; ``None`` means ``jax.process_index()``/``jax.process_count()``.
 
     Args:
@@ -60,8 +64,9 @@ class ProcessSlice:
     return cls(index=index, count=count, local_batch_size=global_batch_size // count)
 
 
-def to_global_batch(local_batch: Batch, sharding: jax.sharding.Sharding | None,
-                    global_batch_size: int) -> Batch:
+def to_global_batch(
+    local_batch: Batch, sharding: jax.sharding.Sharding | None, global_batch_size: int
+) -> Batch:
   """Assembles each process's local rows into global arrays laid out by ``sharding``.
 
   Args:
@@ -77,6 +82,7 @@ def to_global_batch(local_batch: Batch, sharding: jax.sharding.Sharding | None,
     return local_batch
   return {
       name: jax.make_array_from_process_local_data(
-          sharding, rows, global_shape=(global_batch_size, *rows.shape[1:]))
+          sharding, rows, global_shape=(global_batch_size, *rows.shape[1:])
+      )
       for name, rows in local_batch.items()
   }

@@ -71,14 +71,29 @@ def make_train_iterator(
     ``config.num_workers > 0`` call its ``close()`` when done, to stop the workers.
   """
   processes = ProcessSlice.resolve(config.global_batch_size, process_index, process_count)
-  documents = process_documents(config, "train", shuffle=True, repeat=True,
-                                process_index=processes.index, process_count=processes.count)
-  rows = document_rows(documents, tokenizer, mode=config.mode, seq_len=config.seq_len,
-                       read_threads=config.read_threads, num_workers=config.num_workers)
+  documents = process_documents(
+      config,
+      "train",
+      shuffle=True,
+      repeat=True,
+      process_index=processes.index,
+      process_count=processes.count,
+  )
+  rows = document_rows(
+      documents,
+      tokenizer,
+      mode=config.mode,
+      seq_len=config.seq_len,
+      read_threads=config.read_threads,
+      num_workers=config.num_workers,
+  )
   batches = rows.batch(processes.local_batch_size, drop_remainder=True)
   if sharding is not None:
-    batches = batches.map(functools.partial(
-        to_global_batch, sharding=sharding, global_batch_size=config.global_batch_size))
+    batches = batches.map(
+        functools.partial(
+            to_global_batch, sharding=sharding, global_batch_size=config.global_batch_size
+        )
+    )
   return iter(batches)
 
 

@@ -48,7 +48,9 @@ from lowrank_jax.data.tokenizers import Tokenizer
 _SEGMENT_IDS = "input_ids_segment_ids"  # added by grain's ConcatThenSplit: 0 on padding.
 
 
-def paper_row(ids: Sequence[int], *, seq_len: int, pad_id: int, eos_id: int) -> dict[str, np.ndarray]:
+def paper_row(
+    ids: Sequence[int], *, seq_len: int, pad_id: int, eos_id: int
+) -> dict[str, np.ndarray]:
   """One document's row in ``paper`` mode: truncate to ``seq_len - 1``, add EOS, pad.
 
   Args:
@@ -69,8 +71,9 @@ def paper_row(ids: Sequence[int], *, seq_len: int, pad_id: int, eos_id: int) -> 
 
 
 def _tokenize_paper(text: str, *, tokenizer: Tokenizer, seq_len: int) -> dict[str, np.ndarray]:
-  return paper_row(tokenizer.encode(text), seq_len=seq_len, pad_id=tokenizer.pad_id,
-                   eos_id=tokenizer.eos_id)
+  return paper_row(
+      tokenizer.encode(text), seq_len=seq_len, pad_id=tokenizer.pad_id, eos_id=tokenizer.eos_id
+  )
 
 
 def _with_eos(ids: Sequence[int], *, eos_id: int) -> dict[str, np.ndarray]:
@@ -79,12 +82,15 @@ def _with_eos(ids: Sequence[int], *, eos_id: int) -> dict[str, np.ndarray]:
 
 def _packed_row(packed: dict[str, np.ndarray], *, pad_id: int) -> dict[str, np.ndarray]:
   loss_mask = (packed[_SEGMENT_IDS] > 0).astype(np.int32)
-  return {"input_ids": np.where(loss_mask == 1, packed["input_ids"], pad_id).astype(np.int32),
-          "loss_mask": loss_mask}
+  return {
+      "input_ids": np.where(loss_mask == 1, packed["input_ids"], pad_id).astype(np.int32),
+      "loss_mask": loss_mask,
+  }
 
 
-def packed_rows(token_ids: grain.IterDataset, *, seq_len: int, pad_id: int,
-                eos_id: int) -> grain.IterDataset:
+def packed_rows(
+    token_ids: grain.IterDataset, *, seq_len: int, pad_id: int, eos_id: int
+) -> grain.IterDataset:
   """``packed`` mode: appends EOS to each document and cuts the concatenation into rows.
 
   Args:
@@ -98,12 +104,15 @@ def packed_rows(token_ids: grain.IterDataset, *, seq_len: int, pad_id: int,
     state checkpoints exactly (grain's ``ConcatThenSplitIterDataset``).
   """
   with_eos = token_ids.map(functools.partial(_with_eos, eos_id=eos_id))
-  packed = grain.experimental.ConcatThenSplitIterDataset(with_eos, length_struct={"input_ids": seq_len})
+  packed = grain.experimental.ConcatThenSplitIterDataset(
+      with_eos, length_struct={"input_ids": seq_len}
+  )
   return packed.map(functools.partial(_packed_row, pad_id=pad_id))
 
 
-def _as_iter_dataset(dataset: grain.MapDataset | grain.IterDataset, *, read_threads: int,
-                     num_workers: int) -> grain.IterDataset:
+def _as_iter_dataset(
+    dataset: grain.MapDataset | grain.IterDataset, *, read_threads: int, num_workers: int
+) -> grain.IterDataset:
   """Runs a random-access dataset's maps ahead in threads and, if asked, worker processes."""
   if isinstance(dataset, grain.IterDataset):
     return dataset
@@ -116,9 +125,15 @@ def _as_iter_dataset(dataset: grain.MapDataset | grain.IterDataset, *, read_thre
   return dataset
 
 
-def document_rows(documents: grain.MapDataset | grain.IterDataset, tokenizer: Tokenizer, *,
-                  mode: str, seq_len: int, read_threads: int = 1,
-                  num_workers: int = 0) -> grain.IterDataset:
+def document_rows(
+    documents: grain.MapDataset | grain.IterDataset,
+    tokenizer: Tokenizer,
+    *,
+    mode: str,
+    seq_len: int,
+    read_threads: int = 1,
+    num_workers: int = 0,
+) -> grain.IterDataset:
   """Tokenizes documents and makes rows of ``seq_len`` ids in ``mode``.
 
   Tokenizing is the costly step: for a random-access dataset it runs ahead in
@@ -146,8 +161,9 @@ def document_rows(documents: grain.MapDataset | grain.IterDataset, tokenizer: To
     tokenize = functools.partial(_tokenize_paper, tokenizer=tokenizer, seq_len=seq_len)
   else:
     tokenize = tokenizer.encode
-  rows = _as_iter_dataset(documents.map(tokenize), read_threads=read_threads,
-                          num_workers=num_workers)
+  rows = _as_iter_dataset(
+      documents.map(tokenize), read_threads=read_threads, num_workers=num_workers
+  )
   if mode == "paper":
     return rows
   return packed_rows(rows, seq_len=seq_len, pad_id=tokenizer.pad_id, eos_id=tokenizer.eos_id)

@@ -68,8 +68,12 @@ def train_sentencepiece(sentences: Iterable[str], vocab_size: int) -> bytes:
   model = io.BytesIO()
   try:
     spm.SentencePieceTrainer.train(
-        sentence_iterator=iter(sentences), model_writer=model, vocab_size=vocab_size,
-        minloglevel=2, **TRAINER_OPTIONS)
+        sentence_iterator=iter(sentences),
+        model_writer=model,
+        vocab_size=vocab_size,
+        minloglevel=2,
+        **TRAINER_OPTIONS,
+    )
   except RuntimeError as error:
     raise ValueError(f"vocab_size={vocab_size} cannot be trained on this text: {error}") from None
   return model.getvalue()

@@ -34,7 +34,8 @@ Example:
 from __future__ import annotations
 
 import os
-from typing import Protocol, Sequence, runtime_checkable
+from typing import Protocol, runtime_checkable
+from collections.abc import Sequence
 
 import sentencepiece as spm
 
@@ -81,7 +82,9 @@ class SentencePieceTokenizer:
     self._model_proto = model_proto
     self._processor = spm.SentencePieceProcessor(model_proto=model_proto)
     if self._processor.eos_id() < 0:
-      raise ValueError("this SentencePiece model has no EOS piece (eos_id=-1); the pipeline needs one.")
+      raise ValueError(
+          "this SentencePiece model has no EOS piece (eos_id=-1); the pipeline needs one."
+      )
 
   @classmethod
   def from_file(cls, path: str | os.PathLike) -> SentencePieceTokenizer:
@@ -156,7 +159,9 @@ def _local_hugging_face_tokenizer(name: str) -> HuggingFaceTokenizer:
         " SentencePiece .model file)."
     ) from None
   try:
-    return HuggingFaceTokenizer(transformers.AutoTokenizer.from_pretrained(name, local_files_only=True))
+    return HuggingFaceTokenizer(
+        transformers.AutoTokenizer.from_pretrained(name, local_files_only=True)
+    )
   except OSError:
     raise ValueError(
         f"tokenizer={name!r} is not in the local Hugging Face cache and is never downloaded"
@@ -176,7 +181,9 @@ def load_tokenizer(config: DataConfig) -> Tokenizer:
     A :class:`Tokenizer`.
   """
   if config.tokenizer == "embedded":
-    return SentencePieceTokenizer.from_file(tokenizer_training.embedded_model_path(config.vocab_size))
+    return SentencePieceTokenizer.from_file(
+        tokenizer_training.embedded_model_path(config.vocab_size)
+    )
   if config.tokenizer == T5_BASE:
     return _local_hugging_face_tokenizer(T5_BASE)
   return SentencePieceTokenizer.from_file(config.tokenizer)

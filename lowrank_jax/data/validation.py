@@ -38,12 +38,15 @@ from lowrank_jax.data.tokenizers import Tokenizer
 
 
 def _padding_row(seq_len: int, pad_id: int) -> dict[str, np.ndarray]:
-  return {"input_ids": np.full(seq_len, pad_id, dtype=np.int32),
-          "loss_mask": np.zeros(seq_len, dtype=np.int32)}
+  return {
+      "input_ids": np.full(seq_len, pad_id, dtype=np.int32),
+      "loss_mask": np.zeros(seq_len, dtype=np.int32),
+  }
 
 
-def _local_batches(rows: Iterator[dict[str, np.ndarray]], padding: dict[str, np.ndarray],
-                   batch_size: int) -> Iterator[dict[str, np.ndarray]]:
+def _local_batches(
+    rows: Iterator[dict[str, np.ndarray]], padding: dict[str, np.ndarray], batch_size: int
+) -> Iterator[dict[str, np.ndarray]]:
   """Endless local batches: the rows, then padding rows forever."""
   padded = itertools.chain(rows, itertools.repeat(padding))
   while True:
@@ -83,12 +86,25 @@ def make_validation_batches(
         f"process_count={processes.count}: counting the validation budget over processes"
         " needs the trainer's sharding (global arrays)."
     )
-  documents = process_documents(config, "validation", shuffle=False, repeat=False,
-                                process_index=processes.index, process_count=processes.count)
-  rows = document_rows(documents, tokenizer, mode=config.mode, seq_len=config.seq_len,
-                       read_threads=config.read_threads, num_workers=config.num_workers)
-  local_batches = _local_batches(iter(rows), _padding_row(config.seq_len, tokenizer.pad_id),
-                                 processes.local_batch_size)
+  documents = process_documents(
+      config,
+      "validation",
+      shuffle=False,
+      repeat=False,
+      process_index=processes.index,
+      process_count=processes.count,
+  )
+  rows = document_rows(
+      documents,
+      tokenizer,
+      mode=config.mode,
+      seq_len=config.seq_len,
+      read_threads=config.read_threads,
+      num_workers=config.num_workers,
+  )
+  local_batches = _local_batches(
+      iter(rows), _padding_row(config.seq_len, tokenizer.pad_id), processes.local_batch_size
+  )
   global_batches = (to_global_batch(batch, sharding, batch_size) for batch in local_batches)
   return _until_budget(global_batches, config.validation_tokens)
 

@@ -7,6 +7,15 @@ from lowrank_jax.models.loss import next_token_loss
 from lowrank_jax.models.params import abstract_model, count_params
 
 __all__ = [
-    "PRESETS", "DtypePolicy", "LlamaConfig", "DenseLinear", "LinearConfig", "make_linear",
-    "register_linear", "Llama", "next_token_loss", "abstract_model", "count_params",
+    "PRESETS",
+    "DtypePolicy",
+    "LlamaConfig",
+    "DenseLinear",
+    "LinearConfig",
+    "make_linear",
+    "register_linear",
+    "Llama",
+    "next_token_loss",
+    "abstract_model",
+    "count_params",
 ]

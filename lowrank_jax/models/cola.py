@@ -36,7 +36,7 @@ from lowrank_jax.models.matmul import matmul
 
 def cola_init_std(in_features: int, out_features: int, rank: int) -> float:
   """``r^(-1/4) (m + n)^(-1/4)``, the standard deviation of both CoLA factors."""
-  return rank ** -0.25 * (in_features + out_features) ** -0.25
+  return rank**-0.25 * (in_features + out_features) ** -0.25
 
 
 def _scaled_normal(std: float):
@@ -62,9 +62,18 @@ class CoLALinear(nnx.Module):
     config: the :class:`LinearConfig` (``rank``; ``alpha`` is unused).
   """
 
-  def __init__(self, in_features: int, out_features: int, axes: tuple[str, str], *,
-               init_std: float, param_dtype, compute_dtype, rngs: nnx.Rngs,
-               config: LinearConfig):
+  def __init__(
+      self,
+      in_features: int,
+      out_features: int,
+      axes: tuple[str, str],
+      *,
+      init_std: float,
+      param_dtype,
+      compute_dtype,
+      rngs: nnx.Rngs,
+      config: LinearConfig,
+  ):
     del init_std
     rank = checked_rank(config, in_features, out_features)
     init = _scaled_normal(cola_init_std(in_features, out_features, rank))
@@ -81,4 +90,5 @@ class CoLALinear(nnx.Module):
     """Raises: ``silu(x a) b`` is nonlinear in ``x``, so CoLA has no dense kernel."""
     raise NotImplementedError(
         "CoLA computes silu(x a) b, which is not linear in x: it has no dense (in, out) kernel, "
-        "so a CoLA model cannot be exported as a dense LlamaForCausalLM")
+        "so a CoLA model cannot be exported as a dense LlamaForCausalLM"
+    )

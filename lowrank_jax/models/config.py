@@ -43,7 +43,7 @@ class DtypePolicy:
         raise ValueError(f"{field}={value!r} is not supported; expected one of {_DTYPES}")
 
   @classmethod
-  def named(cls, name: str) -> "DtypePolicy":
+  def named(cls, name: str) -> DtypePolicy:
     """``"fp32"`` (tests), ``"bf16"`` (pure bf16, the paper) or ``"mixed"`` (fp32 master, bf16 math)."""
     policies = {
         "fp32": cls("float32", "float32"),
@@ -65,8 +65,9 @@ class DtypePolicy:
 
 # name: (hidden, intermediate, heads, layers); vocab 32000 (t5-base) except nano.
 _PRESETS: dict[str, dict[str, Any]] = {
-    "nano": dict(hidden_size=128, intermediate_size=352, num_heads=4, num_layers=4,
-                 vocab_size=4096),
+    "nano": dict(
+        hidden_size=128, intermediate_size=352, num_heads=4, num_layers=4, vocab_size=4096
+    ),
     "60m": dict(hidden_size=512, intermediate_size=1376, num_heads=8, num_layers=8),
     "130m": dict(hidden_size=768, intermediate_size=2048, num_heads=12, num_layers=12),
     "350m": dict(hidden_size=1024, intermediate_size=2736, num_heads=16, num_layers=24),
@@ -117,14 +118,21 @@ class LlamaConfig:
   linear: LinearConfig = LinearConfig()
 
   def __post_init__(self):
-    for field in ("vocab_size", "hidden_size", "intermediate_size", "num_heads", "num_layers",
-                  "max_seq_len"):
+    for field in (
+        "vocab_size",
+        "hidden_size",
+        "intermediate_size",
+        "num_heads",
+        "num_layers",
+        "max_seq_len",
+    ):
       value = getattr(self, field)
       if not isinstance(value, int) or value < 1:
         raise ValueError(f"{field}={value!r} must be a positive integer")
     if self.hidden_size % self.num_heads:
-      raise ValueError(f"hidden_size={self.hidden_size} is not divisible by "
-                       f"num_heads={self.num_heads}")
+      raise ValueError(
+          f"hidden_size={self.hidden_size} is not divisible by " f"num_heads={self.num_heads}"
+      )
     if (self.hidden_size // self.num_heads) % 2:
       raise ValueError(f"head dimension {self.hidden_size // self.num_heads} must be even for RoPE")
     for field in ("rms_norm_eps", "rope_theta", "init_std"):
@@ -136,7 +144,7 @@ class LlamaConfig:
     return self.hidden_size // self.num_heads
 
   @classmethod
-  def preset(cls, name: str, **overrides: Any) -> "LlamaConfig":
+  def preset(cls, name: str, **overrides: Any) -> LlamaConfig:
     """The named size (one of :data:`PRESETS`) with ``overrides`` applied."""
     if name not in _PRESETS:
       raise ValueError(f"model preset {name!r} is unknown; expected one of {list(PRESETS)}")

@@ -21,7 +21,8 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Any, Mapping
+from typing import Any
+from collections.abc import Mapping
 
 import jax
 import numpy as np
@@ -85,8 +86,10 @@ def to_hf_llama(model: Llama) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
   """
   config = model.config
   # (module path, value, whether it is an (in, out) kernel that HF stores transposed)
-  entries: list[tuple[Path, Any, bool]] = [(("embed_tokens",), model.embed_tokens[...], False),
-                                           (("lm_head",), model.lm_head[...], True)]
+  entries: list[tuple[Path, Any, bool]] = [
+      (("embed_tokens",), model.embed_tokens[...], False),
+      (("lm_head",), model.lm_head[...], True),
+  ]
   for path, node in nnx.iter_graph(model):
     if isinstance(node, RMSNorm):
       entries.append((tuple(path), node.weight[...], False))
@@ -97,8 +100,9 @@ def to_hf_llama(model: Llama) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     value = np.asarray(value, np.float32)
     values = value if _is_stacked(path, config) else [value]
     for layer_path, layer_value in zip(_layer_paths(path, config), values):
-      tensors[_hf_key(layer_path)] = (np.ascontiguousarray(layer_value.T) if is_kernel
-                                      else layer_value)
+      tensors[_hf_key(layer_path)] = (
+          np.ascontiguousarray(layer_value.T) if is_kernel else layer_value
+      )
   return tensors, hf_config_dict(config)
 
 
@@ -121,11 +125,15 @@ def from_hf_llama(state_dict_or_model, config: LlamaConfig) -> Llama:
       linears are not dense.
   """
   if config.linear.kind != "dense":
-    raise ValueError(f"from_hf_llama loads dense weights; config.linear.kind="
-                     f"{config.linear.kind!r} is not 'dense'")
-  source: Mapping[str, Any] = (state_dict_or_model.state_dict()
-                               if hasattr(state_dict_or_model, "state_dict")
-                               else state_dict_or_model)
+    raise ValueError(
+        f"from_hf_llama loads dense weights; config.linear.kind="
+        f"{config.linear.kind!r} is not 'dense'"
+    )
+  source: Mapping[str, Any] = (
+      state_dict_or_model.state_dict()
+      if hasattr(state_dict_or_model, "state_dict")
+      else state_dict_or_model
+  )
   source = {k: v for k, v in source.items() if not k.endswith("rotary_emb.inv_freq")}
   graphdef, params, rest = nnx.split(abstract_model(config), nnx.Param, ...)
   used = set()
@@ -143,13 +151,16 @@ def from_hf_llama(state_dict_or_model, config: LlamaConfig) -> Llama:
       per_layer.append(value.T if is_kernel else value)
     value = np.stack(per_layer) if _is_stacked(module_path, config) else per_layer[0]
     if value.shape != abstract.shape:
-      raise ValueError(f"tensor for {param_path} has shape {value.shape}; the config expects "
-                       f"{abstract.shape}")
+      raise ValueError(
+          f"tensor for {param_path} has shape {value.shape}; the config expects "
+          f"{abstract.shape}"
+      )
     return jax.numpy.asarray(value, abstract.dtype)
 
   flat = nnx.to_flat_state(params)
-  loaded = nnx.from_flat_state([(path, var.replace(load(path, var.get_value())))
-                                for path, var in flat])
+  loaded = nnx.from_flat_state(
+      [(path, var.replace(load(path, var.get_value()))) for path, var in flat]
+  )
   unexpected = sorted(set(source) - used)
   if unexpected:
     raise ValueError(f"HF state dict has tensors the config does not use: {unexpected[:5]}")

@@ -24,17 +24,23 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import numbers
-from typing import Callable, Protocol
+from typing import Protocol
+from collections.abc import Callable
 
 import jax
-import jax.numpy as jnp
 from flax import nnx
 
 from lowrank_jax.models.matmul import matmul
 
 
-def param(rngs: nnx.Rngs, init: Callable, shape: tuple[int, ...], dtype,
-          axes: tuple[str | None, ...], variable: type[nnx.Variable] = nnx.Param) -> nnx.Variable:
+def param(
+    rngs: nnx.Rngs,
+    init: Callable,
+    shape: tuple[int, ...],
+    dtype,
+    axes: tuple[str | None, ...],
+    variable: type[nnx.Variable] = nnx.Param,
+) -> nnx.Variable:
   """A parameter annotated with logical axis names (one per dimension) for sharding.
 
   The names are stored as the ``out_sharding`` metadata that ``nnx.get_partition_spec``
@@ -69,8 +75,9 @@ class LinearConfig:
   def __post_init__(self):
     if self.kind not in _REGISTRY:
       raise ValueError(f"linear kind {self.kind!r} is unknown; expected one of {sorted(_REGISTRY)}")
-    if self.rank is not None and (isinstance(self.rank, bool) or
-                                  not isinstance(self.rank, numbers.Integral) or self.rank < 1):
+    if self.rank is not None and (
+        isinstance(self.rank, bool) or not isinstance(self.rank, numbers.Integral) or self.rank < 1
+    ):
       raise ValueError(f"rank={self.rank!r} must be a positive integer or None")
     if self.rank is None and self.kind in _NEEDS_RANK:
       raise ValueError(f"linear kind {self.kind!r} needs a rank; got rank=None")
@@ -83,20 +90,32 @@ class LinearConfig:
 class Linear(Protocol):
   """The interface every parameterization implements."""
 
-  def __call__(self, x: jax.Array) -> jax.Array: ...
+  def __call__(self, x: jax.Array) -> jax.Array:
+    ...
 
-  def dense_kernel(self) -> jax.Array: ...
+  def dense_kernel(self) -> jax.Array:
+    ...
 
 
 class DenseLinear(nnx.Module):
   """``y = x W`` with one trainable kernel ``W`` of shape ``(in, out)``, N(0, init_std)."""
 
-  def __init__(self, in_features: int, out_features: int, axes: tuple[str, str], *,
-               init_std: float, param_dtype, compute_dtype, rngs: nnx.Rngs,
-               config: LinearConfig | None = None):
+  def __init__(
+      self,
+      in_features: int,
+      out_features: int,
+      axes: tuple[str, str],
+      *,
+      init_std: float,
+      param_dtype,
+      compute_dtype,
+      rngs: nnx.Rngs,
+      config: LinearConfig | None = None,
+  ):
     del config  # dense has no options
-    self.kernel = param(rngs, nnx.initializers.normal(init_std), (in_features, out_features),
-                        param_dtype, axes)
+    self.kernel = param(
+        rngs, nnx.initializers.normal(init_std), (in_features, out_features), param_dtype, axes
+    )
     self.compute_dtype = compute_dtype
 
   def __call__(self, x: jax.Array) -> jax.Array:
@@ -140,10 +159,25 @@ def _factory(kind: str) -> Callable[..., Linear]:
   return factory
 
 
-def make_linear(config: LinearConfig, in_features: int, out_features: int,
-                axes: tuple[str, str], *, init_std: float, param_dtype, compute_dtype,
-                rngs: nnx.Rngs) -> Linear:
+def make_linear(
+    config: LinearConfig,
+    in_features: int,
+    out_features: int,
+    axes: tuple[str, str],
+    *,
+    init_std: float,
+    param_dtype,
+    compute_dtype,
+    rngs: nnx.Rngs,
+) -> Linear:
   """Builds one target linear of the parameterization ``config.kind``."""
-  return _factory(config.kind)(in_features, out_features, axes, init_std=init_std,
-                               param_dtype=param_dtype, compute_dtype=compute_dtype,
-                               rngs=rngs, config=config)
+  return _factory(config.kind)(
+      in_features,
+      out_features,
+      axes,
+      init_std=init_std,
+      param_dtype=param_dtype,
+      compute_dtype=compute_dtype,
+      rngs=rngs,
+      config=config,
+  )

@@ -41,7 +41,6 @@ from lowrank_jax.models.config import LlamaConfig
 from lowrank_jax.models.linear import make_linear, param
 from lowrank_jax.models.matmul import matmul
 
-
 ACTIVATION_BATCH_AXES = ("data", "fsdp")
 
 
@@ -93,8 +92,16 @@ def rotary_embedding(x: jax.Array, positions: jax.Array, theta: float) -> jax.Ar
 def _linears(config: LlamaConfig, rngs: nnx.Rngs, **shapes: tuple[int, int, tuple[str, str]]):
   policy = config.dtype
   return {
-      name: make_linear(config.linear, fan_in, fan_out, axes, init_std=config.init_std,
-                        param_dtype=policy.param, compute_dtype=policy.compute, rngs=rngs)
+      name: make_linear(
+          config.linear,
+          fan_in,
+          fan_out,
+          axes,
+          init_std=config.init_std,
+          param_dtype=policy.param,
+          compute_dtype=policy.compute,
+          rngs=rngs,
+      )
       for name, (fan_in, fan_out, axes) in shapes.items()
   }
 
@@ -104,13 +111,21 @@ class Attention(nnx.Module):
 
   def __init__(self, config: LlamaConfig, *, rngs: nnx.Rngs):
     d = config.hidden_size
-    layers = _linears(config, rngs, q_proj=(d, d, ("embed", "heads")),
-                      k_proj=(d, d, ("embed", "heads")), v_proj=(d, d, ("embed", "heads")),
-                      o_proj=(d, d, ("heads", "embed")))
+    layers = _linears(
+        config,
+        rngs,
+        q_proj=(d, d, ("embed", "heads")),
+        k_proj=(d, d, ("embed", "heads")),
+        v_proj=(d, d, ("embed", "heads")),
+        o_proj=(d, d, ("heads", "embed")),
+    )
     self.q_proj, self.k_proj = layers["q_proj"], layers["k_proj"]
     self.v_proj, self.o_proj = layers["v_proj"], layers["o_proj"]
-    self.num_heads, self.head_dim, self.rope_theta = (config.num_heads, config.head_dim,
-                                                      config.rope_theta)
+    self.num_heads, self.head_dim, self.rope_theta = (
+        config.num_heads,
+        config.head_dim,
+        config.rope_theta,
+    )
 
   def __call__(self, x: jax.Array, positions: jax.Array) -> jax.Array:
     batch, seq, _ = x.shape
@@ -127,10 +142,18 @@ class MLP(nnx.Module):
 
   def __init__(self, config: LlamaConfig, *, rngs: nnx.Rngs):
     d, f = config.hidden_size, config.intermediate_size
-    layers = _linears(config, rngs, gate_proj=(d, f, ("embed", "mlp")),
-                      up_proj=(d, f, ("embed", "mlp")), down_proj=(f, d, ("mlp", "embed")))
-    self.gate_proj, self.up_proj, self.down_proj = (layers["gate_proj"], layers["up_proj"],
-                                                    layers["down_proj"])
+    layers = _linears(
+        config,
+        rngs,
+        gate_proj=(d, f, ("embed", "mlp")),
+        up_proj=(d, f, ("embed", "mlp")),
+        down_proj=(f, d, ("mlp", "embed")),
+    )
+    self.gate_proj, self.up_proj, self.down_proj = (
+        layers["gate_proj"],
+        layers["up_proj"],
+        layers["down_proj"],
+    )
 
   def __call__(self, x: jax.Array) -> jax.Array:
     return self.down_proj(jax.nn.silu(self.gate_proj(x)) * self.up_proj(x))
@@ -140,8 +163,9 @@ class Block(nnx.Module):
   """One pre-norm transformer block."""
 
   def __init__(self, config: LlamaConfig, *, rngs: nnx.Rngs):
-    norm = lambda: RMSNorm(config.hidden_size, config.rms_norm_eps,
-                           param_dtype=config.dtype.param, rngs=rngs)
+    norm = lambda: RMSNorm(
+        config.hidden_size, config.rms_norm_eps, param_dtype=config.dtype.param, rngs=rngs
+    )
     self.input_layernorm = norm()
     self.self_attn = Attention(config, rngs=rngs)
     self.post_attention_layernorm = norm()
@@ -169,24 +193,34 @@ class Llama(nnx.Module):
   def __init__(self, config: LlamaConfig, *, rngs: nnx.Rngs):
     self.config = config
     policy = config.dtype
-    self.embed_tokens = param(rngs, nnx.initializers.normal(config.init_std),
-                              (config.vocab_size, config.hidden_size), policy.param,
-                              ("vocab", "embed"))
+    self.embed_tokens = param(
+        rngs,
+        nnx.initializers.normal(config.init_std),
+        (config.vocab_size, config.hidden_size),
+        policy.param,
+        ("vocab", "embed"),
+    )
     if config.scan_layers:
       self.layers = _stacked_blocks(config, rngs)
     else:
       self.layers = nnx.List([Block(config, rngs=rngs) for _ in range(config.num_layers)])
-    self.norm = RMSNorm(config.hidden_size, config.rms_norm_eps, param_dtype=policy.param,
-                        rngs=rngs)
-    self.lm_head = param(rngs, nnx.initializers.normal(config.init_std),
-                         (config.hidden_size, config.vocab_size), policy.param,
-                         ("embed", "vocab"))
+    self.norm = RMSNorm(
+        config.hidden_size, config.rms_norm_eps, param_dtype=policy.param, rngs=rngs
+    )
+    self.lm_head = param(
+        rngs,
+        nnx.initializers.normal(config.init_std),
+        (config.hidden_size, config.vocab_size),
+        policy.param,
+        ("embed", "vocab"),
+    )
 
   def __call__(self, input_ids: jax.Array, positions: jax.Array | None = None) -> jax.Array:
     config = self.config
     if input_ids.shape[-1] > config.max_seq_len:
-      raise ValueError(f"sequence length {input_ids.shape[-1]} exceeds "
-                       f"max_seq_len={config.max_seq_len}")
+      raise ValueError(
+          f"sequence length {input_ids.shape[-1]} exceeds " f"max_seq_len={config.max_seq_len}"
+      )
     if positions is None:
       positions = jnp.broadcast_to(jnp.arange(input_ids.shape[-1]), input_ids.shape)
     x = jnp.take(self.embed_tokens[...], input_ids, axis=0).astype(config.dtype.compute)

@@ -52,14 +52,37 @@ class LoRALinear(LowRankLinear):
     config: the :class:`LinearConfig` (``rank``, ``alpha``).
   """
 
-  def __init__(self, in_features: int, out_features: int, axes: tuple[str, str], *,
-               init_std: float, param_dtype, compute_dtype, rngs: nnx.Rngs,
-               config: LinearConfig):
-    super().__init__(in_features, out_features, axes, init_std=init_std,
-                     param_dtype=param_dtype, compute_dtype=compute_dtype, rngs=rngs,
-                     config=config, zero_b=True)
-    self.base = param(rngs, nnx.initializers.normal(init_std), (in_features, out_features),
-                      param_dtype, axes, variable=Frozen)
+  def __init__(
+      self,
+      in_features: int,
+      out_features: int,
+      axes: tuple[str, str],
+      *,
+      init_std: float,
+      param_dtype,
+      compute_dtype,
+      rngs: nnx.Rngs,
+      config: LinearConfig,
+  ):
+    super().__init__(
+        in_features,
+        out_features,
+        axes,
+        init_std=init_std,
+        param_dtype=param_dtype,
+        compute_dtype=compute_dtype,
+        rngs=rngs,
+        config=config,
+        zero_b=True,
+    )
+    self.base = param(
+        rngs,
+        nnx.initializers.normal(init_std),
+        (in_features, out_features),
+        param_dtype,
+        axes,
+        variable=Frozen,
+    )
 
   def __call__(self, x: jax.Array) -> jax.Array:
     dense = matmul(x.astype(self.compute_dtype), self.base[...].astype(self.compute_dtype))

@@ -18,8 +18,9 @@ import jax.numpy as jnp
 import optax
 
 
-def next_token_loss(logits: jax.Array, input_ids: jax.Array,
-                    loss_mask: jax.Array) -> tuple[jax.Array, jax.Array]:
+def next_token_loss(
+    logits: jax.Array, input_ids: jax.Array, loss_mask: jax.Array
+) -> tuple[jax.Array, jax.Array]:
   """Returns ``(mean loss over counted targets, number of counted targets)``.
 
   Args:
@@ -31,6 +32,7 @@ def next_token_loss(logits: jax.Array, input_ids: jax.Array,
   targets = input_ids[:, 1:]
   weights = loss_mask[:, 1:].astype(jnp.float32)
   per_token = optax.softmax_cross_entropy_with_integer_labels(
-      logits[:, :-1].astype(jnp.float32), targets)
+      logits[:, :-1].astype(jnp.float32), targets
+  )
   count = weights.sum()
   return (per_token * weights).sum() / jnp.maximum(count, 1.0), count

@@ -55,9 +55,11 @@ def checked_rank(config: LinearConfig, in_features: int, out_features: int) -> i
   """``config.rank``, checked against the layer's shape (a rank above ``min(in, out)`` only
   adds parameters, and makes the factors' QR in the refactorization rank-deficient)."""
   if config.rank is None or config.rank > min(in_features, out_features):
-    raise ValueError(f"linear kind {config.kind!r} needs 1 <= rank <= min(in, out) = "
-                     f"{min(in_features, out_features)} for a {in_features} x {out_features} "
-                     f"linear; got rank={config.rank!r}")
+    raise ValueError(
+        f"linear kind {config.kind!r} needs 1 <= rank <= min(in, out) = "
+        f"{min(in_features, out_features)} for a {in_features} x {out_features} "
+        f"linear; got rank={config.rank!r}"
+    )
   return config.rank
 
 
@@ -76,13 +78,24 @@ class LowRankLinear(nnx.Module):
     zero_b: initialise ``b`` to zero (LoRA and SLTrain) instead of Kaiming-uniform.
   """
 
-  def __init__(self, in_features: int, out_features: int, axes: tuple[str, str], *,
-               init_std: float, param_dtype, compute_dtype, rngs: nnx.Rngs,
-               config: LinearConfig, zero_b: bool = False):
+  def __init__(
+      self,
+      in_features: int,
+      out_features: int,
+      axes: tuple[str, str],
+      *,
+      init_std: float,
+      param_dtype,
+      compute_dtype,
+      rngs: nnx.Rngs,
+      config: LinearConfig,
+      zero_b: bool = False,
+  ):
     del init_std
     rank = checked_rank(config, in_features, out_features)
-    self.a = param(rngs, kaiming_uniform(in_features), (in_features, rank), param_dtype,
-                   (axes[0], "rank"))
+    self.a = param(
+        rngs, kaiming_uniform(in_features), (in_features, rank), param_dtype, (axes[0], "rank")
+    )
     b_init = nnx.initializers.zeros if zero_b else kaiming_uniform(rank)
     self.b = param(rngs, b_init, (rank, out_features), param_dtype, ("rank", axes[1]))
     self.scale = config.alpha / rank

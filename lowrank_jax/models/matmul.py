@@ -42,17 +42,23 @@ def _forward(x, w):
 
 def _gradients(transpose):
   """``(x, w, g) -> (g w^T, x^T g)`` with the transposes taken by ``transpose``."""
+
   def gradients(x, w, g):
     rows = x.reshape(-1, x.shape[-1])
     return jnp.dot(g, transpose(w)), jnp.dot(transpose(rows), g.reshape(-1, g.shape[-1]))
+
   return gradients
 
 
 def _backward(residuals, g):
   x, w = residuals
   dx, dw = lax.platform_dependent(
-      x, w, g, cpu=_gradients(lambda a: lax.optimization_barrier(a.T)),
-      default=_gradients(jnp.transpose))
+      x,
+      w,
+      g,
+      cpu=_gradients(lambda a: lax.optimization_barrier(a.T)),
+      default=_gradients(jnp.transpose),
+  )
   return dx.astype(x.dtype), dw.astype(w.dtype)
 
 

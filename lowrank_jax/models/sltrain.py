@@ -77,17 +77,41 @@ class SLTrainLinear(LowRankLinear):
     config: the :class:`LinearConfig` (``rank``, ``alpha``, ``sparsity``).
   """
 
-  def __init__(self, in_features: int, out_features: int, axes: tuple[str, str], *,
-               init_std: float, param_dtype, compute_dtype, rngs: nnx.Rngs,
-               config: LinearConfig):
-    super().__init__(in_features, out_features, axes, init_std=init_std,
-                     param_dtype=param_dtype, compute_dtype=compute_dtype, rngs=rngs,
-                     config=config, zero_b=True)
+  def __init__(
+      self,
+      in_features: int,
+      out_features: int,
+      axes: tuple[str, str],
+      *,
+      init_std: float,
+      param_dtype,
+      compute_dtype,
+      rngs: nnx.Rngs,
+      config: LinearConfig,
+  ):
+    super().__init__(
+        in_features,
+        out_features,
+        axes,
+        init_std=init_std,
+        param_dtype=param_dtype,
+        compute_dtype=compute_dtype,
+        rngs=rngs,
+        config=config,
+        zero_b=True,
+    )
     shape = (support_size(config, in_features, out_features),)
-    self.support = param(rngs, _random_support(in_features * out_features), shape, jnp.int32,
-                         ("sparse",), variable=SparseSupport)
-    self.values = param(rngs, uniform_init(1.0 / math.sqrt(in_features)), shape, param_dtype,
-                        ("sparse",))
+    self.support = param(
+        rngs,
+        _random_support(in_features * out_features),
+        shape,
+        jnp.int32,
+        ("sparse",),
+        variable=SparseSupport,
+    )
+    self.values = param(
+        rngs, uniform_init(1.0 / math.sqrt(in_features)), shape, param_dtype, ("sparse",)
+    )
 
   def _kernel(self, dtype) -> jax.Array:
     """``(alpha / r) a b + S`` computed in ``dtype``; batched over leading (stacked) axes."""
@@ -96,8 +120,11 @@ class SLTrainLinear(LowRankLinear):
     # Flat indices into the whole (possibly stacked) kernel: offset each matrix's support.
     matrix_size = low_rank.shape[-2] * low_rank.shape[-1]
     offsets = jnp.arange(support.size // support.shape[-1]).reshape(support.shape[:-1] + (1,))
-    flat = low_rank.reshape(-1).at[(support + offsets * matrix_size).reshape(-1)].add(
-        values.reshape(-1), indices_are_sorted=True, unique_indices=True)
+    flat = (
+        low_rank.reshape(-1)
+        .at[(support + offsets * matrix_size).reshape(-1)]
+        .add(values.reshape(-1), indices_are_sorted=True, unique_indices=True)
+    )
     return flat.reshape(low_rank.shape)
 
   def __call__(self, x: jax.Array) -> jax.Array:

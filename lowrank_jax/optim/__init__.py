@@ -15,8 +15,11 @@ from lowrank_jax.optim.apollo import apollo, apollo_mini, scale_by_apollo, scale
 from lowrank_jax.optim.fira import fira, scale_by_fira
 from lowrank_jax.optim.galore import galore, scale_by_galore
 from lowrank_jax.optim.golore import golore, scale_by_golore
-from lowrank_jax.optim.lowrank_adam import (LowRankAdamState, find_lowrank_states,
-                                            scale_by_lowrank_adam)
+from lowrank_jax.optim.lowrank_adam import (
+    LowRankAdamState,
+    find_lowrank_states,
+    scale_by_lowrank_adam,
+)
 from lowrank_jax.optim.masking import resolve_mask, route
 from lowrank_jax.optim.projection import MatrixDimensionNumbers, ProjectionOptions
 from lowrank_jax.optim.sharding import state_partition_specs, state_shardings

@@ -54,9 +54,12 @@ import optax
 
 from lowrank_jax.optim import projection as proj
 from lowrank_jax.optim.docstrings import shared_args
-from lowrank_jax.optim.lowrank_adam import (LowRankStep, norm_growth_factor,
-                                            scale_by_projected_method,
-                                            with_decoupled_weight_decay)
+from lowrank_jax.optim.lowrank_adam import (
+    LowRankStep,
+    norm_growth_factor,
+    scale_by_projected_method,
+    with_decoupled_weight_decay,
+)
 from lowrank_jax.optim.validation import check_choice, check_range
 
 PROJECTIONS = {"random": "gaussian", "svd": "svd"}
@@ -73,142 +76,241 @@ SCALE_TYPES = ("channel", "tensor")
 
 
 def scaled_norm(factor: jax.Array, grad: jax.Array, layout: proj.MatrixLayout) -> jax.Array:
-    r"""``||s ⊙ G||_F`` per matrix, without forming ``s ⊙ G``.
+  r"""``||s ⊙ G||_F`` per matrix, without forming ``s ⊙ G``.
 
-    The factor ``s`` is constant along the projected axis ``p`` (one ratio per
-    kept channel ``k``, or one per matrix), so
+  The factor ``s`` is constant along the projected axis ``p`` (one ratio per
+  kept channel ``k``, or one per matrix), so
 
-    .. math::
-      \|s \odot G\|_F^2 = \sum_k s_k^2 \sum_p G_{pk}^2,
+  .. math::
+    \|s \odot G\|_F^2 = \sum_k s_k^2 \sum_p G_{pk}^2,
 
-    a reduction of ``G`` alone: the limiter then costs one read of the gradient
-    instead of writing and reading the rescaled one.
-    """
-    channel_energy = jnp.sum(jnp.square(grad), axis=layout.projected_axis, keepdims=True)
-    return jnp.sqrt(jnp.sum(jnp.square(factor) * channel_energy, axis=layout.matrix_axes))
+  a reduction of ``G`` alone: the limiter then costs one read of the gradient
+  instead of writing and reading the rescaled one.
+  """
+  channel_energy = jnp.sum(jnp.square(grad), axis=layout.projected_axis, keepdims=True)
+  return jnp.sqrt(jnp.sum(jnp.square(factor) * channel_energy, axis=layout.matrix_axes))
 
 
 def apollo_method(scale, scale_type: str, scale_front: bool, gamma):
-    """APOLLO's update from a projected step (see the module docstring)."""
-    def ratio(step: LowRankStep):
-        if scale_type == "channel":
-            norm = lambda x: proj.rank_axis_norm(x, step.layout)
-        else:
-            norm = lambda x: proj.matrix_norm(x, step.layout, keepdims=True)
-        return norm(step.direction) / (norm(step.projected) + 1e-8)
+  """APOLLO's update from a projected step (see the module docstring)."""
 
-    def method(step: LowRankStep):
-        grad = step.grad.astype(jnp.float32)
-        factor = ratio(step)
-        root_scale = jnp.sqrt(jnp.asarray(scale, jnp.float32))
-        if scale_front:
-            factor = root_scale * factor
-        norm = step.norm
-        if gamma is not None:
-            norm = scaled_norm(factor, grad, step.layout)
-            growth = norm_growth_factor(norm, step, gamma)
-            factor = factor / jnp.expand_dims(growth, step.layout.matrix_axes)
-            norm = norm / growth
-        return (factor if scale_front else root_scale * factor) * grad, norm
+  def ratio(step: LowRankStep):
+    if scale_type == "channel":
+      norm = lambda x: proj.rank_axis_norm(x, step.layout)
+    else:
+      norm = lambda x: proj.matrix_norm(x, step.layout, keepdims=True)
+    return norm(step.direction) / (norm(step.projected) + 1e-8)
 
-    return method
-
-
-@shared_args(apollo_args=APOLLO_ARGS)
-def scale_by_apollo(rank: int = 256, update_proj_gap: int = 200, scale: float = 1.0,
-                    b1: float = 0.9, b2: float = 0.999, eps: float = 1e-6, mask=None,
-                    moment_dtype=None, options=None, projection: str = "random",
-                    scale_type: str = "channel", scale_front: bool = False,
-                    gamma: float | None = 1.01,
-                    store_projector: bool = False) -> optax.GradientTransformation:
-    """APOLLO's rescaling of the gradients (no learning rate, no weight decay).
-
-    Args:
-      {shared_args}
-      scale: the update is multiplied by ``sqrt(scale)`` (>= 0).
-      scale_type: ``"channel"`` (one ratio per row/column) or ``"tensor"``.
-      {apollo_args}
-
-    Returns:
-      An ``optax.GradientTransformation`` (state as :func:`scale_by_galore`'s;
-      ``projector`` is ``optax.MaskedNode`` for the random projection).
-    """
-    check_range("scale", scale, 0.0)
-    check_choice("projection", projection, PROJECTIONS)
-    check_choice("scale_type", scale_type, SCALE_TYPES)
+  def method(step: LowRankStep):
+    grad = step.grad.astype(jnp.float32)
+    factor = ratio(step)
+    root_scale = jnp.sqrt(jnp.asarray(scale, jnp.float32))
+    if scale_front:
+      factor = root_scale * factor
+    norm = step.norm
     if gamma is not None:
-        check_range("gamma", gamma, 1.0)
-    return scale_by_projected_method(
-        apollo_method(scale, scale_type, scale_front, gamma), rank=rank,
-        update_proj_gap=update_proj_gap, b1=b1, b2=b2, eps=eps, mask=mask,
-        moment_dtype=moment_dtype, options=options, default_refresh=PROJECTIONS[projection],
-        default_moment_policy="keep", uses_norm=gamma is not None,
-        store_projector=store_projector)
+      norm = scaled_norm(factor, grad, step.layout)
+      growth = norm_growth_factor(norm, step, gamma)
+      factor = factor / jnp.expand_dims(growth, step.layout.matrix_axes)
+      norm = norm / growth
+    return (factor if scale_front else root_scale * factor) * grad, norm
+
+  return method
 
 
 @shared_args(apollo_args=APOLLO_ARGS)
-def apollo(learning_rate, rank: int = 256, update_proj_gap: int = 200, scale: float = 1.0,
-           b1: float = 0.9, b2: float = 0.999, eps: float = 1e-6, weight_decay: float = 0.0,
-           mask=None, weight_decay_mask=None, moment_dtype=None, options=None,
-           projection: str = "random", scale_type: str = "channel", scale_front: bool = False,
-           gamma: float | None = 1.01,
-           store_projector: bool = False) -> optax.GradientTransformation:
-    """APOLLO-AdamW: ``chain(scale_by_apollo, add_decayed_weights, scale_by_learning_rate)``.
+def scale_by_apollo(
+    rank: int = 256,
+    update_proj_gap: int = 200,
+    scale: float = 1.0,
+    b1: float = 0.9,
+    b2: float = 0.999,
+    eps: float = 1e-6,
+    mask=None,
+    moment_dtype=None,
+    options=None,
+    projection: str = "random",
+    scale_type: str = "channel",
+    scale_front: bool = False,
+    gamma: float | None = 1.01,
+    store_projector: bool = False,
+) -> optax.GradientTransformation:
+  """APOLLO's rescaling of the gradients (no learning rate, no weight decay).
 
-    Args:
-      {alias_args}
-      {shared_args}
-      scale: the update is multiplied by ``sqrt(scale)``.
-      scale_type: ``"channel"`` (one ratio per row/column) or ``"tensor"``.
-      {apollo_args}
+  Args:
+    {shared_args}
+    scale: the update is multiplied by ``sqrt(scale)`` (>= 0).
+    scale_type: ``"channel"`` (one ratio per row/column) or ``"tensor"``.
+    {apollo_args}
 
-    Returns:
-      An ``optax.GradientTransformation``.
-    """
-    return with_decoupled_weight_decay(
-        scale_by_apollo(rank, update_proj_gap, scale, b1, b2, eps, mask, moment_dtype, options,
-                        projection, scale_type, scale_front, gamma, store_projector),
-        learning_rate, weight_decay, weight_decay_mask)
+  Returns:
+    An ``optax.GradientTransformation`` (state as :func:`scale_by_galore`'s;
+    ``projector`` is ``optax.MaskedNode`` for the random projection).
+  """
+  check_range("scale", scale, 0.0)
+  check_choice("projection", projection, PROJECTIONS)
+  check_choice("scale_type", scale_type, SCALE_TYPES)
+  if gamma is not None:
+    check_range("gamma", gamma, 1.0)
+  return scale_by_projected_method(
+      apollo_method(scale, scale_type, scale_front, gamma),
+      rank=rank,
+      update_proj_gap=update_proj_gap,
+      b1=b1,
+      b2=b2,
+      eps=eps,
+      mask=mask,
+      moment_dtype=moment_dtype,
+      options=options,
+      default_refresh=PROJECTIONS[projection],
+      default_moment_policy="keep",
+      uses_norm=gamma is not None,
+      store_projector=store_projector,
+  )
 
 
 @shared_args(apollo_args=APOLLO_ARGS)
-def scale_by_apollo_mini(rank: int = 1, update_proj_gap: int = 200, scale: float = 128.0,
-                         b1: float = 0.9, b2: float = 0.999, eps: float = 1e-6, mask=None,
-                         moment_dtype=None, options=None, projection: str = "random",
-                         scale_front: bool = False,
-                         gamma: float | None = 1.01) -> optax.GradientTransformation:
-    """APOLLO-Mini: :func:`scale_by_apollo` with rank 1, scale 128, tensor-wise ratio.
+def apollo(
+    learning_rate,
+    rank: int = 256,
+    update_proj_gap: int = 200,
+    scale: float = 1.0,
+    b1: float = 0.9,
+    b2: float = 0.999,
+    eps: float = 1e-6,
+    weight_decay: float = 0.0,
+    mask=None,
+    weight_decay_mask=None,
+    moment_dtype=None,
+    options=None,
+    projection: str = "random",
+    scale_type: str = "channel",
+    scale_front: bool = False,
+    gamma: float | None = 1.01,
+    store_projector: bool = False,
+) -> optax.GradientTransformation:
+  """APOLLO-AdamW: ``chain(scale_by_apollo, add_decayed_weights, scale_by_learning_rate)``.
 
-    Args:
-      {shared_args}
-      scale: the update is multiplied by ``sqrt(scale)`` (default 128).
-      {apollo_args}
+  Args:
+    {alias_args}
+    {shared_args}
+    scale: the update is multiplied by ``sqrt(scale)``.
+    scale_type: ``"channel"`` (one ratio per row/column) or ``"tensor"``.
+    {apollo_args}
 
-    Returns:
-      An ``optax.GradientTransformation``.
-    """
-    return scale_by_apollo(rank, update_proj_gap, scale, b1, b2, eps, mask, moment_dtype, options,
-                           projection, "tensor", scale_front, gamma)
+  Returns:
+    An ``optax.GradientTransformation``.
+  """
+  return with_decoupled_weight_decay(
+      scale_by_apollo(
+          rank,
+          update_proj_gap,
+          scale,
+          b1,
+          b2,
+          eps,
+          mask,
+          moment_dtype,
+          options,
+          projection,
+          scale_type,
+          scale_front,
+          gamma,
+          store_projector,
+      ),
+      learning_rate,
+      weight_decay,
+      weight_decay_mask,
+  )
 
 
 @shared_args(apollo_args=APOLLO_ARGS)
-def apollo_mini(learning_rate, rank: int = 1, update_proj_gap: int = 200, scale: float = 128.0,
-                b1: float = 0.9, b2: float = 0.999, eps: float = 1e-6, weight_decay: float = 0.0,
-                mask=None, weight_decay_mask=None, moment_dtype=None, options=None,
-                projection: str = "random", scale_front: bool = False,
-                gamma: float | None = 1.01) -> optax.GradientTransformation:
-    """APOLLO-Mini-AdamW (rank 1, scale 128, tensor-wise ratio).
+def scale_by_apollo_mini(
+    rank: int = 1,
+    update_proj_gap: int = 200,
+    scale: float = 128.0,
+    b1: float = 0.9,
+    b2: float = 0.999,
+    eps: float = 1e-6,
+    mask=None,
+    moment_dtype=None,
+    options=None,
+    projection: str = "random",
+    scale_front: bool = False,
+    gamma: float | None = 1.01,
+) -> optax.GradientTransformation:
+  """APOLLO-Mini: :func:`scale_by_apollo` with rank 1, scale 128, tensor-wise ratio.
 
-    Args:
-      {alias_args}
-      {shared_args}
-      scale: the update is multiplied by ``sqrt(scale)`` (default 128).
-      {apollo_args}
+  Args:
+    {shared_args}
+    scale: the update is multiplied by ``sqrt(scale)`` (default 128).
+    {apollo_args}
 
-    Returns:
-      An ``optax.GradientTransformation``.
-    """
-    return with_decoupled_weight_decay(
-        scale_by_apollo_mini(rank, update_proj_gap, scale, b1, b2, eps, mask, moment_dtype,
-                             options, projection, scale_front, gamma),
-        learning_rate, weight_decay, weight_decay_mask)
+  Returns:
+    An ``optax.GradientTransformation``.
+  """
+  return scale_by_apollo(
+      rank,
+      update_proj_gap,
+      scale,
+      b1,
+      b2,
+      eps,
+      mask,
+      moment_dtype,
+      options,
+      projection,
+      "tensor",
+      scale_front,
+      gamma,
+  )
+
+
+@shared_args(apollo_args=APOLLO_ARGS)
+def apollo_mini(
+    learning_rate,
+    rank: int = 1,
+    update_proj_gap: int = 200,
+    scale: float = 128.0,
+    b1: float = 0.9,
+    b2: float = 0.999,
+    eps: float = 1e-6,
+    weight_decay: float = 0.0,
+    mask=None,
+    weight_decay_mask=None,
+    moment_dtype=None,
+    options=None,
+    projection: str = "random",
+    scale_front: bool = False,
+    gamma: float | None = 1.01,
+) -> optax.GradientTransformation:
+  """APOLLO-Mini-AdamW (rank 1, scale 128, tensor-wise ratio).
+
+  Args:
+    {alias_args}
+    {shared_args}
+    scale: the update is multiplied by ``sqrt(scale)`` (default 128).
+    {apollo_args}
+
+  Returns:
+    An ``optax.GradientTransformation``.
+  """
+  return with_decoupled_weight_decay(
+      scale_by_apollo_mini(
+          rank,
+          update_proj_gap,
+          scale,
+          b1,
+          b2,
+          eps,
+          mask,
+          moment_dtype,
+          options,
+          projection,
+          scale_front,
+          gamma,
+      ),
+      learning_rate,
+      weight_decay,
+      weight_decay_mask,
+  )

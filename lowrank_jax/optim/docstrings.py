@@ -44,20 +44,23 @@ weight_decay_mask: optional mask (pytree or callable) of the leaves to decay;
 
 
 def _block(text: str) -> str:
-    return textwrap.indent(text, " " * 6).lstrip()
+  return textwrap.indent(text, " " * 6).lstrip()
 
 
 def shared_args(fn=None, **extra: str):
-    """Fills ``{shared_args}``, ``{alias_args}`` and ``{<name>}`` for each ``extra`` block.
+  """Fills ``{shared_args}``, ``{alias_args}`` and ``{<name>}`` for each ``extra`` block.
 
-    Use bare (``@shared_args``) or with method-specific blocks
-    (``@shared_args(apollo_args=TEXT)``).
-    """
-    def fill(fn):
-        doc = fn.__doc__.replace("{shared_args}", _block(_SHARED)).replace(
-            "{alias_args}", _block(_ALIAS))
-        for name, text in extra.items():
-            doc = doc.replace("{" + name + "}", _block(text))
-        fn.__doc__ = doc
-        return fn
-    return fill(fn) if fn is not None else fill
+  Use bare (``@shared_args``) or with method-specific blocks
+  (``@shared_args(apollo_args=TEXT)``).
+  """
+
+  def fill(fn):
+    doc = fn.__doc__.replace("{shared_args}", _block(_SHARED)).replace(
+        "{alias_args}", _block(_ALIAS)
+    )
+    for name, text in extra.items():
+      doc = doc.replace("{" + name + "}", _block(text))
+    fn.__doc__ = doc
+    return fn
+
+  return fill(fn) if fn is not None else fill

@@ -35,84 +35,123 @@ import optax
 
 from lowrank_jax.optim import projection as proj
 from lowrank_jax.optim.docstrings import shared_args
-from lowrank_jax.optim.lowrank_adam import (LowRankStep, norm_growth_factor,
-                                            scale_by_projected_method,
-                                            with_decoupled_weight_decay)
+from lowrank_jax.optim.lowrank_adam import (
+    LowRankStep,
+    norm_growth_factor,
+    scale_by_projected_method,
+    with_decoupled_weight_decay,
+)
 from lowrank_jax.optim.validation import check_range
 
 
 def fira_method(scale, gamma):
-    r"""Fira's update from a projected step, with two projection matmuls.
+  r"""Fira's update from a projected step, with two projection matmuls.
 
-    ``phi`` scales the kept axis, so it commutes with ``P``; and since ``P`` has
-    orthonormal columns and ``R = P^T G``, the residual's norm needs no
-    back-projection:
+  ``phi`` scales the kept axis, so it commutes with ``P``; and since ``P`` has
+  orthonormal columns and ``R = P^T G``, the residual's norm needs no
+  back-projection:
 
-    .. math::
-      \|\phi (G - \alpha P R)\|^2 = \|\phi G\|^2 - (2\alpha - \alpha^2) \|\phi R\|^2,
-      \qquad
-      u = P\,\alpha (N - \phi R / c) + \phi G / c,
+  .. math::
+    \|\phi (G - \alpha P R)\|^2 = \|\phi G\|^2 - (2\alpha - \alpha^2) \|\phi R\|^2,
+    \qquad
+    u = P\,\alpha (N - \phi R / c) + \phi G / c,
 
-    with ``c`` the limiter's divisor: one back-projection instead of two.
-    """
-    def method(step: LowRankStep):
-        rank_norm = lambda x: proj.rank_axis_norm(x, step.layout)
-        phi = rank_norm(step.direction) / (rank_norm(step.projected) + 1e-8)
-        grad = step.grad.astype(jnp.float32)
-        squared = (jnp.square(proj.matrix_norm(phi * grad, step.layout))
-                   - (2 * scale - scale ** 2) * jnp.square(proj.matrix_norm(phi * step.projected,
-                                                                            step.layout)))
-        residual_norm = jnp.sqrt(jnp.maximum(squared, 0.0))
-        factor = norm_growth_factor(residual_norm, step, gamma)
-        weight = phi / jnp.expand_dims(factor, step.layout.matrix_axes)
-        update = step.project_back(scale * (step.direction - weight * step.projected))
-        return update + weight * grad, residual_norm / factor
-    return method
+  with ``c`` the limiter's divisor: one back-projection instead of two.
+  """
 
+  def method(step: LowRankStep):
+    rank_norm = lambda x: proj.rank_axis_norm(x, step.layout)
+    phi = rank_norm(step.direction) / (rank_norm(step.projected) + 1e-8)
+    grad = step.grad.astype(jnp.float32)
+    squared = jnp.square(proj.matrix_norm(phi * grad, step.layout)) - (
+        2 * scale - scale**2
+    ) * jnp.square(proj.matrix_norm(phi * step.projected, step.layout))
+    residual_norm = jnp.sqrt(jnp.maximum(squared, 0.0))
+    factor = norm_growth_factor(residual_norm, step, gamma)
+    weight = phi / jnp.expand_dims(factor, step.layout.matrix_axes)
+    update = step.project_back(scale * (step.direction - weight * step.projected))
+    return update + weight * grad, residual_norm / factor
 
-@shared_args
-def scale_by_fira(rank: int = 128, update_proj_gap: int = 200, scale: float = 0.25,
-                  b1: float = 0.9, b2: float = 0.999, eps: float = 1e-6, mask=None,
-                  moment_dtype=None, options=None, gamma: float = 1.01) -> optax.GradientTransformation:
-    """Fira's rescaling of the gradients (no learning rate, no weight decay).
-
-    Args:
-      {shared_args}
-      scale: ``alpha``, multiplies the projected-back parts (>= 0; 0.0625 at 1B).
-      gamma: the norm-growth limiter's maximal growth per step (> 1 limits less).
-
-    Returns:
-      An ``optax.GradientTransformation`` (state as :func:`scale_by_galore`'s,
-      with the limiter's norms in ``LowRankAdamState.norm``).
-    """
-    check_range("scale", scale, 0.0)
-    check_range("gamma", gamma, 1.0)
-    if options is not None and options.refresh == "gaussian":
-        raise ValueError("fira needs an orthonormal projector, got refresh='gaussian'; use "
-                         "'svd', 'eigh', 'randomized' or 'orthonormal'.")
-    return scale_by_projected_method(
-        fira_method(scale, gamma), rank=rank, update_proj_gap=update_proj_gap, b1=b1, b2=b2,
-        eps=eps, mask=mask, moment_dtype=moment_dtype, options=options,
-        default_refresh="svd", default_moment_policy="keep", uses_norm=True)
+  return method
 
 
 @shared_args
-def fira(learning_rate, rank: int = 128, update_proj_gap: int = 200, scale: float = 0.25,
-         b1: float = 0.9, b2: float = 0.999, eps: float = 1e-6, weight_decay: float = 0.0,
-         mask=None, weight_decay_mask=None, moment_dtype=None, options=None,
-         gamma: float = 1.01) -> optax.GradientTransformation:
-    """Fira-AdamW: ``chain(scale_by_fira, add_decayed_weights, scale_by_learning_rate)``.
+def scale_by_fira(
+    rank: int = 128,
+    update_proj_gap: int = 200,
+    scale: float = 0.25,
+    b1: float = 0.9,
+    b2: float = 0.999,
+    eps: float = 1e-6,
+    mask=None,
+    moment_dtype=None,
+    options=None,
+    gamma: float = 1.01,
+) -> optax.GradientTransformation:
+  """Fira's rescaling of the gradients (no learning rate, no weight decay).
 
-    Args:
-      {alias_args}
-      {shared_args}
-      scale: ``alpha`` (0.25 by default, 0.0625 at 1B).
-      gamma: the norm-growth limiter's maximal growth per step.
+  Args:
+    {shared_args}
+    scale: ``alpha``, multiplies the projected-back parts (>= 0; 0.0625 at 1B).
+    gamma: the norm-growth limiter's maximal growth per step (> 1 limits less).
 
-    Returns:
-      An ``optax.GradientTransformation``.
-    """
-    return with_decoupled_weight_decay(
-        scale_by_fira(rank, update_proj_gap, scale, b1, b2, eps, mask, moment_dtype, options,
-                      gamma),
-        learning_rate, weight_decay, weight_decay_mask)
+  Returns:
+    An ``optax.GradientTransformation`` (state as :func:`scale_by_galore`'s,
+    with the limiter's norms in ``LowRankAdamState.norm``).
+  """
+  check_range("scale", scale, 0.0)
+  check_range("gamma", gamma, 1.0)
+  if options is not None and options.refresh == "gaussian":
+    raise ValueError(
+        "fira needs an orthonormal projector, got refresh='gaussian'; use "
+        "'svd', 'eigh', 'randomized' or 'orthonormal'."
+    )
+  return scale_by_projected_method(
+      fira_method(scale, gamma),
+      rank=rank,
+      update_proj_gap=update_proj_gap,
+      b1=b1,
+      b2=b2,
+      eps=eps,
+      mask=mask,
+      moment_dtype=moment_dtype,
+      options=options,
+      default_refresh="svd",
+      default_moment_policy="keep",
+      uses_norm=True,
+  )
+
+
+@shared_args
+def fira(
+    learning_rate,
+    rank: int = 128,
+    update_proj_gap: int = 200,
+    scale: float = 0.25,
+    b1: float = 0.9,
+    b2: float = 0.999,
+    eps: float = 1e-6,
+    weight_decay: float = 0.0,
+    mask=None,
+    weight_decay_mask=None,
+    moment_dtype=None,
+    options=None,
+    gamma: float = 1.01,
+) -> optax.GradientTransformation:
+  """Fira-AdamW: ``chain(scale_by_fira, add_decayed_weights, scale_by_learning_rate)``.
+
+  Args:
+    {alias_args}
+    {shared_args}
+    scale: ``alpha`` (0.25 by default, 0.0625 at 1B).
+    gamma: the norm-growth limiter's maximal growth per step.
+
+  Returns:
+    An ``optax.GradientTransformation``.
+  """
+  return with_decoupled_weight_decay(
+      scale_by_fira(rank, update_proj_gap, scale, b1, b2, eps, mask, moment_dtype, options, gamma),
+      learning_rate,
+      weight_decay,
+      weight_decay_mask,
+  )

@@ -31,57 +31,92 @@ from __future__ import annotations
 import optax
 
 from lowrank_jax.optim.docstrings import shared_args
-from lowrank_jax.optim.lowrank_adam import (LowRankStep, scale_by_projected_method,
-                                            with_decoupled_weight_decay)
+from lowrank_jax.optim.lowrank_adam import (
+    LowRankStep,
+    scale_by_projected_method,
+    with_decoupled_weight_decay,
+)
 from lowrank_jax.optim.validation import check_range
 
 
 def galore_method(scale):
-    """GaLore's update from a projected step: ``scale * P N``."""
-    def method(step: LowRankStep):
-        return scale * step.project_back(step.direction), step.norm
-    return method
+  """GaLore's update from a projected step: ``scale * P N``."""
+
+  def method(step: LowRankStep):
+    return scale * step.project_back(step.direction), step.norm
+
+  return method
 
 
 @shared_args
-def scale_by_galore(rank: int = 128, update_proj_gap: int = 200, scale: float = 0.25,
-                    b1: float = 0.9, b2: float = 0.999, eps: float = 1e-6, mask=None,
-                    moment_dtype=None, options=None) -> optax.GradientTransformation:
-    """GaLore's rescaling of the gradients (no learning rate, no weight decay).
+def scale_by_galore(
+    rank: int = 128,
+    update_proj_gap: int = 200,
+    scale: float = 0.25,
+    b1: float = 0.9,
+    b2: float = 0.999,
+    eps: float = 1e-6,
+    mask=None,
+    moment_dtype=None,
+    options=None,
+) -> optax.GradientTransformation:
+  """GaLore's rescaling of the gradients (no learning rate, no weight decay).
 
-    Args:
-      {shared_args}
-      scale: GaLore's ``alpha``, multiplies the projected-back update (>= 0).
+  Args:
+    {shared_args}
+    scale: GaLore's ``alpha``, multiplies the projected-back update (>= 0).
 
-    Returns:
-      An ``optax.GradientTransformation``; its state is an ``optax.PartitionState``
-      with ``inner_states["projected"]`` holding a
-      :class:`~lowrank_jax.optim.lowrank_adam.LowRankAdamState` and
-      ``inner_states["dense"]`` a
-      :class:`~lowrank_jax.optim.adam.FoldedAdamState`.
-    """
-    check_range("scale", scale, 0.0)
-    return scale_by_projected_method(
-        galore_method(scale), rank=rank, update_proj_gap=update_proj_gap, b1=b1, b2=b2,
-        eps=eps, mask=mask, moment_dtype=moment_dtype, options=options,
-        default_refresh="svd", default_moment_policy="keep")
+  Returns:
+    An ``optax.GradientTransformation``; its state is an ``optax.PartitionState``
+    with ``inner_states["projected"]`` holding a
+    :class:`~lowrank_jax.optim.lowrank_adam.LowRankAdamState` and
+    ``inner_states["dense"]`` a
+    :class:`~lowrank_jax.optim.adam.FoldedAdamState`.
+  """
+  check_range("scale", scale, 0.0)
+  return scale_by_projected_method(
+      galore_method(scale),
+      rank=rank,
+      update_proj_gap=update_proj_gap,
+      b1=b1,
+      b2=b2,
+      eps=eps,
+      mask=mask,
+      moment_dtype=moment_dtype,
+      options=options,
+      default_refresh="svd",
+      default_moment_policy="keep",
+  )
 
 
 @shared_args
-def galore(learning_rate, rank: int = 128, update_proj_gap: int = 200, scale: float = 0.25,
-           b1: float = 0.9, b2: float = 0.999, eps: float = 1e-6, weight_decay: float = 0.0,
-           mask=None, weight_decay_mask=None, moment_dtype=None,
-           options=None) -> optax.GradientTransformation:
-    """GaLore-AdamW: ``chain(scale_by_galore, add_decayed_weights, scale_by_learning_rate)``.
+def galore(
+    learning_rate,
+    rank: int = 128,
+    update_proj_gap: int = 200,
+    scale: float = 0.25,
+    b1: float = 0.9,
+    b2: float = 0.999,
+    eps: float = 1e-6,
+    weight_decay: float = 0.0,
+    mask=None,
+    weight_decay_mask=None,
+    moment_dtype=None,
+    options=None,
+) -> optax.GradientTransformation:
+  """GaLore-AdamW: ``chain(scale_by_galore, add_decayed_weights, scale_by_learning_rate)``.
 
-    Args:
-      {alias_args}
-      {shared_args}
-      scale: GaLore's ``alpha`` (paper default 0.25).
+  Args:
+    {alias_args}
+    {shared_args}
+    scale: GaLore's ``alpha`` (paper default 0.25).
 
-    Returns:
-      An ``optax.GradientTransformation``.
-    """
-    return with_decoupled_weight_decay(
-        scale_by_galore(rank, update_proj_gap, scale, b1, b2, eps, mask, moment_dtype, options),
-        learning_rate, weight_decay, weight_decay_mask)
+  Returns:
+    An ``optax.GradientTransformation``.
+  """
+  return with_decoupled_weight_decay(
+      scale_by_galore(rank, update_proj_gap, scale, b1, b2, eps, mask, moment_dtype, options),
+      learning_rate,
+      weight_decay,
+      weight_decay_mask,
+  )

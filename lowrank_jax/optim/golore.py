@@ -35,63 +35,109 @@ from lowrank_jax.optim.validation import check_positive_int, check_range
 
 
 def switch_step(total_steps: int | None, rand_ratio: float, random_from_step: int | None) -> int:
-    """The first step whose refresh is random (see the module docstring)."""
-    if random_from_step is not None:
-        return check_positive_int("random_from_step + 1", random_from_step + 1) - 1
-    if total_steps is None:
-        raise ValueError("golore needs total_steps (with rand_ratio) or random_from_step, "
-                         "got neither.")
-    total_steps = check_positive_int("total_steps", total_steps)
-    check_range("rand_ratio", rand_ratio, 0.0, 1.0, include_high=True)
-    return total_steps - round(rand_ratio * total_steps)
+  """The first step whose refresh is random (see the module docstring)."""
+  if random_from_step is not None:
+    return check_positive_int("random_from_step + 1", random_from_step + 1) - 1
+  if total_steps is None:
+    raise ValueError(
+        "golore needs total_steps (with rand_ratio) or random_from_step, " "got neither."
+    )
+  total_steps = check_positive_int("total_steps", total_steps)
+  check_range("rand_ratio", rand_ratio, 0.0, 1.0, include_high=True)
+  return total_steps - round(rand_ratio * total_steps)
 
 
 @shared_args
-def scale_by_golore(rank: int = 128, update_proj_gap: int = 200, scale: float = 0.25,
-                    b1: float = 0.9, b2: float = 0.999, eps: float = 1e-6, mask=None,
-                    moment_dtype=None, options=None, total_steps: int | None = None,
-                    rand_ratio: float = 0.25,
-                    random_from_step: int | None = None) -> optax.GradientTransformation:
-    """GoLore's rescaling of the gradients (no learning rate, no weight decay).
+def scale_by_golore(
+    rank: int = 128,
+    update_proj_gap: int = 200,
+    scale: float = 0.25,
+    b1: float = 0.9,
+    b2: float = 0.999,
+    eps: float = 1e-6,
+    mask=None,
+    moment_dtype=None,
+    options=None,
+    total_steps: int | None = None,
+    rand_ratio: float = 0.25,
+    random_from_step: int | None = None,
+) -> optax.GradientTransformation:
+  """GoLore's rescaling of the gradients (no learning rate, no weight decay).
 
-    Args:
-      {shared_args}
-      scale: ``alpha``, multiplies the projected-back update (>= 0).
-      total_steps: the length of training, used with ``rand_ratio``.
-      rand_ratio: fraction of the training, at its end, with random projectors.
-      random_from_step: the switch step itself (overrides the two above).
+  Args:
+    {shared_args}
+    scale: ``alpha``, multiplies the projected-back update (>= 0).
+    total_steps: the length of training, used with ``rand_ratio``.
+    rand_ratio: fraction of the training, at its end, with random projectors.
+    random_from_step: the switch step itself (overrides the two above).
 
-    Returns:
-      An ``optax.GradientTransformation`` (state as :func:`scale_by_galore`'s).
-    """
-    check_range("scale", scale, 0.0)
-    return scale_by_projected_method(
-        galore_method(scale), rank=rank, update_proj_gap=update_proj_gap, b1=b1, b2=b2, eps=eps,
-        mask=mask, moment_dtype=moment_dtype, options=options, default_refresh="svd",
-        default_moment_policy="reproject",
-        random_from_step=switch_step(total_steps, rand_ratio, random_from_step))
+  Returns:
+    An ``optax.GradientTransformation`` (state as :func:`scale_by_galore`'s).
+  """
+  check_range("scale", scale, 0.0)
+  return scale_by_projected_method(
+      galore_method(scale),
+      rank=rank,
+      update_proj_gap=update_proj_gap,
+      b1=b1,
+      b2=b2,
+      eps=eps,
+      mask=mask,
+      moment_dtype=moment_dtype,
+      options=options,
+      default_refresh="svd",
+      default_moment_policy="reproject",
+      random_from_step=switch_step(total_steps, rand_ratio, random_from_step),
+  )
 
 
 @shared_args
-def golore(learning_rate, rank: int = 128, update_proj_gap: int = 200, scale: float = 0.25,
-           b1: float = 0.9, b2: float = 0.999, eps: float = 1e-6, weight_decay: float = 0.0,
-           mask=None, weight_decay_mask=None, moment_dtype=None, options=None,
-           total_steps: int | None = None, rand_ratio: float = 0.25,
-           random_from_step: int | None = None) -> optax.GradientTransformation:
-    """GoLore-AdamW: ``chain(scale_by_golore, add_decayed_weights, scale_by_learning_rate)``.
+def golore(
+    learning_rate,
+    rank: int = 128,
+    update_proj_gap: int = 200,
+    scale: float = 0.25,
+    b1: float = 0.9,
+    b2: float = 0.999,
+    eps: float = 1e-6,
+    weight_decay: float = 0.0,
+    mask=None,
+    weight_decay_mask=None,
+    moment_dtype=None,
+    options=None,
+    total_steps: int | None = None,
+    rand_ratio: float = 0.25,
+    random_from_step: int | None = None,
+) -> optax.GradientTransformation:
+  """GoLore-AdamW: ``chain(scale_by_golore, add_decayed_weights, scale_by_learning_rate)``.
 
-    Args:
-      {alias_args}
-      {shared_args}
-      scale: ``alpha``.
-      total_steps: the length of training, used with ``rand_ratio``.
-      rand_ratio: fraction of the training, at its end, with random projectors.
-      random_from_step: the switch step itself (overrides the two above).
+  Args:
+    {alias_args}
+    {shared_args}
+    scale: ``alpha``.
+    total_steps: the length of training, used with ``rand_ratio``.
+    rand_ratio: fraction of the training, at its end, with random projectors.
+    random_from_step: the switch step itself (overrides the two above).
 
-    Returns:
-      An ``optax.GradientTransformation``.
-    """
-    return with_decoupled_weight_decay(
-        scale_by_golore(rank, update_proj_gap, scale, b1, b2, eps, mask, moment_dtype, options,
-                        total_steps, rand_ratio, random_from_step),
-        learning_rate, weight_decay, weight_decay_mask)
+  Returns:
+    An ``optax.GradientTransformation``.
+  """
+  return with_decoupled_weight_decay(
+      scale_by_golore(
+          rank,
+          update_proj_gap,
+          scale,
+          b1,
+          b2,
+          eps,
+          mask,
+          moment_dtype,
+          options,
+          total_steps,
+          rand_ratio,
+          random_from_step,
+      ),
+      learning_rate,
+      weight_decay,
+      weight_decay_mask,
+  )

@@ -43,59 +43,67 @@ Groups = list[list[int]]
 
 
 def _signature(leaf):
-    return None if isinstance(leaf, optax.MaskedNode) else jnp.dtype(leaf.dtype)
+  return None if isinstance(leaf, optax.MaskedNode) else jnp.dtype(leaf.dtype)
 
 
 def group_by_layout(layouts: Sequence[MatrixLayout], *columns: Sequence) -> Groups:
-    """Indices of the leaves with equal layout and, in every column, equal dtype; groups
-    in order of their first leaf, leaves in order within a group."""
-    groups: dict[tuple, list[int]] = {}
-    for index, layout in enumerate(layouts):
-        key = (layout, *(_signature(column[index]) for column in columns))
-        groups.setdefault(key, []).append(index)
-    return list(groups.values())
+  """Indices of the leaves with equal layout and, in every column, equal dtype; groups
+  in order of their first leaf, leaves in order within a group."""
+  groups: dict[tuple, list[int]] = {}
+  for index, layout in enumerate(layouts):
+    key = (layout, *(_signature(column[index]) for column in columns))
+    groups.setdefault(key, []).append(index)
+  return list(groups.values())
 
 
 def stacked_layout(layout: MatrixLayout, count: int) -> MatrixLayout:
-    """The layout of ``count`` such leaves stacked on a new leading (batch) axis (a lone
-    leaf, which :func:`stack` leaves as it is, keeps its layout)."""
-    if count == 1:
-        return layout
-    return MatrixLayout((count, *layout.shape), layout.projected_axis + 1,
-                        layout.kept_axis + 1, layout.rank)
+  """The layout of ``count`` such leaves stacked on a new leading (batch) axis (a lone
+  leaf, which :func:`stack` leaves as it is, keeps its layout)."""
+  if count == 1:
+    return layout
+  return MatrixLayout(
+      (count, *layout.shape), layout.projected_axis + 1, layout.kept_axis + 1, layout.rank
+  )
 
 
 def stack(leaves: Sequence, groups: Groups) -> list:
-    """One entry per group: its leaves stacked on a new leading axis (a lone leaf as it is)."""
-    def stack_group(group):
-        members = [leaves[i] for i in group]
-        if len(group) == 1 or isinstance(members[0], optax.MaskedNode):
-            return members[0]
-        return jnp.stack(members)
+  """One entry per group: its leaves stacked on a new leading axis (a lone leaf as it is)."""
 
-    return [stack_group(group) for group in groups]
+  def stack_group(group):
+    members = [leaves[i] for i in group]
+    if len(group) == 1 or isinstance(members[0], optax.MaskedNode):
+      return members[0]
+    return jnp.stack(members)
+
+  return [stack_group(group) for group in groups]
 
 
 def concatenate(vectors: Sequence[jax.Array | None], groups: Groups) -> list:
-    """One entry per group: the leaves' per-matrix vectors joined in stacking order."""
-    return [vectors[group[0]] if len(group) == 1 or vectors[group[0]] is None
-            else jnp.concatenate([vectors[i] for i in group]) for group in groups]
+  """One entry per group: the leaves' per-matrix vectors joined in stacking order."""
+  return [
+      vectors[group[0]]
+      if len(group) == 1 or vectors[group[0]] is None
+      else jnp.concatenate([vectors[i] for i in group])
+      for group in groups
+  ]
 
 
 def stack_plans(plans: Sequence[LeafRefresh], groups: Groups) -> list[LeafRefresh]:
-    """One refresh plan per group: the stacked layout, the members' ``due`` and ``keys``
-    joined in stacking order."""
-    dues = concatenate([plan.due for plan in plans], groups)
-    keys = concatenate([plan.keys for plan in plans], groups)
-    return [LeafRefresh(stacked_layout(plans[group[0]].layout, len(group)), due, key)
-            for group, due, key in zip(groups, dues, keys)]
+  """One refresh plan per group: the stacked layout, the members' ``due`` and ``keys``
+  joined in stacking order."""
+  dues = concatenate([plan.due for plan in plans], groups)
+  keys = concatenate([plan.keys for plan in plans], groups)
+  return [
+      LeafRefresh(stacked_layout(plans[group[0]].layout, len(group)), due, key)
+      for group, due, key in zip(groups, dues, keys)
+  ]
 
 
 def unstack(stacked: Sequence, groups: Groups) -> list:
-    """Inverse of :func:`stack`: the leaves in their original order."""
-    leaves: list = [None] * sum(len(group) for group in groups)
-    for value, group in zip(stacked, groups):
-        for position, index in enumerate(group):
-            single = len(group) == 1 or isinstance(value, optax.MaskedNode)
-            leaves[index] = value if single else value[position]
-    return leaves
+  """Inverse of :func:`stack`: the leaves in their original order."""
+  leaves: list = [None] * sum(len(group) for group in groups)
+  for value, group in zip(stacked, groups):
+    for position, index in enumerate(group):
+      single = len(group) == 1 or isinstance(value, optax.MaskedNode)
+      leaves[index] = value if single else value[position]
+  return leaves

@@ -36,7 +36,7 @@ import ctypes
 import functools
 import glob
 import os
-from typing import Callable
+from collections.abc import Callable
 
 import jax
 from jax import lax
@@ -101,12 +101,15 @@ def _platform_safe(cpu: Callable, default: Callable) -> Callable:
   return lambda matrix: lax.platform_dependent(matrix, cpu=cpu, default=default)
 
 
-qr = _platform_safe(lambda m: lax.linalg.qr(m, full_matrices=False),
-                    lambda m: lax.linalg.qr(m, full_matrices=False))
+qr = _platform_safe(
+    lambda m: lax.linalg.qr(m, full_matrices=False), lambda m: lax.linalg.qr(m, full_matrices=False)
+)
 qr.__doc__ = "Reduced QR ``(q, r)`` of ``(..., m, n)`` matrices."
 
-svd = _platform_safe(lambda m: lax.linalg.svd(m, full_matrices=False),
-                     lambda m: lax.linalg.svd(m, full_matrices=False))
+svd = _platform_safe(
+    lambda m: lax.linalg.svd(m, full_matrices=False),
+    lambda m: lax.linalg.svd(m, full_matrices=False),
+)
 svd.__doc__ = "Thin SVD ``(u, s, vt)`` of ``(..., m, n)`` matrices, singular values descending."
 
 eigh = _platform_safe(lambda m: lax.linalg.eigh(m)[::-1], lambda m: lax.linalg.eigh(m)[::-1])
@@ -128,8 +131,9 @@ def gram_eigenvectors(matrix: jax.Array) -> jax.Array:
   >>> jnp.abs(gram_eigenvectors(a)[:, 0]).tolist()
   [1.0, 0.0, 0.0]
   """
-  gram = jax.numpy.matmul(matrix, jax.numpy.swapaxes(matrix, -1, -2),
-                          precision=lax.Precision.HIGHEST)
+  gram = jax.numpy.matmul(
+      matrix, jax.numpy.swapaxes(matrix, -1, -2), precision=lax.Precision.HIGHEST
+  )
   return eigh(gram)[1][..., ::-1]
 
 
@@ -138,7 +142,7 @@ def _thin_left_singular_vectors(matrix: jax.Array) -> jax.Array:
 
 
 def _gram_thin_left_singular_vectors(matrix: jax.Array) -> jax.Array:
-  return gram_eigenvectors(matrix)[..., :min(matrix.shape[-2:])]
+  return gram_eigenvectors(matrix)[..., : min(matrix.shape[-2:])]
 
 
 def left_singular_vectors(matrix: jax.Array) -> jax.Array:
@@ -155,17 +159,21 @@ def left_singular_vectors(matrix: jax.Array) -> jax.Array:
   >>> u.shape, jnp.abs(u[:, 0]).tolist()
   ((3, 2), [1.0, 0.0, 0.0])
   """
-  return lax.platform_dependent(matrix, cpu=_gram_thin_left_singular_vectors,
-                                cuda=_gram_thin_left_singular_vectors,
-                                default=_thin_left_singular_vectors)
+  return lax.platform_dependent(
+      matrix,
+      cpu=_gram_thin_left_singular_vectors,
+      cuda=_gram_thin_left_singular_vectors,
+      default=_thin_left_singular_vectors,
+  )
 
 
 def _solve_packed(packed):
   """``x`` with ``r^T x = b`` from ``packed = [r | b]``, ``r`` upper-triangular and square
   (one array, so that the CPU path can map over single matrices like the others)."""
   size = packed.shape[-2]
-  return lax.linalg.triangular_solve(packed[..., :size], packed[..., size:], left_side=True,
-                                     lower=False, transpose_a=True)
+  return lax.linalg.triangular_solve(
+      packed[..., :size], packed[..., size:], left_side=True, lower=False, transpose_a=True
+  )
 
 
 _solve_transposed = _platform_safe(_solve_packed, _solve_packed)

@@ -76,143 +76,177 @@ import optax
 from lowrank_jax.optim import linalg
 from lowrank_jax.optim.momentum_reset import momentum_reset
 from lowrank_jax.optim.periodic import every_nth_update
-from lowrank_jax.optim.refactorize import (Labels, PairLabels, _pair_indices, _unsharded_matrix,
-                                           balanced_factors, sibling_factors,
-                                           steps_to_factor_targets)
+from lowrank_jax.optim.refactorize import (
+    Labels,
+    PairLabels,
+    _pair_indices,
+    _unsharded_matrix,
+    balanced_factors,
+    sibling_factors,
+    steps_to_factor_targets,
+)
 from lowrank_jax.optim.validation import check_positive_int, check_range
 
 _HIGHEST = jax.lax.Precision.HIGHEST
 
 
 def _t(x: jax.Array) -> jax.Array:
-    return jnp.swapaxes(x, -1, -2)
+  return jnp.swapaxes(x, -1, -2)
 
 
 def _matmul(x: jax.Array, y: jax.Array) -> jax.Array:
-    return jnp.matmul(x, y, precision=_HIGHEST)
+  return jnp.matmul(x, y, precision=_HIGHEST)
 
 
 class TangentCoordinates(NamedTuple):
-    """The point and a tangent vector in one spanning set: ``a b = basis @ point`` and
-    ``P_T(G) = basis @ direction``.
+  """The point and a tangent vector in one spanning set: ``a b = basis @ point`` and
+  ``P_T(G) = basis @ direction``.
 
-    Attributes:
-      basis: ``(..., p, 2r)``, the columns :math:`[Q_a, (I - Q_a Q_a^T) G Q_b]`.
-      point: ``(..., 2r, q)``, :math:`[R_a b; 0]`.
-      direction: ``(..., 2r, q)``, :math:`[Q_a^T G; Q_b^T]`.
-    """
+  Attributes:
+    basis: ``(..., p, 2r)``, the columns :math:`[Q_a, (I - Q_a Q_a^T) G Q_b]`.
+    point: ``(..., 2r, q)``, :math:`[R_a b; 0]`.
+    direction: ``(..., 2r, q)``, :math:`[Q_a^T G; Q_b^T]`.
+  """
 
-    basis: jax.Array
-    point: jax.Array
-    direction: jax.Array
-
-
-def tangent_coordinates(a: jax.Array, b: jax.Array, grad_a: jax.Array,
-                        grad_b: jax.Array) -> TangentCoordinates:
-    r"""The tangent-space projection :math:`P_T(G)` at :math:`a b`, from the factor gradients.
-
-    Args:
-      a: ``(..., p, r)`` left factor of full rank ``r``.
-      b: ``(..., r, q)`` right factor of full rank ``r``.
-      grad_a: :math:`G b^\top`, the gradient of the loss with respect to ``a`` when ``G`` is
-        the one with respect to ``a @ b``.
-      grad_b: :math:`a^\top G`.
-
-    Returns:
-      :class:`TangentCoordinates` (float32).
-    """
-    a, b, grad_a, grad_b = (_unsharded_matrix(x.astype(jnp.float32))
-                            for x in (a, b, grad_a, grad_b))
-    q_a, r_a = linalg.qr(a)
-    q_b, r_b = linalg.qr(_t(b))
-    row_part = linalg.solve_upper_transposed(r_a, grad_b)              # Q_a^T G
-    column_part = _t(linalg.solve_upper_transposed(r_b, _t(grad_a)))  # G Q_b
-    column_part = column_part - _matmul(q_a, _matmul(_t(q_a), column_part))
-    return TangentCoordinates(
-        basis=jnp.concatenate([q_a, column_part], axis=-1),
-        point=jnp.concatenate([_matmul(r_a, b), jnp.zeros_like(row_part)], axis=-2),
-        direction=jnp.concatenate([row_part, _t(q_b)], axis=-2))
+  basis: jax.Array
+  point: jax.Array
+  direction: jax.Array
 
 
-def manifold_step(a: jax.Array, b: jax.Array, grad_a: jax.Array, grad_b: jax.Array,
-                  learning_rate: jax.Array | float) -> tuple[jax.Array, jax.Array]:
-    r"""The balanced rank-``r`` factors of :math:`a b - \eta P_T(G)`, truncated to rank ``r``.
+def tangent_coordinates(
+    a: jax.Array, b: jax.Array, grad_a: jax.Array, grad_b: jax.Array
+) -> TangentCoordinates:
+  r"""The tangent-space projection :math:`P_T(G)` at :math:`a b`, from the factor gradients.
 
-    Args:
-      a, b, grad_a, grad_b: as in :func:`tangent_coordinates`.
-      learning_rate: the step size :math:`\eta`.
+  Args:
+    a: ``(..., p, r)`` left factor of full rank ``r``.
+    b: ``(..., r, q)`` right factor of full rank ``r``.
+    grad_a: :math:`G b^\top`, the gradient of the loss with respect to ``a`` when ``G`` is
+      the one with respect to ``a @ b``.
+    grad_b: :math:`a^\top G`.
 
-    Returns:
-      ``(new_a, new_b)`` (float32, shapes of ``a`` and ``b``) with ``new_a @ new_b`` the best
-      rank-``r`` approximation of the step's result and ``new_a^T new_a = new_b new_b^T``.
-    """
-    rank = a.shape[-1]
-    coordinates = tangent_coordinates(a, b, grad_a, grad_b)
-    left, right = balanced_factors(coordinates.basis,
-                                   coordinates.point - learning_rate * coordinates.direction)
-    return left[..., :rank], right[..., :rank, :]
-
-
-def _side_by_side(first: optax.GradientTransformation,
-                  second: optax.GradientTransformation) -> optax.GradientTransformation:
-    """Runs two transforms on the same gradients; updates and state are pairs."""
-
-    def init_fn(params):
-        return first.init(params), second.init(params)
-
-    def update_fn(updates, state, params=None):
-        first_updates, first_state = first.update(updates, state[0], params)
-        second_updates, second_state = second.update(updates, state[1], params)
-        return (first_updates, second_updates), (first_state, second_state)
-
-    return optax.GradientTransformation(init_fn, update_fn)
+  Returns:
+    :class:`TangentCoordinates` (float32).
+  """
+  a, b, grad_a, grad_b = (_unsharded_matrix(x.astype(jnp.float32)) for x in (a, b, grad_a, grad_b))
+  q_a, r_a = linalg.qr(a)
+  q_b, r_b = linalg.qr(_t(b))
+  row_part = linalg.solve_upper_transposed(r_a, grad_b)  # Q_a^T G
+  column_part = _t(linalg.solve_upper_transposed(r_b, _t(grad_a)))  # G Q_b
+  column_part = column_part - _matmul(q_a, _matmul(_t(q_a), column_part))
+  return TangentCoordinates(
+      basis=jnp.concatenate([q_a, column_part], axis=-1),
+      point=jnp.concatenate([_matmul(r_a, b), jnp.zeros_like(row_part)], axis=-2),
+      direction=jnp.concatenate([row_part, _t(q_b)], axis=-2),
+  )
 
 
-def loro(learning_rate: optax.ScalarOrSchedule, every: int, b1: float = 0.9,
-         b2: float = 0.999, eps: float = 1e-8, weight_decay: float = 0.0,
-         pairs: PairLabels | Labels = sibling_factors()) -> optax.GradientTransformationExtraArgs:
-    r"""AdamW, with a manifold step for the factor pairs and an Adam restart every ``every``.
+def manifold_step(
+    a: jax.Array,
+    b: jax.Array,
+    grad_a: jax.Array,
+    grad_b: jax.Array,
+    learning_rate: jax.Array | float,
+) -> tuple[jax.Array, jax.Array]:
+  r"""The balanced rank-``r`` factors of :math:`a b - \eta P_T(G)`, truncated to rank ``r``.
 
-    Args:
-      learning_rate: a float or an optax schedule; the manifold step of update ``n``
-        (1-based) uses the same value as that update's AdamW step would, ``schedule(n - 1)``.
-      every: the period :math:`K` (Python int >= 1): updates ``K, 2K, ...`` are manifold steps
-        for the factor pairs, and the Adam state restarts right after them.
-      b1: Adam's first-moment decay, in [0, 1).
-      b2: Adam's second-moment decay, in [0, 1).
-      eps: added to ``sqrt(nu)``, >= 0.
-      weight_decay: decoupled weight decay of the AdamW steps (``p -= lr * wd * p``), >= 0.
-      pairs: which leaves are factors, as in :func:`~lowrank_jax.optim.refactorize.refactorize`
-        (default: ``a @ b`` in each module). Both factors must have full rank ``r`` on a
-        manifold step (the step solves with their QR's triangular parts); ``b``'s zero
-        initialisation of LoRA-style adapters is therefore excluded.
+  Args:
+    a, b, grad_a, grad_b: as in :func:`tangent_coordinates`.
+    learning_rate: the step size :math:`\eta`.
 
-    Returns:
-      A transform whose ``update`` requires ``params``; its state is a
-      :class:`~lowrank_jax.optim.periodic.PeriodicState` around the AdamW state and the
-      schedule's count. Pairs are checked in ``init``.
-    """
-    every = check_positive_int("every", every)
-    check_range("b1", b1, 0.0, 1.0)
-    check_range("b2", b2, 0.0, 1.0)
-    check_range("eps", eps, 0.0)
-    check_range("weight_decay", weight_decay, 0.0)
-    if not callable(learning_rate):
-        check_range("learning_rate", learning_rate, 0.0)
-    adamw = optax.chain(momentum_reset(optax.scale_by_adam(b1, b2, eps), every),
-                        optax.add_decayed_weights(weight_decay),
-                        optax.scale_by_learning_rate(learning_rate))
-    # The second transform carries this update's learning rate to the manifold step:
-    # it turns the gradients g into -lr g, and P_T is linear, so a step of size 1 along
-    # -P_T(-lr g) is the step of size lr along -P_T(g).
-    inner = _side_by_side(adamw, optax.scale_by_learning_rate(learning_rate))
+  Returns:
+    ``(new_a, new_b)`` (float32, shapes of ``a`` and ``b``) with ``new_a @ new_b`` the best
+    rank-``r`` approximation of the step's result and ``new_a^T new_a = new_b new_b^T``.
+  """
+  rank = a.shape[-1]
+  coordinates = tangent_coordinates(a, b, grad_a, grad_b)
+  left, right = balanced_factors(
+      coordinates.basis, coordinates.point - learning_rate * coordinates.direction
+  )
+  return left[..., :rank], right[..., :rank, :]
 
-    def manifold_steps_when_due(due, updates, inner_state, params):
-        adamw_updates, descent = updates
-        return steps_to_factor_targets(
-            due, pairs, params, adamw_updates, descent,
-            lambda a, b, step_a, step_b: manifold_step(a, b, -step_a, -step_b, 1.0)
-        ), inner_state
 
-    return every_nth_update(inner, every, "loro", manifold_steps_when_due,
-                            check_params=lambda params: _pair_indices(params, pairs))
+def _side_by_side(
+    first: optax.GradientTransformation, second: optax.GradientTransformation
+) -> optax.GradientTransformation:
+  """Runs two transforms on the same gradients; updates and state are pairs."""
+
+  def init_fn(params):
+    return first.init(params), second.init(params)
+
+  def update_fn(updates, state, params=None):
+    first_updates, first_state = first.update(updates, state[0], params)
+    second_updates, second_state = second.update(updates, state[1], params)
+    return (first_updates, second_updates), (first_state, second_state)
+
+  return optax.GradientTransformation(init_fn, update_fn)
+
+
+def loro(
+    learning_rate: optax.ScalarOrSchedule,
+    every: int,
+    b1: float = 0.9,
+    b2: float = 0.999,
+    eps: float = 1e-8,
+    weight_decay: float = 0.0,
+    pairs: PairLabels | Labels = sibling_factors(),
+) -> optax.GradientTransformationExtraArgs:
+  r"""AdamW, with a manifold step for the factor pairs and an Adam restart every ``every``.
+
+  Args:
+    learning_rate: a float or an optax schedule; the manifold step of update ``n``
+      (1-based) uses the same value as that update's AdamW step would, ``schedule(n - 1)``.
+    every: the period :math:`K` (Python int >= 1): updates ``K, 2K, ...`` are manifold steps
+      for the factor pairs, and the Adam state restarts right after them.
+    b1: Adam's first-moment decay, in [0, 1).
+    b2: Adam's second-moment decay, in [0, 1).
+    eps: added to ``sqrt(nu)``, >= 0.
+    weight_decay: decoupled weight decay of the AdamW steps (``p -= lr * wd * p``), >= 0.
+    pairs: which leaves are factors, as in :func:`~lowrank_jax.optim.refactorize.refactorize`
+      (default: ``a @ b`` in each module). Both factors must have full rank ``r`` on a
+      manifold step (the step solves with their QR's triangular parts); ``b``'s zero
+      initialisation of LoRA-style adapters is therefore excluded.
+
+  Returns:
+    A transform whose ``update`` requires ``params``; its state is a
+    :class:`~lowrank_jax.optim.periodic.PeriodicState` around the AdamW state and the
+    schedule's count. Pairs are checked in ``init``.
+  """
+  every = check_positive_int("every", every)
+  check_range("b1", b1, 0.0, 1.0)
+  check_range("b2", b2, 0.0, 1.0)
+  check_range("eps", eps, 0.0)
+  check_range("weight_decay", weight_decay, 0.0)
+  if not callable(learning_rate):
+    check_range("learning_rate", learning_rate, 0.0)
+  adamw = optax.chain(
+      momentum_reset(optax.scale_by_adam(b1, b2, eps), every),
+      optax.add_decayed_weights(weight_decay),
+      optax.scale_by_learning_rate(learning_rate),
+  )
+  # The second transform carries this update's learning rate to the manifold step:
+  # it turns the gradients g into -lr g, and P_T is linear, so a step of size 1 along
+  # -P_T(-lr g) is the step of size lr along -P_T(g).
+  inner = _side_by_side(adamw, optax.scale_by_learning_rate(learning_rate))
+
+  def manifold_steps_when_due(due, updates, inner_state, params):
+    adamw_updates, descent = updates
+    return (
+        steps_to_factor_targets(
+            due,
+            pairs,
+            params,
+            adamw_updates,
+            descent,
+            lambda a, b, step_a, step_b: manifold_step(a, b, -step_a, -step_b, 1.0),
+        ),
+        inner_state,
+    )
+
+  return every_nth_update(
+      inner,
+      every,
+      "loro",
+      manifold_steps_when_due,
+      check_params=lambda params: _pair_indices(params, pairs),
+  )

@@ -37,7 +37,8 @@ ValueError: mask selects leaf ['bias'] of shape (3,); only leaves with ndim >= 2
 
 from __future__ import annotations
 
-from typing import Any, Callable, Union
+from typing import Any
+from collections.abc import Callable
 
 import jax
 import optax
@@ -45,54 +46,56 @@ import optax
 PROJECTED = "projected"
 DENSE = "dense"
 
-Mask = Union[None, Any, Callable[[Any], Any]]
+Mask = Any | Callable[[Any], Any] | None
 
 
 def is_matrix(leaf: Any) -> bool:
-    """True for an array (or ``ShapeDtypeStruct``) with two or more axes."""
-    return len(getattr(leaf, "shape", ())) >= 2
+  """True for an array (or ``ShapeDtypeStruct``) with two or more axes."""
+  return len(getattr(leaf, "shape", ())) >= 2
 
 
 def resolve_mask(mask: Mask, params: Any) -> Any:
-    """Returns the pytree of bools that ``mask`` selects on ``params``.
+  """Returns the pytree of bools that ``mask`` selects on ``params``.
 
-    Args:
-      mask: None, a pytree of bools, or a callable on ``params`` (see module doc).
-      params: parameters, gradients, or ``jax.ShapeDtypeStruct`` with their shapes.
+  Args:
+    mask: None, a pytree of bools, or a callable on ``params`` (see module doc).
+    params: parameters, gradients, or ``jax.ShapeDtypeStruct`` with their shapes.
 
-    Raises:
-      ValueError: if a selected leaf has fewer than two axes.
-    """
-    if mask is None:
-        return jax.tree.map(is_matrix, params)
-    selected = mask(params) if callable(mask) else mask
+  Raises:
+    ValueError: if a selected leaf has fewer than two axes.
+  """
+  if mask is None:
+    return jax.tree.map(is_matrix, params)
+  selected = mask(params) if callable(mask) else mask
 
-    def check(path, leaf, chosen):
-        if chosen and not is_matrix(leaf):
-            raise ValueError(
-                f"mask selects leaf {jax.tree_util.keystr(path)} of shape {tuple(leaf.shape)}; "
-                "only leaves with ndim >= 2 can be projected.")
-        return bool(chosen)
+  def check(path, leaf, chosen):
+    if chosen and not is_matrix(leaf):
+      raise ValueError(
+          f"mask selects leaf {jax.tree_util.keystr(path)} of shape {tuple(leaf.shape)}; "
+          "only leaves with ndim >= 2 can be projected."
+      )
+    return bool(chosen)
 
-    return jax.tree.map_with_path(check, params, selected)
+  return jax.tree.map_with_path(check, params, selected)
 
 
-def route(projected: optax.GradientTransformation, dense: optax.GradientTransformation,
-          mask: Mask = None) -> optax.GradientTransformation:
-    """Applies ``projected`` to the leaves ``mask`` selects and ``dense`` to the rest.
+def route(
+    projected: optax.GradientTransformation, dense: optax.GradientTransformation, mask: Mask = None
+) -> optax.GradientTransformation:
+  """Applies ``projected`` to the leaves ``mask`` selects and ``dense`` to the rest.
 
-    Args:
-      projected: transform for the selected leaves; it sees the others as
-        ``optax.MaskedNode``.
-      dense: transform for the remaining leaves.
-      mask: None, a pytree of bools, or a callable (see module doc).
+  Args:
+    projected: transform for the selected leaves; it sees the others as
+      ``optax.MaskedNode``.
+    dense: transform for the remaining leaves.
+    mask: None, a pytree of bools, or a callable (see module doc).
 
-    Returns:
-      ``optax.partition`` of the two; its state is an ``optax.PartitionState``
-      whose ``inner_states`` has the keys ``"projected"`` and ``"dense"``.
-    """
-    def labels(params):
-        return jax.tree.map(lambda chosen: PROJECTED if chosen else DENSE,
-                            resolve_mask(mask, params))
+  Returns:
+    ``optax.partition`` of the two; its state is an ``optax.PartitionState``
+    whose ``inner_states`` has the keys ``"projected"`` and ``"dense"``.
+  """
 
-    return optax.partition({PROJECTED: projected, DENSE: dense}, labels)
+  def labels(params):
+    return jax.tree.map(lambda chosen: PROJECTED if chosen else DENSE, resolve_mask(mask, params))
+
+  return optax.partition({PROJECTED: projected, DENSE: dense}, labels)

@@ -42,30 +42,35 @@ import optax
 from lowrank_jax.optim.periodic import every_nth_update
 
 
-def momentum_reset(inner: optax.GradientTransformation,
-                   every: int) -> optax.GradientTransformationExtraArgs:
-    """Re-initialises ``inner``'s whole state at the end of every ``every``-th update.
+def momentum_reset(
+    inner: optax.GradientTransformation, every: int
+) -> optax.GradientTransformationExtraArgs:
+  """Re-initialises ``inner``'s whole state at the end of every ``every``-th update.
 
-    Args:
-      inner: the transform whose state (moments, counts, anything) restarts.
-      every: the reset period :math:`T` (Python int >= 1); the state is reset after
-        updates ``T, 2T, ...``.
+  Args:
+    inner: the transform whose state (moments, counts, anything) restarts.
+    every: the reset period :math:`T` (Python int >= 1); the state is reset after
+      updates ``T, 2T, ...``.
 
-    Returns:
-      A transform whose ``update`` requires ``params`` (``inner.init`` needs them) and
-      passes extra keyword arguments on to ``inner``. Its state is a
-      :class:`~lowrank_jax.optim.periodic.PeriodicState` (own count, inner state).
-    """
+  Returns:
+    A transform whose ``update`` requires ``params`` (``inner.init`` needs them) and
+    passes extra keyword arguments on to ``inner``. Its state is a
+    :class:`~lowrank_jax.optim.periodic.PeriodicState` (own count, inner state).
+  """
 
-    def reset(due, updates, inner_state, params):
-        return updates, jax.lax.cond(due, lambda params, state: _like(inner.init(params), state),
-                                     lambda params, state: state, params, inner_state)
+  def reset(due, updates, inner_state, params):
+    return updates, jax.lax.cond(
+        due,
+        lambda params, state: _like(inner.init(params), state),
+        lambda params, state: state,
+        params,
+        inner_state,
+    )
 
-    return every_nth_update(inner, every, "momentum_reset", reset)
+  return every_nth_update(inner, every, "momentum_reset", reset)
 
 
 def _like(fresh: optax.OptState, current: optax.OptState) -> optax.OptState:
-    """``fresh`` with the dtypes of ``current``, leaf by leaf (both branches of the reset
-    must agree exactly, and some transforms store a dtype other than the init's)."""
-    return jax.tree.map(lambda new, old: jax.lax.convert_element_type(new, old.dtype),
-                        fresh, current)
+  """``fresh`` with the dtypes of ``current``, leaf by leaf (both branches of the reset
+  must agree exactly, and some transforms store a dtype other than the init's)."""
+  return jax.tree.map(lambda new, old: jax.lax.convert_element_type(new, old.dtype), fresh, current)

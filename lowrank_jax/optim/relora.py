@@ -39,54 +39,74 @@ from lowrank_jax.optim.restart_schedule import rewarm_after_restarts
 from lowrank_jax.optim.validation import check_positive_int, check_range
 
 
-def relora_schedule(peak_value: float, total_steps: int, warmup_steps: int, restart_every: int,
-                    restart_warmup_steps: int, min_lr_ratio: float = 0.1) -> optax.Schedule:
-    """ReLoRA's jagged cosine: warmup, cosine decay, and a linear re-warmup after each restart.
+def relora_schedule(
+    peak_value: float,
+    total_steps: int,
+    warmup_steps: int,
+    restart_every: int,
+    restart_warmup_steps: int,
+    min_lr_ratio: float = 0.1,
+) -> optax.Schedule:
+  """ReLoRA's jagged cosine: warmup, cosine decay, and a linear re-warmup after each restart.
 
-    Args:
-      peak_value: the learning rate at the end of the first warmup (> 0).
-      total_steps: length of the cosine (Python int >= 1); it ends at
-        ``min_lr_ratio * peak_value``.
-      warmup_steps: the first linear warmup from 0 (Python int >= 1, <= restart_every).
-      restart_every: :math:`K`, the merge period (Python int >= 1).
-      restart_warmup_steps: :math:`W`, the re-warmup length (Python int, 1 <= W <= K).
-      min_lr_ratio: the floor of the cosine as a fraction of the peak, in [0, 1].
-    """
-    check_range("peak_value", peak_value, 0.0)
-    for name, value in (("total_steps", total_steps), ("warmup_steps", warmup_steps),
-                        ("restart_every", restart_every),
-                        ("restart_warmup_steps", restart_warmup_steps)):
-        check_positive_int(name, value)
-    if warmup_steps > restart_every or restart_warmup_steps > restart_every:
-        raise ValueError(f"warmup_steps={warmup_steps} and restart_warmup_steps="
-                         f"{restart_warmup_steps} must be <= restart_every={restart_every}.")
-    check_range("min_lr_ratio", min_lr_ratio, 0.0, 1.0, include_high=True)
-    base = optax.warmup_cosine_decay_schedule(0.0, peak_value, warmup_steps, total_steps,
-                                              end_value=min_lr_ratio * peak_value)
-    return rewarm_after_restarts(base, restart_every, restart_warmup_steps,
-                                 lambda since: since / restart_warmup_steps)
+  Args:
+    peak_value: the learning rate at the end of the first warmup (> 0).
+    total_steps: length of the cosine (Python int >= 1); it ends at
+      ``min_lr_ratio * peak_value``.
+    warmup_steps: the first linear warmup from 0 (Python int >= 1, <= restart_every).
+    restart_every: :math:`K`, the merge period (Python int >= 1).
+    restart_warmup_steps: :math:`W`, the re-warmup length (Python int, 1 <= W <= K).
+    min_lr_ratio: the floor of the cosine as a fraction of the peak, in [0, 1].
+  """
+  check_range("peak_value", peak_value, 0.0)
+  for name, value in (
+      ("total_steps", total_steps),
+      ("warmup_steps", warmup_steps),
+      ("restart_every", restart_every),
+      ("restart_warmup_steps", restart_warmup_steps),
+  ):
+    check_positive_int(name, value)
+  if warmup_steps > restart_every or restart_warmup_steps > restart_every:
+    raise ValueError(
+        f"warmup_steps={warmup_steps} and restart_warmup_steps="
+        f"{restart_warmup_steps} must be <= restart_every={restart_every}."
+    )
+  check_range("min_lr_ratio", min_lr_ratio, 0.0, 1.0, include_high=True)
+  base = optax.warmup_cosine_decay_schedule(
+      0.0, peak_value, warmup_steps, total_steps, end_value=min_lr_ratio * peak_value
+  )
+  return rewarm_after_restarts(
+      base, restart_every, restart_warmup_steps, lambda since: since / restart_warmup_steps
+  )
 
 
-def relora(learning_rate: optax.ScalarOrSchedule, restart_every: int, b1: float = 0.9,
-           b2: float = 0.999, eps: float = 1e-8,
-           weight_decay: float = 0.0) -> optax.GradientTransformationExtraArgs:
-    """AdamW whose moments and count restart at the end of every ``restart_every``-th update.
+def relora(
+    learning_rate: optax.ScalarOrSchedule,
+    restart_every: int,
+    b1: float = 0.9,
+    b2: float = 0.999,
+    eps: float = 1e-8,
+    weight_decay: float = 0.0,
+) -> optax.GradientTransformationExtraArgs:
+  """AdamW whose moments and count restart at the end of every ``restart_every``-th update.
 
-    Args:
-      learning_rate: a float or a schedule, typically :func:`relora_schedule`.
-      restart_every: :math:`K`, the merge period (Python int >= 1); merge the adapters with
-        :func:`~lowrank_jax.models.lora.merge_lora_adapters` after the same updates.
-      b1, b2: Adam's decays, in [0, 1).
-      eps: added to Adam's bias-corrected ``sqrt(v)`` (PyTorch AdamW's placement), >= 0.
-      weight_decay: decoupled weight decay, >= 0.
+  Args:
+    learning_rate: a float or a schedule, typically :func:`relora_schedule`.
+    restart_every: :math:`K`, the merge period (Python int >= 1); merge the adapters with
+      :func:`~lowrank_jax.models.lora.merge_lora_adapters` after the same updates.
+    b1, b2: Adam's decays, in [0, 1).
+    eps: added to Adam's bias-corrected ``sqrt(v)`` (PyTorch AdamW's placement), >= 0.
+    weight_decay: decoupled weight decay, >= 0.
 
-    Returns:
-      The optimizer (its ``update`` needs ``params``).
-    """
-    check_range("b1", b1, 0.0, 1.0)
-    check_range("b2", b2, 0.0, 1.0)
-    check_range("eps", eps, 0.0)
-    check_range("weight_decay", weight_decay, 0.0)
-    return optax.chain(momentum_reset(optax.scale_by_adam(b1, b2, eps), restart_every),
-                       optax.add_decayed_weights(weight_decay),
-                       optax.scale_by_learning_rate(learning_rate))
+  Returns:
+    The optimizer (its ``update`` needs ``params``).
+  """
+  check_range("b1", b1, 0.0, 1.0)
+  check_range("b2", b2, 0.0, 1.0)
+  check_range("eps", eps, 0.0)
+  check_range("weight_decay", weight_decay, 0.0)
+  return optax.chain(
+      momentum_reset(optax.scale_by_adam(b1, b2, eps), restart_every),
+      optax.add_decayed_weights(weight_decay),
+      optax.scale_by_learning_rate(learning_rate),
+  )

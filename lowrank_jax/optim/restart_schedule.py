@@ -29,7 +29,7 @@ update whose 1-based number is :math:`kT`; the next update is the one with count
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
@@ -41,46 +41,49 @@ from lowrank_jax.optim.validation import check_positive_int
 _RECOVERY_START = 0.001
 
 
-def rewarm_after_restarts(base: optax.ScalarOrSchedule, every: int, steps: int,
-                          ramp: Callable[[jax.Array], jax.Array]) -> optax.Schedule:
-    r"""``s(kT + W) * ramp(t - kT)`` for :math:`kT \le t < kT + W` (:math:`k \ge 1`), else ``s(t)``.
+def rewarm_after_restarts(
+    base: optax.ScalarOrSchedule, every: int, steps: int, ramp: Callable[[jax.Array], jax.Array]
+) -> optax.Schedule:
+  r"""``s(kT + W) * ramp(t - kT)`` for :math:`kT \le t < kT + W` (:math:`k \ge 1`), else ``s(t)``.
 
-    The shared shape of the re-warmups after restarts (this module's quick recovery and
-    ReLoRA's jagged schedule); ``ramp`` maps the steps since the restart, ``0 .. W - 1``,
-    to a factor. Arguments are validated by the public schedules.
-    """
-    base_fn = base if callable(base) else optax.constant_schedule(base)
+  The shared shape of the re-warmups after restarts (this module's quick recovery and
+  ReLoRA's jagged schedule); ``ramp`` maps the steps since the restart, ``0 .. W - 1``,
+  to a factor. Arguments are validated by the public schedules.
+  """
+  base_fn = base if callable(base) else optax.constant_schedule(base)
 
-    def schedule(count):
-        count = jnp.asarray(count)
-        restart = count // every * every
-        since = count - restart
-        recovering = (restart > 0) & (since < steps)
-        rewarmed = base_fn(restart + steps) * ramp(since.astype(jnp.float32))
-        return jnp.where(recovering, rewarmed, base_fn(count))
+  def schedule(count):
+    count = jnp.asarray(count)
+    restart = count // every * every
+    since = count - restart
+    recovering = (restart > 0) & (since < steps)
+    rewarmed = base_fn(restart + steps) * ramp(since.astype(jnp.float32))
+    return jnp.where(recovering, rewarmed, base_fn(count))
 
-    return schedule
+  return schedule
 
 
-def restart_schedule(base: optax.ScalarOrSchedule, every: int,
-                     recovery_steps: int = 10) -> optax.Schedule:
-    """The base schedule with the paper's linear quick recovery after every restart.
+def restart_schedule(
+    base: optax.ScalarOrSchedule, every: int, recovery_steps: int = 10
+) -> optax.Schedule:
+  """The base schedule with the paper's linear quick recovery after every restart.
 
-    Args:
-      base: the schedule without restarts (an optax schedule or a constant float), e.g.
-        warmup then cosine.
-      every: the restart period :math:`T` (Python int >= 1), the ``every`` of the
-        refactorization and momentum reset it accompanies.
-      recovery_steps: :math:`R`, the number of recovering steps (Python int, 2 <= R <= T);
-        the paper uses 10.
+  Args:
+    base: the schedule without restarts (an optax schedule or a constant float), e.g.
+      warmup then cosine.
+    every: the restart period :math:`T` (Python int >= 1), the ``every`` of the
+      refactorization and momentum reset it accompanies.
+    recovery_steps: :math:`R`, the number of recovering steps (Python int, 2 <= R <= T);
+      the paper uses 10.
 
-    Returns:
-      An optax schedule (a function of the 0-based step count).
-    """
-    every = check_positive_int("every", every)
-    recovery_steps = check_positive_int("recovery_steps", recovery_steps)
-    if not 2 <= recovery_steps <= every:
-        raise ValueError(f"recovery_steps must be in [2, every={every}], got {recovery_steps}.")
-    slope = (1.0 - _RECOVERY_START) / (recovery_steps - 1)
-    return rewarm_after_restarts(base, every, recovery_steps,
-                                 lambda since: _RECOVERY_START + slope * since)
+  Returns:
+    An optax schedule (a function of the 0-based step count).
+  """
+  every = check_positive_int("every", every)
+  recovery_steps = check_positive_int("recovery_steps", recovery_steps)
+  if not 2 <= recovery_steps <= every:
+    raise ValueError(f"recovery_steps must be in [2, every={every}], got {recovery_steps}.")
+  slope = (1.0 - _RECOVERY_START) / (recovery_steps - 1)
+  return rewarm_after_restarts(
+      base, every, recovery_steps, lambda since: _RECOVERY_START + slope * since
+  )

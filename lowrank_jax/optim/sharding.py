@@ -44,106 +44,121 @@ from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
 
 
 def _is_spec(x) -> bool:
-    return isinstance(x, (PartitionSpec, NamedSharding))
+  return isinstance(x, (PartitionSpec, NamedSharding))
 
 
 def _param_specs(params: Any, param_shardings: Any) -> dict[tuple, tuple[tuple, tuple]]:
-    """Maps each parameter's key path to (shape, spec padded to its ndim)."""
-    shardings = jax.tree.structure(params).flatten_up_to(param_shardings)
-    table = {}
-    for (path, leaf), sharding in zip(jax.tree.leaves_with_path(params), shardings):
-        spec = sharding.spec if isinstance(sharding, NamedSharding) else (sharding or PartitionSpec())
-        spec = tuple(spec) + (None,) * (len(leaf.shape) - len(spec))
-        table[tuple(path)] = (tuple(leaf.shape), spec)
-    return table
+  """Maps each parameter's key path to (shape, spec padded to its ndim)."""
+  shardings = jax.tree.structure(params).flatten_up_to(param_shardings)
+  table = {}
+  for (path, leaf), sharding in zip(jax.tree.leaves_with_path(params), shardings):
+    spec = sharding.spec if isinstance(sharding, NamedSharding) else (sharding or PartitionSpec())
+    spec = tuple(spec) + (None,) * (len(leaf.shape) - len(spec))
+    table[tuple(path)] = (tuple(leaf.shape), spec)
+  return table
 
 
 def _owner(path: tuple, table: dict) -> tuple[tuple, tuple] | None:
-    """The parameter whose path is the longest suffix of ``path``."""
-    for start in range(len(path) + 1):
-        if path[start:] in table:
-            return table[path[start:]]
-    return None
+  """The parameter whose path is the longest suffix of ``path``."""
+  for start in range(len(path) + 1):
+    if path[start:] in table:
+      return table[path[start:]]
+  return None
 
 
 def _fits(size: int, axes, mesh: Mesh) -> bool:
-    names = axes if isinstance(axes, tuple) else (axes,)
-    return size % math.prod(mesh.shape[name] for name in names) == 0
+  names = axes if isinstance(axes, tuple) else (axes,)
+  return size % math.prod(mesh.shape[name] for name in names) == 0
 
 
 def _auto(axes, mesh: Mesh) -> bool:
-    names = axes if isinstance(axes, tuple) else (axes,)
-    types = dict(zip(mesh.axis_names, mesh.axis_types))
-    return all(types[name] == AxisType.Auto for name in names)
+  names = axes if isinstance(axes, tuple) else (axes,)
+  types = dict(zip(mesh.axis_names, mesh.axis_types))
+  return all(types[name] == AxisType.Auto for name in names)
 
 
 def leaf_spec(shape: tuple, owner: tuple[tuple, tuple] | None, mesh: Mesh) -> PartitionSpec:
-    """The spec of one state leaf of ``shape`` given its owner's (shape, spec)."""
-    if owner is None or not shape:
-        return PartitionSpec()
-    param_shape, param_spec = owner
-    freed = []
-    if len(shape) == len(param_shape):
-        spec = [axes if size == param_size else None
-                for size, param_size, axes in zip(shape, param_shape, param_spec)]
-        freed = [axes for size, param_size, axes in zip(shape, param_shape, param_spec)
-                 if size != param_size and axes is not None and _auto(axes, mesh)]
-    elif len(shape) < len(param_shape) and tuple(shape) == param_shape[:len(shape)]:
-        spec = list(param_spec[:len(shape)])
-    else:
-        return PartitionSpec()
-    spec = [axes if axes is not None and _fits(size, axes, mesh) else None
-            for size, axes in zip(shape, spec)]
-    for axes in freed:
-        free = [dim for dim in range(len(shape))
-                if spec[dim] is None and _fits(shape[dim], axes, mesh)]
-        if free:
-            spec[free[-1]] = axes
-    return PartitionSpec(*spec)
+  """The spec of one state leaf of ``shape`` given its owner's (shape, spec)."""
+  if owner is None or not shape:
+    return PartitionSpec()
+  param_shape, param_spec = owner
+  freed = []
+  if len(shape) == len(param_shape):
+    spec = [
+        axes if size == param_size else None
+        for size, param_size, axes in zip(shape, param_shape, param_spec)
+    ]
+    freed = [
+        axes
+        for size, param_size, axes in zip(shape, param_shape, param_spec)
+        if size != param_size and axes is not None and _auto(axes, mesh)
+    ]
+  elif len(shape) < len(param_shape) and tuple(shape) == param_shape[: len(shape)]:
+    spec = list(param_spec[: len(shape)])
+  else:
+    return PartitionSpec()
+  spec = [
+      axes if axes is not None and _fits(size, axes, mesh) else None
+      for size, axes in zip(shape, spec)
+  ]
+  for axes in freed:
+    free = [dim for dim in range(len(shape)) if spec[dim] is None and _fits(shape[dim], axes, mesh)]
+    if free:
+      spec[free[-1]] = axes
+  return PartitionSpec(*spec)
 
 
-def state_partition_specs(optimizer: optax.GradientTransformation, params: Any,
-                          param_shardings: Any, mesh: Mesh) -> Any:
-    """``PartitionSpec`` of every leaf of ``optimizer.init(params)``.
+def state_partition_specs(
+    optimizer: optax.GradientTransformation, params: Any, param_shardings: Any, mesh: Mesh
+) -> Any:
+  """``PartitionSpec`` of every leaf of ``optimizer.init(params)``.
 
-    Args:
-      optimizer: any optax ``GradientTransformation``.
-      params: the parameters, or ``jax.ShapeDtypeStruct`` with their shapes.
-      param_shardings: a pytree (the params' structure) of ``NamedSharding``
-        or ``PartitionSpec`` (None means replicated).
-      mesh: the device mesh the specs refer to.
+  Args:
+    optimizer: any optax ``GradientTransformation``.
+    params: the parameters, or ``jax.ShapeDtypeStruct`` with their shapes.
+    param_shardings: a pytree (the params' structure) of ``NamedSharding``
+      or ``PartitionSpec`` (None means replicated).
+    mesh: the device mesh the specs refer to.
 
-    Returns:
-      A pytree with the state's structure whose leaves are ``PartitionSpec``.
-    """
-    table = _param_specs(params, param_shardings)
-    abstract_state = jax.eval_shape(optimizer.init, params)
-    return jax.tree.map_with_path(
-        lambda path, leaf: leaf_spec(tuple(leaf.shape), _owner(tuple(path), table), mesh),
-        abstract_state)
+  Returns:
+    A pytree with the state's structure whose leaves are ``PartitionSpec``.
+  """
+  table = _param_specs(params, param_shardings)
+  abstract_state = jax.eval_shape(optimizer.init, params)
+  return jax.tree.map_with_path(
+      lambda path, leaf: leaf_spec(tuple(leaf.shape), _owner(tuple(path), table), mesh),
+      abstract_state,
+  )
 
 
-def state_shardings(optimizer: optax.GradientTransformation, params: Any,
-                    param_shardings: Any, mesh: Mesh | None = None) -> Any:
-    """``NamedSharding`` of every leaf of ``optimizer.init(params)``.
+def state_shardings(
+    optimizer: optax.GradientTransformation,
+    params: Any,
+    param_shardings: Any,
+    mesh: Mesh | None = None,
+) -> Any:
+  """``NamedSharding`` of every leaf of ``optimizer.init(params)``.
 
-    Args:
-      optimizer: any optax ``GradientTransformation``.
-      params: the parameters, or ``jax.ShapeDtypeStruct`` with their shapes.
-      param_shardings: ``NamedSharding`` pytree, or ``PartitionSpec`` pytree
-        together with ``mesh``.
-      mesh: required when ``param_shardings`` holds ``PartitionSpec``;
-        otherwise taken from the first ``NamedSharding``.
+  Args:
+    optimizer: any optax ``GradientTransformation``.
+    params: the parameters, or ``jax.ShapeDtypeStruct`` with their shapes.
+    param_shardings: ``NamedSharding`` pytree, or ``PartitionSpec`` pytree
+      together with ``mesh``.
+    mesh: required when ``param_shardings`` holds ``PartitionSpec``;
+      otherwise taken from the first ``NamedSharding``.
 
-    Returns:
-      A pytree with the state's structure whose leaves are ``NamedSharding``;
-      use it as ``jax.jit(optimizer.init, out_shardings=...)``.
-    """
-    if mesh is None:
-        named = [s for s in jax.tree.leaves(param_shardings, is_leaf=_is_spec)
-                 if isinstance(s, NamedSharding)]
-        if not named:
-            raise ValueError("state_shardings needs mesh= when param_shardings are PartitionSpecs.")
-        mesh = named[0].mesh
-    specs = state_partition_specs(optimizer, params, param_shardings, mesh)
-    return jax.tree.map(lambda spec: NamedSharding(mesh, spec), specs, is_leaf=_is_spec)
+  Returns:
+    A pytree with the state's structure whose leaves are ``NamedSharding``;
+    use it as ``jax.jit(optimizer.init, out_shardings=...)``.
+  """
+  if mesh is None:
+    named = [
+        s
+        for s in jax.tree.leaves(param_shardings, is_leaf=_is_spec)
+        if isinstance(s, NamedSharding)
+    ]
+    if not named:
+      raise ValueError("state_shardings needs mesh= when param_shardings are PartitionSpecs.")
+    mesh = named[0].mesh
+  specs = state_partition_specs(optimizer, params, param_shardings, mesh)
+  return jax.tree.map(lambda spec: NamedSharding(mesh, spec), specs, is_leaf=_is_spec)

@@ -80,32 +80,32 @@ _REWARMUP_DEPTH = 0.99
 
 
 class ScaleBySpamState(NamedTuple):
-    """State of :func:`scale_by_spam`.
+  """State of :func:`scale_by_spam`.
 
-    Attributes:
-      count: shape ``()``, int32: the number of updates taken (the global step,
-        never reset).
-      mu: first moments, a tree like the params, each leaf of its param's shape
-        and of dtype ``moment_dtype`` (default: the param's dtype).
-      nu: second moments, same shapes and dtypes as ``mu``.
-    """
+  Attributes:
+    count: shape ``()``, int32: the number of updates taken (the global step,
+      never reset).
+    mu: first moments, a tree like the params, each leaf of its param's shape
+      and of dtype ``moment_dtype`` (default: the param's dtype).
+    nu: second moments, same shapes and dtypes as ``mu``.
+  """
 
-    count: jax.Array
-    mu: optax.Updates
-    nu: optax.Updates
+  count: jax.Array
+  mu: optax.Updates
+  nu: optax.Updates
 
 
 def rewarmup_factor(step: jax.Array, reset_interval: Any, warmup_steps: Any) -> jax.Array:
-    """The cosine re-warmup factor :math:`s_n` of the 1-based ``step`` (float32 scalar).
+  """The cosine re-warmup factor :math:`s_n` of the 1-based ``step`` (float32 scalar).
 
-    >>> import jax.numpy as jnp
-    >>> [round(float(rewarmup_factor(jnp.asarray(n), 4, 2)), 4) for n in range(1, 8)]
-    [1.0, 1.0, 1.0, 0.2575, 0.7525, 1.0, 1.0]
-    """
-    steps_since_reset = step % reset_interval
-    progress = jnp.minimum(steps_since_reset + 1, warmup_steps + 1) / (warmup_steps + 1)
-    factor = 1.0 - _REWARMUP_DEPTH * 0.5 * (1.0 + jnp.cos(jnp.pi * progress))
-    return jnp.where(step >= reset_interval, factor, 1.0).astype(jnp.float32)
+  >>> import jax.numpy as jnp
+  >>> [round(float(rewarmup_factor(jnp.asarray(n), 4, 2)), 4) for n in range(1, 8)]
+  [1.0, 1.0, 1.0, 0.2575, 0.7525, 1.0, 1.0]
+  """
+  steps_since_reset = step % reset_interval
+  progress = jnp.minimum(steps_since_reset + 1, warmup_steps + 1) / (warmup_steps + 1)
+  factor = 1.0 - _REWARMUP_DEPTH * 0.5 * (1.0 + jnp.cos(jnp.pi * progress))
+  return jnp.where(step >= reset_interval, factor, 1.0).astype(jnp.float32)
 
 
 def scale_by_spam(
@@ -118,75 +118,75 @@ def scale_by_spam(
     spike_grace_steps: int = 20,
     moment_dtype: Any = None,
 ) -> optax.GradientTransformation:
-    r"""Rescales updates by SPAM: spike-clipped Adam with periodic momentum resets.
+  r"""Rescales updates by SPAM: spike-clipped Adam with periodic momentum resets.
 
-    The update is the :math:`u` of the module docstring, without learning rate
-    and weight decay (see :func:`spam` for those).
+  The update is the :math:`u` of the module docstring, without learning rate
+  and weight decay (see :func:`spam` for those).
 
-    Args:
-      b1: decay of the first moment, in [0, 1).
-      b2: decay of the second moment, in [0, 1).
-      eps: added to :math:`\sqrt{v}` in the denominator, >= 0.
-      spike_threshold: :math:`\theta`: an entry with :math:`g^2 > \theta v` is a
-        spike and is clipped to :math:`\operatorname{sign}(g)\sqrt{\theta v}`;
-        0 turns clipping off. >= 0.
-      reset_interval: :math:`T`: the moments are zeroed at steps
-        :math:`T, 2T, \dots` (1-based), an integer >= 1.
-      warmup_steps: :math:`W`: length of the cosine re-warmup of the step size
-        after each reset, an integer >= 0.
-      spike_grace_steps: :math:`K`: clipping is off for the first :math:`K`
-        steps and for the first :math:`K` steps after each reset, while
-        :math:`v` is too young to be a scale. An integer >= 2: with fewer, the
-        first test would compare against :math:`v = 0` and zero the gradient
-        (the reference accepts that and then stalls until the next reset).
-      moment_dtype: dtype of both moments; ``None`` uses each param's dtype.
-        The update itself is computed in float32.
+  Args:
+    b1: decay of the first moment, in [0, 1).
+    b2: decay of the second moment, in [0, 1).
+    eps: added to :math:`\sqrt{v}` in the denominator, >= 0.
+    spike_threshold: :math:`\theta`: an entry with :math:`g^2 > \theta v` is a
+      spike and is clipped to :math:`\operatorname{sign}(g)\sqrt{\theta v}`;
+      0 turns clipping off. >= 0.
+    reset_interval: :math:`T`: the moments are zeroed at steps
+      :math:`T, 2T, \dots` (1-based), an integer >= 1.
+    warmup_steps: :math:`W`: length of the cosine re-warmup of the step size
+      after each reset, an integer >= 0.
+    spike_grace_steps: :math:`K`: clipping is off for the first :math:`K`
+      steps and for the first :math:`K` steps after each reset, while
+      :math:`v` is too young to be a scale. An integer >= 2: with fewer, the
+      first test would compare against :math:`v = 0` and zero the gradient
+      (the reference accepts that and then stalls until the next reset).
+    moment_dtype: dtype of both moments; ``None`` uses each param's dtype.
+      The update itself is computed in float32.
 
-    Returns:
-      An ``optax.GradientTransformation`` with state :class:`ScaleBySpamState`.
-    """
-    check_adam_hyperparameters(b1, b2, eps)
-    check_range("spike_threshold", spike_threshold, 0.0)
-    spike_aware.check_step_count("reset_interval", reset_interval, minimum=1)
-    spike_aware.check_step_count("warmup_steps", warmup_steps)
-    spike_aware.check_step_count("spike_grace_steps", spike_grace_steps, minimum=2)
-    spike_aware.check_moment_dtype(moment_dtype)
+  Returns:
+    An ``optax.GradientTransformation`` with state :class:`ScaleBySpamState`.
+  """
+  check_adam_hyperparameters(b1, b2, eps)
+  check_range("spike_threshold", spike_threshold, 0.0)
+  spike_aware.check_step_count("reset_interval", reset_interval, minimum=1)
+  spike_aware.check_step_count("warmup_steps", warmup_steps)
+  spike_aware.check_step_count("spike_grace_steps", spike_grace_steps, minimum=2)
+  spike_aware.check_moment_dtype(moment_dtype)
 
-    def init_fn(params):
-        moments = lambda: jax.tree.map(lambda p: spike_aware.init_moment(p, moment_dtype), params)
-        return ScaleBySpamState(count=jnp.zeros([], jnp.int32), mu=moments(), nu=moments())
+  def init_fn(params):
+    moments = lambda: jax.tree.map(lambda p: spike_aware.init_moment(p, moment_dtype), params)
+    return ScaleBySpamState(count=jnp.zeros([], jnp.int32), mu=moments(), nu=moments())
 
-    def update_fn(updates, state, params=None):
-        del params
-        step = optax.safe_increment(state.count)
-        reset = spike_aware.is_reset_step(step, reset_interval)
-        clip = (
-            (jnp.asarray(spike_threshold) != 0)
-            & (step >= spike_grace_steps)
-            & (step % reset_interval >= spike_grace_steps)
-        )
-        step_size = rewarmup_factor(step, reset_interval, warmup_steps) * bias_correction(
-            state.count, b1, b2
-        )
+  def update_fn(updates, state, params=None):
+    del params
+    step = optax.safe_increment(state.count)
+    reset = spike_aware.is_reset_step(step, reset_interval)
+    clip = (
+        (jnp.asarray(spike_threshold) != 0)
+        & (step >= spike_grace_steps)
+        & (step % reset_interval >= spike_grace_steps)
+    )
+    step_size = rewarmup_factor(step, reset_interval, warmup_steps) * bias_correction(
+        state.count, b1, b2
+    )
 
-        def update_leaf(grad, mu, nu):
-            g = grad.astype(jnp.float32)
-            previous_nu = spike_aware.zeros_if(reset, nu).astype(jnp.float32)
-            limit = spike_threshold * previous_nu
-            g = jnp.where(clip & (jnp.square(g) > limit), jnp.sign(g) * jnp.sqrt(limit), g)
-            direction, new_mu, new_nu = update_moments(
-                g, spike_aware.zeros_if(reset, mu), previous_nu, b1, b2, eps
-            )
-            return (
-                (step_size * direction).astype(grad.dtype),
-                new_mu.astype(mu.dtype),
-                new_nu.astype(nu.dtype),
-            )
+    def update_leaf(grad, mu, nu):
+      g = grad.astype(jnp.float32)
+      previous_nu = spike_aware.zeros_if(reset, nu).astype(jnp.float32)
+      limit = spike_threshold * previous_nu
+      g = jnp.where(clip & (jnp.square(g) > limit), jnp.sign(g) * jnp.sqrt(limit), g)
+      direction, new_mu, new_nu = update_moments(
+          g, spike_aware.zeros_if(reset, mu), previous_nu, b1, b2, eps
+      )
+      return (
+          (step_size * direction).astype(grad.dtype),
+          new_mu.astype(mu.dtype),
+          new_nu.astype(nu.dtype),
+      )
 
-        updates, mu, nu = map_unzip(3, update_leaf, updates, state.mu, state.nu)
-        return updates, ScaleBySpamState(count=step, mu=mu, nu=nu)
+    updates, mu, nu = map_unzip(3, update_leaf, updates, state.mu, state.nu)
+    return updates, ScaleBySpamState(count=step, mu=mu, nu=nu)
 
-    return optax.GradientTransformation(init_fn, update_fn)
+  return optax.GradientTransformation(init_fn, update_fn)
 
 
 @shared_args
@@ -203,23 +203,23 @@ def spam(
     moment_dtype: Any = None,
     weight_decay_mask: Any = None,
 ) -> optax.GradientTransformation:
-    """SPAM with decoupled weight decay: ``chain(scale_by_spam, add_decayed_weights, lr)``.
+  """SPAM with decoupled weight decay: ``chain(scale_by_spam, add_decayed_weights, lr)``.
 
-    Defaults are those of the reference ``pytorch_optimizer.SPAM``. The weight
-    decay is multiplied by the learning rate, not by the re-warmup factor.
+  Defaults are those of the reference ``pytorch_optimizer.SPAM``. The weight
+  decay is multiplied by the learning rate, not by the re-warmup factor.
 
-    Args:
-      {alias_args}
-      b1, b2, eps, spike_threshold, reset_interval, warmup_steps,
-        spike_grace_steps, moment_dtype: as in :func:`scale_by_spam`.
+  Args:
+    {alias_args}
+    b1, b2, eps, spike_threshold, reset_interval, warmup_steps,
+      spike_grace_steps, moment_dtype: as in :func:`scale_by_spam`.
 
-    Returns:
-      An ``optax.GradientTransformation``.
-    """
-    spike_aware.check_learning_rate(learning_rate)
-    spike_aware_update = scale_by_spam(
-        b1, b2, eps, spike_threshold, reset_interval, warmup_steps, spike_grace_steps, moment_dtype
-    )
-    return with_decoupled_weight_decay(
-        spike_aware_update, learning_rate, weight_decay, weight_decay_mask
-    )
+  Returns:
+    An ``optax.GradientTransformation``.
+  """
+  spike_aware.check_learning_rate(learning_rate)
+  spike_aware_update = scale_by_spam(
+      b1, b2, eps, spike_threshold, reset_interval, warmup_steps, spike_grace_steps, moment_dtype
+  )
+  return with_decoupled_weight_decay(
+      spike_aware_update, learning_rate, weight_decay, weight_decay_mask
+  )

@@ -79,27 +79,27 @@ from lowrank_jax.optim.validation import check_range
 
 
 class ScaleByStableSpamState(NamedTuple):
-    """State of :func:`scale_by_stable_spam`.
+  """State of :func:`scale_by_stable_spam`.
 
-    Attributes:
-      count: shape ``()``, int32: the number of updates taken (the global step
-        :math:`n`, never reset).
-      mu: first moments :math:`m`, a tree like the params, each leaf of its
-        param's shape and of dtype ``moment_dtype`` (default: the param's dtype).
-      nu: second moments :math:`v`, same shapes and dtypes as ``mu``.
-      max_abs_ema: :math:`\\bar a`, a tree like the params of shape-``()``
-        scalars in float32: EMA of
-        :math:`\\max |g|`.
-      norm_ema: :math:`\\mu_n`, same layout: EMA of the clipped gradient norm.
-      norm_sq_ema: :math:`\\sigma_n`, same layout: EMA of its square.
-    """
+  Attributes:
+    count: shape ``()``, int32: the number of updates taken (the global step
+      :math:`n`, never reset).
+    mu: first moments :math:`m`, a tree like the params, each leaf of its
+      param's shape and of dtype ``moment_dtype`` (default: the param's dtype).
+    nu: second moments :math:`v`, same shapes and dtypes as ``mu``.
+    max_abs_ema: :math:`\\bar a`, a tree like the params of shape-``()``
+      scalars in float32: EMA of
+      :math:`\\max |g|`.
+    norm_ema: :math:`\\mu_n`, same layout: EMA of the clipped gradient norm.
+    norm_sq_ema: :math:`\\sigma_n`, same layout: EMA of its square.
+  """
 
-    count: jax.Array
-    mu: optax.Updates
-    nu: optax.Updates
-    max_abs_ema: optax.Updates
-    norm_ema: optax.Updates
-    norm_sq_ema: optax.Updates
+  count: jax.Array
+  mu: optax.Updates
+  nu: optax.Updates
+  max_abs_ema: optax.Updates
+  norm_ema: optax.Updates
+  norm_sq_ema: optax.Updates
 
 
 def scale_by_stable_spam(
@@ -112,98 +112,98 @@ def scale_by_stable_spam(
     reset_interval: int = 500,
     moment_dtype: Any = None,
 ) -> optax.GradientTransformation:
-    r"""Rescales updates by Stable-SPAM (AdaClip, AdaGN, Adam with periodic reset).
+  r"""Rescales updates by Stable-SPAM (AdaClip, AdaGN, Adam with periodic reset).
 
-    The update is the :math:`u` of the module docstring, without learning rate
-    and weight decay (see :func:`stable_spam` for those).
+  The update is the :math:`u` of the module docstring, without learning rate
+  and weight decay (see :func:`stable_spam` for those).
 
-    Args:
-      b1: decay of Adam's first moment, in [0, 1).
-      b2: decay of Adam's second moment, in [0, 1).
-      eps: added in the Adam denominator and in the AdaGN ratio, >= 0.
-      gamma1: decay of the EMA of the gradient norm (AdaGN), in [0, 1).
-      gamma2: decay of the EMA of the squared gradient norm (AdaGN), in [0, 1).
-      theta: decay of the EMA of :math:`\max |g|`, the adaptive clip level
-        (AdaClip), in [0, 1); 0 turns clipping off.
-      reset_interval: :math:`T`: Adam's moments and bias correction restart at
-        steps :math:`T, 2T, \dots` (1-based), an integer >= 1.
-      moment_dtype: dtype of Adam's moments; ``None`` uses each param's dtype.
-        The scalar statistics are float32 and the update is computed in float32.
+  Args:
+    b1: decay of Adam's first moment, in [0, 1).
+    b2: decay of Adam's second moment, in [0, 1).
+    eps: added in the Adam denominator and in the AdaGN ratio, >= 0.
+    gamma1: decay of the EMA of the gradient norm (AdaGN), in [0, 1).
+    gamma2: decay of the EMA of the squared gradient norm (AdaGN), in [0, 1).
+    theta: decay of the EMA of :math:`\max |g|`, the adaptive clip level
+      (AdaClip), in [0, 1); 0 turns clipping off.
+    reset_interval: :math:`T`: Adam's moments and bias correction restart at
+      steps :math:`T, 2T, \dots` (1-based), an integer >= 1.
+    moment_dtype: dtype of Adam's moments; ``None`` uses each param's dtype.
+      The scalar statistics are float32 and the update is computed in float32.
 
-    Returns:
-      An ``optax.GradientTransformation`` with state :class:`ScaleByStableSpamState`.
-    """
-    check_adam_hyperparameters(b1, b2, eps)
-    for name, value in (("gamma1", gamma1), ("gamma2", gamma2), ("theta", theta)):
-        check_range(name, value, 0.0, 1.0)
-    spike_aware.check_step_count("reset_interval", reset_interval, minimum=1)
-    spike_aware.check_moment_dtype(moment_dtype)
+  Returns:
+    An ``optax.GradientTransformation`` with state :class:`ScaleByStableSpamState`.
+  """
+  check_adam_hyperparameters(b1, b2, eps)
+  for name, value in (("gamma1", gamma1), ("gamma2", gamma2), ("theta", theta)):
+    check_range(name, value, 0.0, 1.0)
+  spike_aware.check_step_count("reset_interval", reset_interval, minimum=1)
+  spike_aware.check_moment_dtype(moment_dtype)
 
-    def init_fn(params):
-        moments = lambda: jax.tree.map(lambda p: spike_aware.init_moment(p, moment_dtype), params)
-        scalars = lambda: jax.tree.map(lambda p: jnp.zeros([], jnp.float32), params)
-        return ScaleByStableSpamState(
-            count=jnp.zeros([], jnp.int32),
-            mu=moments(),
-            nu=moments(),
-            max_abs_ema=scalars(),
-            norm_ema=scalars(),
-            norm_sq_ema=scalars(),
-        )
+  def init_fn(params):
+    moments = lambda: jax.tree.map(lambda p: spike_aware.init_moment(p, moment_dtype), params)
+    scalars = lambda: jax.tree.map(lambda p: jnp.zeros([], jnp.float32), params)
+    return ScaleByStableSpamState(
+        count=jnp.zeros([], jnp.int32),
+        mu=moments(),
+        nu=moments(),
+        max_abs_ema=scalars(),
+        norm_ema=scalars(),
+        norm_sq_ema=scalars(),
+    )
 
-    def update_fn(updates, state, params=None):
-        del params
-        step = optax.safe_increment(state.count)
-        reset = spike_aware.is_reset_step(step, reset_interval)
-        adam_step = jnp.where(step < reset_interval, step, step % reset_interval + 1)
-        clip_level_correction = 1.0 - spike_aware.power(theta, step)
-        norm_correction = 1.0 - spike_aware.power(gamma1, step)
-        norm_sq_correction = 1.0 - spike_aware.power(gamma2, step)
-        step_size = 1.0 / (1.0 - spike_aware.power(b1, adam_step))
-        nu_correction = jnp.sqrt(1.0 - spike_aware.power(b2, adam_step))
+  def update_fn(updates, state, params=None):
+    del params
+    step = optax.safe_increment(state.count)
+    reset = spike_aware.is_reset_step(step, reset_interval)
+    adam_step = jnp.where(step < reset_interval, step, step % reset_interval + 1)
+    clip_level_correction = 1.0 - spike_aware.power(theta, step)
+    norm_correction = 1.0 - spike_aware.power(gamma1, step)
+    norm_sq_correction = 1.0 - spike_aware.power(gamma2, step)
+    step_size = 1.0 / (1.0 - spike_aware.power(b1, adam_step))
+    nu_correction = jnp.sqrt(1.0 - spike_aware.power(b2, adam_step))
 
-        def update_leaf(grad, mu, nu, max_abs_ema, norm_ema, norm_sq_ema):
-            g = grad.astype(jnp.float32)
-            max_abs = jnp.max(jnp.abs(g))
-            max_abs_ema = theta * max_abs_ema + (1 - theta) * max_abs
-            clip_level = max_abs_ema / clip_level_correction
-            g = jnp.where(jnp.abs(g) > clip_level, g / max_abs * clip_level, g)
+    def update_leaf(grad, mu, nu, max_abs_ema, norm_ema, norm_sq_ema):
+      g = grad.astype(jnp.float32)
+      max_abs = jnp.max(jnp.abs(g))
+      max_abs_ema = theta * max_abs_ema + (1 - theta) * max_abs
+      clip_level = max_abs_ema / clip_level_correction
+      g = jnp.where(jnp.abs(g) > clip_level, g / max_abs * clip_level, g)
 
-            norm = jnp.linalg.norm(g)
-            active = norm > 0
-            new_norm_ema = gamma1 * norm_ema + (1 - gamma1) * norm
-            new_norm_sq_ema = gamma2 * norm_sq_ema + (1 - gamma2) * jnp.square(norm)
-            norm_scale = (new_norm_ema / norm_correction) / (
-                jnp.sqrt(new_norm_sq_ema / norm_sq_correction) + eps
-            )
-            g = g / jnp.where(active, norm, 1.0) * norm_scale
+      norm = jnp.linalg.norm(g)
+      active = norm > 0
+      new_norm_ema = gamma1 * norm_ema + (1 - gamma1) * norm
+      new_norm_sq_ema = gamma2 * norm_sq_ema + (1 - gamma2) * jnp.square(norm)
+      norm_scale = (new_norm_ema / norm_correction) / (
+          jnp.sqrt(new_norm_sq_ema / norm_sq_correction) + eps
+      )
+      g = g / jnp.where(active, norm, 1.0) * norm_scale
 
-            mu, nu = spike_aware.zeros_if(reset, mu), spike_aware.zeros_if(reset, nu)
-            _, new_mu, new_nu = update_moments(g, mu, nu, b1, b2, eps)
-            update = step_size * new_mu / (jnp.sqrt(new_nu) / nu_correction + eps)
-            keep_if_idle = lambda new, old: jnp.where(active, new, old).astype(old.dtype)
-            return (
-                jnp.where(active, update, 0.0).astype(grad.dtype),
-                keep_if_idle(new_mu, mu),
-                keep_if_idle(new_nu, nu),
-                max_abs_ema,
-                keep_if_idle(new_norm_ema, norm_ema),
-                keep_if_idle(new_norm_sq_ema, norm_sq_ema),
-            )
+      mu, nu = spike_aware.zeros_if(reset, mu), spike_aware.zeros_if(reset, nu)
+      _, new_mu, new_nu = update_moments(g, mu, nu, b1, b2, eps)
+      update = step_size * new_mu / (jnp.sqrt(new_nu) / nu_correction + eps)
+      keep_if_idle = lambda new, old: jnp.where(active, new, old).astype(old.dtype)
+      return (
+          jnp.where(active, update, 0.0).astype(grad.dtype),
+          keep_if_idle(new_mu, mu),
+          keep_if_idle(new_nu, nu),
+          max_abs_ema,
+          keep_if_idle(new_norm_ema, norm_ema),
+          keep_if_idle(new_norm_sq_ema, norm_sq_ema),
+      )
 
-        updates, *statistics = map_unzip(
-            6,
-            update_leaf,
-            updates,
-            state.mu,
-            state.nu,
-            state.max_abs_ema,
-            state.norm_ema,
-            state.norm_sq_ema,
-        )
-        return updates, ScaleByStableSpamState(step, *statistics)
+    updates, *statistics = map_unzip(
+        6,
+        update_leaf,
+        updates,
+        state.mu,
+        state.nu,
+        state.max_abs_ema,
+        state.norm_ema,
+        state.norm_sq_ema,
+    )
+    return updates, ScaleByStableSpamState(step, *statistics)
 
-    return optax.GradientTransformation(init_fn, update_fn)
+  return optax.GradientTransformation(init_fn, update_fn)
 
 
 @shared_args
@@ -220,20 +220,20 @@ def stable_spam(
     moment_dtype: Any = None,
     weight_decay_mask: Any = None,
 ) -> optax.GradientTransformation:
-    """Stable-SPAM with decoupled weight decay: ``chain(scale_by_stable_spam, add_decayed_weights, lr)``.
+  """Stable-SPAM with decoupled weight decay: ``chain(scale_by_stable_spam, add_decayed_weights, lr)``.
 
-    Args:
-      {alias_args}
-      b1, b2, eps, gamma1, gamma2, theta, reset_interval, moment_dtype: as in
-        :func:`scale_by_stable_spam`.
+  Args:
+    {alias_args}
+    b1, b2, eps, gamma1, gamma2, theta, reset_interval, moment_dtype: as in
+      :func:`scale_by_stable_spam`.
 
-    Returns:
-      An ``optax.GradientTransformation``.
-    """
-    spike_aware.check_learning_rate(learning_rate)
-    stabilized_update = scale_by_stable_spam(
-        b1, b2, eps, gamma1, gamma2, theta, reset_interval, moment_dtype
-    )
-    return with_decoupled_weight_decay(
-        stabilized_update, learning_rate, weight_decay, weight_decay_mask
-    )
+  Returns:
+    An ``optax.GradientTransformation``.
+  """
+  spike_aware.check_learning_rate(learning_rate)
+  stabilized_update = scale_by_stable_spam(
+      b1, b2, eps, gamma1, gamma2, theta, reset_interval, moment_dtype
+  )
+  return with_decoupled_weight_decay(
+      stabilized_update, learning_rate, weight_decay, weight_decay_mask
+  )

@@ -51,49 +51,49 @@ KEY_PARITY = np.uint32(0x1BD11BDA)
 
 
 def threefry_words(key: jax.Array) -> jax.Array:
-    """The ``uint32[2]`` Threefry key of ``key`` (its data, or a draw from it)."""
-    words = jax.random.key_data(key)
-    if words.shape != (2,) or words.dtype != jnp.uint32:
-        words = jax.random.bits(key, (2,), jnp.uint32)
-    return words
+  """The ``uint32[2]`` Threefry key of ``key`` (its data, or a draw from it)."""
+  words = jax.random.key_data(key)
+  if words.shape != (2,) or words.dtype != jnp.uint32:
+    words = jax.random.bits(key, (2,), jnp.uint32)
+  return words
 
 
 def rotate_left(x: jax.Array, distance: int) -> jax.Array:
-    """``x`` (uint32) rotated left by ``distance`` bits."""
-    return (x << np.uint32(distance)) | (x >> np.uint32(32 - distance))
+  """``x`` (uint32) rotated left by ``distance`` bits."""
+  return (x << np.uint32(distance)) | (x >> np.uint32(32 - distance))
 
 
 def threefry_2x32(words: jax.Array, x0: jax.Array, x1: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """Threefry-2x32 (20 rounds) of the counter pairs ``(x0, x1)`` under key ``words``."""
-    schedule = (words[0], words[1], words[0] ^ words[1] ^ KEY_PARITY)
-    x0, x1 = x0 + schedule[0], x1 + schedule[1]
-    for group in range(5):
-        for distance in ROTATIONS[group % 2]:
-            x0 = x0 + x1
-            x1 = rotate_left(x1, distance) ^ x0
-        x0 = x0 + schedule[(group + 1) % 3]
-        x1 = x1 + schedule[(group + 2) % 3] + np.uint32(group + 1)
-    return x0, x1
+  """Threefry-2x32 (20 rounds) of the counter pairs ``(x0, x1)`` under key ``words``."""
+  schedule = (words[0], words[1], words[0] ^ words[1] ^ KEY_PARITY)
+  x0, x1 = x0 + schedule[0], x1 + schedule[1]
+  for group in range(5):
+    for distance in ROTATIONS[group % 2]:
+      x0 = x0 + x1
+      x1 = rotate_left(x1, distance) ^ x0
+    x0 = x0 + schedule[(group + 1) % 3]
+    x1 = x1 + schedule[(group + 2) % 3] + np.uint32(group + 1)
+  return x0, x1
 
 
 def counter_bits(words: jax.Array, size: int) -> jax.Array:
-    """``size`` random words: the counters ``0 .. size - 1`` (a zero appended when
-    ``size`` is odd) hashed as the pairs ``(i, i + half)``, both outputs kept."""
-    half = (size + 1) // 2
-    counters = lax.iota(jnp.uint32, 2 * half)
-    counters = jnp.where(counters < size, counters, jnp.uint32(0))
-    first, second = threefry_2x32(words, counters[:half], counters[half:])
-    return jnp.concatenate([first, second])[:size]
+  """``size`` random words: the counters ``0 .. size - 1`` (a zero appended when
+  ``size`` is odd) hashed as the pairs ``(i, i + half)``, both outputs kept."""
+  half = (size + 1) // 2
+  counters = lax.iota(jnp.uint32, 2 * half)
+  counters = jnp.where(counters < size, counters, jnp.uint32(0))
+  first, second = threefry_2x32(words, counters[:half], counters[half:])
+  return jnp.concatenate([first, second])[:size]
 
 
 def standard_normal(key: jax.Array, shape: tuple[int, ...]) -> jax.Array:
-    """``float32`` i.i.d. ``N(0, 1)`` of ``shape`` from one (unbatched) typed key."""
-    size = math.prod(shape)
-    if size > MAX_SIZE:
-        raise ValueError(f"standard_normal draws at most {MAX_SIZE} values, got shape {shape}.")
-    bits = counter_bits(threefry_words(key), size)
-    one = np.array(1.0, np.float32).view(np.uint32)
-    unit = lax.bitcast_convert_type((bits >> (32 - MANTISSA_BITS)) | one, jnp.float32) - 1.0
-    low = np.nextafter(np.float32(-1.0), np.float32(0.0))
-    uniform = lax.max(low, unit * (np.float32(1.0) - low) + low)
-    return (np.float32(math.sqrt(2.0)) * lax.erf_inv(uniform)).reshape(shape)
+  """``float32`` i.i.d. ``N(0, 1)`` of ``shape`` from one (unbatched) typed key."""
+  size = math.prod(shape)
+  if size > MAX_SIZE:
+    raise ValueError(f"standard_normal draws at most {MAX_SIZE} values, got shape {shape}.")
+  bits = counter_bits(threefry_words(key), size)
+  one = np.array(1.0, np.float32).view(np.uint32)
+  unit = lax.bitcast_convert_type((bits >> (32 - MANTISSA_BITS)) | one, jnp.float32) - 1.0
+  low = np.nextafter(np.float32(-1.0), np.float32(0.0))
+  uniform = lax.max(low, unit * (np.float32(1.0) - low) + low)
+  return (np.float32(math.sqrt(2.0)) * lax.erf_inv(uniform)).reshape(shape)

@@ -71,12 +71,16 @@ class Checkpointer:
       even the temporary directory of a save that a live run has in flight.
   """
 
-  def __init__(self, directory: str | os.PathLike, section: CheckpointSection,
-               read_only: bool = False):
-    options = ocp.CheckpointManagerOptions(max_to_keep=section.keep,
-                                           enable_async_checkpointing=section.async_save,
-                                           create=not read_only, read_only=read_only,
-                                           cleanup_tmp_directories=not read_only)
+  def __init__(
+      self, directory: str | os.PathLike, section: CheckpointSection, read_only: bool = False
+  ):
+    options = ocp.CheckpointManagerOptions(
+        max_to_keep=section.keep,
+        enable_async_checkpointing=section.async_save,
+        create=not read_only,
+        read_only=read_only,
+        cleanup_tmp_directories=not read_only,
+    )
     self.directory = os.path.abspath(directory)
     self.manager = ocp.CheckpointManager(self.directory, options=options)
     self._pending: int | None = None  # the step being saved
@@ -95,13 +99,17 @@ class Checkpointer:
 
   def _save_error(self, step: int, error: BaseException) -> CheckpointSaveError:
     complete = [s for s in self.steps() if s != step]
-    kept = (f"the newest complete checkpoint, step {complete[0]}, is intact" if complete
-            else "there is no earlier complete checkpoint")
-    return CheckpointSaveError(f"could not save checkpoint step {step} under {self.directory}: "
-                               f"{_os_reason(error)}; {kept}")
+    kept = (
+        f"the newest complete checkpoint, step {complete[0]}, is intact"
+        if complete
+        else "there is no earlier complete checkpoint"
+    )
+    return CheckpointSaveError(
+        f"could not save checkpoint step {step} under {self.directory}: "
+        f"{_os_reason(error)}; {kept}"
+    )
 
-  def save(self, step: int, state: TrainState, data: grain.DatasetIterator,
-           meta: dict) -> bool:
+  def save(self, step: int, state: TrainState, data: grain.DatasetIterator, meta: dict) -> bool:
     """Starts saving ``step`` (in the background when async); ``False`` if it exists.
 
     ``meta`` is a small JSON record kept beside the state (e.g. tokens seen).
@@ -113,9 +121,15 @@ class Checkpointer:
     if step in self.manager.all_steps():
       return False
     try:
-      started = self.manager.save(step, args=ocp.args.Composite(
-          state=ocp.args.StandardSave(state), data=checkpoint_save_args(data),
-          meta=ocp.args.JsonSave(meta)), force=True)
+      started = self.manager.save(
+          step,
+          args=ocp.args.Composite(
+              state=ocp.args.StandardSave(state),
+              data=checkpoint_save_args(data),
+              meta=ocp.args.JsonSave(meta),
+          ),
+          force=True,
+      )
     except Exception as error:  # orbax reports I/O failures as ValueError, OSError, ...
       raise self._save_error(step, error) from None
     self._pending = step if started else None
@@ -151,8 +165,9 @@ class Checkpointer:
       except OSError as error:
         raise self._save_error(step, error) from None
 
-  def restore(self, step: int, abstract_state: TrainState,
-              data: grain.DatasetIterator | None = None) -> tuple[TrainState, dict]:
+  def restore(
+      self, step: int, abstract_state: TrainState, data: grain.DatasetIterator | None = None
+  ) -> tuple[TrainState, dict]:
     """``(state, meta)`` of ``step``; ``data``, when given, moves to the saved position.
 
     Raises:
@@ -168,8 +183,9 @@ class Checkpointer:
       raise UnreadableCheckpoint(step, self.step_dir(step), _first_line(error)) from None
     return restored["state"], dict(restored["meta"])
 
-  def restore_newest(self, abstract_state: TrainState, data: grain.DatasetIterator,
-                     set_aside: str, report=print) -> tuple[int, TrainState, dict] | None:
+  def restore_newest(
+      self, abstract_state: TrainState, data: grain.DatasetIterator, set_aside: str, report=print
+  ) -> tuple[int, TrainState, dict] | None:
     """``(step, state, meta)`` of the newest readable checkpoint, ``None`` if there is none.
 
     An unreadable checkpoint is reported and moved to ``set_aside/<step>`` (nothing is

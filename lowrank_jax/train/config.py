@@ -21,7 +21,8 @@ import dataclasses
 import math
 import types
 import typing
-from typing import Any, Sequence
+from typing import Any
+from collections.abc import Sequence
 
 import yaml
 
@@ -51,17 +52,26 @@ class ModelSection:
 
   def __post_init__(self):
     DtypePolicy.named(self.dtype)
-    allowed = {f.name for f in dataclasses.fields(LlamaConfig)} - {"dtype", "linear",
-                                                                   "scan_layers", "remat"}
+    allowed = {f.name for f in dataclasses.fields(LlamaConfig)} - {
+        "dtype",
+        "linear",
+        "scan_layers",
+        "remat",
+    }
     unknown = sorted(set(self.overrides) - allowed)
     if unknown:
       raise ValueError(f"unknown model override {unknown[0]!r}; allowed: {sorted(allowed)}")
     self.build()  # validates the preset and the overrides
 
   def build(self) -> LlamaConfig:
-    return LlamaConfig.preset(self.preset, dtype=DtypePolicy.named(self.dtype),
-                              scan_layers=self.scan_layers, remat=self.remat,
-                              linear=LinearConfig(**self.linear), **self.overrides)
+    return LlamaConfig.preset(
+        self.preset,
+        dtype=DtypePolicy.named(self.dtype),
+        scan_layers=self.scan_layers,
+        remat=self.remat,
+        linear=LinearConfig(**self.linear),
+        **self.overrides,
+    )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -103,16 +113,22 @@ class OptimizerSection:
       if value is not None and (not isinstance(value, int) or value < 0):
         raise ValueError(f"optimizer.{name}={value!r} must be an integer >= 0 or null")
     if self.refactorize_every and method.linear_kind in ("dense", "cola"):
-      raise ValueError(f"optimizer.refactorize_every={self.refactorize_every} needs a method "
-                       f"with factors B A; {self.method!r} trains {method.linear_kind!r} linears")
+      raise ValueError(
+          f"optimizer.refactorize_every={self.refactorize_every} needs a method "
+          f"with factors B A; {self.method!r} trains {method.linear_kind!r} linears"
+      )
     if self.reset_every and method.build.__name__ != "_adam_family":
-      raise ValueError(f"optimizer.reset_every={self.reset_every} applies to Adam-based methods; "
-                       f"{self.method!r} is not one")
+      raise ValueError(
+          f"optimizer.reset_every={self.reset_every} applies to Adam-based methods; "
+          f"{self.method!r} is not one"
+      )
     if not isinstance(self.recovery_steps, int) or self.recovery_steps < 2:
       raise ValueError(f"optimizer.recovery_steps={self.recovery_steps!r} must be an integer >= 2")
     if self.reset_every and self.recovery_steps > self.reset_every:
-      raise ValueError(f"optimizer.recovery_steps={self.recovery_steps} exceeds "
-                       f"optimizer.reset_every={self.reset_every}")
+      raise ValueError(
+          f"optimizer.recovery_steps={self.recovery_steps} exceeds "
+          f"optimizer.reset_every={self.reset_every}"
+      )
     if not self.learning_rate > 0:
       raise ValueError(f"optimizer.learning_rate={self.learning_rate!r} must be positive")
     if self.weight_decay < 0:
@@ -175,8 +191,10 @@ class MeshSection:
   def __post_init__(self):
     sizes = (self.data, self.fsdp, self.tensor)
     if any(s != -1 and (not isinstance(s, int) or s < 1) for s in sizes) or sizes.count(-1) > 1:
-      raise ValueError(f"mesh=(data={self.data}, fsdp={self.fsdp}, tensor={self.tensor}) is "
-                       "invalid: sizes are positive integers, at most one may be -1")
+      raise ValueError(
+          f"mesh=(data={self.data}, fsdp={self.fsdp}, tensor={self.tensor}) is "
+          "invalid: sizes are positive integers, at most one may be -1"
+      )
 
   def shape(self, device_count: int) -> tuple[int, int, int]:
     """The concrete ``(data, fsdp, tensor)`` sizes for ``device_count`` devices."""
@@ -187,8 +205,10 @@ class MeshSection:
         raise ValueError(f"mesh sizes {sizes} do not divide the {device_count} devices")
       sizes[sizes.index(-1)] = device_count // known
     if math.prod(sizes) != device_count:
-      raise ValueError(f"mesh shape {tuple(sizes)} needs {math.prod(sizes)} devices; "
-                       f"{device_count} are available")
+      raise ValueError(
+          f"mesh shape {tuple(sizes)} needs {math.prod(sizes)} devices; "
+          f"{device_count} are available"
+      )
     return tuple(sizes)
 
 
@@ -316,19 +336,22 @@ class DistributedSection:
       value = getattr(self, name)
       if value is not None and (type(value) is not int or value < least):
         raise ValueError(f"distributed.{name}={value!r} must be an integer >= {least} or null")
-    if None not in (self.num_processes, self.process_id) and \
-        self.process_id >= self.num_processes:
-      raise ValueError(f"distributed.process_id={self.process_id} must be below "
-                       f"distributed.num_processes={self.num_processes}")
+    if None not in (self.num_processes, self.process_id) and self.process_id >= self.num_processes:
+      raise ValueError(
+          f"distributed.process_id={self.process_id} must be below "
+          f"distributed.num_processes={self.num_processes}"
+      )
     timeout = self.initialization_timeout
     if type(timeout) is not int or timeout < 1:
-      raise ValueError(f"distributed.initialization_timeout={timeout!r} must be a positive "
-                       "integer (seconds)")
+      raise ValueError(
+          f"distributed.initialization_timeout={timeout!r} must be a positive " "integer (seconds)"
+      )
 
 
 # The embedded default run: the nano model on the embedded corpus, minutes on a CPU.
-NANO_DATA = DataConfig(vocab_size=4096, seq_len=128, global_batch_size=32, mode="packed",
-                       validation_tokens=100_000)
+NANO_DATA = DataConfig(
+    vocab_size=4096, seq_len=128, global_batch_size=32, mode="packed", validation_tokens=100_000
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -355,13 +378,15 @@ class TrainConfig:
   def __post_init__(self):
     batch, accum = self.data.global_batch_size, self.schedule.grad_accum
     if batch % accum:
-      raise ValueError(f"data.global_batch_size={batch} is not divisible by "
-                       f"schedule.grad_accum={accum}")
+      raise ValueError(
+          f"data.global_batch_size={batch} is not divisible by " f"schedule.grad_accum={accum}"
+      )
     model = self.model_config()
     if self.data.seq_len > model.max_seq_len:
-      raise ValueError(f"data.seq_len={self.data.seq_len} exceeds the model's "
-                       f"max_seq_len={model.max_seq_len}")
-
+      raise ValueError(
+          f"data.seq_len={self.data.seq_len} exceeds the model's "
+          f"max_seq_len={model.max_seq_len}"
+      )
 
   def model_config(self) -> LlamaConfig:
     """The model, its target linears parameterized as the method needs (e.g. low-rank)."""
@@ -370,21 +395,32 @@ class TrainConfig:
     kind = get_method(self.optimizer.method).linear_kind
     chosen = self.model.linear.get("kind", kind)
     if chosen != kind:
-      raise ValueError(f"model.linear.kind={chosen!r} does not fit optimizer.method="
-                       f"{self.optimizer.method!r}, which trains {kind!r} linears")
-    return dataclasses.replace(self.model.build(),
-                               linear=LinearConfig(**{**self.model.linear, "kind": kind}))
+      raise ValueError(
+          f"model.linear.kind={chosen!r} does not fit optimizer.method="
+          f"{self.optimizer.method!r}, which trains {kind!r} linears"
+      )
+    return dataclasses.replace(
+        self.model.build(), linear=LinearConfig(**{**self.model.linear, "kind": kind})
+    )
 
   def optimizer_section(self) -> OptimizerSection:
     """The optimizer section with the method's default restart periods filled in."""
     from lowrank_jax.train.methods import PAPER_RESTART_EVERY, get_method
 
     method = get_method(self.optimizer.method)
-    defaults = {"refactorize_every": PAPER_RESTART_EVERY if method.restarts else 0,
-                "reset_every": PAPER_RESTART_EVERY if method.restarts or method.merge_lora else 0}
-    return dataclasses.replace(self.optimizer, **{
-        name: default if getattr(self.optimizer, name) is None else getattr(self.optimizer, name)
-        for name, default in defaults.items()})
+    defaults = {
+        "refactorize_every": PAPER_RESTART_EVERY if method.restarts else 0,
+        "reset_every": PAPER_RESTART_EVERY if method.restarts or method.merge_lora else 0,
+    }
+    return dataclasses.replace(
+        self.optimizer,
+        **{
+            name: default
+            if getattr(self.optimizer, name) is None
+            else getattr(self.optimizer, name)
+            for name, default in defaults.items()
+        },
+    )
 
 
 def _keys(cls, prefix: str = "") -> list[str]:
@@ -401,15 +437,17 @@ def _keys(cls, prefix: str = "") -> list[str]:
 def _build(cls, values: dict[str, Any], prefix: str = ""):
   """Builds dataclass ``cls`` from a nested dict, rejecting unknown keys."""
   if not isinstance(values, dict):
-    raise ValueError(f"config section {prefix.rstrip('.') or '<root>'!r} must be a mapping, "
-                     f"got {values!r}")
+    raise ValueError(
+        f"config section {prefix.rstrip('.') or '<root>'!r} must be a mapping, " f"got {values!r}"
+    )
   hints = typing.get_type_hints(cls)
   names = {f.name for f in dataclasses.fields(cls)}
   for key in values:
     if key not in names:
       full = f"{prefix}{key}"
-      raise ValueError(f"unknown config key {full!r}; allowed: "
-                       f"{', '.join(sorted(_keys(cls, prefix)))}")
+      raise ValueError(
+          f"unknown config key {full!r}; allowed: " f"{', '.join(sorted(_keys(cls, prefix)))}"
+      )
   kwargs = {}
   for key, value in values.items():
     hint = hints[key]
@@ -424,8 +462,9 @@ def _build(cls, values: dict[str, Any], prefix: str = ""):
 
 def _coerce(hint, value, key: str):
   """Float fields take ints and YAML-1.1 strings such as ``1e-3``; other values pass as is."""
-  floats = hint is float or (typing.get_origin(hint) in (typing.Union, types.UnionType)
-                              and float in typing.get_args(hint))
+  floats = hint is float or (
+      typing.get_origin(hint) in (typing.Union, types.UnionType) and float in typing.get_args(hint)
+  )
   if not floats or value is None or isinstance(value, bool):
     return value
   try:
@@ -455,8 +494,9 @@ def parse_override(override: str) -> dict:
   return value
 
 
-def load_config(paths: Sequence[str] = (), overrides: Sequence[str] = (),
-                base: dict | None = None) -> TrainConfig:
+def load_config(
+    paths: Sequence[str] = (), overrides: Sequence[str] = (), base: dict | None = None
+) -> TrainConfig:
   """Reads YAML ``paths`` in order, applies ``key=value`` ``overrides``, validates.
 
   Values start from ``base`` (default: the defaults of :class:`TrainConfig`, the embedded

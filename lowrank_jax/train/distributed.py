@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from typing import Mapping
+from collections.abc import Mapping
 
 import jax
 import numpy as np
@@ -38,8 +38,11 @@ from jax.experimental import multihost_utils
 from lowrank_jax.train.config import DistributedSection
 
 # The section's fields that name the processes, and the environment variables behind them.
-ENVIRONMENT = {"coordinator_address": "JAX_COORDINATOR_ADDRESS",
-               "num_processes": "JAX_NUM_PROCESSES", "process_id": "JAX_PROCESS_ID"}
+ENVIRONMENT = {
+    "coordinator_address": "JAX_COORDINATOR_ADDRESS",
+    "num_processes": "JAX_NUM_PROCESSES",
+    "process_id": "JAX_PROCESS_ID",
+}
 
 
 def _from_environment(name: str, environ: Mapping[str, str]) -> str | int | None:
@@ -52,8 +55,7 @@ def _from_environment(name: str, environ: Mapping[str, str]) -> str | int | None
     raise ValueError(f"{ENVIRONMENT[name]}={raw!r} is not an integer") from None
 
 
-def resolve(section: DistributedSection,
-            environ: Mapping[str, str] | None = None) -> dict | None:
+def resolve(section: DistributedSection, environ: Mapping[str, str] | None = None) -> dict | None:
   """The arguments of ``jax.distributed.initialize``, or ``None`` for a single process.
 
   Args:
@@ -66,17 +68,24 @@ def resolve(section: DistributedSection,
       or an environment variable holds a bad value.
   """
   environ = os.environ if environ is None else environ
-  section = dataclasses.replace(section, **{
-      name: _from_environment(name, environ) for name in ENVIRONMENT
-      if getattr(section, name) is None})
+  section = dataclasses.replace(
+      section,
+      **{
+          name: _from_environment(name, environ)
+          for name in ENVIRONMENT
+          if getattr(section, name) is None
+      },
+  )
   values = {name: getattr(section, name) for name in ENVIRONMENT}
   missing = [f"distributed.{name}" for name, value in values.items() if value is None]
   if not section.auto and len(missing) == len(values):
     return None
   if not section.auto and missing:
-    raise ValueError(f"{', '.join(missing)} {'is' if len(missing) == 1 else 'are'} unset "
-                     f"(config or {', '.join(ENVIRONMENT.values())}); give all three, or "
-                     "distributed.auto=true to detect the cluster")
+    raise ValueError(
+        f"{', '.join(missing)} {'is' if len(missing) == 1 else 'are'} unset "
+        f"(config or {', '.join(ENVIRONMENT.values())}); give all three, or "
+        "distributed.auto=true to detect the cluster"
+    )
   arguments = {**values, "initialization_timeout": section.initialization_timeout}
   if not section.auto:
     arguments["cluster_detection_method"] = "deactivate"

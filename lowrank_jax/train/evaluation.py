@@ -15,14 +15,15 @@ reached; ``loss = mean over batches of the per-batch mean token loss`` and
 from __future__ import annotations
 
 import math
-from typing import Callable, Iterable
+from collections.abc import Callable, Iterable
 
 import jax
 import numpy as np
 
 
-def evaluate(eval_step: Callable, params, frozen, batches: Iterable,
-             references_divisor: bool = False) -> dict[str, float]:
+def evaluate(
+    eval_step: Callable, params, frozen, batches: Iterable, references_divisor: bool = False
+) -> dict[str, float]:
   """Runs ``eval_step(params, frozen, batch) -> (mean loss, count)`` over ``batches``."""
   losses, tokens = [], 0.0
   for batch in batches:
@@ -33,8 +34,12 @@ def evaluate(eval_step: Callable, params, frozen, batches: Iterable,
     raise ValueError("the validation stream yielded no batch; check data.validation_tokens")
   total = float(sum(jax.device_get(losses)))
   mean = total / (len(losses) + 1 if references_divisor else len(losses))
-  return {"val_loss": mean, "val_ppl": math.exp(mean), "val_tokens": tokens,
-          "val_batches": float(len(losses))}
+  return {
+      "val_loss": mean,
+      "val_ppl": math.exp(mean),
+      "val_tokens": tokens,
+      "val_batches": float(len(losses)),
+  }
 
 
 def _targets(batch) -> np.ndarray:

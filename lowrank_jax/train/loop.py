@@ -93,8 +93,10 @@ def prepare_run_dir(config: TrainConfig) -> bool:
     with open(path) as f:
       saved = yaml.safe_load(f)
     if saved.get("model") != to_dict(config)["model"]:
-      raise ValueError(f"run_dir {config.run_dir!r} holds a run of a different model "
-                       f"({saved.get('model')}); choose a new run_dir")
+      raise ValueError(
+          f"run_dir {config.run_dir!r} holds a run of a different model "
+          f"({saved.get('model')}); choose a new run_dir"
+      )
   distributed.barrier("prepare_run_dir")
   if not resumed and jax.process_index() == 0:
     os.makedirs(config.run_dir, exist_ok=True)
@@ -114,10 +116,13 @@ class _Window:
     fetched = jax.device_get(self.metrics)
     elapsed = time.perf_counter() - self.started
     tokens = sum(float(m["tokens"]) for m in fetched)
-    record = {"loss": sum(float(m["loss"]) for m in fetched) / len(fetched),
-              "grad_norm": float(fetched[-1]["grad_norm"]), "lr": float(fetched[-1]["lr"]),
-              "tokens_per_s": tokens / max(elapsed, 1e-9),
-              "skipped_steps": sum(not m["finite"] for m in fetched)}
+    record = {
+        "loss": sum(float(m["loss"]) for m in fetched) / len(fetched),
+        "grad_norm": float(fetched[-1]["grad_norm"]),
+        "lr": float(fetched[-1]["lr"]),
+        "tokens_per_s": tokens / max(elapsed, 1e-9),
+        "skipped_steps": sum(not m["finite"] for m in fetched),
+    }
     self.metrics, self.started = [], time.perf_counter()
     return record, tokens
 
@@ -143,8 +148,9 @@ def _train(config: TrainConfig, stop_request: StopRequest) -> dict:
   is_main = jax.process_index() == 0
   checkpointer = Checkpointer(os.path.join(config.run_dir, "checkpoints"), config.checkpoint)
   state, tokens_seen = _restore_or_init(config, run, checkpointer, train_batches)
-  step_fn = run.train_step(nonfinite.make_injector(config.faults.nan_loss_steps,
-                                                   config.faults.inf_grad_steps))
+  step_fn = run.train_step(
+      nonfinite.make_injector(config.faults.nan_loss_steps, config.faults.inf_grad_steps)
+  )
 
   logger = MetricsLogger(config.run_dir, config.logging.tensorboard, enabled=is_main)
   first, total = int(state.step), config.schedule.total_steps
@@ -159,8 +165,10 @@ def _train(config: TrainConfig, stop_request: StopRequest) -> dict:
   def halted_by(checked) -> bool:
     at_step, finite = checked[0], bool(jax.device_get(checked[1]))
     if not finite:
-      note(f"step {at_step}: non-finite loss or gradient norm, update skipped "
-           f"({streak.in_a_row + 1} in a row)")
+      note(
+          f"step {at_step}: non-finite loss or gradient norm, update skipped "
+          f"({streak.in_a_row + 1} in a row)"
+      )
     return streak.observe(at_step, finite)
 
   def save(at_step: int):
@@ -174,8 +182,7 @@ def _train(config: TrainConfig, stop_request: StopRequest) -> dict:
     unchecked = (step, metrics["finite"])
     if step == total and not halted:
       halted, unchecked = halted_by(unchecked), None
-    if (step % config.logging.every == 0 or step == total or stop_request.signal
-        or halted):
+    if step % config.logging.every == 0 or step == total or stop_request.signal or halted:
       record, tokens = window.flush()
       tokens_seen += tokens
       logger.log(step, {**record, "tokens_seen": tokens_seen})
@@ -195,12 +202,18 @@ def _train(config: TrainConfig, stop_request: StopRequest) -> dict:
   save(int(step))
   checkpointer.wait()
 
-  summary = {"run_dir": config.run_dir, "method": config.optimizer.method,
-             "steps": int(step), "total_steps": total, "stopped_by": stop,
-             "tokens_seen": tokens_seen, "skipped_steps": streak.skipped,
-             "wall_time_s": time.perf_counter() - started,
-             "param_bytes": tree_bytes(state.params) + tree_bytes(state.frozen),
-             "opt_state_bytes": tree_bytes(state.opt_state)}
+  summary = {
+      "run_dir": config.run_dir,
+      "method": config.optimizer.method,
+      "steps": int(step),
+      "total_steps": total,
+      "stopped_by": stop,
+      "tokens_seen": tokens_seen,
+      "skipped_steps": streak.skipped,
+      "wall_time_s": time.perf_counter() - started,
+      "param_bytes": tree_bytes(state.params) + tree_bytes(state.frozen),
+      "opt_state_bytes": tree_bytes(state.opt_state),
+  }
   if stop is None:
     final = run.evaluate(state)
     logger.log(int(step), final)
@@ -208,23 +221,27 @@ def _train(config: TrainConfig, stop_request: StopRequest) -> dict:
     if jax.process_count() == 1:
       train_sample = itertools.islice(make_train_iterator(config.data, run.tokenizer), 20)
       summary["unigram_ppl"] = unigram_perplexity(
-          train_sample, make_validation_batches(config.data, run.tokenizer,
-                                                batch_size=config.eval.batch_size))
+          train_sample,
+          make_validation_batches(config.data, run.tokenizer, batch_size=config.eval.batch_size),
+      )
   logger.close()
   checkpointer.close()
   if is_main:
     with open(os.path.join(config.run_dir, "summary.json"), "w") as f:
       json.dump(summary, f, indent=2)
-    plot_loss_curve(read_metrics(logger.path), os.path.join(config.run_dir, "loss_curve.png"),
-                    title=f"{config.optimizer.method} on {config.model.preset}")
+    plot_loss_curve(
+        read_metrics(logger.path),
+        os.path.join(config.run_dir, "loss_curve.png"),
+        title=f"{config.optimizer.method} on {config.model.preset}",
+    )
   if stop == "non-finite":
-    raise FloatingPointError(f"{streak.message()}: checkpoint step {step} in "
-                             f"{checkpointer.directory}")
+    raise FloatingPointError(
+        f"{streak.message()}: checkpoint step {step} in " f"{checkpointer.directory}"
+    )
   return summary
 
 
-def _restore_or_init(config: TrainConfig, run: Run, checkpointer: Checkpointer,
-                     train_batches):
+def _restore_or_init(config: TrainConfig, run: Run, checkpointer: Checkpointer, train_batches):
   """``(state, tokens_seen)`` from the newest readable checkpoint, or a fresh state."""
   set_aside = os.path.join(config.run_dir, "unreadable_checkpoints")
   had_checkpoints = bool(checkpointer.steps())
@@ -233,6 +250,8 @@ def _restore_or_init(config: TrainConfig, run: Run, checkpointer: Checkpointer,
     _, state, meta = restored
     return state, float(meta["tokens_seen"])
   if had_checkpoints:
-    raise ValueError(f"run_dir {config.run_dir!r} has no readable checkpoint (the unreadable "
-                     f"ones are in {set_aside}); choose a new run_dir")
+    raise ValueError(
+        f"run_dir {config.run_dir!r} has no readable checkpoint (the unreadable "
+        f"ones are in {set_aside}); choose a new run_dir"
+    )
   return init_train_state(run.model_config, run.tx, run.mesh, config.seed), 0.0

@@ -26,28 +26,43 @@ from __future__ import annotations
 import csv
 import dataclasses
 import os
-from typing import Sequence
+from collections.abc import Sequence
 
 import jax
 
 from lowrank_jax.models import PRESETS
 from lowrank_jax.train.config import TrainConfig, load_config
 from lowrank_jax.train.memory_analytic import PAPER_RANKS, AnalyticMemory, analytic_memory
-from lowrank_jax.train.memory_measured import (StateBytes, StepBytes, measure_state,
-                                               measure_step, memory_run)
+from lowrank_jax.train.memory_measured import (
+    StateBytes,
+    StepBytes,
+    measure_state,
+    measure_step,
+    memory_run,
+)
 from lowrank_jax.train.methods import METHODS
 
 # Dense-model methods whose optimizer takes a ``rank`` option (the others ignore the rank).
 RANK_OPTION_METHODS = ("galore", "fira", "golore", "apollo")
 # Options a method cannot be built without; they do not change its state's shapes.
-REQUIRED_OPTIONS = {"golore": ["optimizer.options.random_from_step=1000"],
-                    "loro": ["optimizer.options.every=500"]}
+REQUIRED_OPTIONS = {
+    "golore": ["optimizer.options.random_from_step=1000"],
+    "loro": ["optimizer.options.every=500"],
+}
 DTYPES = ("fp32", "bf16", "mixed")
 GB = 1e9
 
 
-def case_config(size: str, method: str, dtype: str, devices: int = 1, fsdp: int = 1,
-                seq_len: int = 256, tensor: int = 1, overrides: Sequence[str] = ()) -> TrainConfig:
+def case_config(
+    size: str,
+    method: str,
+    dtype: str,
+    devices: int = 1,
+    fsdp: int = 1,
+    seq_len: int = 256,
+    tensor: int = 1,
+    overrides: Sequence[str] = (),
+) -> TrainConfig:
   """The config of one case: ``method`` on the ``size`` preset at its paper rank.
 
   Args:
@@ -66,11 +81,20 @@ def case_config(size: str, method: str, dtype: str, devices: int = 1, fsdp: int 
     raise ValueError(f"fsdp={fsdp} x tensor={tensor} does not divide devices={devices}")
   rank = PAPER_RANKS[size]
   data = devices // (fsdp * tensor)
-  overrides = [f"model.preset={size}", f"model.dtype={dtype}", "model.scan_layers=true",
-               f"optimizer.method={method}", f"mesh.data={data}", f"mesh.fsdp={fsdp}",
-               f"mesh.tensor={tensor}", f"data.seq_len={seq_len}",
-               f"data.global_batch_size={data * fsdp}", f"eval.batch_size={data * fsdp}",
-               *_method_overrides(method, rank), *overrides]
+  overrides = [
+      f"model.preset={size}",
+      f"model.dtype={dtype}",
+      "model.scan_layers=true",
+      f"optimizer.method={method}",
+      f"mesh.data={data}",
+      f"mesh.fsdp={fsdp}",
+      f"mesh.tensor={tensor}",
+      f"data.seq_len={seq_len}",
+      f"data.global_batch_size={data * fsdp}",
+      f"eval.batch_size={data * fsdp}",
+      *_method_overrides(method, rank),
+      *overrides,
+  ]
   return load_config(overrides=overrides)
 
 
@@ -131,12 +155,18 @@ def validate_cases(sizes, methods, dtype, device_counts) -> None:
   available = len(jax.devices())
   for count in device_counts:
     if not isinstance(count, int) or not 1 <= count <= available:
-      raise ValueError(f"device count {count!r} must be between 1 and the {available} "
-                       "devices available")
+      raise ValueError(
+          f"device count {count!r} must be between 1 and the {available} " "devices available"
+      )
 
 
-def memory_rows(sizes: Sequence[str], methods: Sequence[str], dtype: str,
-                device_counts: Sequence[int], compile_step: bool = True) -> list[MemoryRow]:
+def memory_rows(
+    sizes: Sequence[str],
+    methods: Sequence[str],
+    dtype: str,
+    device_counts: Sequence[int],
+    compile_step: bool = True,
+) -> list[MemoryRow]:
   """Every (size, device count, method) case of the report, fully sharded over the devices.
 
   Args:
@@ -149,8 +179,9 @@ def memory_rows(sizes: Sequence[str], methods: Sequence[str], dtype: str,
   validate_cases(sizes, methods, dtype, device_counts)
   rows = []
   for size in sizes:
-    full_rank = analytic_memory(case_config(size, "full_rank", dtype).model_config(),
-                                "full_rank", PAPER_RANKS[size])
+    full_rank = analytic_memory(
+        case_config(size, "full_rank", dtype).model_config(), "full_rank", PAPER_RANKS[size]
+    )
     for devices in device_counts:
       for method in methods:
         config = case_config(size, method, dtype, devices, fsdp=devices)
@@ -162,14 +193,27 @@ def memory_rows(sizes: Sequence[str], methods: Sequence[str], dtype: str,
         else:
           state = measure_state(run)
           step = measure_step(run) if compile_step else None
-        rows.append(MemoryRow(size, dtype, devices, method, analytic, state, step,
-                              full_rank.total_bytes))
+        rows.append(
+            MemoryRow(size, dtype, devices, method, analytic, state, step, full_rank.total_bytes)
+        )
   return rows
 
 
-COLUMNS = ("size", "dtype", "devices", "method", "analytic_gb", "measured_gb", "measured_over_analytic",
-           "extras_bytes", "ratio_to_full_rank", "state_per_device_gb", "step_argument_gb",
-           "step_output_gb", "step_temporary_gb")
+COLUMNS = (
+    "size",
+    "dtype",
+    "devices",
+    "method",
+    "analytic_gb",
+    "measured_gb",
+    "measured_over_analytic",
+    "extras_bytes",
+    "ratio_to_full_rank",
+    "state_per_device_gb",
+    "step_argument_gb",
+    "step_output_gb",
+    "step_temporary_gb",
+)
 
 
 def _gb(value: int | None) -> float | None:
@@ -180,15 +224,21 @@ def _values(row: MemoryRow) -> dict:
   analytic = None if row.analytic is None else row.analytic.total_bytes
   measured = row.state_weights_and_optimizer
   state, step = row.state, row.step
-  return {"size": row.size, "dtype": row.dtype, "devices": row.devices, "method": row.method,
-          "analytic_gb": _gb(analytic), "measured_gb": _gb(measured),
-          "measured_over_analytic": None if None in (analytic, measured) else measured / analytic,
-          "extras_bytes": None if state is None else state.extras,
-          "ratio_to_full_rank": row.ratio_to_full_rank,
-          "state_per_device_gb": None if state is None else _gb(state.total_per_device),
-          "step_argument_gb": None if step is None else _gb(step.argument),
-          "step_output_gb": None if step is None else _gb(step.output),
-          "step_temporary_gb": None if step is None else _gb(step.temporary)}
+  return {
+      "size": row.size,
+      "dtype": row.dtype,
+      "devices": row.devices,
+      "method": row.method,
+      "analytic_gb": _gb(analytic),
+      "measured_gb": _gb(measured),
+      "measured_over_analytic": None if None in (analytic, measured) else measured / analytic,
+      "extras_bytes": None if state is None else state.extras,
+      "ratio_to_full_rank": row.ratio_to_full_rank,
+      "state_per_device_gb": None if state is None else _gb(state.total_per_device),
+      "step_argument_gb": None if step is None else _gb(step.argument),
+      "step_output_gb": None if step is None else _gb(step.output),
+      "step_temporary_gb": None if step is None else _gb(step.temporary),
+  }
 
 
 def _shown(value) -> str:
@@ -231,13 +281,16 @@ def _headline(rows: Sequence[MemoryRow]) -> str:
     for other in ("galore", "fira"):
       theirs = ratio.get((size, other))
       if ours is not None and theirs is not None:
-        lines.append(f"- {size}: Low-Rank-restarts needs {100 * (1 - ours / theirs):.1f}% less "
-                     f"weight + optimizer memory than {other}.")
+        lines.append(
+            f"- {size}: Low-Rank-restarts needs {100 * (1 - ours / theirs):.1f}% less "
+            f"weight + optimizer memory than {other}."
+        )
   return "\n".join(lines) + "\n"
 
 
 def _bar_chart(rows: Sequence[MemoryRow], path: str) -> None:
   import matplotlib
+
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
 
@@ -265,8 +318,12 @@ def write_report(rows: Sequence[MemoryRow], out_dir: str) -> list[str]:
   os.makedirs(out_dir, exist_ok=True)
   paths = [os.path.join(out_dir, f"memory.{ext}") for ext in ("md", "csv", "png")]
   with open(paths[0], "w") as f:
-    f.write("# Memory: weights + optimizer state (paper.md section 5) against the program\n\n"
-            + _headline(rows) + "\n" + markdown_table(rows))
+    f.write(
+        "# Memory: weights + optimizer state (paper.md section 5) against the program\n\n"
+        + _headline(rows)
+        + "\n"
+        + markdown_table(rows)
+    )
   write_csv(paths[1], COLUMNS, [_values(row) for row in rows])
   _bar_chart(rows, paths[2])
   return paths

@@ -38,7 +38,7 @@ None
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable
+from collections.abc import Callable
 
 import jax.numpy as jnp
 
@@ -64,9 +64,10 @@ class Entries:
   optimizer: int
   indices: int = 0
 
-  def __add__(self, other: "Entries") -> "Entries":
-    return Entries(self.weights + other.weights, self.optimizer + other.optimizer,
-                   self.indices + other.indices)
+  def __add__(self, other: Entries) -> Entries:
+    return Entries(
+        self.weights + other.weights, self.optimizer + other.optimizer, self.indices + other.indices
+    )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -134,12 +135,23 @@ def _sltrain(m, n, r, delta):
 
 
 FORMULAS: dict[str, MatrixFormula] = {
-    "adamw": _full_rank, "full_rank": _full_rank, "spam": _full_rank, "stable_spam": _full_rank,
-    "galore": _galore, "fira": _galore, "golore": _galore,
-    "apollo": _apollo, "apollo_mini": _apollo_mini,
-    "low_rank": _low_rank, "low_rank_restarts": _low_rank, "cola": _low_rank, "loro": _low_rank,
-    "lora": _lora, "relora": _lora,
-    "sltrain": _sltrain, "sltrain_restarts": _sltrain,
+    "adamw": _full_rank,
+    "full_rank": _full_rank,
+    "spam": _full_rank,
+    "stable_spam": _full_rank,
+    "galore": _galore,
+    "fira": _galore,
+    "golore": _galore,
+    "apollo": _apollo,
+    "apollo_mini": _apollo_mini,
+    "low_rank": _low_rank,
+    "low_rank_restarts": _low_rank,
+    "cola": _low_rank,
+    "loro": _low_rank,
+    "lora": _lora,
+    "relora": _lora,
+    "sltrain": _sltrain,
+    "sltrain_restarts": _sltrain,
 }
 
 
@@ -155,8 +167,9 @@ def non_target_entries(config: LlamaConfig) -> int:
   return 2 * config.vocab_size * d + (2 * config.num_layers + 1) * d
 
 
-def analytic_memory(config: LlamaConfig, method: str, rank: int,
-                    density: float = PAPER_DENSITY) -> AnalyticMemory | None:
+def analytic_memory(
+    config: LlamaConfig, method: str, rank: int, density: float = PAPER_DENSITY
+) -> AnalyticMemory | None:
   """The paper's count for ``method`` on ``config``, or ``None`` if it has no formula.
 
   Args:
@@ -176,5 +189,6 @@ def analytic_memory(config: LlamaConfig, method: str, rank: int,
   total = Entries(non_target, 2 * non_target)
   for m, n in target_shapes(config):
     total += formula(m, n, rank, density)
-  return AnalyticMemory(total.weights, total.optimizer, total.indices,
-                        jnp.dtype(config.dtype.param).itemsize)
+  return AnalyticMemory(
+      total.weights, total.optimizer, total.indices, jnp.dtype(config.dtype.param).itemsize
+  )

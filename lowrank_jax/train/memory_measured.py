@@ -23,7 +23,8 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Any, Sequence
+from typing import Any
+from collections.abc import Sequence
 
 import jax
 import jax.numpy as jnp
@@ -40,7 +41,7 @@ def memory_run(config: TrainConfig, devices: Sequence[jax.Device] | None = None)
   """
   if devices is None:
     sizes = (config.mesh.data, config.mesh.fsdp, config.mesh.tensor)
-    devices = jax.devices()[:None if -1 in sizes else math.prod(sizes)]
+    devices = jax.devices()[: None if -1 in sizes else math.prod(sizes)]
   return Run.without_data(config, devices)
 
 
@@ -99,8 +100,9 @@ def measure_state(run: Run) -> StateBytes:
     optimizer, optimizer_extras = _split_bytes(state.opt_state, is_extra, per_device)
     values["weights" + suffix] = weights
     values["optimizer" + suffix] = optimizer
-    values["extras" + suffix] = (weight_extras + optimizer_extras
-                                 + _leaf_bytes(state.step, per_device))
+    values["extras" + suffix] = (
+        weight_extras + optimizer_extras + _leaf_bytes(state.step, per_device)
+    )
   return StateBytes(**values)
 
 
@@ -137,9 +139,14 @@ def measure_step(run: Run, rows_per_device: int = 1) -> StepBytes:
   if not isinstance(rows_per_device, int) or rows_per_device < 1:
     raise ValueError(f"rows_per_device={rows_per_device!r} must be a positive integer")
   rows = rows_per_device * run.mesh.shape["data"] * run.mesh.shape["fsdp"]
-  tokens = jax.ShapeDtypeStruct((rows, run.config.data.seq_len), jnp.int32,
-                                sharding=run.data_sharding)
+  tokens = jax.ShapeDtypeStruct(
+      (rows, run.config.data.seq_len), jnp.int32, sharding=run.data_sharding
+  )
   batch = {"input_ids": tokens, "loss_mask": tokens}
   analysis = run.train_step().lower(run.abstract_state(), batch).compile().memory_analysis()
-  return StepBytes(analysis.argument_size_in_bytes, analysis.output_size_in_bytes,
-                   analysis.temp_size_in_bytes, analysis.alias_size_in_bytes)
+  return StepBytes(
+      analysis.argument_size_in_bytes,
+      analysis.output_size_in_bytes,
+      analysis.temp_size_in_bytes,
+      analysis.alias_size_in_bytes,
+  )

@@ -36,7 +36,8 @@ P('fsdp', None)
 from __future__ import annotations
 
 import math
-from typing import Any, Sequence
+from typing import Any
+from collections.abc import Sequence
 
 import jax
 import jax.numpy as jnp
@@ -76,8 +77,12 @@ def make_mesh(section: MeshSection, devices: Sequence[jax.Device] | None = None)
   return jax.make_mesh(shape, MESH_AXES, axis_types=(AxisType.Auto,) * 3, devices=devices)
 
 
-def logical_to_mesh(names: Sequence[str | None], shape: Sequence[int], mesh: Mesh,
-                    rules: Sequence[Rule] = LOGICAL_RULES) -> PartitionSpec:
+def logical_to_mesh(
+    names: Sequence[str | None],
+    shape: Sequence[int],
+    mesh: Mesh,
+    rules: Sequence[Rule] = LOGICAL_RULES,
+) -> PartitionSpec:
   """The mesh ``PartitionSpec`` of an array with logical axis ``names`` and ``shape``."""
   spec: list[str | tuple[str, ...] | None] = [None] * len(names)
   used: set[str] = set()
@@ -87,7 +92,11 @@ def logical_to_mesh(names: Sequence[str | None], shape: Sequence[int], mesh: Mes
     if not axes or used.intersection(axes):
       continue
     for dim, (dim_name, size) in enumerate(zip(names, shape)):
-      if dim_name == name and spec[dim] is None and size % math.prod(mesh.shape[a] for a in axes) == 0:
+      if (
+          dim_name == name
+          and spec[dim] is None
+          and size % math.prod(mesh.shape[a] for a in axes) == 0
+      ):
         spec[dim] = axes[0] if len(axes) == 1 else axes
         used.update(axes)
         break
@@ -96,6 +105,7 @@ def logical_to_mesh(names: Sequence[str | None], shape: Sequence[int], mesh: Mes
 
 def state_shardings(abstract_state: nnx.State, mesh: Mesh) -> nnx.State:
   """``NamedSharding`` of every variable of an abstract model state, from its logical axes."""
+
   def sharding(variable):
     names = variable.get_metadata().get("out_sharding") or ()
     shape = variable.get_value().shape
@@ -113,8 +123,9 @@ def replicated(mesh: Mesh) -> NamedSharding:
   return NamedSharding(mesh, PartitionSpec())
 
 
-def unsharded_large_arrays(shardings: Any, abstract_state: Any,
-                           threshold_bytes: int) -> list[tuple[str, tuple[int, ...], int]]:
+def unsharded_large_arrays(
+    shardings: Any, abstract_state: Any, threshold_bytes: int
+) -> list[tuple[str, tuple[int, ...], int]]:
   """The arrays of more than ``threshold_bytes`` that every device holds whole.
 
   Args:
@@ -134,7 +145,9 @@ def unsharded_large_arrays(shardings: Any, abstract_state: Any,
   """
   found = []
   leaves = jax.tree.leaves_with_path(abstract_state)
-  for (path, leaf), sharding in zip(leaves, jax.tree.structure(abstract_state).flatten_up_to(shardings)):
+  for (path, leaf), sharding in zip(
+      leaves, jax.tree.structure(abstract_state).flatten_up_to(shardings)
+  ):
     size = math.prod(leaf.shape) * jnp.dtype(leaf.dtype).itemsize
     if size > threshold_bytes and sharding.num_devices > 1 and sharding.is_fully_replicated:
       found.append((jax.tree_util.keystr(path), tuple(leaf.shape), size))

@@ -14,7 +14,8 @@ lm_head and norms get plain Adam, as in the paper (section 2).
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable
+from typing import Any
+from collections.abc import Callable
 
 import jax
 import optax
@@ -28,6 +29,7 @@ TARGET_LINEARS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj"
 
 def target_mask(params: Any) -> Any:
   """``True`` for the parameters of the seven target linears of every block."""
+
   def is_target(path, leaf):
     return leaf.ndim >= 2 and any(name in TARGET_LINEARS for name in path_names(path))
 
@@ -64,10 +66,12 @@ def _adam_family(schedule, section, mesh=None) -> optax.GradientTransformation:
   learning_rate = schedule
   if section.reset_every:
     moments = optim.momentum_reset(moments, section.reset_every)
-    learning_rate = optim.restart_schedule(schedule, section.reset_every,
-                                           section.recovery_steps)
-  tx = optax.chain(moments, optax.add_decayed_weights(section.weight_decay),
-                   optax.scale_by_learning_rate(learning_rate))
+    learning_rate = optim.restart_schedule(schedule, section.reset_every, section.recovery_steps)
+  tx = optax.chain(
+      moments,
+      optax.add_decayed_weights(section.weight_decay),
+      optax.scale_by_learning_rate(learning_rate),
+  )
   if section.refactorize_every:
     tx = optim.refactorize(tx, section.refactorize_every)
   return tx
@@ -84,8 +88,10 @@ def projection_options(values: dict, mesh=None) -> optim.ProjectionOptions:
   fields = optim.ProjectionOptions._fields
   unknown = sorted(set(values) - set(fields) - {"refresh_mesh"})
   if unknown:
-    raise ValueError(f"optimizer.options.projection has unknown key {unknown[0]!r}; allowed: "
-                     f"{sorted(set(fields) - {'refresh_mesh', 'dimension_numbers'})}")
+    raise ValueError(
+        f"optimizer.options.projection has unknown key {unknown[0]!r}; allowed: "
+        f"{sorted(set(fields) - {'refresh_mesh', 'dimension_numbers'})}"
+    )
   values = dict(values)
   if values.get("refresh_axes") is not None:
     values["refresh_axes"] = tuple(values["refresh_axes"])
@@ -98,18 +104,34 @@ def _projected(factory: Callable) -> Callable:
     options = dict(section.options)
     if "projection" in options:
       options["options"] = projection_options(options.pop("projection"), mesh)
-    return factory(schedule, b1=section.b1, b2=section.b2, eps=section.eps,
-                   weight_decay=section.weight_decay, mask=target_mask, **options)
+    return factory(
+        schedule,
+        b1=section.b1,
+        b2=section.b2,
+        eps=section.eps,
+        weight_decay=section.weight_decay,
+        mask=target_mask,
+        **options,
+    )
+
   return build
 
 
 def _every_parameter(factory: Callable) -> Callable:
   """A method that routes the parameters itself: the Adam hyperparameters and
   ``section.options`` (e.g. LoRO's period ``every``) go to its factory."""
+
   def build(schedule, section, mesh=None):
     del mesh  # nothing to spread
-    return factory(schedule, b1=section.b1, b2=section.b2, eps=section.eps,
-                   weight_decay=section.weight_decay, **section.options)
+    return factory(
+        schedule,
+        b1=section.b1,
+        b2=section.b2,
+        eps=section.eps,
+        weight_decay=section.weight_decay,
+        **section.options,
+    )
+
   return build
 
 
@@ -149,8 +171,9 @@ def build_optimizer(section, schedule: optax.Schedule, mesh=None) -> optax.Gradi
   try:
     tx = method.build(schedule, section, mesh)
   except TypeError as error:  # an option the method does not take
-    raise ValueError(f"optimizer.options={section.options!r} do not fit method "
-                     f"{section.method!r}: {error}") from None
+    raise ValueError(
+        f"optimizer.options={section.options!r} do not fit method " f"{section.method!r}: {error}"
+    ) from None
   if section.clip_norm is not None:
     tx = optax.chain(optax.clip_by_global_norm(section.clip_norm), tx)
   return tx
@@ -162,5 +185,9 @@ def make_schedule(peak: float, section) -> optax.Schedule:
     return optax.constant_schedule(peak)
   warmup = int(section.warmup_ratio * section.total_steps)
   return optax.warmup_cosine_decay_schedule(
-      init_value=0.0, peak_value=peak, warmup_steps=warmup,
-      decay_steps=max(section.total_steps, warmup + 1), end_value=section.min_lr_ratio * peak)
+      init_value=0.0,
+      peak_value=peak,
+      warmup_steps=warmup,
+      decay_steps=max(section.total_steps, warmup + 1),
+      end_value=section.min_lr_ratio * peak,
+  )

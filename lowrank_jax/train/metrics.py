@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import math
 import os
-from typing import Iterable
+from collections.abc import Iterable
 
 import tqdm
 
@@ -23,6 +23,7 @@ class MetricsLogger:
     self._writer = None
     if enabled and tensorboard:
       from tensorboardX import SummaryWriter  # no TensorFlow needed
+
       self._writer = SummaryWriter(os.path.join(run_dir, "tensorboard"))
 
   def log(self, step: int, metrics: dict[str, float]) -> None:
@@ -51,12 +52,22 @@ class Progress:
   """A tqdm bar over the steps showing loss, perplexity, tokens/s and the ETA."""
 
   def __init__(self, total: int, initial: int, enabled: bool = True):
-    self._bar = tqdm.tqdm(total=total, initial=initial, disable=not enabled, unit="step",
-                          dynamic_ncols=True, smoothing=0.1)
+    self._bar = tqdm.tqdm(
+        total=total,
+        initial=initial,
+        disable=not enabled,
+        unit="step",
+        dynamic_ncols=True,
+        smoothing=0.1,
+    )
 
   def advance_to(self, step: int, loss: float, tokens_per_s: float):
-    self._bar.set_postfix(loss=f"{loss:.3f}", ppl=f"{math.exp(min(loss, 50)):.1f}",
-                          tok_s=f"{tokens_per_s:,.0f}", refresh=False)
+    self._bar.set_postfix(
+        loss=f"{loss:.3f}",
+        ppl=f"{math.exp(min(loss, 50)):.1f}",
+        tok_s=f"{tokens_per_s:,.0f}",
+        refresh=False,
+    )
     self._bar.update(step - self._bar.n)
 
   def write(self, message: str) -> None:
@@ -69,6 +80,7 @@ class Progress:
 def plot_loss_curve(records: Iterable[dict], out_png: str, title: str = "") -> None:
   """Training loss (and validation loss where present) against step, saved as a PNG."""
   import matplotlib
+
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
 

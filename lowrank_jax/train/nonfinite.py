@@ -27,7 +27,8 @@ False
 
 from __future__ import annotations
 
-from typing import Any, Callable, Sequence
+from typing import Any
+from collections.abc import Callable, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -43,8 +44,9 @@ def keep_if_finite(finite: jax.Array, new: Any, old: Any) -> Any:
   return jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, old)
 
 
-def make_injector(nan_loss_steps: Sequence[int] = (),
-                  inf_grad_steps: Sequence[int] = ()) -> Callable:
+def make_injector(
+    nan_loss_steps: Sequence[int] = (), inf_grad_steps: Sequence[int] = ()
+) -> Callable:
   """``inject(step, loss, grads) -> (loss, grads)`` poisoning the listed (1-based) steps.
 
   Args:
@@ -95,6 +97,8 @@ class NonFiniteStreak:
 
   def message(self) -> str:
     """One line for the user when the streak stopped the run."""
-    return (f"steps {self.first_bad}-{self.last_bad} were non-finite ({self.in_a_row} in a row, "
-            f"the limit faults.max_bad_steps={self.max_bad_steps}); stopped with the last good "
-            "state")
+    return (
+        f"steps {self.first_bad}-{self.last_bad} were non-finite ({self.in_a_row} in a row, "
+        f"the limit faults.max_bad_steps={self.max_bad_steps}); stopped with the last good "
+        "state"
+    )

@@ -24,8 +24,12 @@ from lowrank_jax.train.checkpoint import Checkpointer, UnreadableCheckpoint
 from lowrank_jax.train.config import TrainConfig, load_config
 from lowrank_jax.train.evaluation import evaluate
 from lowrank_jax.train.methods import build_optimizer, get_method, make_schedule
-from lowrank_jax.train.state import (TrainState, abstract_train_state, model_graphdef,
-                                     train_state_shardings)
+from lowrank_jax.train.state import (
+    TrainState,
+    abstract_train_state,
+    model_graphdef,
+    train_state_shardings,
+)
 from lowrank_jax.train.step import make_eval_step, make_lora_merge, make_train_step
 
 
@@ -44,37 +48,50 @@ class Run:
   data_sharding: NamedSharding
 
   @classmethod
-  def build(cls, config: TrainConfig) -> "Run":
+  def build(cls, config: TrainConfig) -> Run:
     """Checks what only a live setup can check (vocab, device counts) and builds the run."""
     tokenizer = load_tokenizer(config.data)
     check_vocab_fits(tokenizer, config.model_config().vocab_size)
     run = cls.without_data(config, tokenizer=tokenizer)
     data_parallel = run.mesh.shape["data"] * run.mesh.shape["fsdp"]
-    for name, batch in (("data.global_batch_size", config.data.global_batch_size),
-                        ("eval.batch_size", config.eval.batch_size)):
+    for name, batch in (
+        ("data.global_batch_size", config.data.global_batch_size),
+        ("eval.batch_size", config.eval.batch_size),
+    ):
       if batch % data_parallel:
-        raise ValueError(f"{name}={batch} is not divisible by the {data_parallel} "
-                         "data-parallel devices (mesh data x fsdp)")
+        raise ValueError(
+            f"{name}={batch} is not divisible by the {data_parallel} "
+            "data-parallel devices (mesh data x fsdp)"
+        )
     return run
 
   @classmethod
-  def without_data(cls, config: TrainConfig, devices=None, tokenizer=None) -> "Run":
+  def without_data(cls, config: TrainConfig, devices=None, tokenizer=None) -> Run:
     """The model, mesh (over ``devices``, default all), schedule, optimizer and shardings
     alone: what shape and memory questions need, no data or tokenizer required."""
     model_config = config.model_config()
     mesh = mesh_lib.make_mesh(config.mesh, devices)
     schedule = make_schedule(config.optimizer.learning_rate, config.schedule)
     tx = build_optimizer(config.optimizer_section(), schedule, mesh)
-    return cls(config, model_config, tokenizer, mesh, schedule, tx,
-               model_graphdef(model_config), train_state_shardings(model_config, tx, mesh),
-               mesh_lib.batch_sharding(mesh))
+    return cls(
+        config,
+        model_config,
+        tokenizer,
+        mesh,
+        schedule,
+        tx,
+        model_graphdef(model_config),
+        train_state_shardings(model_config, tx, mesh),
+        mesh_lib.batch_sharding(mesh),
+    )
 
   def after_update(self):
     """The model-side work of the method after an update (ReLoRA's merge), or ``None``."""
     if not get_method(self.config.optimizer.method).merge_lora:
       return None
-    return make_lora_merge(self.graphdef, self.config.optimizer_section().reset_every,
-                           self.config.seed)
+    return make_lora_merge(
+        self.graphdef, self.config.optimizer_section().reset_every, self.config.seed
+    )
 
   def abstract_state(self) -> TrainState:
     return abstract_train_state(self.model_config, self.tx, self.mesh)
@@ -84,26 +101,39 @@ class Run:
 
     ``inject``: testing only (:func:`~lowrank_jax.train.nonfinite.make_injector`).
     """
-    return jax.jit(make_train_step(self.graphdef, self.tx, self.schedule,
-                                   self.config.schedule.grad_accum, inject,
-                                   self.after_update(), self.mesh),
-                   in_shardings=(self.shardings, self.data_sharding),
-                   out_shardings=(self.shardings, mesh_lib.replicated(self.mesh)),
-                   donate_argnums=0)
+    return jax.jit(
+        make_train_step(
+            self.graphdef,
+            self.tx,
+            self.schedule,
+            self.config.schedule.grad_accum,
+            inject,
+            self.after_update(),
+            self.mesh,
+        ),
+        in_shardings=(self.shardings, self.data_sharding),
+        out_shardings=(self.shardings, mesh_lib.replicated(self.mesh)),
+        donate_argnums=0,
+    )
 
   @functools.cached_property
   def _eval_step(self):
-    return jax.jit(make_eval_step(self.graphdef, self.mesh),
-                   in_shardings=(self.shardings.params, self.shardings.frozen,
-                                 self.data_sharding))
+    return jax.jit(
+        make_eval_step(self.graphdef, self.mesh),
+        in_shardings=(self.shardings.params, self.shardings.frozen, self.data_sharding),
+    )
 
   def evaluate(self, state: TrainState) -> dict[str, float]:
     """Validation loss and perplexity of ``state`` within the validation token budget."""
-    batches = make_validation_batches(self.config.data, self.tokenizer,
-                                      sharding=self.data_sharding,
-                                      batch_size=self.config.eval.batch_size)
-    return evaluate(self._eval_step, state.params, state.frozen, batches,
-                    self.config.eval.references_divisor)
+    batches = make_validation_batches(
+        self.config.data,
+        self.tokenizer,
+        sharding=self.data_sharding,
+        batch_size=self.config.eval.batch_size,
+    )
+    return evaluate(
+        self._eval_step, state.params, state.frozen, batches, self.config.eval.references_divisor
+    )
 
   def model(self, state: TrainState) -> Llama:
     return nnx.merge(self.graphdef, state.params, state.frozen)
@@ -127,8 +157,9 @@ def load_checkpoint(run_dir: str, step: int | None = None) -> tuple[Run, TrainSt
   readable older step.
   """
   run = Run.build(saved_config(run_dir))
-  checkpointer = Checkpointer(os.path.join(run_dir, "checkpoints"), run.config.checkpoint,
-                              read_only=True)
+  checkpointer = Checkpointer(
+      os.path.join(run_dir, "checkpoints"), run.config.checkpoint, read_only=True
+  )
   steps = checkpointer.steps()
   if not steps:
     raise ValueError(f"run directory {run_dir!r} has no checkpoint")
@@ -139,8 +170,11 @@ def load_checkpoint(run_dir: str, step: int | None = None) -> tuple[Run, TrainSt
     state, _ = checkpointer.restore(step, run.abstract_state())
   except UnreadableCheckpoint as error:
     older = checkpointer.newest_readable_before(step)
-    offer = f"pass --step {older} for the newest readable older one" if older is not None \
+    offer = (
+        f"pass --step {older} for the newest readable older one"
+        if older is not None
         else "no older checkpoint is readable"
+    )
     raise UnreadableCheckpoint(step, error.path, f"{error.reason}; {offer}") from None
   checkpointer.close()
   return run, state, step

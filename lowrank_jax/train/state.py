@@ -45,8 +45,9 @@ def model_graphdef(config: LlamaConfig) -> nnx.GraphDef:
   return _split(abstract_model(config))[0]
 
 
-def train_state_shardings(config: LlamaConfig, tx: optax.GradientTransformation,
-                          mesh: Mesh) -> TrainState:
+def train_state_shardings(
+    config: LlamaConfig, tx: optax.GradientTransformation, mesh: Mesh
+) -> TrainState:
   """The ``NamedSharding`` of every leaf of the train state on ``mesh``."""
   _, params, frozen = _split(abstract_model(config))
   param_shardings = mesh_lib.state_shardings(params, mesh)
@@ -54,7 +55,8 @@ def train_state_shardings(config: LlamaConfig, tx: optax.GradientTransformation,
       step=mesh_lib.replicated(mesh),
       params=param_shardings,
       frozen=mesh_lib.state_shardings(frozen, mesh),
-      opt_state=optimizer_state_shardings(tx, params, param_shardings, mesh))
+      opt_state=optimizer_state_shardings(tx, params, param_shardings, mesh),
+  )
 
 
 def _fresh_state(config: LlamaConfig, tx: optax.GradientTransformation, seed: int) -> TrainState:
@@ -62,19 +64,24 @@ def _fresh_state(config: LlamaConfig, tx: optax.GradientTransformation, seed: in
   return TrainState(jnp.zeros((), jnp.int32), params, frozen, tx.init(params))
 
 
-def init_train_state(config: LlamaConfig, tx: optax.GradientTransformation, mesh: Mesh,
-                     seed: int) -> TrainState:
+def init_train_state(
+    config: LlamaConfig, tx: optax.GradientTransformation, mesh: Mesh, seed: int
+) -> TrainState:
   """A fresh, sharded train state (model initialised from ``seed``)."""
   shardings = train_state_shardings(config, tx, mesh)
   return jax.jit(lambda: _fresh_state(config, tx, seed), out_shardings=shardings)()
 
 
-def abstract_train_state(config: LlamaConfig, tx: optax.GradientTransformation,
-                         mesh: Mesh) -> TrainState:
+def abstract_train_state(
+    config: LlamaConfig, tx: optax.GradientTransformation, mesh: Mesh
+) -> TrainState:
   """``ShapeDtypeStruct`` leaves with shardings: the target of a checkpoint restore."""
   shapes = jax.eval_shape(lambda: _fresh_state(config, tx, 0))
-  return jax.tree.map(lambda s, sh: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sh),
-                      shapes, train_state_shardings(config, tx, mesh))
+  return jax.tree.map(
+      lambda s, sh: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sh),
+      shapes,
+      train_state_shardings(config, tx, mesh),
+  )
 
 
 def tree_bytes(tree: Any) -> int:

@@ -15,7 +15,7 @@ metrics carry ``finite`` (see :mod:`lowrank_jax.train.nonfinite`).
 from __future__ import annotations
 
 import contextlib
-from typing import Callable
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
@@ -41,10 +41,14 @@ def make_loss(graphdef: nnx.GraphDef, mesh: Mesh | None = None) -> Callable:
   With ``mesh`` the model runs under it as the ambient mesh, which lays out its activations
   (:func:`~lowrank_jax.models.llama.shard_activation_batch`).
   """
+
   def loss(params, frozen, batch, denominator):
     model = nnx.merge(graphdef, params, frozen)
-    with (contextlib.nullcontext() if mesh is None else
-          jax.sharding.use_abstract_mesh(mesh.abstract_mesh)):
+    with (
+        contextlib.nullcontext()
+        if mesh is None
+        else jax.sharding.use_abstract_mesh(mesh.abstract_mesh)
+    ):
       logits = model(batch["input_ids"])
     mean, count = next_token_loss(logits, batch["input_ids"], batch["loss_mask"])
     return mean * count / denominator, count
@@ -54,8 +58,9 @@ def make_loss(graphdef: nnx.GraphDef, mesh: Mesh | None = None) -> Callable:
 
 def _micro_batches(batch: Batch, accum: int) -> Batch:
   """``(B, ...) -> (accum, B / accum, ...)``, micro-batch ``i`` holding rows ``i::accum``."""
-  return jax.tree.map(lambda x: x.reshape(x.shape[0] // accum, accum, *x.shape[1:]).swapaxes(0, 1),
-                      batch)
+  return jax.tree.map(
+      lambda x: x.reshape(x.shape[0] // accum, accum, *x.shape[1:]).swapaxes(0, 1), batch
+  )
 
 
 def make_lora_merge(graphdef: nnx.GraphDef, every: int, seed: int) -> Callable:
@@ -64,6 +69,7 @@ def make_lora_merge(graphdef: nnx.GraphDef, every: int, seed: int) -> Callable:
   After updates ``every, 2 every, ...`` the LoRA adapters are folded into the frozen weights
   and re-initialised (:func:`~lowrank_jax.models.lora.merge_lora_adapters`); a no-op between.
   """
+
   def merge(params, frozen, key):
     model = nnx.merge(graphdef, params, frozen)
     merge_lora_adapters(model, key)
@@ -77,10 +83,15 @@ def make_lora_merge(graphdef: nnx.GraphDef, every: int, seed: int) -> Callable:
   return after_update
 
 
-def make_train_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformation,
-                    schedule: optax.Schedule, grad_accum: int = 1,
-                    inject: Callable | None = None,
-                    after_update: Callable | None = None, mesh: Mesh | None = None) -> Callable:
+def make_train_step(
+    graphdef: nnx.GraphDef,
+    tx: optax.GradientTransformation,
+    schedule: optax.Schedule,
+    grad_accum: int = 1,
+    inject: Callable | None = None,
+    after_update: Callable | None = None,
+    mesh: Mesh | None = None,
+) -> Callable:
   """``step(state, batch) -> (state, metrics)``; jit it with shardings and donation.
 
   Args:
@@ -101,14 +112,16 @@ def make_train_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformation,
     if grad_accum == 1:
       (loss, count), grads = grad_fn(state.params, state.frozen, batch, denominator)
     else:
+
       def accumulate(carry, micro):
         (loss, count), grads = grad_fn(state.params, state.frozen, micro, denominator)
         grads = jax.tree.map(lambda g: g.astype(jnp.float32), grads)
         return jax.tree.map(jnp.add, carry, (loss, count, grads)), None
 
       zeros = jax.tree.map(lambda p: jnp.zeros(p.shape, jnp.float32), state.params)
-      (loss, count, grads), _ = jax.lax.scan(accumulate, (0.0, 0.0, zeros),
-                                             _micro_batches(batch, grad_accum))
+      (loss, count, grads), _ = jax.lax.scan(
+          accumulate, (0.0, 0.0, zeros), _micro_batches(batch, grad_accum)
+      )
       grads = jax.tree.map(lambda g, p: g.astype(p.dtype), grads, state.params)
     if inject is not None:
       loss, grads = inject(state.step + 1, loss, grads)
@@ -120,9 +133,15 @@ def make_train_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformation,
     if after_update is not None:
       params, frozen = after_update(state.step + 1, params, frozen)
     params, frozen, opt_state = nonfinite.keep_if_finite(
-        finite, (params, frozen, opt_state), (state.params, state.frozen, state.opt_state))
-    metrics = {"loss": loss, "grad_norm": grad_norm, "finite": finite,
-               "lr": jnp.asarray(schedule(state.step), jnp.float32), "tokens": count}
+        finite, (params, frozen, opt_state), (state.params, state.frozen, state.opt_state)
+    )
+    metrics = {
+        "loss": loss,
+        "grad_norm": grad_norm,
+        "finite": finite,
+        "lr": jnp.asarray(schedule(state.step), jnp.float32),
+        "tokens": count,
+    }
     return TrainState(state.step + 1, params, frozen, opt_state), metrics
 
   return step

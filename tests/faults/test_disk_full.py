@@ -36,7 +36,10 @@ def test_a_failed_save_names_the_step_and_keeps_the_previous_checkpoint(tmp_path
     status = main(["train", *overrides(run_dir, "schedule.total_steps=4", "checkpoint.every=2")])
   err = capsys.readouterr().err
   assert status == 1 and err.count("\n") == 1 and "Traceback" not in err
-  assert "could not save checkpoint step 4" in err and "the newest complete checkpoint, step 2, is intact" in err
+  assert (
+      "could not save checkpoint step 4" in err
+      and "the newest complete checkpoint, step 2, is intact" in err
+  )
   assert "File too large (errno 27)" in err
   assert committed_steps(run_dir) == [2]
   assert file_hashes(run_dir / "checkpoints" / "2") == before

@@ -10,8 +10,17 @@ from lowrank_jax.train import digests
 from lowrank_jax.train.config import load_config
 from lowrank_jax.train.loop import train
 
-from fault_helpers import (CONSTANT, FOREVER, committed_steps, logged_steps, loss_records,
-                           overrides, saves_in_flight, start_training, wait_until)
+from fault_helpers import (
+    CONSTANT,
+    FOREVER,
+    committed_steps,
+    logged_steps,
+    loss_records,
+    overrides,
+    saves_in_flight,
+    start_training,
+    wait_until,
+)
 
 EVERY_2 = "checkpoint.every=2"
 
@@ -35,16 +44,19 @@ def kill_and_resume(run_dir, reference, ready) -> tuple[int, list[str]]:
   unfinished, killed_at = saves_in_flight(run_dir), logged_steps(run_dir)
   assert killed_at < len(reference)
   # Each committed checkpoint is sealed within a step of its commit: all but the newest are.
-  assert all(digests.is_sealed(run_dir / "checkpoints" / str(step))
-             for step in committed_steps(run_dir)[:-1])
+  assert all(
+      digests.is_sealed(run_dir / "checkpoints" / str(step))
+      for step in committed_steps(run_dir)[:-1]
+  )
   train(load_config(overrides=overrides(run_dir, CONSTANT, "schedule.total_steps=24", EVERY_2)))
   records = loss_records(run_dir)
   assert all(loss == reference[step] for step, loss in records)  # bitwise
   times_logged = collections.Counter(step for step, _ in records)
   assert set(times_logged) == set(reference)
   # The steps after the newest complete checkpoint ran twice: the resume started there.
-  assert [s for s, n in sorted(times_logged.items()) if n == 2] == list(range(newest + 1,
-                                                                               killed_at + 1))
+  assert [s for s, n in sorted(times_logged.items()) if n == 2] == list(
+      range(newest + 1, killed_at + 1)
+  )
   assert not saves_in_flight(run_dir)  # leftovers of the killed save are cleaned
   return newest, unfinished
 
@@ -58,7 +70,8 @@ def test_kill9_at_a_random_step_resumes_from_the_last_checkpoint(tmp_path, refer
 def test_kill9_during_an_async_save_never_restores_the_partial_one(tmp_path, reference):
   run_dir = tmp_path / "run"
   newest, unfinished = kill_and_resume(
-      run_dir, reference, lambda: logged_steps(run_dir) >= 4 and saves_in_flight(run_dir))
+      run_dir, reference, lambda: logged_steps(run_dir) >= 4 and saves_in_flight(run_dir)
+  )
   assert unfinished, "the child was not killed while saving"
   partial_step = int(unfinished[0].rsplit("/", 1)[1].split(".")[0])
   assert newest < partial_step

@@ -21,17 +21,22 @@ from lowrank_jax.train.step import make_train_step
 
 from fault_helpers import overrides
 
-CONFIG = LlamaConfig.preset("nano", num_layers=1, hidden_size=16, intermediate_size=32,
-                            num_heads=2, vocab_size=32)
+CONFIG = LlamaConfig.preset(
+    "nano", num_layers=1, hidden_size=16, intermediate_size=32, num_heads=2, vocab_size=32
+)
 
 
-@pytest.mark.parametrize("poison", [dict(nan_loss_steps=(2,)), dict(inf_grad_steps=(2,))],
-                         ids=["nan_loss", "inf_grad"])
+@pytest.mark.parametrize(
+    "poison", [dict(nan_loss_steps=(2,)), dict(inf_grad_steps=(2,))], ids=["nan_loss", "inf_grad"]
+)
 def test_a_poisoned_step_leaves_the_state_unchanged(poison):
   tx = optax.adamw(1e-2)
   mesh = mesh_lib.make_mesh(MeshSection(data=1), jax.devices()[:1])
-  step = jax.jit(make_train_step(model_graphdef(CONFIG), tx, optax.constant_schedule(1e-2),
-                                 inject=make_injector(**poison)))
+  step = jax.jit(
+      make_train_step(
+          model_graphdef(CONFIG), tx, optax.constant_schedule(1e-2), inject=make_injector(**poison)
+      )
+  )
   batch = {"input_ids": jnp.arange(24).reshape(2, 12) % 32, "loss_mask": jnp.ones((2, 12))}
   first, metrics_1 = step(init_train_state(CONFIG, tx, mesh, seed=0), batch)
   second, metrics_2 = step(first, batch)
@@ -39,16 +44,28 @@ def test_a_poisoned_step_leaves_the_state_unchanged(poison):
   assert [bool(m["finite"]) for m in (metrics_1, metrics_2, metrics_3)] == [True, False, True]
   assert int(second.step) == 2  # the batch is consumed
   chex.assert_trees_all_equal((second.params, second.opt_state), (first.params, first.opt_state))
-  assert any(not np.array_equal(a, b) for a, b in zip(jax.tree.leaves(third.params),
-                                                      jax.tree.leaves(second.params)))
+  assert any(
+      not np.array_equal(a, b)
+      for a, b in zip(jax.tree.leaves(third.params), jax.tree.leaves(second.params))
+  )
 
 
 def test_a_streak_of_bad_steps_stops_with_the_last_good_state(tmp_path, capsys):
   run_dir = tmp_path / "run"
-  status = main(["train", *overrides(run_dir, "faults.nan_loss_steps=[2]",
-                                     "faults.inf_grad_steps=[4, 5, 6, 7, 8]",
-                                     "faults.max_bad_steps=3", "schedule.total_steps=10",
-                                     "checkpoint.every=2", "checkpoint.keep=5")])
+  status = main(
+      [
+          "train",
+          *overrides(
+              run_dir,
+              "faults.nan_loss_steps=[2]",
+              "faults.inf_grad_steps=[4, 5, 6, 7, 8]",
+              "faults.max_bad_steps=3",
+              "schedule.total_steps=10",
+              "checkpoint.every=2",
+              "checkpoint.keep=5",
+          ),
+      ]
+  )
   err = capsys.readouterr().err
   assert status == 1 and err.count("\n") == 1 and "Traceback" not in err
   assert "steps 4-6 were non-finite (3 in a row, the limit faults.max_bad_steps=3)" in err

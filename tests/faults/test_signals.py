@@ -7,8 +7,14 @@ import time
 
 from lowrank_jax.train import digests
 
-from fault_helpers import (FOREVER, committed_steps, logged_steps, saves_in_flight,
-                           start_training, wait_until)
+from fault_helpers import (
+    FOREVER,
+    committed_steps,
+    logged_steps,
+    saves_in_flight,
+    start_training,
+    wait_until,
+)
 
 BOUND_S = 60
 
@@ -17,8 +23,9 @@ def test_sigterm_during_evaluation_and_a_save_checkpoints_and_exits_0(tmp_path):
   run_dir = tmp_path / "run"
   # Every step saves and then evaluates (20k validation tokens), so a save is in flight
   # while most of the wall time goes to evaluation.
-  process = start_training(run_dir, FOREVER, "checkpoint.every=1", "eval.every=1",
-                           "data.validation_tokens=20000")
+  process = start_training(
+      run_dir, FOREVER, "checkpoint.every=1", "eval.every=1", "data.validation_tokens=20000"
+  )
   wait_until(process, lambda: logged_steps(run_dir) >= 3 and saves_in_flight(run_dir))
   in_flight = int(saves_in_flight(run_dir)[0].rsplit("/", 1)[1].split(".")[0])
   process.send_signal(signal.SIGTERM)

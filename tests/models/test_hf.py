@@ -13,16 +13,26 @@ from lowrank_jax.models.hf import export_hf, from_hf_llama, to_hf_llama
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
-CONFIG = dict(vocab_size=101, hidden_size=64, intermediate_size=96, num_heads=4, num_layers=2,
-              max_seq_len=32)
+CONFIG = dict(
+    vocab_size=101, hidden_size=64, intermediate_size=96, num_heads=4, num_layers=2, max_seq_len=32
+)
 
 
 def hf_model(seed=0):
   torch.manual_seed(seed)
   config = transformers.LlamaConfig(
-      vocab_size=101, hidden_size=64, intermediate_size=96, num_attention_heads=4,
-      num_key_value_heads=4, num_hidden_layers=2, max_position_embeddings=32, rms_norm_eps=1e-6,
-      rope_theta=10000.0, tie_word_embeddings=False, attn_implementation="eager")
+      vocab_size=101,
+      hidden_size=64,
+      intermediate_size=96,
+      num_attention_heads=4,
+      num_key_value_heads=4,
+      num_hidden_layers=2,
+      max_position_embeddings=32,
+      rms_norm_eps=1e-6,
+      rope_theta=10000.0,
+      tie_word_embeddings=False,
+      attn_implementation="eager",
+  )
   model = transformers.LlamaForCausalLM(config).eval()
   with torch.no_grad():  # HF initialises norms to 1; perturb them so their mapping is tested
     for name, p in model.named_parameters():

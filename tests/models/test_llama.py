@@ -7,11 +7,18 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from lowrank_jax.models import (DtypePolicy, Llama, LlamaConfig, abstract_model, count_params,
-                                next_token_loss)
+from lowrank_jax.models import (
+    DtypePolicy,
+    Llama,
+    LlamaConfig,
+    abstract_model,
+    count_params,
+    next_token_loss,
+)
 
-TINY = dict(num_layers=2, vocab_size=97, hidden_size=32, intermediate_size=48, num_heads=4,
-            max_seq_len=64)
+TINY = dict(
+    num_layers=2, vocab_size=97, hidden_size=32, intermediate_size=48, num_heads=4, max_seq_len=64
+)
 
 
 def tiny(**overrides):
@@ -51,8 +58,9 @@ def test_stacked_and_looped_layers_compute_the_same_function():
   chex.assert_trees_all_close(stacked(ids), looped(ids), atol=1e-5, rtol=1e-5)
 
 
-@pytest.mark.parametrize("name,expected", [("60m", 58.1e6), ("130m", 134.1e6),
-                                           ("350m", 368.0e6), ("1b", 1339e6)])
+@pytest.mark.parametrize(
+    "name,expected", [("60m", 58.1e6), ("130m", 134.1e6), ("350m", 368.0e6), ("1b", 1339e6)]
+)
 def test_parameter_counts_match_the_paper(name, expected):
   assert abs(count_params(LlamaConfig.preset(name)) - expected) / expected < 0.01
 
@@ -114,11 +122,14 @@ def test_loss_ignores_padded_targets():
   np.testing.assert_allclose(next_token_loss(changed, ids, mask)[0], loss, rtol=1e-6)
 
 
-@pytest.mark.parametrize("kwargs,match", [
-    (dict(num_heads=5), "not divisible"),
-    (dict(hidden_size=0), "hidden_size=0"),
-    (dict(rms_norm_eps=0.0), "rms_norm_eps"),
-])
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [
+        (dict(num_heads=5), "not divisible"),
+        (dict(hidden_size=0), "hidden_size=0"),
+        (dict(rms_norm_eps=0.0), "rms_norm_eps"),
+    ],
+)
 def test_bad_config_is_rejected_with_the_value(kwargs, match):
   with pytest.raises(ValueError, match=match):
     tiny(**kwargs)

@@ -27,7 +27,8 @@ def test_gradients_equal_the_plain_products(x_shape):
 def test_cotangents_keep_the_operand_dtypes():
   x = jnp.ones((4, 8), jnp.bfloat16)
   w = jnp.ones((8, 3), jnp.float32)
-  dx, dw = jax.grad(lambda x, w: loss(lambda a, b: matmul(a, b.astype(a.dtype)), x, w),
-                    argnums=(0, 1))(x, w)
+  dx, dw = jax.grad(
+      lambda x, w: loss(lambda a, b: matmul(a, b.astype(a.dtype)), x, w), argnums=(0, 1)
+  )(x, w)
   assert (dx.dtype, dw.dtype) == (jnp.bfloat16, jnp.float32)
   assert matmul(x, w.astype(jnp.bfloat16)).dtype == jnp.bfloat16

@@ -19,15 +19,22 @@ from lowrank_jax.models.sltrain import SparseSupport
 
 LINEAR_KINDS = ("lowrank", "lora", "sltrain")  # the kinds with a dense kernel
 KINDS = LINEAR_KINDS + ("cola",)
-TINY = dict(num_layers=2, vocab_size=32, hidden_size=16, intermediate_size=24, num_heads=2,
-            max_seq_len=16)
+TINY = dict(
+    num_layers=2, vocab_size=32, hidden_size=16, intermediate_size=24, num_heads=2, max_seq_len=16
+)
 
 
-def layer(kind, in_features=12, out_features=10, *, rank=3, seed=0, dtype=jnp.float32,
-          **options):
-  return make_linear(LinearConfig(kind=kind, rank=rank, **options), in_features, out_features,
-                     ("embed", "mlp"), init_std=0.02, param_dtype=dtype, compute_dtype=dtype,
-                     rngs=nnx.Rngs(seed))
+def layer(kind, in_features=12, out_features=10, *, rank=3, seed=0, dtype=jnp.float32, **options):
+  return make_linear(
+      LinearConfig(kind=kind, rank=rank, **options),
+      in_features,
+      out_features,
+      ("embed", "mlp"),
+      init_std=0.02,
+      param_dtype=dtype,
+      compute_dtype=dtype,
+      rngs=nnx.Rngs(seed),
+  )
 
 
 def perturb(module, seed=1, scale=1.0):
@@ -36,8 +43,12 @@ def perturb(module, seed=1, scale=1.0):
   state = nnx.state(module, nnx.Param)
   leaves, treedef = jax.tree.flatten(state)
   keys = jax.random.split(jax.random.key(seed), len(leaves))
-  nnx.update(module, treedef.unflatten(
-      [scale * jax.random.normal(k, x.shape, x.dtype) for k, x in zip(keys, leaves)]))
+  nnx.update(
+      module,
+      treedef.unflatten(
+          [scale * jax.random.normal(k, x.shape, x.dtype) for k, x in zip(keys, leaves)]
+      ),
+  )
   return module
 
 
@@ -62,9 +73,12 @@ def test_dense_kernels_follow_the_formulas():
   a, b = np.asarray(low_rank.a[...]), np.asarray(low_rank.b[...])
   np.testing.assert_allclose(low_rank.dense_kernel(), 2.0 * a @ b, rtol=1e-5)  # alpha/r = 2
   lora = perturb(layer("lora", alpha=6.0))
-  np.testing.assert_allclose(lora.dense_kernel(),
-                             lora.base[...] + 2.0 * np.asarray(lora.a[...]) @ lora.b[...],
-                             rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(
+      lora.dense_kernel(),
+      lora.base[...] + 2.0 * np.asarray(lora.a[...]) @ lora.b[...],
+      rtol=1e-5,
+      atol=1e-6,
+  )
   sltrain = perturb(layer("sltrain", alpha=6.0, sparsity=0.2))
   sparse = np.zeros(12 * 10, np.float32)
   sparse[np.asarray(sltrain.support[...])] = sltrain.values[...]
@@ -101,7 +115,7 @@ def test_init_statistics():
   assert not np.any(sltrain.b[...])
   assert_uniform(sltrain.values[...], 1 / math.sqrt(n))
   cola = layer("cola", n, m, rank=r)
-  std = r ** -0.25 * (m + n) ** -0.25
+  std = r**-0.25 * (m + n) ** -0.25
   for factor in (cola.a[...], cola.b[...]):
     np.testing.assert_allclose(np.std(factor), std, rtol=0.05)
     assert abs(np.mean(factor)) < 0.05 * std
@@ -121,8 +135,7 @@ def test_parameter_counts_by_hand():
   others = 2 * vocab * d + (2 * layers + 1) * d  # embeddings, lm_head, norms
   low_rank = sum((m + n) * r for m, n in shapes)
   sparse = sum(int(0.1 * m * n) for m, n in shapes)
-  expected = {"lowrank": low_rank, "lora": low_rank, "cola": low_rank,
-              "sltrain": low_rank + sparse}
+  expected = {"lowrank": low_rank, "lora": low_rank, "cola": low_rank, "sltrain": low_rank + sparse}
   for kind, per_block in expected.items():
     assert count_params(tiny(kind)) == others + layers * per_block, kind
 
@@ -152,9 +165,15 @@ def test_gradients_reach_exactly_the_trainable_factors(kind):
 
 
 def test_rank_and_options_are_validated():
-  for bad in (dict(kind="lowrank"), dict(kind="lora", rank=0), dict(kind="cola", rank=2.5),
-              dict(kind="lowrank", rank=2, alpha=0.0), dict(kind="sltrain", rank=2, sparsity=0),
-              dict(kind="sltrain", rank=2, sparsity=1.5), dict(kind="nope")):
+  for bad in (
+      dict(kind="lowrank"),
+      dict(kind="lora", rank=0),
+      dict(kind="cola", rank=2.5),
+      dict(kind="lowrank", rank=2, alpha=0.0),
+      dict(kind="sltrain", rank=2, sparsity=0),
+      dict(kind="sltrain", rank=2, sparsity=1.5),
+      dict(kind="nope"),
+  ):
     with pytest.raises(ValueError):
       LinearConfig(**bad)
   with pytest.raises(ValueError, match="rank <= min"):
@@ -201,16 +220,18 @@ def supports(model):
 @pytest.mark.parametrize("scan_layers,dtype", [(False, "bf16"), (True, "fp32")])
 @pytest.mark.parametrize("kind", KINDS)
 def test_llama_runs_a_jitted_gradient_step(kind, scan_layers, dtype):
-  model = Llama(tiny(kind, scan_layers=scan_layers, dtype=DtypePolicy.named(dtype)),
-                rngs=nnx.Rngs(0))
+  model = Llama(
+      tiny(kind, scan_layers=scan_layers, dtype=DtypePolicy.named(dtype)), rngs=nnx.Rngs(0)
+  )
   ids = jax.random.randint(jax.random.key(1), (2, 8), 0, 32)
   before = supports(model)
   loss, grads, params = train_step(model, ids)
   assert np.isfinite(loss) and abs(float(loss) - math.log(32)) < 1.0
   chex.assert_trees_all_equal_shapes_and_dtypes(grads, params)
   chex.assert_tree_all_finite(grads)
-  floats = [leaf for leaf in jax.tree.leaves(nnx.state(model))
-            if jnp.issubdtype(leaf.dtype, jnp.floating)]
+  floats = [
+      leaf for leaf in jax.tree.leaves(nnx.state(model)) if jnp.issubdtype(leaf.dtype, jnp.floating)
+  ]
   assert {leaf.dtype for leaf in floats} == {DtypePolicy.named(dtype).param}
   block = grads["layers"] if scan_layers else grads["layers"][1]
   factor = "a" if kind in ("lowrank", "cola") else "b"  # b = 0 leaves a without gradient
@@ -232,8 +253,9 @@ def test_llama_runs_a_jitted_gradient_step(kind, scan_layers, dtype):
       np.testing.assert_array_equal(old, new)
 
 
-@pytest.mark.parametrize("kind,scan_layers", [("lowrank", False), ("lora", True),
-                                              ("sltrain", True)])
+@pytest.mark.parametrize(
+    "kind,scan_layers", [("lowrank", False), ("lora", True), ("sltrain", True)]
+)
 def test_a_dense_model_loaded_from_the_export_computes_the_same_function(kind, scan_layers):
   model = Llama(tiny(kind, scan_layers=scan_layers), rngs=nnx.Rngs(0))
   perturb(model.layers, seed=3, scale=0.1)  # give b (zero at init) a value
@@ -264,8 +286,9 @@ def test_relora_merges_every_adapter_of_a_stacked_model():
   before = forward(model)
   merge_lora_adapters(model, jax.random.key(2))
   chex.assert_trees_all_close(forward(model), before, rtol=1e-4, atol=1e-5)
-  b_leaves = [v.get_value() for p, v in nnx.to_flat_state(nnx.state(model, nnx.Param))
-              if p[-1] == "b"]
+  b_leaves = [
+      v.get_value() for p, v in nnx.to_flat_state(nnx.state(model, nnx.Param)) if p[-1] == "b"
+  ]
   assert len(b_leaves) == 7 and not any(np.any(b) for b in b_leaves)
   a = model.layers.mlp.up_proj.a[...]
   assert not np.allclose(a[0], a[1])  # each layer gets its own new adapter

@@ -36,137 +36,135 @@ WEIGHT_DECAY = 0.01
 
 
 def initial_params() -> dict[str, np.ndarray]:
-    """N(0, 0.02) weights, as in LLaMA: small enough that float32 rounding of the
-    weights (about 1e-9 here) stays far below 1e-4 of the ~1e-3 changes."""
-    rng = np.random.default_rng(0)
-    return {
-        name: (0.02 * rng.normal(size=shape)).astype(np.float32) for name, shape in SHAPES.items()
-    }
+  """N(0, 0.02) weights, as in LLaMA: small enough that float32 rounding of the
+  weights (about 1e-9 here) stays far below 1e-4 of the ~1e-3 changes."""
+  rng = np.random.default_rng(0)
+  return {
+      name: (0.02 * rng.normal(size=shape)).astype(np.float32) for name, shape in SHAPES.items()
+  }
 
 
 def gradient_sequence() -> list[dict[str, np.ndarray]]:
-    """Gaussian gradients; on SPIKE_STEPS two entries per leaf are scaled by 1000."""
-    rng = np.random.default_rng(1)
-    sequence = []
-    for step in range(1, NUM_STEPS + 1):
-        grads = {}
-        for name, shape in SHAPES.items():
-            grad = rng.normal(size=shape).astype(np.float32)
-            if step in SPIKE_STEPS:
-                flat = grad.reshape(-1)
-                flat[rng.choice(flat.size, size=2, replace=False)] *= 1000.0
-            if name == "sometimes_idle" and step in IDLE_STEPS:
-                grad = np.zeros_like(grad)
-            grads[name] = grad
-        sequence.append(grads)
-    return sequence
+  """Gaussian gradients; on SPIKE_STEPS two entries per leaf are scaled by 1000."""
+  rng = np.random.default_rng(1)
+  sequence = []
+  for step in range(1, NUM_STEPS + 1):
+    grads = {}
+    for name, shape in SHAPES.items():
+      grad = rng.normal(size=shape).astype(np.float32)
+      if step in SPIKE_STEPS:
+        flat = grad.reshape(-1)
+        flat[rng.choice(flat.size, size=2, replace=False)] *= 1000.0
+      if name == "sometimes_idle" and step in IDLE_STEPS:
+        grad = np.zeros_like(grad)
+      grads[name] = grad
+    sequence.append(grads)
+  return sequence
 
 
 def reference_change(optimizer_class, **kwargs) -> dict[str, np.ndarray]:
-    """Parameter change after running the torch reference over the sequence."""
-    start = initial_params()
-    params = {name: torch.nn.Parameter(torch.tensor(value)) for name, value in start.items()}
-    optimizer = optimizer_class(list(params.values()), foreach=False, **kwargs)
-    for grads in gradient_sequence():
-        for name, param in params.items():
-            param.grad = torch.tensor(grads[name])
-        optimizer.step()
-    return {name: param.detach().numpy() - start[name] for name, param in params.items()}
+  """Parameter change after running the torch reference over the sequence."""
+  start = initial_params()
+  params = {name: torch.nn.Parameter(torch.tensor(value)) for name, value in start.items()}
+  optimizer = optimizer_class(list(params.values()), foreach=False, **kwargs)
+  for grads in gradient_sequence():
+    for name, param in params.items():
+      param.grad = torch.tensor(grads[name])
+    optimizer.step()
+  return {name: param.detach().numpy() - start[name] for name, param in params.items()}
 
 
 def our_change(transform: optax.GradientTransformation) -> dict[str, np.ndarray]:
-    """Parameter change after running our jitted transform over the sequence."""
-    start = initial_params()
-    params = jax.tree.map(jax.numpy.asarray, start)
-    state = transform.init(params)
+  """Parameter change after running our jitted transform over the sequence."""
+  start = initial_params()
+  params = jax.tree.map(jax.numpy.asarray, start)
+  state = transform.init(params)
 
-    @jax.jit
-    def step(params, state, grads):
-        updates, state = transform.update(grads, state, params)
-        return optax.apply_updates(params, updates), state
+  @jax.jit
+  def step(params, state, grads):
+    updates, state = transform.update(grads, state, params)
+    return optax.apply_updates(params, updates), state
 
-    for grads in gradient_sequence():
-        params, state = step(params, state, grads)
-    return {name: np.asarray(params[name]) - start[name] for name in start}
+  for grads in gradient_sequence():
+    params, state = step(params, state, grads)
+  return {name: np.asarray(params[name]) - start[name] for name in start}
 
 
 def assert_changes_match(ours, theirs):
-    """1e-4 relative per entry; entries near zero are held to 1e-4 of the leaf's scale."""
-    for name in SHAPES:
-        scale = np.abs(theirs[name]).max()
-        np.testing.assert_allclose(
-            ours[name], theirs[name], rtol=1e-4, atol=1e-4 * scale, err_msg=name
-        )
+  """1e-4 relative per entry; entries near zero are held to 1e-4 of the leaf's scale."""
+  for name in SHAPES:
+    scale = np.abs(theirs[name]).max()
+    np.testing.assert_allclose(ours[name], theirs[name], rtol=1e-4, atol=1e-4 * scale, err_msg=name)
 
 
 def assert_changes_differ(changes, other):
-    assert any(not np.allclose(changes[n], other[n], rtol=1e-3) for n in SHAPES)
+  assert any(not np.allclose(changes[n], other[n], rtol=1e-3) for n in SHAPES)
 
 
 SPAM_SETTINGS = dict(warmup_steps=3, spike_grace_steps=2)
 
 
 def reference_spam(spike_threshold: float) -> dict[str, np.ndarray]:
-    return reference_change(
-        reference.SPAM,
-        lr=LEARNING_RATE,
-        betas=(0.9, 0.999),
-        eps=1e-6,
-        weight_decay=WEIGHT_DECAY,
-        density=1.0,
-        threshold=spike_threshold,
-        update_proj_gap=RESET_INTERVAL,
-        warmup_epoch=SPAM_SETTINGS["warmup_steps"],
-        grad_accu_steps=SPAM_SETTINGS["spike_grace_steps"],
-    )
+  return reference_change(
+      reference.SPAM,
+      lr=LEARNING_RATE,
+      betas=(0.9, 0.999),
+      eps=1e-6,
+      weight_decay=WEIGHT_DECAY,
+      density=1.0,
+      threshold=spike_threshold,
+      update_proj_gap=RESET_INTERVAL,
+      warmup_epoch=SPAM_SETTINGS["warmup_steps"],
+      grad_accu_steps=SPAM_SETTINGS["spike_grace_steps"],
+  )
 
 
 @pytest.mark.parametrize("spike_threshold", [5000.0, 0.0])
 def test_spam_matches_pytorch_optimizer(spike_threshold):
-    ours = our_change(
-        spam(
-            LEARNING_RATE,
-            weight_decay=WEIGHT_DECAY,
-            spike_threshold=spike_threshold,
-            reset_interval=RESET_INTERVAL,
-            **SPAM_SETTINGS,
-        )
-    )
-    assert_changes_match(ours, reference_spam(spike_threshold))
+  ours = our_change(
+      spam(
+          LEARNING_RATE,
+          weight_decay=WEIGHT_DECAY,
+          spike_threshold=spike_threshold,
+          reset_interval=RESET_INTERVAL,
+          **SPAM_SETTINGS,
+      )
+  )
+  assert_changes_match(ours, reference_spam(spike_threshold))
 
 
 def test_spam_spike_clipping_triggers():
-    assert_changes_differ(reference_spam(5000.0), reference_spam(0.0))
+  assert_changes_differ(reference_spam(5000.0), reference_spam(0.0))
 
 
 def reference_stable_spam(theta: float) -> dict[str, np.ndarray]:
-    return reference_change(
-        reference.StableSPAM,
-        lr=LEARNING_RATE,
-        betas=(0.9, 0.999),
-        eps=1e-8,
-        weight_decay=WEIGHT_DECAY,
-        gamma1=0.7,
-        gamma2=0.9,
-        theta=theta,
-        update_proj_gap=RESET_INTERVAL,
-    )
+  return reference_change(
+      reference.StableSPAM,
+      lr=LEARNING_RATE,
+      betas=(0.9, 0.999),
+      eps=1e-8,
+      weight_decay=WEIGHT_DECAY,
+      gamma1=0.7,
+      gamma2=0.9,
+      theta=theta,
+      update_proj_gap=RESET_INTERVAL,
+  )
 
 
 @pytest.mark.parametrize("theta", [0.999, 0.0])
 def test_stable_spam_matches_pytorch_optimizer(theta):
-    ours = our_change(
-        stable_spam(
-            LEARNING_RATE,
-            weight_decay=WEIGHT_DECAY,
-            gamma1=0.7,
-            gamma2=0.9,
-            theta=theta,
-            reset_interval=RESET_INTERVAL,
-        )
-    )
-    assert_changes_match(ours, reference_stable_spam(theta))
+  ours = our_change(
+      stable_spam(
+          LEARNING_RATE,
+          weight_decay=WEIGHT_DECAY,
+          gamma1=0.7,
+          gamma2=0.9,
+          theta=theta,
+          reset_interval=RESET_INTERVAL,
+      )
+  )
+  assert_changes_match(ours, reference_stable_spam(theta))
 
 
 def test_stable_spam_adaptive_clipping_triggers():
-    assert_changes_differ(reference_stable_spam(0.999), reference_stable_spam(0.0))
+  assert_changes_differ(reference_stable_spam(0.999), reference_stable_spam(0.0))

@@ -23,8 +23,10 @@ from lowrank_jax.optim.restart_schedule import restart_schedule
 def random_pair(key, lead, p, r, q):
   """Unbalanced factors: the left one large, the right one small."""
   key_a, key_b = jax.random.split(key)
-  return (10.0 * jax.random.normal(key_a, lead + (p, r)),
-          0.1 * jax.random.normal(key_b, lead + (r, q)))
+  return (
+      10.0 * jax.random.normal(key_a, lead + (p, r)),
+      0.1 * jax.random.normal(key_b, lead + (r, q)),
+  )
 
 
 def relative_error(x, y):
@@ -40,8 +42,9 @@ def test_balanced_factors_keep_the_product_and_balance_it_like_a_full_svd(lead):
   new_a, new_b = balanced_factors(a, b)
   assert relative_error(new_a @ new_b, a @ b) < 1e-5
   # Reference: the singular values of the full product, in float64.
-  singular = np.linalg.svd(np.asarray(a, np.float64) @ np.asarray(b, np.float64),
-                           compute_uv=False)[..., :3]
+  singular = np.linalg.svd(np.asarray(a, np.float64) @ np.asarray(b, np.float64), compute_uv=False)[
+      ..., :3
+  ]
   gram_a = jnp.swapaxes(new_a, -1, -2) @ new_a
   gram_b = new_b @ jnp.swapaxes(new_b, -1, -2)
   expected = np.zeros(lead + (3, 3))
@@ -54,8 +57,11 @@ def factor_params(key):
   key_1, key_2, key_3 = jax.random.split(key, 3)
   a, b = random_pair(key_1, (), 8, 2, 6)
   stacked_a, stacked_b = random_pair(key_2, (4,), 6, 3, 5)
-  return {"q_proj": {"a": a, "b": b}, "mlp": {"a": stacked_a, "b": stacked_b},
-          "norm": jax.random.normal(key_3, (6,))}
+  return {
+      "q_proj": {"a": a, "b": b},
+      "mlp": {"a": stacked_a, "b": stacked_b},
+      "norm": jax.random.normal(key_3, (6,)),
+  }
 
 
 def test_refactorize_lands_on_balanced_factors_of_the_updated_params():
@@ -94,7 +100,8 @@ def alongside(optimizer, inner, params, steps, reset_every=None):
 def test_refactorize_is_a_no_op_between_its_steps():
   inner = optax.adam(1e-2)
   for step, updates, state, expected, inner_state in alongside(
-      refactorize(inner, every=3), inner, factor_params(jax.random.key(2)), 6):
+      refactorize(inner, every=3), inner, factor_params(jax.random.key(2)), 6
+  ):
     if step % 3:
       chex.assert_trees_all_close(updates, expected, rtol=1e-6, atol=0)
     else:
@@ -105,36 +112,58 @@ def test_refactorize_is_a_no_op_between_its_steps():
 
 def test_refactorize_pairs_the_factors_of_a_low_rank_llama():
   # The tiny model of tests/models/test_parameterizations.py (shared compiled ops).
-  config = LlamaConfig.preset("nano", num_layers=2, vocab_size=32, hidden_size=16,
-                              intermediate_size=24, num_heads=2, max_seq_len=16,
-                              scan_layers=True,
-                              linear=LinearConfig(kind="sltrain", rank=4, alpha=8.0,
-                                                  sparsity=0.1))
+  config = LlamaConfig.preset(
+      "nano",
+      num_layers=2,
+      vocab_size=32,
+      hidden_size=16,
+      intermediate_size=24,
+      num_heads=2,
+      max_seq_len=16,
+      scan_layers=True,
+      linear=LinearConfig(kind="sltrain", rank=4, alpha=8.0, sparsity=0.1),
+  )
   model = Llama(config, rngs=nnx.Rngs(0))
   params = nnx.state(model, nnx.Param)
-  labels = [label for label in jax.tree.leaves(sibling_factors()(params),
-                                               is_leaf=lambda x: isinstance(x, Factor))]
+  labels = [
+      label
+      for label in jax.tree.leaves(
+          sibling_factors()(params), is_leaf=lambda x: isinstance(x, Factor)
+      )
+  ]
   assert len(labels) == 2 * 7 and {label.side for label in labels} == {"left", "right"}
   params = jax.tree.map(lambda p: p + 0.1, params)  # b leaves its zero init
   optimizer = refactorize(optax.sgd(0.0), every=1)
-  updates, _ = jax.jit(optimizer.update)(jax.tree.map(jnp.zeros_like, params),
-                                         optimizer.init(params), params)
+  updates, _ = jax.jit(optimizer.update)(
+      jax.tree.map(jnp.zeros_like, params), optimizer.init(params), params
+  )
   new = optax.apply_updates(params, updates)
   for module in ("q_proj", "o_proj"):
     old_proj, new_proj = params["layers"]["self_attn"][module], new["layers"]["self_attn"][module]
-    assert relative_error(new_proj["a"][...] @ new_proj["b"][...],
-                          old_proj["a"][...] @ old_proj["b"][...]) < 1e-5
-  np.testing.assert_array_equal(new["layers"]["mlp"]["up_proj"]["values"][...],
-                                params["layers"]["mlp"]["up_proj"]["values"][...])
+    assert (
+        relative_error(
+            new_proj["a"][...] @ new_proj["b"][...], old_proj["a"][...] @ old_proj["b"][...]
+        )
+        < 1e-5
+    )
+  np.testing.assert_array_equal(
+      new["layers"]["mlp"]["up_proj"]["values"][...],
+      params["layers"]["mlp"]["up_proj"]["values"][...],
+  )
 
 
 def test_refactorize_accepts_custom_pair_names():
   key_b, key_a = jax.random.split(jax.random.key(3))
-  params = {"lora": {"B": jax.random.normal(key_b, (7, 2)),  # PyTorch layout: W = B @ A
-                     "A": jax.random.normal(key_a, (2, 9))}}
+  params = {
+      "lora": {
+          "B": jax.random.normal(key_b, (7, 2)),  # PyTorch layout: W = B @ A
+          "A": jax.random.normal(key_a, (2, 9)),
+      }
+  }
   optimizer = refactorize(optax.sgd(0.0), every=1, pairs=sibling_factors("B", "A"))
-  updates, _ = optimizer.update(jax.tree.map(jnp.zeros_like, params), optimizer.init(params),
-                                params)
+  updates, _ = optimizer.update(
+      jax.tree.map(jnp.zeros_like, params), optimizer.init(params), params
+  )
   new = optax.apply_updates(params, updates)["lora"]
   assert relative_error(new["B"] @ new["A"], params["lora"]["B"] @ params["lora"]["A"]) < 1e-5
   assert relative_error(new["B"].T @ new["B"], new["A"] @ new["A"].T) < 1e-4
@@ -149,7 +178,8 @@ def test_refactorize_rejects_bad_arguments():
     refactorize(optax.sgd(0.1), every=0)
   with pytest.raises(ValueError, match="only a left"):
     refactorize(optax.sgd(0.1), 2, pairs={"x": Factor("p", "left"), "y": None}).init(
-        {"x": jnp.ones((4, 2)), "y": jnp.ones((2, 4))})
+        {"x": jnp.ones((4, 2)), "y": jnp.ones((2, 4))}
+    )
   with pytest.raises(ValueError, match="r <= min"):
     refactorize(optax.sgd(0.1), 2).init({"m": {"a": jnp.ones((4, 3)), "b": jnp.ones((3, 2))}})
 
@@ -161,7 +191,8 @@ def test_momentum_reset_zeroes_the_state_exactly_on_its_steps():
   params = {"w": jnp.ones((3, 2)), "v": jnp.ones(4, jnp.bfloat16)}
   inner = optax.adam(1e-2)
   for step, updates, state, expected, inner_state in alongside(
-      momentum_reset(inner, every=3), inner, params, 7, reset_every=3):
+      momentum_reset(inner, every=3), inner, params, 7, reset_every=3
+  ):
     # The update itself is never altered (up to jit's float reassociation).
     chex.assert_trees_all_close(updates, expected, rtol=1e-6, atol=0)
     if step % 3 == 0:
@@ -220,7 +251,8 @@ def test_restart_schedule_equals_the_papers_formula():
 def test_restart_schedule_accepts_a_constant_and_validates():
   schedule = restart_schedule(0.5, every=4, recovery_steps=2)
   assert [float(schedule(t)) for t in range(7)] == pytest.approx(
-      [0.5, 0.5, 0.5, 0.5, 0.0005, 0.5, 0.5])
+      [0.5, 0.5, 0.5, 0.5, 0.0005, 0.5, 0.5]
+  )
   for bad in (dict(every=0), dict(every=4, recovery_steps=1), dict(every=4, recovery_steps=5)):
     with pytest.raises(ValueError):
       restart_schedule(0.5, **bad)
@@ -229,8 +261,12 @@ def test_restart_schedule_accepts_a_constant_and_validates():
 def test_the_low_rank_restarts_recipe_trains_under_jit():
   params = factor_params(jax.random.key(5))
   schedule = restart_schedule(optax.warmup_cosine_decay_schedule(0.0, 1e-2, 2, 20), 4, 2)
-  optimizer = refactorize(optax.chain(momentum_reset(optax.scale_by_adam(), every=4),
-                                      optax.scale_by_learning_rate(schedule)), every=4)
+  optimizer = refactorize(
+      optax.chain(
+          momentum_reset(optax.scale_by_adam(), every=4), optax.scale_by_learning_rate(schedule)
+      ),
+      every=4,
+  )
   state = optimizer.init(params)
 
   @jax.jit
@@ -258,8 +294,11 @@ def reference_relora_multiplier(step, total, warmup, every, rewarm, min_ratio):
   since, restarts = step % every, step // every
   if since < rewarm and step >= every:
     progress = (restarts * every + rewarm - warmup) / max(1, total - warmup)
-    return since / max(1, rewarm) * (min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(
-        math.pi * progress)))
+    return (
+        since
+        / max(1, rewarm)
+        * (min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
+    )
   progress = (step - warmup) / max(1, total - warmup)
   return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
 
@@ -291,8 +330,12 @@ def test_relora_restarts_adam_every_k_updates():
 def recipe(every=1):
   """The paper's Low-Rank-restarts optimizer (refactorize, momentum reset, quick recovery)."""
   schedule = restart_schedule(optax.cosine_decay_schedule(1e-2, 10), every + 1, 2)
-  return refactorize(optax.chain(momentum_reset(optax.scale_by_adam(), every=every),
-                                 optax.scale_by_learning_rate(schedule)), every=every)
+  return refactorize(
+      optax.chain(
+          momentum_reset(optax.scale_by_adam(), every=every), optax.scale_by_learning_rate(schedule)
+      ),
+      every=every,
+  )
 
 
 OPTIMIZERS = {"recipe": recipe, "relora": lambda: relora(1e-2, restart_every=1)}
@@ -300,9 +343,10 @@ OPTIMIZERS = {"recipe": recipe, "relora": lambda: relora(1e-2, restart_every=1)}
 
 def sharded_factor_params(dtype):
   mesh = jax.make_mesh((8,), ("data",), axis_types=(jax.sharding.AxisType.Explicit,))
-  shardings = {"m": {"a": NamedSharding(mesh, P("data", None)),
-                     "b": NamedSharding(mesh, P(None, "data"))},
-               "norm": NamedSharding(mesh, P())}
+  shardings = {
+      "m": {"a": NamedSharding(mesh, P("data", None)), "b": NamedSharding(mesh, P(None, "data"))},
+      "norm": NamedSharding(mesh, P()),
+  }
   a, b = random_pair(jax.random.key(6), (), 16, 2, 8)
   params = {"m": {"a": a.astype(dtype), "b": b.astype(dtype)}, "norm": jnp.ones(8, dtype)}
   return mesh, jax.device_put(params, shardings)
@@ -332,8 +376,10 @@ def test_init_on_abstract_inputs(name):
   params = factor_params(jax.random.key(7))
   abstract = jax.tree.map(lambda p: jax.ShapeDtypeStruct(p.shape, p.dtype), params)
   expected = jax.tree.map(lambda x: (x.shape, x.dtype), optimizer.init(params))
-  assert jax.tree.map(lambda x: (x.shape, x.dtype), jax.eval_shape(optimizer.init, abstract)) \
+  assert (
+      jax.tree.map(lambda x: (x.shape, x.dtype), jax.eval_shape(optimizer.init, abstract))
       == expected
+  )
 
 
 def test_orbax_round_trip_restores_the_recipe_state(tmp_path):
@@ -348,5 +394,6 @@ def test_orbax_round_trip_restores_the_recipe_state(tmp_path):
   restored = checkpointer.restore(tmp_path / "state", args=ocp.args.StandardRestore(abstract))
   assert jax.tree.structure(restored) == jax.tree.structure(state)
   assert type(restored) is type(state) and type(restored.inner_state[0]) is type(
-      state.inner_state[0])
+      state.inner_state[0]
+  )
   chex.assert_trees_all_equal(restored, state)

@@ -15,6 +15,7 @@ tools would do to the extent the scripts rely on it:
   task of $SLURM_NTASKS with that task's SLURM_PROCID, output to --output (%j, %t filled in).
 * lowrank-jax prints one line naming its host.
 """
+
 import fcntl
 import json
 import os
@@ -28,8 +29,14 @@ WATCHED_ENV = ("JAX_LOCAL_DEVICE_IDS", "VIRTUAL_ENV", "SLURM_PROCID", "SLURM_NTA
 
 
 def record(prog, **extra):
-  entry = {"prog": prog, "argv": sys.argv[1:], "cwd": os.getcwd(),
-           "exe": sys.argv[0], "env": {k: os.environ.get(k) for k in WATCHED_ENV}, **extra}
+  entry = {
+      "prog": prog,
+      "argv": sys.argv[1:],
+      "cwd": os.getcwd(),
+      "exe": sys.argv[0],
+      "env": {k: os.environ.get(k) for k in WATCHED_ENV},
+      **extra,
+  }
   with open(os.environ["FAKE_LOG"], "a") as f:
     fcntl.flock(f, fcntl.LOCK_EX)
     f.write(json.dumps(entry) + "\n")
@@ -73,7 +80,9 @@ def gcloud(args):
     return 0
   for host, home in workers(positional[0], which):
     env = dict(os.environ, HOME=str(home), FAKE_HOSTNAME=host)
-    status |= subprocess.run(["bash", "-c", option(args, "--command")], cwd=home, env=env).returncode
+    status |= subprocess.run(
+        ["bash", "-c", option(args, "--command")], cwd=home, env=env
+    ).returncode
   return status
 
 
@@ -94,9 +103,16 @@ def srun(args):
   options, command = args[:n_options], args[n_options:]
   tasks = []
   for i in range(int(os.environ["SLURM_NTASKS"])):
-    env = dict(os.environ, SLURM_PROCID=str(i), SLURM_LOCALID="0", SLURM_NODEID=str(i),
-               SLURM_STEP_NODELIST=os.environ["SLURM_JOB_NODELIST"])
-    out = option(options, "--output").replace("%j", os.environ["SLURM_JOB_ID"]).replace("%t", str(i))
+    env = dict(
+        os.environ,
+        SLURM_PROCID=str(i),
+        SLURM_LOCALID="0",
+        SLURM_NODEID=str(i),
+        SLURM_STEP_NODELIST=os.environ["SLURM_JOB_NODELIST"],
+    )
+    out = (
+        option(options, "--output").replace("%j", os.environ["SLURM_JOB_ID"]).replace("%t", str(i))
+    )
     with open(out, "w") as f:
       tasks.append(subprocess.Popen(command, env=env, stdout=f, stderr=subprocess.STDOUT))
   return max(t.wait() for t in tasks)

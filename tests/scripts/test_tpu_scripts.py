@@ -7,6 +7,7 @@ with its own HOME; srun starts one process per task). The printed and the execut
 must agree, and the commands that finally run on a worker or a node must receive their
 arguments word for word. No test calls a real gcloud, sbatch or srun.
 """
+
 import contextlib
 import json
 import os
@@ -29,9 +30,19 @@ ZONE = "us-central2-b"
 TPU = ("--name", "my-tpu", "--zone", ZONE)
 # Words that only survive if every quoting layer (local shell, printed line, ssh --command,
 # the worker's shell, srun) is right.
-AWKWARD_ARGS = ["train", "--config", "configs/llama 1b.yaml", "optimizer.method=it's",
-                'run_dir="quoted dir"', "$HOME", "back\\slash", "", "semi;colon & amp", "*",
-                "new\nline"]
+AWKWARD_ARGS = [
+    "train",
+    "--config",
+    "configs/llama 1b.yaml",
+    "optimizer.method=it's",
+    'run_dir="quoted dir"',
+    "$HOME",
+    "back\\slash",
+    "",
+    "semi;colon & amp",
+    "*",
+    "new\nline",
+]
 
 
 def shellcheck():
@@ -49,21 +60,34 @@ class Fake:
     self.bin = tmp_path / "fakebin"
     self.bin.mkdir()
     self.launcher = self.bin / "fake-tool"
-    self.launcher.write_text(f"#!{sys.executable} -S\nimport sys\nsys.path.insert(0, {str(HERE)!r})\n"
-                             "import fake_tools\nsys.exit(fake_tools.main())\n")
+    self.launcher.write_text(
+        f"#!{sys.executable} -S\nimport sys\nsys.path.insert(0, {str(HERE)!r})\n"
+        "import fake_tools\nsys.exit(fake_tools.main())\n"
+    )
     self.launcher.chmod(0o755)
     for name in FAKES:
       (self.bin / name).symlink_to(self.launcher)
     self.log = tmp_path / "calls.jsonl"
     self.workers = tmp_path / "workers"
     env = {k: v for k, v in os.environ.items() if not k.startswith(("TPU_", "SLURM_", "SBATCH_"))}
-    self.env = dict(env, PATH=f"{self.bin}:{os.environ['PATH']}", FAKE_LOG=str(self.log),
-                    FAKE_WORKERS=str(self.workers), TMPDIR=str(tmp_path),
-                    CLOUDSDK_CONFIG=str(tmp_path / "no-gcloud-config"))
+    self.env = dict(
+        env,
+        PATH=f"{self.bin}:{os.environ['PATH']}",
+        FAKE_LOG=str(self.log),
+        FAKE_WORKERS=str(self.workers),
+        TMPDIR=str(tmp_path),
+        CLOUDSDK_CONFIG=str(tmp_path / "no-gcloud-config"),
+    )
 
   def run(self, script, *args, env=None, cwd=None):
-    return subprocess.run([str(SCRIPTS / script), *args], capture_output=True, text=True,
-                          env=dict(self.env, **(env or {})), cwd=cwd or self.tmp, timeout=60)
+    return subprocess.run(
+        [str(SCRIPTS / script), *args],
+        capture_output=True,
+        text=True,
+        env=dict(self.env, **(env or {})),
+        cwd=cwd or self.tmp,
+        timeout=60,
+    )
 
   def calls(self, prog=None):
     lines = self.log.read_text().splitlines() if self.log.exists() else []
@@ -86,8 +110,12 @@ def fake(tmp_path):
 
 
 def git(*args, cwd):
-  subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "-c", "init.defaultBranch=main",
-                  *args], cwd=cwd, check=True, capture_output=True)
+  subprocess.run(
+      ["git", "-c", "user.name=t", "-c", "user.email=t@t", "-c", "init.defaultBranch=main", *args],
+      cwd=cwd,
+      check=True,
+      capture_output=True,
+  )
 
 
 @pytest.fixture
@@ -153,10 +181,15 @@ def ssh_command(argv):
 
 # ---- shellcheck and conventions ----
 
+
 def test_shellcheck_is_clean():
   scripts = sorted(str(p) for p in SCRIPTS.glob("*.sh"))
-  result = subprocess.run([shellcheck(), "--external-sources", *scripts], capture_output=True,
-                          text=True, cwd=SCRIPTS.parent)
+  result = subprocess.run(
+      [shellcheck(), "--external-sources", *scripts],
+      capture_output=True,
+      text=True,
+      cwd=SCRIPTS.parent,
+  )
   assert result.returncode == 0, result.stdout + result.stderr
 
 
@@ -180,7 +213,9 @@ def declared_options(text, functions):
 def test_strict_mode_and_help_lists_every_option(fake, script):
   text = (SCRIPTS / script).read_text()
   assert "\nset -euo pipefail\n" in text
-  functions = dict(re.findall(r"^(\w+)\(\) \{\n(.*?)^\}", (SCRIPTS / "common.sh").read_text(), re.M | re.S))
+  functions = dict(
+      re.findall(r"^(\w+)\(\) \{\n(.*?)^\}", (SCRIPTS / "common.sh").read_text(), re.M | re.S)
+  )
   options = declared_options(text, functions)
   result = fake.run(script, "--help")
   assert result.returncode == 0 and result.stdout.startswith("Usage: ")
@@ -196,8 +231,16 @@ ERRORS = [
     ("create.sh", ["--name", "t", "--zone", "nowhere"], "'nowhere'"),
     ("create.sh", [*TPU, "--accelerator-type", "v9x"], "'v9x'"),
     ("create.sh", [*TPU, "--accelerator-type", "v7-8"], "'v7-8'"),
-    ("create.sh", [*TPU, "--accelerator-type", "v4-32", "--best-effort"], "--best-effort needs --queued"),
-    ("create.sh", [*TPU, "--accelerator-type", "v4-32", "--spot", "--reserved"], "exclude each other"),
+    (
+        "create.sh",
+        [*TPU, "--accelerator-type", "v4-32", "--best-effort"],
+        "--best-effort needs --queued",
+    ),
+    (
+        "create.sh",
+        [*TPU, "--accelerator-type", "v4-32", "--spot", "--reserved"],
+        "exclude each other",
+    ),
     ("create.sh", ["--frobnicate"], "'--frobnicate'"),
     ("create.sh", ["--zone"], "--zone needs a value"),
     ("create.sh", ["--spot=yes"], "'yes'"),
@@ -239,28 +282,72 @@ def test_a_failing_gcloud_fails_the_script(fake):
 
 # ---- create / delete ----
 
-@pytest.mark.parametrize("accelerator,version", [
-    ("v4-32", "tpu-ubuntu2204-base"), ("v5litepod-64", "v2-alpha-tpuv5-lite"),
-    ("v5p-128", "v2-alpha-tpuv5"), ("v6e-256", "v2-alpha-tpuv6e")])
+
+@pytest.mark.parametrize(
+    "accelerator,version",
+    [
+        ("v4-32", "tpu-ubuntu2204-base"),
+        ("v5litepod-64", "v2-alpha-tpuv5-lite"),
+        ("v5p-128", "v2-alpha-tpuv5"),
+        ("v6e-256", "v2-alpha-tpuv6e"),
+    ],
+)
 def test_create_tpu_vm(fake, accelerator, version):
-  _, [argv] = run_and_compare(fake, "create.sh", "--name=my-tpu", "--zone", ZONE, "--project",
-                              "my-proj", "--accelerator-type", accelerator, "--spot", "--",
-                              "--labels=team=lm")
+  _, [argv] = run_and_compare(
+      fake,
+      "create.sh",
+      "--name=my-tpu",
+      "--zone",
+      ZONE,
+      "--project",
+      "my-proj",
+      "--accelerator-type",
+      accelerator,
+      "--spot",
+      "--",
+      "--labels=team=lm",
+  )
   assert argv[:5] == ["gcloud", "compute", "tpus", "tpu-vm", "create"] and argv[5] == "my-tpu"
-  assert sorted(argv[6:]) == sorted([f"--zone={ZONE}", "--project=my-proj", f"--version={version}",
-                                     f"--accelerator-type={accelerator}", "--spot", "--labels=team=lm"])
+  assert sorted(argv[6:]) == sorted(
+      [
+          f"--zone={ZONE}",
+          "--project=my-proj",
+          f"--version={version}",
+          f"--accelerator-type={accelerator}",
+          "--spot",
+          "--labels=team=lm",
+      ]
+  )
 
 
-@pytest.mark.parametrize("tier,prefix", [("--best-effort", ["gcloud", "alpha"]), ("--spot", ["gcloud"])])
+@pytest.mark.parametrize(
+    "tier,prefix", [("--best-effort", ["gcloud", "alpha"]), ("--spot", ["gcloud"])]
+)
 def test_create_queued_resource(fake, tier, prefix):
-  _, [argv] = run_and_compare(fake, "create.sh", *TPU, "--accelerator-type", "v5litepod-256",
-                              "--version", "v2-alpha-tpuv5-lite", "--queued-resource", "qr-1", tier)
+  _, [argv] = run_and_compare(
+      fake,
+      "create.sh",
+      *TPU,
+      "--accelerator-type",
+      "v5litepod-256",
+      "--version",
+      "v2-alpha-tpuv5-lite",
+      "--queued-resource",
+      "qr-1",
+      tier,
+  )
   n = len(prefix)
-  assert argv[:n] == prefix and argv[n:n + 4] == ["compute", "tpus", "queued-resources", "create"]
+  assert argv[:n] == prefix and argv[n : n + 4] == ["compute", "tpus", "queued-resources", "create"]
   assert argv[n + 4] == "qr-1"
-  assert sorted(argv[n + 5:]) == sorted([f"--zone={ZONE}", "--node-id=my-tpu", tier,
-                                         "--accelerator-type=v5litepod-256",
-                                         "--runtime-version=v2-alpha-tpuv5-lite"])
+  assert sorted(argv[n + 5 :]) == sorted(
+      [
+          f"--zone={ZONE}",
+          "--node-id=my-tpu",
+          tier,
+          "--accelerator-type=v5litepod-256",
+          "--runtime-version=v2-alpha-tpuv5-lite",
+      ]
+  )
 
 
 @pytest.mark.parametrize("queued", [False, True])
@@ -274,6 +361,7 @@ def test_delete(fake, queued):
 
 # ---- install / launch / logs on fake workers ----
 
+
 def worker_files(root):
   return sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file())
 
@@ -282,8 +370,13 @@ def test_install_from_a_local_checkout(fake, source_repo):
   _, [scp, ssh] = run_and_compare(fake, "install.sh", *TPU, "--source", str(source_repo))
   assert scp[3:5] == ["tpu-vm", "scp"] and "--worker=all" in scp
   assert ssh[3:6] == ["tpu-vm", "ssh", "my-tpu"] and "--worker=all" in ssh
-  listed = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard"],
-                          cwd=source_repo, capture_output=True, text=True, check=True)
+  listed = subprocess.run(
+      ["git", "ls-files", "--cached", "--others", "--exclude-standard"],
+      cwd=source_repo,
+      capture_output=True,
+      text=True,
+      check=True,
+  )
   for host in ("my-tpu-w-0", "my-tpu-w-1"):
     home = fake.workers / host
     assert worker_files(home / "lowrank_jax") == sorted(listed.stdout.split())
@@ -351,8 +444,9 @@ def test_logs_shows_each_workers_log(fake, worker):
     log = fake.workers / f"my-tpu-w-{i}" / "lowrank_jax" / "logs" / f"run.my-tpu-w-{i}.log"
     log.parent.mkdir(parents=True)
     log.write_text("".join(f"w{i} line {k}\n" for k in range(5)))
-  result, [ssh] = run_and_compare(fake, "logs.sh", *TPU, "--worker", worker, "--lines", "2",
-                                  "--no-follow", "--log-name", "run")
+  result, [ssh] = run_and_compare(
+      fake, "logs.sh", *TPU, "--worker", worker, "--lines", "2", "--no-follow", "--log-name", "run"
+  )
   assert f"--worker={worker}" in ssh and " -F " not in ssh_command(ssh)
   lines = result.stdout.splitlines()
   if worker == "0":
@@ -395,32 +489,53 @@ def test_stop_signals_the_launched_process_on_every_worker(fake, sig):
 
 # ---- SLURM ----
 
+
 def slurm_env(nodelist, ntasks, procid, job_id):
-  return {"SLURM_JOB_ID": str(job_id), "SLURM_JOB_NODELIST": nodelist, "SLURM_STEP_NODELIST": nodelist,
-          "SLURM_NTASKS": str(ntasks), "SLURM_PROCID": str(procid), "SLURM_LOCALID": "0"}
+  return {
+      "SLURM_JOB_ID": str(job_id),
+      "SLURM_JOB_NODELIST": nodelist,
+      "SLURM_STEP_NODELIST": nodelist,
+      "SLURM_NTASKS": str(ntasks),
+      "SLURM_PROCID": str(procid),
+      "SLURM_LOCALID": "0",
+  }
 
 
 def jax_slurm_settings(env, monkeypatch):
   """What JAX's own SLURM detection derives from the same environment (the reference)."""
   from jax._src.clusters.slurm_cluster import SlurmCluster
+
   with monkeypatch.context() as m:
     for k, v in env.items():
       m.setenv(k, v)
-    return (SlurmCluster.get_coordinator_address(timeout_secs=None, override_coordinator_port=None),
-            SlurmCluster.get_process_count(), SlurmCluster.get_process_id())
+    return (
+        SlurmCluster.get_coordinator_address(timeout_secs=None, override_coordinator_port=None),
+        SlurmCluster.get_process_count(),
+        SlurmCluster.get_process_id(),
+    )
 
 
-@pytest.mark.parametrize("nodelist,ntasks,procid,job_id", [
-    ("gpu[003-004,010]", 3, 2, 123456), ("node7", 1, 0, 7), ("a[1-2],b5", 3, 1, 4096 + 5)])
+@pytest.mark.parametrize(
+    "nodelist,ntasks,procid,job_id",
+    [("gpu[003-004,010]", 3, 2, 123456), ("node7", 1, 0, 7), ("a[1-2],b5", 3, 1, 4096 + 5)],
+)
 def test_slurm_task_settings_agree_with_jax(fake, monkeypatch, nodelist, ntasks, procid, job_id):
   env = slurm_env(nodelist, ntasks, procid, job_id)
   printed = dry_run(fake, "slurm_task.sh", "--", "lowrank-jax", *AWKWARD_ARGS[:5], env=env)
   [argv] = printed_commands(printed)
   address, count, rank = jax_slurm_settings(env, monkeypatch)
-  assert argv == ["lowrank-jax", *AWKWARD_ARGS[:5], f"distributed.coordinator_address={address}",
-                  f"distributed.num_processes={count}", f"distributed.process_id={rank}"]
+  assert argv == [
+      "lowrank-jax",
+      *AWKWARD_ARGS[:5],
+      f"distributed.coordinator_address={address}",
+      f"distributed.num_processes={count}",
+      f"distributed.process_id={rank}",
+  ]
   result = fake.run("slurm_task.sh", "--port", "1234", "--dry-run", "--", "x", env=env)
-  assert shlex.split(result.stdout)[1] == f"distributed.coordinator_address={address.split(':')[0]}:1234"
+  assert (
+      shlex.split(result.stdout)[1]
+      == f"distributed.coordinator_address={address.split(':')[0]}:1234"
+  )
 
 
 def test_slurm_job_dry_run_and_real_submission(fake, monkeypatch):
@@ -431,8 +546,23 @@ def test_slurm_job_dry_run_and_real_submission(fake, monkeypatch):
   (venv / "bin").mkdir(parents=True)
   (venv / "bin" / "lowrank-jax").symlink_to(fake.launcher)
   script = fake.tmp / "job.sbatch"
-  args = ["--nodes", "3", "--gpus-per-node", "4", "--repo-dir", str(repo), "--venv", str(venv),
-          "--job-name", "lm", "--script", str(script), "--", "lowrank-jax", *AWKWARD_ARGS]
+  args = [
+      "--nodes",
+      "3",
+      "--gpus-per-node",
+      "4",
+      "--repo-dir",
+      str(repo),
+      "--venv",
+      str(venv),
+      "--job-name",
+      "lm",
+      "--script",
+      str(script),
+      "--",
+      "lowrank-jax",
+      *AWKWARD_ARGS,
+  ]
 
   # The dry run prints a shell script that writes the sbatch file and submits it.
   printed = dry_run(fake, "slurm_gpu.sh", *args)
@@ -448,21 +578,39 @@ def test_slurm_job_dry_run_and_real_submission(fake, monkeypatch):
   assert script.read_text() == from_dry_run
   assert "#SBATCH --nodes=3\n" in from_dry_run and "#SBATCH --ntasks-per-node=1\n" in from_dry_run
   # Warnings and errors only: the info SC2016 on the literal '$HOME' of AWKWARD_ARGS is right.
-  lint = subprocess.run([shellcheck(), "--severity=warning", str(script)], capture_output=True, text=True)
+  lint = subprocess.run(
+      [shellcheck(), "--severity=warning", str(script)], capture_output=True, text=True
+  )
   assert lint.returncode == 0, lint.stdout
 
   # Run the job as SLURM would: the batch script on the first node, srun starting 3 tasks.
   env = slurm_env("gpu[001-003]", 3, 0, 4242)
-  subprocess.run(["bash", str(script)], env=dict(fake.env, **env), cwd=fake.tmp, check=True,
-                 capture_output=True, timeout=60)
+  subprocess.run(
+      ["bash", str(script)],
+      env=dict(fake.env, **env),
+      cwd=fake.tmp,
+      check=True,
+      capture_output=True,
+      timeout=60,
+  )
   address, _, _ = jax_slurm_settings(env, monkeypatch)
   runs = sorted(fake.calls("lowrank-jax"), key=lambda r: r["argv"][-1])
   assert [r["argv"] for r in runs] == [
-      [*AWKWARD_ARGS, f"distributed.coordinator_address={address}", "distributed.num_processes=3",
-       f"distributed.process_id={i}"] for i in range(3)]
-  assert all(r["env"]["JAX_LOCAL_DEVICE_IDS"] == "0,1,2,3" and r["env"]["VIRTUAL_ENV"] == str(venv)
-             for r in runs)
+      [
+          *AWKWARD_ARGS,
+          f"distributed.coordinator_address={address}",
+          "distributed.num_processes=3",
+          f"distributed.process_id={i}",
+      ]
+      for i in range(3)
+  ]
+  assert all(
+      r["env"]["JAX_LOCAL_DEVICE_IDS"] == "0,1,2,3" and r["env"]["VIRTUAL_ENV"] == str(venv)
+      for r in runs
+  )
   for i, run in enumerate(runs):  # each task's log: the command it ran, then its output
     log = (repo / "logs" / f"lm.4242.{i}.log").read_text()
     assert log.startswith("+ ") and log.endswith("\ntraining on localhost\n")
-    assert printed_commands(log[2:-len("training on localhost\n")]) == [["lowrank-jax", *run["argv"]]]
+    assert printed_commands(log[2 : -len("training on localhost\n")]) == [
+        ["lowrank-jax", *run["argv"]]
+    ]

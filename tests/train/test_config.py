@@ -25,27 +25,33 @@ def test_round_trip_through_dict():
   assert load_config(overrides=["optimizer.learning_rate='1e-3'"]).optimizer.learning_rate == 1e-3
 
 
-@pytest.mark.parametrize("override,message", [
-    ("optimizer.lr=0.1", "unknown config key 'optimizer.lr'"),
-    ("optimizer.learning_rate=-1", "optimizer.learning_rate=-1.0 must be positive"),
-    ("schedule.total_steps=0", "schedule.total_steps=0"),
-    ("model.preset=3b", "model preset '3b' is unknown"),
-    ("model.overrides.depth=3", "unknown model override 'depth'"),
-    ("data.seq_len=1", "seq_len=1"),
-    ("data.seq_len=4096", "data.seq_len=4096 exceeds the model's max_seq_len=1024"),
-    ("schedule.grad_accum=3", "global_batch_size=32 is not divisible by schedule.grad_accum=3"),
-    ("mesh.fsdp=-1", "mesh=(data=-1, fsdp=-1, tensor=1) is invalid"),
-    ("model.dtype=fp8", "dtype policy 'fp8' is unknown"),
-    ("checkpoint.keep=0", "checkpoint.keep=0"),
-    ("nonsense", "override 'nonsense' is not of the form key=value"),
-    ("optimizer.b1=high", "optimizer.b1='high' is not a number"),
-    ("distributed.coordinator_address=localhost", "coordinator_address='localhost' must be HOST"),
-    ("distributed.coordinator_address=host:70000", "coordinator_address='host:70000' must be"),
-    ("distributed.num_processes=0", "distributed.num_processes=0 must be an integer >= 1"),
-    ("distributed.process_id=-1", "distributed.process_id=-1 must be an integer >= 0"),
-    ("distributed.auto=yes please", "distributed.auto='yes please' must be true or false"),
-    ("distributed.initialization_timeout=0", "distributed.initialization_timeout=0 must be"),
-])
+@pytest.mark.parametrize(
+    "override,message",
+    [
+        ("optimizer.lr=0.1", "unknown config key 'optimizer.lr'"),
+        ("optimizer.learning_rate=-1", "optimizer.learning_rate=-1.0 must be positive"),
+        ("schedule.total_steps=0", "schedule.total_steps=0"),
+        ("model.preset=3b", "model preset '3b' is unknown"),
+        ("model.overrides.depth=3", "unknown model override 'depth'"),
+        ("data.seq_len=1", "seq_len=1"),
+        ("data.seq_len=4096", "data.seq_len=4096 exceeds the model's max_seq_len=1024"),
+        ("schedule.grad_accum=3", "global_batch_size=32 is not divisible by schedule.grad_accum=3"),
+        ("mesh.fsdp=-1", "mesh=(data=-1, fsdp=-1, tensor=1) is invalid"),
+        ("model.dtype=fp8", "dtype policy 'fp8' is unknown"),
+        ("checkpoint.keep=0", "checkpoint.keep=0"),
+        ("nonsense", "override 'nonsense' is not of the form key=value"),
+        ("optimizer.b1=high", "optimizer.b1='high' is not a number"),
+        (
+            "distributed.coordinator_address=localhost",
+            "coordinator_address='localhost' must be HOST",
+        ),
+        ("distributed.coordinator_address=host:70000", "coordinator_address='host:70000' must be"),
+        ("distributed.num_processes=0", "distributed.num_processes=0 must be an integer >= 1"),
+        ("distributed.process_id=-1", "distributed.process_id=-1 must be an integer >= 0"),
+        ("distributed.auto=yes please", "distributed.auto='yes please' must be true or false"),
+        ("distributed.initialization_timeout=0", "distributed.initialization_timeout=0 must be"),
+    ],
+)
 def test_bad_values_raise_one_line_errors(override, message):
   with pytest.raises(ValueError) as error:
     load_config(overrides=[override])
@@ -54,10 +60,18 @@ def test_bad_values_raise_one_line_errors(override, message):
 
 
 def test_distributed_section_checks_the_rank_against_the_process_count():
-  cfg = load_config(overrides=["distributed.coordinator_address=10.0.0.1:8476",
-                               "distributed.num_processes=4", "distributed.process_id=3"])
-  assert (cfg.distributed.coordinator_address, cfg.distributed.num_processes,
-          cfg.distributed.process_id) == ("10.0.0.1:8476", 4, 3)
+  cfg = load_config(
+      overrides=[
+          "distributed.coordinator_address=10.0.0.1:8476",
+          "distributed.num_processes=4",
+          "distributed.process_id=3",
+      ]
+  )
+  assert (
+      cfg.distributed.coordinator_address,
+      cfg.distributed.num_processes,
+      cfg.distributed.process_id,
+  ) == ("10.0.0.1:8476", 4, 3)
   assert load_config(base=to_dict(cfg)) == cfg
   with pytest.raises(ValueError, match="process_id=4 must be below distributed.num_processes=4"):
     load_config(overrides=["distributed.num_processes=4", "distributed.process_id=4"])
@@ -79,17 +93,20 @@ def test_mesh_fills_and_checks_the_device_count():
 def test_every_shipped_experiment_config_loads():
   import glob
   import os
+
   root = os.path.join(os.path.dirname(__file__), "..", "..", "experiments", "configs")
   sizes = sorted(glob.glob(os.path.join(root, "llama_*.yaml")))
   assert len(sizes) == 4
   for size in sizes:
     cfg = load_config([size])
     assert cfg.data.global_batch_size == 512 and cfg.model.dtype == "bf16"
-    name = os.path.basename(size)[len("llama_"):-len(".yaml")]
+    name = os.path.basename(size)[len("llama_") : -len(".yaml")]
     methods = glob.glob(os.path.join(root, "methods", f"*_{name}.yaml"))
     assert len(methods) == len(METHODS) - 1  # every method but adamw, full_rank's alias
     for method in methods:
       layered = load_config([size, method])
-      assert layered.optimizer.method == os.path.basename(method)[:-len(f"_{name}.yaml")]
-      build_optimizer(layered.optimizer_section(),
-                      make_schedule(layered.optimizer.learning_rate, layered.schedule))
+      assert layered.optimizer.method == os.path.basename(method)[: -len(f"_{name}.yaml")]
+      build_optimizer(
+          layered.optimizer_section(),
+          make_schedule(layered.optimizer.learning_rate, layered.schedule),
+      )

@@ -16,8 +16,11 @@ from lowrank_jax.train.metrics import read_metrics
 
 
 def losses(run_dir):
-  return {r["step"]: r["loss"] for r in read_metrics(os.path.join(run_dir, "metrics.jsonl"))
-          if "loss" in r}
+  return {
+      r["step"]: r["loss"]
+      for r in read_metrics(os.path.join(run_dir, "metrics.jsonl"))
+      if "loss" in r
+  }
 
 
 def test_a_resumed_run_gives_the_uninterrupted_losses_bitwise(tiny, tmp_path):
@@ -27,8 +30,9 @@ def test_a_resumed_run_gives_the_uninterrupted_losses_bitwise(tiny, tmp_path):
   assert (straight / "loss_curve.png").exists() and (straight / "summary.json").exists()
 
   resumed = tmp_path / "resumed"
-  train(load_config(overrides=tiny("schedule.total_steps=6", "checkpoint.every=3",
-                                   run_dir=resumed)))
+  train(
+      load_config(overrides=tiny("schedule.total_steps=6", "checkpoint.every=3", run_dir=resumed))
+  )
   # Pretend the run died after step 3: keep only that checkpoint and its metrics.
   for step in ("6",):
     subprocess.run(["rm", "-rf", str(resumed / "checkpoints" / step)], check=True)
@@ -73,8 +77,11 @@ def test_cli_eval_and_export_read_a_finished_run(tiny, tmp_path, capsys):
 def test_sigterm_saves_a_checkpoint_and_exits_cleanly(tiny, tmp_path):
   run_dir = tmp_path / "run"
   args = tiny("schedule.total_steps=100000", "checkpoint.every=0", run_dir=run_dir)
-  process = subprocess.Popen([sys.executable, "-m", "lowrank_jax", "train", *args],
-                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+  process = subprocess.Popen(
+      [sys.executable, "-m", "lowrank_jax", "train", *args],
+      stdout=subprocess.PIPE,
+      stderr=subprocess.STDOUT,
+  )
   metrics = run_dir / "metrics.jsonl"
   deadline = time.time() + 240
   while not (metrics.exists() and metrics.read_text().count("\n") >= 3):

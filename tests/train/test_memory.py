@@ -16,7 +16,8 @@ from lowrank_jax.train.methods import METHODS
 def _measured_and_analytic(method, size="nano", dtype="fp32", fsdp=1):
   config = case_config(size, method, dtype, devices=fsdp, fsdp=fsdp)
   return measure_state(memory_run(config)), analytic_memory(
-      config.model_config(), method, PAPER_RANKS[size])
+      config.model_config(), method, PAPER_RANKS[size]
+  )
 
 
 @pytest.mark.parametrize("method", sorted(set(METHODS) & set(FORMULAS)))
@@ -29,8 +30,10 @@ def test_measured_state_bytes_equal_the_analytic_count_on_nano(method):
 
 
 def test_the_1b_bf16_state_is_the_papers_headline_from_abstract_shapes():
-  by_method = {m: _measured_and_analytic(m, "1b", "bf16") for m in
-               ("full_rank", "galore", "low_rank_restarts")}
+  by_method = {
+      m: _measured_and_analytic(m, "1b", "bf16")
+      for m in ("full_rank", "galore", "low_rank_restarts")
+  }
   for measured, analytic in by_method.values():
     assert measured.weights == analytic.weight_bytes
   gb = {m: a.total_bytes / 1e9 for m, (_, a) in by_method.items()}
@@ -47,18 +50,24 @@ EIGHT_LAYERS = ["model.overrides.num_layers=8"]
 
 @pytest.mark.parametrize("method", sorted(METHODS))
 def test_an_8_way_fsdp_mesh_puts_an_eighth_of_the_state_on_each_device(method):
-  measured = measure_state(memory_run(case_config("nano", method, "fp32", devices=8, fsdp=8,
-                                                  overrides=EIGHT_LAYERS)))
-  for total, per_device in ((measured.weights, measured.weights_per_device),
-                            (measured.optimizer, measured.optimizer_per_device)):
+  measured = measure_state(
+      memory_run(case_config("nano", method, "fp32", devices=8, fsdp=8, overrides=EIGHT_LAYERS))
+  )
+  for total, per_device in (
+      (measured.weights, measured.weights_per_device),
+      (measured.optimizer, measured.optimizer_per_device),
+  ):
     assert per_device == pytest.approx(total / 8, rel=0.05)
 
 
 @pytest.mark.parametrize("fsdp, tensor", [(8, 1), (4, 2)])
 @pytest.mark.parametrize("method", sorted(METHODS))
 def test_no_array_above_a_kilobyte_is_replicated(method, fsdp, tensor):
-  run = memory_run(case_config("nano", method, "fp32", devices=8, fsdp=fsdp, tensor=tensor,
-                               overrides=EIGHT_LAYERS))
+  run = memory_run(
+      case_config(
+          "nano", method, "fp32", devices=8, fsdp=fsdp, tensor=tensor, overrides=EIGHT_LAYERS
+      )
+  )
   assert dict(run.mesh.shape) == {"data": 1, "fsdp": fsdp, "tensor": tensor}
   assert unsharded_large_arrays(run.shardings, run.abstract_state(), 1024) == []
 
@@ -67,7 +76,7 @@ def test_a_method_without_a_formula_is_reported_as_n_a(monkeypatch):
   from lowrank_jax.train import memory
 
   monkeypatch.delitem(FORMULAS, "low_rank")
-  row, = memory.memory_rows(["nano"], ["low_rank"], "fp32", [1], compile_step=False)
+  (row,) = memory.memory_rows(["nano"], ["low_rank"], "fp32", [1], compile_step=False)
   assert row.analytic is None and row.state is not None
   assert "| n/a |" in memory.markdown_table([row])
 
@@ -85,9 +94,13 @@ def test_fsdp_activations_stay_split_by_batch_in_the_compiled_step():
   # 8 sequences per data-parallel device: one device holds 8 rows, each of 8 devices holds 8
   # of 64. With the activations split by batch, a device of the 8 needs about the temporaries
   # of the single device (plus gathered weights); gathered batches would need several times.
-  single, spread = (measure_step(memory_run(case_config("nano", "full_rank", "fp32", devices=n,
-                                                        fsdp=n, seq_len=128)),
-                                 rows_per_device=8).temporary for n in (1, 8))
+  single, spread = (
+      measure_step(
+          memory_run(case_config("nano", "full_rank", "fp32", devices=n, fsdp=n, seq_len=128)),
+          rows_per_device=8,
+      ).temporary
+      for n in (1, 8)
+  )
   assert spread < 1.5 * single, (spread, single)
 
 
@@ -95,9 +108,24 @@ def _temporary_gb_of_the_command(xla_flags: str) -> float:
   """nano GaLore's step temporaries as the ``memory`` command reports them, in a fresh process
   (XLA reads its flags once, when jax starts)."""
   env = dict(os.environ, XLA_FLAGS=xla_flags, JAX_PLATFORMS="cpu")
-  out = subprocess.run([sys.executable, "-m", "lowrank_jax", "memory", "--sizes", "nano",
-                        "--methods", "galore", "--dtype", "fp32"], env=env, check=True,
-                       capture_output=True, text=True).stdout
+  out = subprocess.run(
+      [
+          sys.executable,
+          "-m",
+          "lowrank_jax",
+          "memory",
+          "--sizes",
+          "nano",
+          "--methods",
+          "galore",
+          "--dtype",
+          "fp32",
+      ],
+      env=env,
+      check=True,
+      capture_output=True,
+      text=True,
+  ).stdout
   row = next(line for line in out.splitlines() if line.startswith("| nano |"))
   return float(row.strip("|").split("|")[-1])
 
@@ -105,6 +133,5 @@ def _temporary_gb_of_the_command(xla_flags: str) -> float:
 def test_the_memory_command_compiles_with_the_memory_minimising_cpu_schedule():
   """Unless XLA_FLAGS names the scheduler, the command turns XLA's concurrency-optimised CPU
   schedule off: it holds more temporaries at once than a TPU or GPU schedule would."""
-  concurrent = _temporary_gb_of_the_command(
-      "--xla_cpu_enable_concurrency_optimized_scheduler=true")
+  concurrent = _temporary_gb_of_the_command("--xla_cpu_enable_concurrency_optimized_scheduler=true")
   assert _temporary_gb_of_the_command("") < concurrent

@@ -13,31 +13,49 @@ from lowrank_jax.train.run import Run
 from lowrank_jax.train.state import init_train_state
 from lowrank_jax.train.step import make_train_step
 
-TINY = ["model.overrides.num_layers=1", "model.overrides.hidden_size=32",
-        "model.overrides.intermediate_size=64", "model.overrides.num_heads=2",
-        "model.overrides.vocab_size=384", "data.vocab_size=384", "data.seq_len=16",
-        "data.global_batch_size=8", "eval.batch_size=8", "schedule.total_steps=8"]
-OPTIONS = {"galore": ["optimizer.options.rank=4", "optimizer.options.update_proj_gap=2"],
-           "fira": ["optimizer.options.rank=4", "optimizer.options.update_proj_gap=2"],
-           "golore": ["optimizer.options.rank=4", "optimizer.options.update_proj_gap=2",
-                      "optimizer.options.random_from_step=2"],
-           "apollo": ["optimizer.options.rank=4", "optimizer.options.update_proj_gap=2"],
-           "apollo_mini": ["optimizer.options.update_proj_gap=2"],
-           "loro": ["optimizer.options.every=5"]}  # four manifold steps in 20
+TINY = [
+    "model.overrides.num_layers=1",
+    "model.overrides.hidden_size=32",
+    "model.overrides.intermediate_size=64",
+    "model.overrides.num_heads=2",
+    "model.overrides.vocab_size=384",
+    "data.vocab_size=384",
+    "data.seq_len=16",
+    "data.global_batch_size=8",
+    "eval.batch_size=8",
+    "schedule.total_steps=8",
+]
+OPTIONS = {
+    "galore": ["optimizer.options.rank=4", "optimizer.options.update_proj_gap=2"],
+    "fira": ["optimizer.options.rank=4", "optimizer.options.update_proj_gap=2"],
+    "golore": [
+        "optimizer.options.rank=4",
+        "optimizer.options.update_proj_gap=2",
+        "optimizer.options.random_from_step=2",
+    ],
+    "apollo": ["optimizer.options.rank=4", "optimizer.options.update_proj_gap=2"],
+    "apollo_mini": ["optimizer.options.update_proj_gap=2"],
+    "loro": ["optimizer.options.every=5"],
+}  # four manifold steps in 20
 
 
 def make_run(method, *extra):
   factorized = METHODS[method].linear_kind != "dense"
-  overrides = TINY + [f"optimizer.method={method}", *OPTIONS.get(method, []),
-                      *(["model.linear.rank=4"] if factorized else []), *extra]
+  overrides = TINY + [
+      f"optimizer.method={method}",
+      *OPTIONS.get(method, []),
+      *(["model.linear.rank=4"] if factorized else []),
+      *extra,
+  ]
   return Run.build(load_config(overrides=overrides))
 
 
 def train_steps(run, steps, vary_batch=True):
-  step_fn = jax.jit(make_train_step(run.graphdef, run.tx, run.schedule,
-                                    after_update=run.after_update()),
-                    in_shardings=(run.shardings, run.data_sharding),
-                    out_shardings=(run.shardings, mesh_lib.replicated(run.mesh)))
+  step_fn = jax.jit(
+      make_train_step(run.graphdef, run.tx, run.schedule, after_update=run.after_update()),
+      in_shardings=(run.shardings, run.data_sharding),
+      out_shardings=(run.shardings, mesh_lib.replicated(run.mesh)),
+  )
   state = init_train_state(run.model_config, run.tx, run.mesh, seed=0)
   key = jax.random.key(0)
   losses = []
@@ -49,9 +67,11 @@ def train_steps(run, steps, vary_batch=True):
 
 
 def compiled_step_text(run) -> str:
-  step_fn = jax.jit(make_train_step(run.graphdef, run.tx, run.schedule),
-                    in_shardings=(run.shardings, run.data_sharding),
-                    out_shardings=(run.shardings, mesh_lib.replicated(run.mesh)))
+  step_fn = jax.jit(
+      make_train_step(run.graphdef, run.tx, run.schedule),
+      in_shardings=(run.shardings, run.data_sharding),
+      out_shardings=(run.shardings, mesh_lib.replicated(run.mesh)),
+  )
   batch = {k: jax.ShapeDtypeStruct((8, 16), jnp.int32) for k in ("input_ids", "loss_mask")}
   return step_fn.lower(run.abstract_state(), batch).compile().as_text()
 
@@ -87,8 +107,9 @@ def test_the_sltrain_support_survives_training_and_a_checkpoint_restore(tmp_path
   run = make_run("sltrain")
   start = init_train_state(run.model_config, run.tx, run.mesh, seed=0)
   trained, _ = train_steps(run, 3)
-  supports = lambda state: [v.get_value() for p, v in nnx.to_flat_state(state.frozen)
-                            if p[-1] == "support"]
+  supports = lambda state: [
+      v.get_value() for p, v in nnx.to_flat_state(state.frozen) if p[-1] == "support"
+  ]
   assert len(supports(trained)) == 7
   for before, after in zip(supports(start), supports(trained)):
     np.testing.assert_array_equal(before, after)
@@ -107,8 +128,12 @@ def factor_pairs(params):
 
 
 def test_low_rank_restarts_balance_the_factors_on_restart_steps():
-  run = make_run("low_rank_restarts", "optimizer.refactorize_every=2",
-                 "optimizer.reset_every=2", "optimizer.recovery_steps=2")
+  run = make_run(
+      "low_rank_restarts",
+      "optimizer.refactorize_every=2",
+      "optimizer.reset_every=2",
+      "optimizer.recovery_steps=2",
+  )
   balanced, _ = train_steps(run, 2)
   pairs = factor_pairs(balanced.params)
   assert len(pairs) == 7
@@ -118,9 +143,9 @@ def test_low_rank_restarts_balance_the_factors_on_restart_steps():
     np.testing.assert_allclose(gram_a, gram_b, atol=1e-5)
   unbalanced, _ = train_steps(make_run("low_rank"), 2)  # control: no refactorization
   a, b = factor_pairs(unbalanced.params)[0]
-  assert not np.allclose(jnp.einsum("...ir,...is->...rs", a, a),
-                         jnp.einsum("...ri,...si->...rs", b, b), atol=1e-5)
-
+  assert not np.allclose(
+      jnp.einsum("...ir,...is->...rs", a, a), jnp.einsum("...ri,...si->...rs", b, b), atol=1e-5
+  )
 
 
 def test_loro_manifold_steps_land_on_balanced_factors():
@@ -128,8 +153,10 @@ def test_loro_manifold_steps_land_on_balanced_factors():
   pairs = factor_pairs(state.params)
   assert len(pairs) == 7
   for a, b in pairs:  # the manifold step returns U_r S_r^1/2, S_r^1/2 V_r^T
-    np.testing.assert_allclose(jnp.einsum("...ir,...is->...rs", a, a),
-                               jnp.einsum("...ri,...si->...rs", b, b), atol=1e-5)
+    np.testing.assert_allclose(
+        jnp.einsum("...ir,...is->...rs", a, a), jnp.einsum("...ri,...si->...rs", b, b), atol=1e-5
+    )
+
 
 def test_relora_merges_the_adapters_into_the_frozen_weights():
   run = make_run("relora", "optimizer.reset_every=2", "optimizer.recovery_steps=2")
@@ -143,18 +170,28 @@ def test_relora_merges_the_adapters_into_the_frozen_weights():
   assert not np.allclose(base_now, base_then)
 
 
-@pytest.mark.parametrize("overrides,message", [
-    (["optimizer.method=galore", "optimizer.refactorize_every=5"], "needs a method with factors"),
-    (["optimizer.method=cola", "optimizer.refactorize_every=5"], "needs a method with factors"),
-    (["optimizer.method=galore", "optimizer.reset_every=5"], "applies to Adam-based methods"),
-    (["optimizer.method=low_rank", "model.linear.kind=lora", "model.linear.rank=4"],
-     "model.linear.kind='lora' does not fit optimizer.method='low_rank'"),
-    (["optimizer.method=low_rank"], "needs a rank"),
-    (["optimizer.method=low_rank", "model.linear.rank=0"], "rank=0"),
-    (["optimizer.method=nope"], "optimizer.method='nope' is unknown"),
-    (["optimizer.method=relora", "optimizer.reset_every=4"],
-     "optimizer.recovery_steps=10 exceeds optimizer.reset_every=4"),
-])
+@pytest.mark.parametrize(
+    "overrides,message",
+    [
+        (
+            ["optimizer.method=galore", "optimizer.refactorize_every=5"],
+            "needs a method with factors",
+        ),
+        (["optimizer.method=cola", "optimizer.refactorize_every=5"], "needs a method with factors"),
+        (["optimizer.method=galore", "optimizer.reset_every=5"], "applies to Adam-based methods"),
+        (
+            ["optimizer.method=low_rank", "model.linear.kind=lora", "model.linear.rank=4"],
+            "model.linear.kind='lora' does not fit optimizer.method='low_rank'",
+        ),
+        (["optimizer.method=low_rank"], "needs a rank"),
+        (["optimizer.method=low_rank", "model.linear.rank=0"], "rank=0"),
+        (["optimizer.method=nope"], "optimizer.method='nope' is unknown"),
+        (
+            ["optimizer.method=relora", "optimizer.reset_every=4"],
+            "optimizer.recovery_steps=10 exceeds optimizer.reset_every=4",
+        ),
+    ],
+)
 def test_method_misconfigurations_are_one_line_errors(overrides, message):
   with pytest.raises(ValueError, match=message):
     load_config(overrides=overrides)

@@ -17,9 +17,16 @@ ROW_PARALLEL = ("o_proj", "down_proj")
 
 
 def config(kind, layers=4):
-  return LlamaConfig.preset("nano", num_layers=layers, hidden_size=32, intermediate_size=64,
-                            num_heads=4, vocab_size=64, scan_layers=True,
-                            linear=LinearConfig(kind=kind, rank=8, sparsity=0.25))
+  return LlamaConfig.preset(
+      "nano",
+      num_layers=layers,
+      hidden_size=32,
+      intermediate_size=64,
+      num_heads=4,
+      vocab_size=64,
+      scan_layers=True,
+      linear=LinearConfig(kind=kind, rank=8, sparsity=0.25),
+  )
 
 
 def factor_specs(kind, mesh):
@@ -60,8 +67,12 @@ def test_a_sharded_sltrain_step_matches_one_device(monkeypatch):
   monkeypatch.setattr(test_step, "CONFIG", config("sltrain", layers=1))
   tx = optax.adam(1e-2)
   _, sharded, _ = test_step.run_steps(
-      tx, mesh_lib.make_mesh(MeshSection(data=1, fsdp=4, tensor=2)), accum=1, steps=2)
+      tx, mesh_lib.make_mesh(MeshSection(data=1, fsdp=4, tensor=2)), accum=1, steps=2
+  )
   _, single, _ = test_step.run_steps(
-      tx, mesh_lib.make_mesh(MeshSection(data=1, fsdp=1, tensor=1), jax.devices()[:1]),
-      accum=1, steps=2)
+      tx,
+      mesh_lib.make_mesh(MeshSection(data=1, fsdp=1, tensor=1), jax.devices()[:1]),
+      accum=1,
+      steps=2,
+  )
   np.testing.assert_allclose(sharded, single, rtol=2e-4)

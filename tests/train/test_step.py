@@ -15,8 +15,15 @@ from lowrank_jax.train.state import init_train_state, model_graphdef, train_stat
 from lowrank_jax.train.step import make_train_step
 from lowrank_jax import optim
 
-CONFIG = LlamaConfig.preset("nano", num_layers=2, hidden_size=32, intermediate_size=64,
-                            num_heads=4, vocab_size=64, scan_layers=True)
+CONFIG = LlamaConfig.preset(
+    "nano",
+    num_layers=2,
+    hidden_size=32,
+    intermediate_size=64,
+    num_heads=4,
+    vocab_size=64,
+    scan_layers=True,
+)
 
 
 def batch(rows=8, seq=12, seed=0):
@@ -28,9 +35,12 @@ def batch(rows=8, seq=12, seed=0):
 
 def run_steps(tx, mesh, accum, steps=3):
   shardings = train_state_shardings(CONFIG, tx, mesh)
-  step = jax.jit(make_train_step(model_graphdef(CONFIG), tx, optax.constant_schedule(1e-2), accum),
-                 in_shardings=(shardings, mesh_lib.batch_sharding(mesh)),
-                 out_shardings=(shardings, mesh_lib.replicated(mesh)), donate_argnums=0)
+  step = jax.jit(
+      make_train_step(model_graphdef(CONFIG), tx, optax.constant_schedule(1e-2), accum),
+      in_shardings=(shardings, mesh_lib.batch_sharding(mesh)),
+      out_shardings=(shardings, mesh_lib.replicated(mesh)),
+      donate_argnums=0,
+  )
   state = init_train_state(CONFIG, tx, mesh, seed=0)
   losses = []
   for i in range(steps):

@@ -8,23 +8,45 @@ from lowrank_jax.train.memory import case_config
 from lowrank_jax.train.memory_measured import measure_state, memory_run
 from lowrank_jax.train.topology import topology_devices
 
+
 def test_the_command_compiles_for_a_described_mesh_and_fails_in_one_line_when_out_of_memory(
-    tmp_path, capsys):
+    tmp_path, capsys
+):
   """nano's Low-Rank step compiled for the 8 fake devices as a (fsdp=4, tensor=2) mesh: the
   table is written, and a budget below what a device needs fails naming the bytes."""
   from lowrank_jax.cli import main
 
   budget_gib = 1e-4  # about 100 KiB: nano's Low-Rank step needs more on every device
-  status = main(["memory", "--topology", "cpu:8", "--sizes", "nano", "--methods", "low_rank",
-                 "--dtype", "fp32", "--tensor", "2", "--hbm-gb", str(budget_gib),
-                 "--out", str(tmp_path)])
+  status = main(
+      [
+          "memory",
+          "--topology",
+          "cpu:8",
+          "--sizes",
+          "nano",
+          "--methods",
+          "low_rank",
+          "--dtype",
+          "fp32",
+          "--tensor",
+          "2",
+          "--hbm-gb",
+          str(budget_gib),
+          "--out",
+          str(tmp_path),
+      ]
+  )
   out, err = capsys.readouterr()
   assert status == 2
   assert err.startswith("lowrank-jax: error: out of memory: nano low_rank on cpu:8 (cpu, ")
   assert "needs" in err and "GiB per device" in err
   header, _, row = out.splitlines()[:3]
-  values = dict(zip([c.strip() for c in header.strip("|").split("|")],
-                    [c.strip() for c in row.strip("|").split("|")]))
+  values = dict(
+      zip(
+          [c.strip() for c in header.strip("|").split("|")],
+          [c.strip() for c in row.strip("|").split("|")],
+      )
+  )
   assert values["mesh"] == "data=1 x fsdp=4 x tensor=2" and values["fits"] == "NO"
   # A device holds its share of the whole state (measured on no mesh) over 8 devices, give
   # or take what stays whole over the tensor pair (the column-parallel `a` factors).
@@ -35,11 +57,14 @@ def test_the_command_compiles_for_a_described_mesh_and_fails_in_one_line_when_ou
   assert (tmp_path / "topology.md").exists() and (tmp_path / "topology.csv").exists()
 
 
-@pytest.mark.parametrize("name, message", [
-    ("v5e", "is not KIND:SHAPE"),
-    ("cpu:0", "needs a positive device count"),
-    ("cpu:4096", "set XLA_FLAGS=--xla_force_host_platform_device_count=4096"),
-])
+@pytest.mark.parametrize(
+    "name, message",
+    [
+        ("v5e", "is not KIND:SHAPE"),
+        ("cpu:0", "needs a positive device count"),
+        ("cpu:4096", "set XLA_FLAGS=--xla_force_host_platform_device_count=4096"),
+    ],
+)
 def test_bad_topology_names_are_one_line_errors(name, message):
   with pytest.raises(ValueError, match=message):
     topology_devices(name)

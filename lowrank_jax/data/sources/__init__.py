@@ -50,7 +50,11 @@ def _random_access_documents(config: DataConfig, split: str) -> grain.MapDataset
     return grain.MapDataset.source(bible.chapters(split))
   if config.source == "tfds":
     return tfds_dir.tfds_documents(
-        config.dataset, data_dir=config.data_dir, split=_stored_split(config, split), text_field=config.text_field)
+        config.dataset,
+        data_dir=config.data_dir,
+        split=_stored_split(config, split),
+        text_field=config.text_field,
+    )
   paths = config.paths if split == "train" else config.validation_paths
   if not paths:
     raise ValueError("validation_paths=(): the files source needs validation files to validate.")
@@ -85,17 +89,19 @@ def process_documents(
   if split not in SPLITS:
     raise ValueError(f"split={split!r} is unknown; allowed: {SPLITS}.")
   if config.source == "hf":
-    return huggingface.HuggingFaceStream(huggingface.StreamSpec(
-        name=config.dataset,
-        subset=config.hf_subset,
-        split=_stored_split(config, split),
-        text_field=config.text_field,
-        shuffle_seed=config.seed if shuffle else None,
-        shuffle_buffer=config.hf_shuffle_buffer,
-        repeat=repeat,
-        process_index=process_index,
-        process_count=process_count,
-    ))
+    return huggingface.HuggingFaceStream(
+        huggingface.StreamSpec(
+            name=config.dataset,
+            subset=config.hf_subset,
+            split=_stored_split(config, split),
+            text_field=config.text_field,
+            shuffle_seed=config.seed if shuffle else None,
+            shuffle_buffer=config.hf_shuffle_buffer,
+            repeat=repeat,
+            process_index=process_index,
+            process_count=process_count,
+        )
+    )
   documents = _random_access_documents(config, split)
   if shuffle:
     documents = documents.shuffle(seed=config.seed)

@@ -71,7 +71,8 @@ def chapter_verses(split: str) -> list[tuple[str, ...]]:
     raise ValueError(f"split={split!r} is unknown for the embedded corpus; allowed: {SPLITS}.")
   in_validation = split == "validation"
   return [
-      verses for index, verses in enumerate(_all_chapters())
+      verses
+      for index, verses in enumerate(_all_chapters())
       if (index % VALIDATION_EVERY == VALIDATION_EVERY - 1) == in_validation
   ]
 

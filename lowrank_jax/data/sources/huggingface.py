@@ -86,7 +86,8 @@ class _StreamIterator(grain.DatasetIterator):
     spec = self._spec
     stream = datasets.load_dataset(spec.name, spec.subset, split=spec.split, streaming=True)
     stream = distributed.split_dataset_by_node(
-        stream, rank=spec.process_index, world_size=spec.process_count)
+        stream, rank=spec.process_index, world_size=spec.process_count
+    )
     if spec.shuffle_seed is not None:
       stream = stream.shuffle(seed=spec.shuffle_seed + self._epoch, buffer_size=spec.shuffle_buffer)
     return iter(stream.skip(self._position))
