@@ -16,7 +16,8 @@ King James Bible with an offline tokenizer, in a few minutes on a CPU.
 Every error is one line on stderr, ``lowrank-jax: error: ...``, without a traceback. Bad
 input (config, data, tokenizer, mesh, run directory, checkpoint) exits with status 2
 before anything is written; a run that fails while training (a checkpoint that cannot be
-written, too many non-finite steps in a row) exits with status 1 after keeping what it can.
+written, too many non-finite steps in a row) exits with status 1 after keeping what it can
+(``lowrank_jax.errors`` maps errors to these statuses).
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ import argparse
 import json
 import os
 import sys
+
+from lowrank_jax import errors
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -290,16 +293,9 @@ def main(argv: list[str] | None = None) -> int:
     {"train": _train, "eval": _eval, "export": _export, "memory": _memory, "benchmark": _benchmark}[
         args.command
     ](args)
-  except (ValueError, FileNotFoundError) as error:
-    return _fail(error, 2)
-  except (FloatingPointError, OSError) as error:  # disk full, non-finite streak
-    return _fail(error, 1)
-  return 0
-
-
-def _fail(error: BaseException, status: int) -> int:
-  print(f"lowrank-jax: error: {' '.join(str(error).split())}", file=sys.stderr)
-  return status
+  except errors.REPORTED as error:
+    return errors.report(error)
+  return errors.DONE
 
 
 if __name__ == "__main__":

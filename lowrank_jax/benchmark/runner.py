@@ -21,6 +21,7 @@ import time
 
 import tqdm
 
+from lowrank_jax import errors
 from lowrank_jax.benchmark.grid import Cell, Grid
 from lowrank_jax.benchmark.results import chosen_rates, read_result
 from lowrank_jax.train.metrics import read_metrics
@@ -84,19 +85,16 @@ def _finish(cell: Cell, status: int, bar) -> None:
 
 def _train_here(cell: Cell, log) -> int:
   """Trains ``cell`` in this process; the exit status ``lowrank-jax train`` would give."""
-  from lowrank_jax.cli import _fail
   from lowrank_jax.train.loop import train
 
   with contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
     try:
       summary = train(cell.config(QUIET))
-    except (ValueError, FileNotFoundError) as error:
-      return _fail(error, 2)
-    except (FloatingPointError, OSError) as error:
-      return _fail(error, 1)
+    except errors.REPORTED as error:
+      return errors.report(error)
   if summary["stopped_by"] is not None:  # SIGINT/SIGTERM: saved; the grid stops here
     raise KeyboardInterrupt(f"{cell.name} stopped by {summary['stopped_by']}")
-  return 0
+  return errors.DONE
 
 
 def run_cells(
