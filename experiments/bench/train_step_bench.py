@@ -88,9 +88,7 @@ def prepare_jax(config: LlamaConfig, make_tx, batch) -> Contender:
   tx = make_tx()
   graphdef, params, frozen = nnx.split(Llama(config, rngs=nnx.Rngs(0)), nnx.Param, ...)
   fresh = jax.jit(lambda p: TrainState(jnp.zeros((), jnp.int32), p, frozen, tx.init(p)))
-  step = jax.jit(
-      make_train_step(graphdef, tx, optax.constant_schedule(LEARNING_RATE)), donate_argnums=0
-  )
+  step = jax.jit(make_train_step(graphdef, tx), donate_argnums=0)
   step = step.lower(fresh(params), batch).compile()
   state = None
 

@@ -34,6 +34,7 @@ import yaml
 
 from lowrank_jax.data import make_train_iterator, make_validation_batches
 from lowrank_jax.train import distributed
+from lowrank_jax.train.applied import EVENTS
 from lowrank_jax.train import nonfinite
 from lowrank_jax.train.checkpoint import Checkpointer
 from lowrank_jax.train.config import TrainConfig, to_dict
@@ -107,7 +108,11 @@ def prepare_run_dir(config: TrainConfig) -> bool:
 
 @dataclasses.dataclass
 class _Window:
-  """Metrics of the steps since the last log line (device arrays until fetched)."""
+  """Metrics of the steps since the last log line (device arrays until fetched).
+
+  A log line holds the mean loss of the window, the last step's gradient norm and learning
+  rates, and how many times each event of the method happened in the window.
+  """
 
   metrics: list = dataclasses.field(default_factory=list)
   started: float = dataclasses.field(default_factory=time.perf_counter)
@@ -119,9 +124,10 @@ class _Window:
     record = {
         "loss": sum(float(m["loss"]) for m in fetched) / len(fetched),
         "grad_norm": float(fetched[-1]["grad_norm"]),
-        "lr": float(fetched[-1]["lr"]),
+        **{name: float(value) for name, value in fetched[-1].items() if name.startswith("lr")},
         "tokens_per_s": tokens / max(elapsed, 1e-9),
         "skipped_steps": sum(not m["finite"] for m in fetched),
+        **{name: sum(int(m[name]) for m in fetched) for name in EVENTS if name in fetched[-1]},
     }
     self.metrics, self.started = [], time.perf_counter()
     return record, tokens

@@ -21,6 +21,7 @@ import jax
 import optax
 
 from lowrank_jax import optim
+from lowrank_jax.train import applied
 from lowrank_jax.optim.projection import check_projection_options
 from lowrank_jax.optim.tree_utils import path_names
 
@@ -46,31 +47,32 @@ class Method:
     restarts: refactorization and momentum reset every 200 steps unless the section says
       otherwise (the paper's ``*_restarts``).
     merge_lora: ReLoRA's merge-and-reinit of the adapters every ``restart_every`` steps.
+    record: ``record(schedule, section) -> record(count)``, what each update applies: its
+      learning rates and the method's events (:mod:`lowrank_jax.train.applied`).
   """
 
   build: Callable
   linear_kind: str = "dense"
   restarts: bool = False
   merge_lora: bool = False
+  record: Callable = applied.adam_family
 
 
 def _adam_family(schedule, section, mesh=None) -> optax.GradientTransformation:
   """AdamW on every parameter, with the paper's restarts where the section asks for them.
 
   ``momentum_reset`` wraps only the moments (so the schedule's count is not reset), the
-  learning rate recovers after each reset (:func:`restart_schedule`), and
+  learning rate recovers after each reset (:func:`~lowrank_jax.train.applied.adam_learning_rate`), and
   ``refactorize`` wraps the whole optimizer because it needs the updated factors.
   """
   del mesh  # nothing to spread
   moments = optax.scale_by_adam(section.b1, section.b2, section.eps)
-  learning_rate = schedule
   if section.reset_every:
     moments = optim.momentum_reset(moments, section.reset_every)
-    learning_rate = optim.restart_schedule(schedule, section.reset_every, section.recovery_steps)
   tx = optax.chain(
       moments,
       optax.add_decayed_weights(section.weight_decay),
-      optax.scale_by_learning_rate(learning_rate),
+      optax.scale_by_learning_rate(applied.adam_learning_rate(schedule, section)),
   )
   if section.refactorize_every:
     tx = optim.refactorize(tx, section.refactorize_every)
@@ -138,21 +140,23 @@ def _every_parameter(factory: Callable) -> Callable:
 METHODS: dict[str, Method] = {
     "adamw": Method(_adam_family),
     "full_rank": Method(_adam_family),
-    "galore": Method(_projected(optim.galore)),
-    "fira": Method(_projected(optim.fira)),
-    "apollo": Method(_projected(optim.apollo)),
-    "apollo_mini": Method(_projected(optim.apollo_mini)),
-    "golore": Method(_projected(optim.golore)),
-    "spam": Method(_every_parameter(optim.spam)),
-    "stable_spam": Method(_every_parameter(optim.stable_spam)),
+    "galore": Method(_projected(optim.galore), record=applied.projected(optim.galore)),
+    "fira": Method(_projected(optim.fira), record=applied.projected(optim.fira)),
+    "apollo": Method(_projected(optim.apollo), record=applied.projected(optim.apollo)),
+    "apollo_mini": Method(
+        _projected(optim.apollo_mini), record=applied.projected(optim.apollo_mini)
+    ),
+    "golore": Method(_projected(optim.golore), record=applied.projected(optim.golore)),
+    "spam": Method(_every_parameter(optim.spam), record=applied.spam),
+    "stable_spam": Method(_every_parameter(optim.stable_spam), record=applied.stable_spam),
     "low_rank": Method(_adam_family, "lowrank"),
     "low_rank_restarts": Method(_adam_family, "lowrank", restarts=True),
     "lora": Method(_adam_family, "lora"),
-    "relora": Method(_adam_family, "lora", merge_lora=True),
+    "relora": Method(_adam_family, "lora", merge_lora=True, record=applied.relora),
     "sltrain": Method(_adam_family, "sltrain"),
     "sltrain_restarts": Method(_adam_family, "sltrain", restarts=True),
     "cola": Method(_adam_family, "cola"),
-    "loro": Method(_every_parameter(optim.loro), "lowrank"),
+    "loro": Method(_every_parameter(optim.loro), "lowrank", record=applied.loro),
 }
 
 PAPER_RESTART_EVERY = 200

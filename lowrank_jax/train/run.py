@@ -93,6 +93,12 @@ class Run:
         self.graphdef, self.config.optimizer_section().reset_every, self.config.seed
     )
 
+  def record(self):
+    """``record(count)``: the learning rates and events of each update, for the metrics
+    (:mod:`lowrank_jax.train.applied`)."""
+    section = self.config.optimizer_section()
+    return get_method(section.method).record(self.schedule, section)
+
   def abstract_state(self) -> TrainState:
     return abstract_train_state(self.model_config, self.tx, self.mesh)
 
@@ -105,11 +111,11 @@ class Run:
         make_train_step(
             self.graphdef,
             self.tx,
-            self.schedule,
             self.config.schedule.grad_accum,
             inject,
             self.after_update(),
             self.mesh,
+            self.record(),
         ),
         in_shardings=(self.shardings, self.data_sharding),
         out_shardings=(self.shardings, mesh_lib.replicated(self.mesh)),

@@ -86,24 +86,25 @@ def make_lora_merge(graphdef: nnx.GraphDef, every: int, seed: int) -> Callable:
 def make_train_step(
     graphdef: nnx.GraphDef,
     tx: optax.GradientTransformation,
-    schedule: optax.Schedule,
     grad_accum: int = 1,
     inject: Callable | None = None,
     after_update: Callable | None = None,
     mesh: Mesh | None = None,
+    record: Callable | None = None,
 ) -> Callable:
   """``step(state, batch) -> (state, metrics)``; jit it with shardings and donation.
 
   Args:
     graphdef: the model structure (:func:`~lowrank_jax.train.state.model_graphdef`).
     tx: the optimizer.
-    schedule: the learning-rate schedule (logged as ``lr``).
     grad_accum: micro-batches per step.
     inject: testing only, ``inject(step, loss, grads) -> (loss, grads)`` applied before the
       finiteness check (:func:`~lowrank_jax.train.nonfinite.make_injector`).
     after_update: ``after_update(step, params, frozen) -> (params, frozen)`` run after the
       update of 1-based step ``step`` (e.g. :func:`make_lora_merge`).
     mesh: the mesh the step is jitted over (lays out the activations, see :func:`make_loss`).
+    record: ``record(count) -> {"lr": ..., event: 0 or 1, ...}``, what the update of 0-based
+      ``count`` applies, added to its metrics (:mod:`lowrank_jax.train.applied`).
   """
   grad_fn = jax.value_and_grad(make_loss(graphdef, mesh), has_aux=True)
 
@@ -139,8 +140,8 @@ def make_train_step(
         "loss": loss,
         "grad_norm": grad_norm,
         "finite": finite,
-        "lr": jnp.asarray(schedule(state.step), jnp.float32),
         "tokens": count,
+        **(record(state.step) if record is not None else {}),
     }
     return TrainState(state.step + 1, params, frozen, opt_state), metrics
 

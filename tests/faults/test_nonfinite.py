@@ -32,11 +32,7 @@ CONFIG = LlamaConfig.preset(
 def test_a_poisoned_step_leaves_the_state_unchanged(poison):
   tx = optax.adamw(1e-2)
   mesh = mesh_lib.make_mesh(MeshSection(data=1), jax.devices()[:1])
-  step = jax.jit(
-      make_train_step(
-          model_graphdef(CONFIG), tx, optax.constant_schedule(1e-2), inject=make_injector(**poison)
-      )
-  )
+  step = jax.jit(make_train_step(model_graphdef(CONFIG), tx, inject=make_injector(**poison)))
   batch = {"input_ids": jnp.arange(24).reshape(2, 12) % 32, "loss_mask": jnp.ones((2, 12))}
   first, metrics_1 = step(init_train_state(CONFIG, tx, mesh, seed=0), batch)
   second, metrics_2 = step(first, batch)

@@ -52,7 +52,7 @@ def make_run(method, *extra):
 
 def train_steps(run, steps, vary_batch=True):
   step_fn = jax.jit(
-      make_train_step(run.graphdef, run.tx, run.schedule, after_update=run.after_update()),
+      make_train_step(run.graphdef, run.tx, after_update=run.after_update()),
       in_shardings=(run.shardings, run.data_sharding),
       out_shardings=(run.shardings, mesh_lib.replicated(run.mesh)),
   )
@@ -68,7 +68,7 @@ def train_steps(run, steps, vary_batch=True):
 
 def compiled_step_text(run) -> str:
   step_fn = jax.jit(
-      make_train_step(run.graphdef, run.tx, run.schedule),
+      make_train_step(run.graphdef, run.tx),
       in_shardings=(run.shardings, run.data_sharding),
       out_shardings=(run.shardings, mesh_lib.replicated(run.mesh)),
   )

@@ -36,7 +36,7 @@ def batch(rows=8, seq=12, seed=0):
 def run_steps(tx, mesh, accum, steps=3):
   shardings = train_state_shardings(CONFIG, tx, mesh)
   step = jax.jit(
-      make_train_step(model_graphdef(CONFIG), tx, optax.constant_schedule(1e-2), accum),
+      make_train_step(model_graphdef(CONFIG), tx, accum),
       in_shardings=(shardings, mesh_lib.batch_sharding(mesh)),
       out_shardings=(shardings, mesh_lib.replicated(mesh)),
       donate_argnums=0,
