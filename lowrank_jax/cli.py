@@ -205,21 +205,26 @@ def _use_memory_minimising_cpu_schedule() -> None:
   _default_xla_flag("xla_cpu_enable_concurrency_optimized_scheduler", "false")
 
 
+def _progress(index: int, count: int, description: str) -> None:
+  """One line per case of the ``memory`` command, on stderr (stdout holds the table)."""
+  print(f"[{index}/{count}] {description}", file=sys.stderr, flush=True)
+
+
 def _memory(args) -> None:
   _use_memory_minimising_cpu_schedule()
   if args.topology:
     _memory_on_topology(args)
     return
   _use_fake_cpu_devices(max(args.devices))
-  from lowrank_jax.train.memory import markdown_table, memory_rows, write_report
-  from lowrank_jax.train.methods import METHODS
+  from lowrank_jax.memory.report import default_methods, markdown_table, memory_rows, write_report
 
   rows = memory_rows(
       args.sizes,
-      args.methods or sorted(METHODS),
+      args.methods or default_methods(),
       args.dtype,
       args.devices,
       compile_step=not args.no_compile,
+      on_case=_progress,
   )
   print(markdown_table(rows), end="")
   if args.out:
@@ -231,9 +236,8 @@ def _memory_on_topology(args) -> None:
   os.environ.setdefault("JAX_PLATFORMS", "cpu")  # this host only compiles
   if kind == "cpu" and count.isdigit():
     _use_fake_cpu_devices(int(count))
-  from lowrank_jax.train.memory import validate_cases
-  from lowrank_jax.train.methods import METHODS
-  from lowrank_jax.train.topology import (
+  from lowrank_jax.memory.report import default_methods, validate_cases
+  from lowrank_jax.memory.topology import (
       GIB,
       compile_case,
       out_of_memory_message,
@@ -241,20 +245,20 @@ def _memory_on_topology(args) -> None:
       write_topology_report,
   )
 
-  methods = args.methods or sorted(METHODS)
+  methods = args.methods or default_methods()
   validate_cases(args.sizes, methods, args.dtype, [])
   if args.hbm_gb is not None and args.hbm_gb <= 0:
     raise ValueError(f"--hbm-gb={args.hbm_gb} must be positive")
   hbm = None if args.hbm_gb is None else int(args.hbm_gb * GIB)
-  cases = [
-      compile_case(size, method, args.dtype, args.topology, args.tensor, hbm)
-      for size in args.sizes
-      for method in methods
-  ]
-  print(topology_table(cases), end="")
+  cases = [(size, method) for size in args.sizes for method in methods]
+  compiled = []
+  for size, method in cases:
+    _progress(len(compiled) + 1, len(cases), f"{size} {method} {args.dtype} on {args.topology}")
+    compiled.append(compile_case(size, method, args.dtype, args.topology, args.tensor, hbm))
+  print(topology_table(compiled), end="")
   if args.out:
-    print("wrote " + ", ".join(write_topology_report(cases, args.out)))
-  failure = out_of_memory_message(cases)
+    print("wrote " + ", ".join(write_topology_report(compiled, args.out)))
+  failure = out_of_memory_message(compiled)
   if failure:
     raise ValueError(failure)
 

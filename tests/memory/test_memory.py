@@ -6,9 +6,10 @@ import sys
 
 import pytest
 
-from lowrank_jax.train.memory import case_config
-from lowrank_jax.train.memory_analytic import FORMULAS, PAPER_RANKS, analytic_memory
-from lowrank_jax.train.memory_measured import measure_state, measure_step, memory_run
+from lowrank_jax.memory import report
+from lowrank_jax.memory.report import case_config
+from lowrank_jax.memory.analytic import FORMULAS, PAPER_RANKS, analytic_memory
+from lowrank_jax.memory.measured import measure_state, measure_step, memory_run
 from lowrank_jax.train.mesh import unsharded_large_arrays
 from lowrank_jax.train.methods import METHODS
 
@@ -73,12 +74,26 @@ def test_no_array_above_a_kilobyte_is_replicated(method, fsdp, tensor):
 
 
 def test_a_method_without_a_formula_is_reported_as_n_a(monkeypatch):
-  from lowrank_jax.train import memory
-
   monkeypatch.delitem(FORMULAS, "low_rank")
-  (row,) = memory.memory_rows(["nano"], ["low_rank"], "fp32", [1], compile_step=False)
+  (row,) = report.memory_rows(["nano"], ["low_rank"], "fp32", [1], compile_step=False)
   assert row.analytic is None and row.state is not None
-  assert "| n/a |" in memory.markdown_table([row])
+  assert "| n/a |" in report.markdown_table([row])
+
+
+def test_the_default_methods_are_every_method_once():
+  methods = report.default_methods()
+  for i, name in enumerate(methods):
+    assert all(METHODS[name] != METHODS[other] for other in methods[i + 1 :]), name
+  for name in METHODS:  # a name left out trains as one that stays
+    assert any(METHODS[name] == METHODS[kept] for kept in methods), name
+  assert "full_rank" in methods  # the paper's name, not its alias adamw
+
+
+def test_the_report_cites_the_paper(tmp_path):
+  rows = report.memory_rows(["nano"], ["full_rank"], "bf16", [1], compile_step=False)
+  with open(report.write_report(rows, str(tmp_path))[0]) as f:
+    title = f.readline()
+  assert "arXiv 2505.22922, Sec. 5" in title
 
 
 def test_the_memory_command_prints_the_table_and_fails_in_one_line(capsys):
@@ -88,6 +103,19 @@ def test_the_memory_command_prints_the_table_and_fails_in_one_line(capsys):
   assert "| nano | bf16 | 1 | full_rank |" in capsys.readouterr().out
   assert main(["memory", "--sizes", "huge"]) == 2
   assert capsys.readouterr().err.startswith("lowrank-jax: error: size 'huge' is unknown")
+
+
+def test_the_memory_command_shows_each_method_once_with_a_progress_line_per_case(capsys):
+  from lowrank_jax.cli import main
+
+  assert main(["memory", "--sizes", "nano", "--no-compile"]) == 0
+  out, err = capsys.readouterr()
+  shown = [line.split("|")[4].strip() for line in out.splitlines() if line.startswith("| nano |")]
+  assert shown == report.default_methods()
+  count = len(shown)
+  assert err.splitlines() == [
+      f"[{i}/{count}] nano {method} bf16 on 1 device(s)" for i, method in enumerate(shown, 1)
+  ]
 
 
 def test_fsdp_activations_stay_split_by_batch_in_the_compiled_step():

@@ -1,7 +1,7 @@
 """The paper's memory count: bytes of weights plus optimizer state, from shapes alone.
 
-paper.md section 5 counts, for every target matrix ``m x n`` (the seven linears of each block)
-at rank ``r``::
+arXiv 2505.22922, Sec. 5 counts, for every target matrix ``m x n`` (the seven linears of each
+block) at rank ``r``::
 
     method            weights                     optimizer state (Adam)
     Full-Rank         mn                          2 mn
@@ -16,7 +16,7 @@ weights plus two Adam moments. Bytes are ``bytes-per-entry x entries`` in the po
 parameter dtype, plus SLTrain's ``s`` int32 support indices per matrix (4 bytes each), which
 the paper writes as "(+ indices)".
 
-What the count leaves out, on purpose (:mod:`lowrank_jax.train.memory_measured` lists them
+What the count leaves out, on purpose (:mod:`lowrank_jax.memory.measured` lists them
 separately as *extras*): step counters, per-matrix scalars (Fira's and APOLLO's norms, the
 SPAM EMAs) and APOLLO's seed: at most one number per matrix per layer. CoLA has the factor
 shapes of Low-Rank, SPAM / Stable-SPAM the state of Full-Rank, GoLore that of GaLore and
@@ -44,7 +44,7 @@ import jax.numpy as jnp
 
 from lowrank_jax.models import LlamaConfig
 
-# The rank r of each size (paper.md section 2); nano takes a quarter of its width.
+# The rank r of each size (arXiv 2505.22922, Sec. 2); nano takes a quarter of its width.
 PAPER_RANKS = {"nano": 32, "60m": 128, "130m": 256, "350m": 256, "1b": 512, "7b": 1024}
 PAPER_DENSITY = 0.03  # SLTrain's delta
 INDEX_BYTES = 4  # int32 support indices
@@ -134,9 +134,11 @@ def _sltrain(m, n, r, delta):
   return Entries(trained, 2 * trained, sparse_entries(m, n, delta))
 
 
+# In the order of the paper's table: where two method names train identically (``adamw`` and
+# ``full_rank``), the report's default rows keep the first (:func:`report.default_methods`).
 FORMULAS: dict[str, MatrixFormula] = {
-    "adamw": _full_rank,
     "full_rank": _full_rank,
+    "adamw": _full_rank,
     "spam": _full_rank,
     "stable_spam": _full_rank,
     "galore": _galore,

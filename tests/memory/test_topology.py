@@ -4,9 +4,9 @@ import importlib.util
 
 import pytest
 
-from lowrank_jax.train.memory import case_config
-from lowrank_jax.train.memory_measured import measure_state, memory_run
-from lowrank_jax.train.topology import topology_devices
+from lowrank_jax.memory.report import case_config
+from lowrank_jax.memory.measured import measure_state, memory_run
+from lowrank_jax.memory.topology import topology_devices
 
 
 def test_the_command_compiles_for_a_described_mesh_and_fails_in_one_line_when_out_of_memory(
@@ -38,8 +38,10 @@ def test_the_command_compiles_for_a_described_mesh_and_fails_in_one_line_when_ou
   )
   out, err = capsys.readouterr()
   assert status == 2
-  assert err.startswith("lowrank-jax: error: out of memory: nano low_rank on cpu:8 (cpu, ")
-  assert "needs" in err and "GiB per device" in err
+  progress, error = err.splitlines()
+  assert progress == "[1/1] nano low_rank fp32 on cpu:8"
+  assert error.startswith("lowrank-jax: error: out of memory: nano low_rank on cpu:8 (cpu, ")
+  assert "needs" in error and "GiB per device" in error
   header, _, row = out.splitlines()[:3]
   values = dict(
       zip(

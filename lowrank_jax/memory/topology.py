@@ -14,7 +14,7 @@ temporaries) against the chip's HBM. A topology is named
   per-device budget can be given as ``hbm_bytes``.
 
 The mesh is ``(data=1, fsdp=N / tensor, tensor)`` over the topology's ``N`` devices, the batch
-one sequence per data-parallel device (:func:`~lowrank_jax.train.memory.case_config`).
+one sequence per data-parallel device (:func:`~lowrank_jax.memory.report.case_config`).
 
 >>> len(topology_devices("cpu:8")), HBM_BYTES["TPU v5 lite"] / GIB  # a v5e chip: 16 GiB
 (8, 16.0)
@@ -28,8 +28,8 @@ from collections.abc import Sequence
 
 import jax
 
-from lowrank_jax.train.memory import case_config, table_text, write_csv
-from lowrank_jax.train.memory_measured import (
+from lowrank_jax.memory.report import case_config, table_text, write_csv
+from lowrank_jax.memory.measured import (
     StateBytes,
     StepBytes,
     measure_state,
@@ -122,7 +122,7 @@ def compile_case(
   """Lowers and compiles ``method``'s train step on ``size`` for ``topology``; nothing runs.
 
   Args:
-    size, method, dtype: as :func:`~lowrank_jax.train.memory.case_config`.
+    size, method, dtype: as :func:`~lowrank_jax.memory.report.case_config`.
     topology: a topology name (module docstring).
     tensor: tensor-parallel width; it must divide the device count.
     hbm_bytes: a device's memory; default: the chip's (:data:`HBM_BYTES`), unknown for CPU.

@@ -3,16 +3,18 @@
 One :class:`MemoryRow` per (size, dtype policy, device count, method) puts side by side
 
 * ``analytic``: the paper's weights + optimizer-state bytes
-  (:func:`~lowrank_jax.train.memory_analytic.analytic_memory`), ``None`` for a method
+  (:func:`~lowrank_jax.memory.analytic.analytic_memory`), ``None`` for a method
   without a formula (shown as ``n/a``);
 * ``state``: the measured bytes of the abstract train state, total and per device
-  (:func:`~lowrank_jax.train.memory_measured.measure_state`);
+  (:func:`~lowrank_jax.memory.measured.measure_state`);
 * ``step``: XLA's per-device memory analysis of the compiled train step, when asked for
-  (:func:`~lowrank_jax.train.memory_measured.measure_step`).
+  (:func:`~lowrank_jax.memory.measured.measure_step`).
 
 Every case trains at the paper's rank of its size (:data:`PAPER_RANKS`) on a
 ``(data=1, fsdp=devices, tensor=1)`` mesh, one sequence of ``seq_len`` tokens per device.
-:func:`write_report` writes ``memory.md``, ``memory.csv`` and ``memory.png``.
+:func:`write_report` writes ``memory.md``, ``memory.csv`` and ``memory.png``. Without a list of
+methods the report shows :func:`default_methods`: every method once (``adamw`` trains exactly
+as ``full_rank``, so one row stands for both).
 
 >>> rows = memory_rows(["nano"], ["full_rank", "low_rank"], "bf16", [1], compile_step=False)
 >>> [(row.method, round(row.ratio_to_full_rank, 2)) for row in rows]  # nano: embeddings dominate
@@ -26,14 +28,14 @@ from __future__ import annotations
 import csv
 import dataclasses
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import jax
 
 from lowrank_jax.models import PRESETS
 from lowrank_jax.train.config import TrainConfig, load_config
-from lowrank_jax.train.memory_analytic import PAPER_RANKS, AnalyticMemory, analytic_memory
-from lowrank_jax.train.memory_measured import (
+from lowrank_jax.memory.analytic import FORMULAS, PAPER_RANKS, AnalyticMemory, analytic_memory
+from lowrank_jax.memory.measured import (
     StateBytes,
     StepBytes,
     measure_state,
@@ -51,6 +53,23 @@ REQUIRED_OPTIONS = {
 }
 DTYPES = ("fp32", "bf16", "mixed")
 GB = 1e9
+CITATION = "arXiv 2505.22922, Sec. 5"  # the count: weights + optimizer state
+
+
+def default_methods() -> list[str]:
+  """The names of :data:`METHODS`, sorted, one per distinct method: of names that train
+  identically (equal :class:`~lowrank_jax.train.methods.Method`, e.g. ``adamw`` and
+  ``full_rank``) the one listed first in the paper's table (:data:`FORMULAS`) stays.
+
+  >>> "full_rank" in default_methods(), "adamw" in default_methods()
+  (True, False)
+  """
+  order = [*FORMULAS, *sorted(set(METHODS) - set(FORMULAS))]
+  kept: list[str] = []
+  for name in (name for name in order if name in METHODS):
+    if all(METHODS[name] != METHODS[other] for other in kept):
+      kept.append(name)
+  return sorted(kept)
 
 
 def case_config(
@@ -166,6 +185,7 @@ def memory_rows(
     dtype: str,
     device_counts: Sequence[int],
     compile_step: bool = True,
+    on_case: Callable[[int, int, str], None] | None = None,
 ) -> list[MemoryRow]:
   """Every (size, device count, method) case of the report, fully sharded over the devices.
 
@@ -175,8 +195,11 @@ def memory_rows(
     dtype: a dtype policy name.
     device_counts: mesh sizes, each at most ``len(jax.devices())``.
     compile_step: also lower and compile each train step (slow for large models).
+    on_case: called as ``on_case(index, count, description)`` before each case is measured
+      (``index`` from 1 of ``count``), e.g. to show progress.
   """
   validate_cases(sizes, methods, dtype, device_counts)
+  count = len(sizes) * len(device_counts) * len(methods)
   rows = []
   for size in sizes:
     full_rank = analytic_memory(
@@ -184,6 +207,8 @@ def memory_rows(
     )
     for devices in device_counts:
       for method in methods:
+        if on_case is not None:
+          on_case(len(rows) + 1, count, f"{size} {method} {dtype} on {devices} device(s)")
         config = case_config(size, method, dtype, devices, fsdp=devices)
         analytic = analytic_memory(config.model_config(), method, PAPER_RANKS[size])
         try:
@@ -302,7 +327,7 @@ def _bar_chart(rows: Sequence[MemoryRow], path: str) -> None:
     x = range(len(cases))
     analytic = [_gb(row.analytic.total_bytes) if row.analytic else 0 for row in cases]
     measured = [_gb(row.state_weights_and_optimizer) or 0 for row in cases]
-    ax.bar([i - 0.2 for i in x], analytic, 0.4, label="analytic (paper.md section 5)")
+    ax.bar([i - 0.2 for i in x], analytic, 0.4, label=f"analytic ({CITATION})")
     ax.bar([i + 0.2 for i in x], measured, 0.4, label="measured train state")
     ax.set_xticks(list(x), [row.method for row in cases], rotation=30, ha="right")
     ax.set_ylabel("GB")
@@ -319,7 +344,7 @@ def write_report(rows: Sequence[MemoryRow], out_dir: str) -> list[str]:
   paths = [os.path.join(out_dir, f"memory.{ext}") for ext in ("md", "csv", "png")]
   with open(paths[0], "w") as f:
     f.write(
-        "# Memory: weights + optimizer state (paper.md section 5) against the program\n\n"
+        f"# Memory: weights + optimizer state ({CITATION}) against the program\n\n"
         + _headline(rows)
         + "\n"
         + markdown_table(rows)

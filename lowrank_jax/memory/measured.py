@@ -5,7 +5,7 @@ Two measurements, both from shapes only (``jax.eval_shape`` and ahead-of-time co
 * **state**: the bytes of the abstract train state (:func:`abstract_train_state`), split into
   weights (trained and frozen), optimizer state and *extras*. An extra is a leaf with at most
   one entry per layer: step counters, per-matrix norms and EMAs, seeds; the paper's count
-  (:mod:`lowrank_jax.train.memory_analytic`) leaves them out, so they are listed on their
+  (:mod:`lowrank_jax.memory.analytic`) leaves them out, so they are listed on their
   own. Per device, every leaf counts its shard ``sharding.shard_shape(shape)``.
 * **step**: XLA's memory analysis of the compiled train step, per device: argument bytes
   (state and batch), output bytes (the new state, aliased to the donated input), and
