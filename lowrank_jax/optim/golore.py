@@ -10,8 +10,12 @@ the first moment is re-projected into the new basis and the second is carried:
   M \leftarrow P_\text{new}^\top P_\text{old} M, \qquad V \leftarrow V.
 
 The switch step is ``random_from_step`` if given, else
-``total_steps - round(rand_ratio * total_steps)``: ``rand_ratio`` is the
-fraction of training, at its end, that uses random projectors.
+:math:`\lceil \text{rand\_ratio} \cdot \text{total\_steps} \rceil`: as the
+reference's ``--rand_ratio`` flag, ``rand_ratio`` is the fraction of training
+*before* the switch (a refresh at the 0-based step :math:`t` is random once
+:math:`t / \text{total\_steps} \ge \text{rand\_ratio}`; GoLore's own script,
+``script/Go_pt.sh`` of pkumelon/Golore, uses 0.8). Defaults are the reference's
+(``GoLoreProjector``'s ``scale=1``, ``GoLoreAdamW``'s ``eps=1e-6``).
 
 References:
   He et al., Subspace Optimization for Large Language Models with Convergence
@@ -25,6 +29,9 @@ References:
 """
 
 from __future__ import annotations
+
+import itertools
+import math
 
 import optax
 
@@ -43,15 +50,17 @@ def switch_step(total_steps: int | None, rand_ratio: float, random_from_step: in
         "golore needs total_steps (with rand_ratio) or random_from_step, " "got neither."
     )
   total_steps = check_positive_int("total_steps", total_steps)
-  check_range("rand_ratio", rand_ratio, 0.0, 1.0, include_high=True)
-  return total_steps - round(rand_ratio * total_steps)
+  check_range("rand_ratio", rand_ratio, 0.0)
+  # The first step passing the reference's own float test, step / total_steps >= rand_ratio.
+  below = max(math.ceil(rand_ratio * total_steps) - 1, 0)
+  return next(step for step in itertools.count(below) if step / total_steps >= rand_ratio)
 
 
 @shared_args
 def scale_by_golore(
     rank: int = 128,
     update_proj_gap: int = 200,
-    scale: float = 0.25,
+    scale: float = 1.0,
     b1: float = 0.9,
     b2: float = 0.999,
     eps: float = 1e-6,
@@ -59,7 +68,7 @@ def scale_by_golore(
     moment_dtype=None,
     options=None,
     total_steps: int | None = None,
-    rand_ratio: float = 0.25,
+    rand_ratio: float = 0.8,
     random_from_step: int | None = None,
 ) -> optax.GradientTransformation:
   """GoLore's rescaling of the gradients (no learning rate, no weight decay).
@@ -68,7 +77,8 @@ def scale_by_golore(
     {shared_args}
     scale: ``alpha``, multiplies the projected-back update (>= 0).
     total_steps: the length of training, used with ``rand_ratio``.
-    rand_ratio: fraction of the training, at its end, with random projectors.
+    rand_ratio: fraction of the training before the switch to random projectors
+      (>= 0; 1 or more: never), the reference's ``--rand_ratio``.
     random_from_step: the switch step itself (overrides the two above).
 
   Returns:
@@ -96,7 +106,7 @@ def golore(
     learning_rate,
     rank: int = 128,
     update_proj_gap: int = 200,
-    scale: float = 0.25,
+    scale: float = 1.0,
     b1: float = 0.9,
     b2: float = 0.999,
     eps: float = 1e-6,
@@ -106,7 +116,7 @@ def golore(
     moment_dtype=None,
     options=None,
     total_steps: int | None = None,
-    rand_ratio: float = 0.25,
+    rand_ratio: float = 0.8,
     random_from_step: int | None = None,
 ) -> optax.GradientTransformation:
   """GoLore-AdamW: ``chain(scale_by_golore, add_decayed_weights, scale_by_learning_rate)``.
@@ -116,7 +126,8 @@ def golore(
     {shared_args}
     scale: ``alpha``.
     total_steps: the length of training, used with ``rand_ratio``.
-    rand_ratio: fraction of the training, at its end, with random projectors.
+    rand_ratio: fraction of the training before the switch to random projectors
+      (>= 0; 1 or more: never), the reference's ``--rand_ratio``.
     random_from_step: the switch step itself (overrides the two above).
 
   Returns:

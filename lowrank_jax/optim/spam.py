@@ -25,11 +25,18 @@ from then on, with :math:`j = n \bmod T`,
 
 .. math::
 
-  s_n = 1 - 0.99 \cdot \tfrac12 \left(1 + \cos \frac{\pi \min(j + 1, W + 1)}{W + 1}\right),
+  s_n = \begin{cases}
+    1 - 0.99 \cdot \tfrac12 \left(1 + \cos \dfrac{\pi j}{W + 1}\right) & j < W, \\
+    1 & j \ge W,
+  \end{cases}
 
-which is about 0.01 on a reset step and reaches 1 at :math:`j = W`.
+which is 0.01 on a reset step and 1 from :math:`j = W` on. This is the authors'
+``CosineDecay`` (``para_eff_pt/pt_spam/SPAM.py`` of the paper's repository: torch's
+closed-form ``CosineAnnealingLR(T_max = W + 1).step(j)``, recreated at each reset);
+``pytorch_optimizer.SPAM`` steps its scheduler once more per call and runs one step ahead
+(about 0.076 on a reset step for :math:`W = 5`).
 
-Order of operations, as in the reference ``pytorch_optimizer.SPAM`` (4.1.0):
+Order of operations, as in the authors' code and ``pytorch_optimizer.SPAM`` (4.1.0):
 
 * the bias-correction step :math:`n` is global: a reset does *not* restart it
   (the re-warmup factor is what tames the first steps after a reset);
@@ -100,12 +107,13 @@ def rewarmup_factor(step: jax.Array, reset_interval: Any, warmup_steps: Any) -> 
 
   >>> import jax.numpy as jnp
   >>> [round(float(rewarmup_factor(jnp.asarray(n), 4, 2)), 4) for n in range(1, 8)]
-  [1.0, 1.0, 1.0, 0.2575, 0.7525, 1.0, 1.0]
+  [1.0, 1.0, 1.0, 0.01, 0.2575, 1.0, 1.0]
   """
   steps_since_reset = step % reset_interval
-  progress = jnp.minimum(steps_since_reset + 1, warmup_steps + 1) / (warmup_steps + 1)
+  progress = steps_since_reset / (warmup_steps + 1)
   factor = 1.0 - _REWARMUP_DEPTH * 0.5 * (1.0 + jnp.cos(jnp.pi * progress))
-  return jnp.where(step >= reset_interval, factor, 1.0).astype(jnp.float32)
+  rewarming = (step >= reset_interval) & (steps_since_reset < warmup_steps)
+  return jnp.where(rewarming, factor, 1.0).astype(jnp.float32)
 
 
 def scale_by_spam(
@@ -205,7 +213,7 @@ def spam(
 ) -> optax.GradientTransformation:
   """SPAM with decoupled weight decay: ``chain(scale_by_spam, add_decayed_weights, lr)``.
 
-  Defaults are those of the reference ``pytorch_optimizer.SPAM``. The weight
+  Defaults are the authors' ``SPAM`` class defaults (``pytorch_optimizer.SPAM``'s too). The weight
   decay is multiplied by the learning rate, not by the re-warmup factor.
 
   Args:

@@ -29,12 +29,29 @@ last reset :math:`t` (:math:`t = n` before the first reset, then
   v \leftarrow \beta_2 v + (1 - \beta_2) g^2 \\
   u &= \frac{1}{1 - \beta_1^t} \, \frac{m}{\sqrt{v} / \sqrt{1 - \beta_2^t} + \epsilon}
 
+**Momentum decay.** With ``total_steps`` (the reference's ``total_T``) set, :math:`\beta_1`
+and :math:`\gamma_1` above are multiplied, on step :math:`n`, by
+
+.. math::
+
+  c_n = \eta_\text{min} + (1 - \eta_\text{min}) \, \tfrac12
+        \left(1 + \cos \frac{\pi n}{T_\text{total} + 1}\right),
+
+which takes them from their full value towards :math:`\eta_\text{min}` (0.5) times it over
+training; the bias corrections use the decayed values, :math:`1 - (c_n \gamma_1)^n` and
+:math:`1 - (c_n \beta_1)^t`. This is the closed form the authors' ``CosineDecay`` evaluates
+(``CosineAnnealingLR.step(n)`` with ``T_max = total_T + 1``; like theirs, it rises again
+past :math:`T_\text{total} + 1`). ``pytorch_optimizer.StableSPAM(t_max=...)`` steps its
+scheduler differently and lands on other values, so the tests check this form against a
+NumPy transcription of the authors' code.
+
 A leaf whose clipped gradient is all zeros (:math:`\nu = 0`) gets a zero
 update and keeps :math:`\mu_n, \sigma_n, m, v` (only :math:`\bar a` moves), as
 in the reference.
 
-Order of operations, as in the reference ``pytorch_optimizer.StableSPAM``
-(4.1.0, without its optional ``t_max`` momentum decay, not offered here):
+Order of operations, as in ``pytorch_optimizer.StableSPAM`` (4.1.0), which corrects two
+slips of the authors' code (TianjinYellow/StableSPAM, ``galore_torch/stablespam.py``; see
+``lowrank_jax/optim/README.md``):
 
 * the "full reset" zeroes :math:`m, v` and restarts their bias correction
   (:math:`t = 1` on a reset step); the norm statistics
@@ -45,9 +62,11 @@ Order of operations, as in the reference ``pytorch_optimizer.StableSPAM``
 * weight decay, in :func:`stable_spam`, acts on the weights before the step,
   which is exactly optax's ``add_decayed_weights``.
 
-Defaults follow the reference and the authors' released LLaMA scripts
-(:math:`\gamma_1 = 0.7`, :math:`\gamma_2 = 0.9`, :math:`\theta = 0.999`,
-:math:`\epsilon = 10^{-8}`), with the reset interval of those scripts, 500.
+Defaults are the authors' ``StableSPAM`` class defaults (:math:`\gamma_1 = 0.7`,
+:math:`\gamma_2 = 0.9`, :math:`\theta = 0.999`, :math:`\epsilon = 10^{-8}`, no momentum
+decay), with the reset interval 500 of the paper's runs. The paper's arguments
+(``para_eff_pt/utils/args.py``: :math:`\gamma_1 = 0.85`, :math:`\gamma_2 = 0.999`,
+``total_T`` 20000, :math:`\eta_\text{min} = 0.5`) are in ``experiments/configs/``.
 
 Example:
 
@@ -102,6 +121,19 @@ class ScaleByStableSpamState(NamedTuple):
   norm_sq_ema: optax.Updates
 
 
+def momentum_decay(step: jax.Array, total_steps: int | None, eta_min: float) -> jax.Array:
+  """The factor :math:`c_n` of the 1-based ``step`` (float32; 1 without ``total_steps``).
+
+  >>> import jax.numpy as jnp
+  >>> [round(float(momentum_decay(jnp.asarray(n), 9, 0.5)), 3) for n in (0, 5, 10, 15)]
+  [1.0, 0.75, 0.5, 0.75]
+  """
+  if total_steps is None:
+    return jnp.ones([], jnp.float32)
+  angle = jnp.pi * step.astype(jnp.float32) / (total_steps + 1)
+  return eta_min + (1.0 - eta_min) * 0.5 * (1.0 + jnp.cos(angle))
+
+
 def scale_by_stable_spam(
     b1: float = 0.9,
     b2: float = 0.999,
@@ -111,6 +143,8 @@ def scale_by_stable_spam(
     theta: float = 0.999,
     reset_interval: int = 500,
     moment_dtype: Any = None,
+    total_steps: int | None = None,
+    eta_min: float = 0.5,
 ) -> optax.GradientTransformation:
   r"""Rescales updates by Stable-SPAM (AdaClip, AdaGN, Adam with periodic reset).
 
@@ -129,6 +163,9 @@ def scale_by_stable_spam(
       steps :math:`T, 2T, \dots` (1-based), an integer >= 1.
     moment_dtype: dtype of Adam's moments; ``None`` uses each param's dtype.
       The scalar statistics are float32 and the update is computed in float32.
+    total_steps: :math:`T_\text{total}` of the momentum decay (the reference's
+      ``total_T``), an integer >= 1; ``None`` (the reference's default) turns it off.
+    eta_min: the factor :math:`\eta_\text{min}` the decay aims at, in [0, 1].
 
   Returns:
     An ``optax.GradientTransformation`` with state :class:`ScaleByStableSpamState`.
@@ -138,6 +175,9 @@ def scale_by_stable_spam(
     check_range(name, value, 0.0, 1.0)
   spike_aware.check_step_count("reset_interval", reset_interval, minimum=1)
   spike_aware.check_moment_dtype(moment_dtype)
+  if total_steps is not None:
+    spike_aware.check_step_count("total_steps", total_steps, minimum=1)
+  check_range("eta_min", eta_min, 0.0, 1.0, include_high=True)
 
   def init_fn(params):
     moments = lambda: jax.tree.map(lambda p: spike_aware.init_moment(p, moment_dtype), params)
@@ -156,10 +196,12 @@ def scale_by_stable_spam(
     step = optax.safe_increment(state.count)
     reset = spike_aware.is_reset_step(step, reset_interval)
     adam_step = jnp.where(step < reset_interval, step, step % reset_interval + 1)
+    decay = momentum_decay(step, total_steps, eta_min)
+    norm_decay, b1_now = gamma1 * decay, b1 * decay
     clip_level_correction = 1.0 - spike_aware.power(theta, step)
-    norm_correction = 1.0 - spike_aware.power(gamma1, step)
+    norm_correction = 1.0 - spike_aware.power(norm_decay, step)
     norm_sq_correction = 1.0 - spike_aware.power(gamma2, step)
-    step_size = 1.0 / (1.0 - spike_aware.power(b1, adam_step))
+    step_size = 1.0 / (1.0 - spike_aware.power(b1_now, adam_step))
     nu_correction = jnp.sqrt(1.0 - spike_aware.power(b2, adam_step))
 
     def update_leaf(grad, mu, nu, max_abs_ema, norm_ema, norm_sq_ema):
@@ -171,7 +213,7 @@ def scale_by_stable_spam(
 
       norm = jnp.linalg.norm(g)
       active = norm > 0
-      new_norm_ema = gamma1 * norm_ema + (1 - gamma1) * norm
+      new_norm_ema = norm_decay * norm_ema + (1 - norm_decay) * norm
       new_norm_sq_ema = gamma2 * norm_sq_ema + (1 - gamma2) * jnp.square(norm)
       norm_scale = (new_norm_ema / norm_correction) / (
           jnp.sqrt(new_norm_sq_ema / norm_sq_correction) + eps
@@ -179,7 +221,7 @@ def scale_by_stable_spam(
       g = g / jnp.where(active, norm, 1.0) * norm_scale
 
       mu, nu = spike_aware.zeros_if(reset, mu), spike_aware.zeros_if(reset, nu)
-      _, new_mu, new_nu = update_moments(g, mu, nu, b1, b2, eps)
+      _, new_mu, new_nu = update_moments(g, mu, nu, b1_now, b2, eps)
       update = step_size * new_mu / (jnp.sqrt(new_nu) / nu_correction + eps)
       keep_if_idle = lambda new, old: jnp.where(active, new, old).astype(old.dtype)
       return (
@@ -219,20 +261,22 @@ def stable_spam(
     reset_interval: int = 500,
     moment_dtype: Any = None,
     weight_decay_mask: Any = None,
+    total_steps: int | None = None,
+    eta_min: float = 0.5,
 ) -> optax.GradientTransformation:
   """Stable-SPAM with decoupled weight decay: ``chain(scale_by_stable_spam, add_decayed_weights, lr)``.
 
   Args:
     {alias_args}
-    b1, b2, eps, gamma1, gamma2, theta, reset_interval, moment_dtype: as in
-      :func:`scale_by_stable_spam`.
+    b1, b2, eps, gamma1, gamma2, theta, reset_interval, moment_dtype, total_steps,
+      eta_min: as in :func:`scale_by_stable_spam`.
 
   Returns:
     An ``optax.GradientTransformation``.
   """
   spike_aware.check_learning_rate(learning_rate)
   stabilized_update = scale_by_stable_spam(
-      b1, b2, eps, gamma1, gamma2, theta, reset_interval, moment_dtype
+      b1, b2, eps, gamma1, gamma2, theta, reset_interval, moment_dtype, total_steps, eta_min
   )
   return with_decoupled_weight_decay(
       stabilized_update, learning_rate, weight_decay, weight_decay_mask

@@ -229,7 +229,8 @@ def test_moment_dtype_is_configurable():
 def test_golore_is_galore_with_reprojection_until_the_switch():
   params = make_params()
   golore = lro.golore(0.01, random_from_step=100, **SMALL)
-  galore = lro.galore(0.01, options=lro.ProjectionOptions(moment_policy="reproject"), **SMALL)
+  reproject = lro.ProjectionOptions(moment_policy="reproject")
+  galore = lro.galore(0.01, scale=1.0, options=reproject, **SMALL)  # GoLore's alpha: 1
   chex.assert_trees_all_close(run(golore, params, 3)[0], run(galore, params, 3)[0], rtol=1e-5)
 
 
@@ -247,10 +248,23 @@ def test_golore_projector_is_random_orthonormal_after_the_switch():
   chex.assert_trees_all_close(lowrank_state(after).mu["tall"], expected_mu, atol=1e-5)
 
 
+def test_golore_rand_ratio_is_the_fraction_before_the_switch():
+  """pkumelon/Golore: a refresh at the 0-based step t is random once t / total >= rand_ratio;
+  with 10 steps and 0.5 the refreshes at 0, 2, 4 take the SVD, the one at 6 is random."""
+  params = make_params()
+  golore = lro.golore(0.01, total_steps=10, rand_ratio=0.5, **SMALL)
+  reproject = lro.ProjectionOptions(moment_policy="reproject")
+  galore = lro.galore(0.01, scale=1.0, options=reproject, **SMALL)  # GoLore's alpha: 1
+  chex.assert_trees_all_close(run(golore, params, 6)[0], run(galore, params, 6)[0], rtol=1e-5)
+  assert not np.allclose(run(golore, params, 7)[0]["tall"], run(galore, params, 7)[0]["tall"])
+
+
 def test_golore_switch_step_from_rand_ratio():
   from lowrank_jax.optim.golore import switch_step
 
-  assert switch_step(1000, 0.25, None) == 750
+  assert switch_step(1000, 0.8, None) == 800  # random once step / total >= rand_ratio
+  assert switch_step(999, 0.8, None) == 800  # ceil(799.2): step 799 is still below 0.8
+  assert switch_step(10, 0.7, None) == 7  # 7 / 10 >= 0.7, though ceil(0.7 * 10) is 8
   assert switch_step(None, 0.25, 10) == 10
 
 

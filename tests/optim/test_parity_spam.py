@@ -1,4 +1,5 @@
-"""Parity of ``spam`` / ``stable_spam`` with pytorch_optimizer's SPAM / StableSPAM.
+"""Parity of ``spam`` / ``stable_spam`` with pytorch_optimizer's SPAM / StableSPAM, whose
+cosine schedules are patched to the authors' (:class:`AuthorsCosineDecay`).
 
 The same gradient sequence (Gaussian, with injected spikes so that clipping
 fires, and a leaf whose gradient is zero on some steps) runs through the torch
@@ -8,6 +9,8 @@ in float32, on tall, wide and square matrices plus a vector and a 3-D tensor.
 Each test also checks that its clipping mattered: the reference with clipping
 turned off ends elsewhere.
 """
+
+import warnings
 
 import jax
 import numpy as np
@@ -90,15 +93,41 @@ def our_change(transform: optax.GradientTransformation) -> dict[str, np.ndarray]
   return {name: np.asarray(params[name]) - start[name] for name in start}
 
 
-def assert_changes_match(ours, theirs):
-  """1e-4 relative per entry; entries near zero are held to 1e-4 of the leaf's scale."""
+def assert_changes_match(ours, theirs, rtol=1e-4):
+  """``rtol`` relative per entry; entries near zero are held to ``rtol`` of the leaf's scale."""
   for name in SHAPES:
     scale = np.abs(theirs[name]).max()
-    np.testing.assert_allclose(ours[name], theirs[name], rtol=1e-4, atol=1e-4 * scale, err_msg=name)
+    np.testing.assert_allclose(ours[name], theirs[name], rtol=rtol, atol=rtol * scale, err_msg=name)
 
 
 def assert_changes_differ(changes, other):
   assert any(not np.allclose(changes[n], other[n], rtol=1e-3) for n in SHAPES)
+
+
+class AuthorsCosineDecay:
+  """The authors' ``CosineDecay``: torch's closed-form ``CosineAnnealingLR(T_max = t_max + 1)``
+  at epoch ``step`` (their ``stepper.step(step)``), which ``pytorch_optimizer`` replaces by
+  a recursive update that runs a step ahead. SPAM's copy (para_eff_pt/pt_spam/SPAM.py)
+  returns ``eta_min`` from ``t_max`` on; Stable-SPAM's (galore_torch/stablespam.py) does not."""
+
+  def __init__(self, death_rate: float, t_max: int, eta_min: float = 0.0, floor: bool = True):
+    self.sgd = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=death_rate)
+    self.stepper = torch.optim.lr_scheduler.CosineAnnealingLR(self.sgd, t_max + 1, eta_min)
+    self.t_max, self.eta_min, self.floor = t_max, eta_min, floor
+
+  def get_death_rate(self, step: int) -> float:
+    if self.floor and step >= self.t_max:
+      return self.eta_min
+    with warnings.catch_warnings():
+      warnings.simplefilter("ignore")  # torch deprecates step(epoch), which the authors use
+      self.stepper.step(step)
+    return self.sgd.param_groups[0]["lr"]
+
+
+@pytest.fixture(autouse=True)
+def authors_cosine_decay(monkeypatch):
+  """pytorch_optimizer's SPAM with the authors' re-warmup (it recreates it at each reset)."""
+  monkeypatch.setattr(reference.optimizer.spam, "CosineDecay", AuthorsCosineDecay)
 
 
 SPAM_SETTINGS = dict(warmup_steps=3, spike_grace_steps=2)
@@ -168,3 +197,30 @@ def test_stable_spam_matches_pytorch_optimizer(theta):
 
 def test_stable_spam_adaptive_clipping_triggers():
   assert_changes_differ(reference_stable_spam(0.999), reference_stable_spam(0.0))
+
+
+DECAY_STEPS = 12  # shorter than the run: the factor passes its floor and rises again
+
+
+def test_stable_spam_momentum_decay_matches_the_authors_cosine():
+  def with_authors_decay(params, **kwargs):
+    optimizer = reference.StableSPAM(params, t_max=DECAY_STEPS, eta_min=0.5, **kwargs)
+    optimizer.warmup = AuthorsCosineDecay(1.0, DECAY_STEPS, eta_min=0.5, floor=False)
+    return optimizer
+
+  settings = dict(weight_decay=WEIGHT_DECAY, gamma1=0.85, gamma2=0.999, theta=0.999)
+  theirs = reference_change(
+      with_authors_decay, lr=LEARNING_RATE, update_proj_gap=RESET_INTERVAL, **settings
+  )
+  ours = our_change(
+      stable_spam(
+          LEARNING_RATE,
+          reset_interval=RESET_INTERVAL,
+          total_steps=DECAY_STEPS,
+          eta_min=0.5,
+          **settings,
+      )
+  )
+  assert_changes_match(ours, theirs, rtol=1e-5)
+  without_decay = stable_spam(LEARNING_RATE, reset_interval=RESET_INTERVAL, **settings)
+  assert_changes_differ(ours, our_change(without_decay))
