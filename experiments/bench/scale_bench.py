@@ -20,7 +20,7 @@ sequences, arXiv 2505.22922 Sec. 2) this measures, per method, the trainer's own
 * ``peak_bytes``: the device's ``peak_bytes_in_use`` after the steps (each method runs in a
   process of its own, so the peak is that method's alone), beside XLA's compiled estimate
   (arguments + outputs + temporaries - aliased) and the paper's analytic count of weights and
-  optimizer state (:func:`lowrank_jax.train.memory_analytic.analytic_memory`).
+  optimizer state (:func:`lowrank_jax.memory.analytic.analytic_memory`).
 
 The micro-batch is the largest power of two (up to the global batch) whose compiled full-rank
 step fits in ``--memory-fraction`` of the device's memory, found from two compiles (the
@@ -101,7 +101,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def case(args, method: str, micro_batch: int):
   """The trainer's config of one measurement: ``method`` at the size's paper rank."""
-  from lowrank_jax.train.memory import case_config
+  from lowrank_jax.memory.report import case_config
 
   overrides = [
       f"data.global_batch_size={args.global_batch}",
@@ -163,7 +163,7 @@ def device_limit_bytes(args) -> int | None:
 
 def probe_micro_batch(args) -> dict:
   """The largest power-of-two micro-batch whose compiled full-rank step fits (see module)."""
-  from lowrank_jax.train.memory_measured import memory_run
+  from lowrank_jax.memory.measured import memory_run
 
   limit = device_limit_bytes(args)
   if limit is None:  # no memory statistics (CPU): take the whole global batch
@@ -211,8 +211,8 @@ def measure_one(args, method: str, micro_batch: int) -> dict:
   import jax
   import numpy as np
 
-  from lowrank_jax.train.memory_analytic import PAPER_RANKS, analytic_memory
-  from lowrank_jax.train.memory_measured import memory_run
+  from lowrank_jax.memory.analytic import PAPER_RANKS, analytic_memory
+  from lowrank_jax.memory.measured import memory_run
   from lowrank_jax.train.state import init_train_state
 
   run = memory_run(case(args, method, micro_batch))
