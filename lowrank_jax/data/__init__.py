@@ -14,7 +14,7 @@ token ``t + 1`` by ``loss_mask[:, t + 1]``. The train iterator's state is saved 
 inside an orbax ``Composite``.
 
 Modules: ``config`` (:class:`DataConfig`), ``sources`` (embedded Bible, local files,
-tfds directory, HF stream), ``tokenizers`` and ``tokenizer_training`` (the cached
+streamed shards, tfds directory, HF stream), ``tokenizers`` and ``tokenizer_training`` (the cached
 embedded SentencePiece model), ``preprocess`` (paper and packed rows),
 ``global_batch`` (per-process slices and global arrays), ``pipeline`` (training
 stream) and ``validation`` (validation stream).

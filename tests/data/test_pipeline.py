@@ -110,9 +110,9 @@ def test_restored_state_gives_exactly_the_same_next_batches(tokenizer, mode):
 
 
 @pytest.mark.parametrize("mode", ["paper", "packed"])
-def test_hugging_face_stream_resumes_exactly_across_epochs(fake_datasets, tokenizer, mode):
-  del fake_datasets  # ten documents: the batches below run into a second epoch
-  config = DataConfig(source="hf", seq_len=8, global_batch_size=2, mode=mode)
+def test_hugging_face_stream_resumes_exactly_across_epochs(local_hub, tokenizer, mode):
+  local_hub.num_shards, local_hub.per_shard = 2, 5  # the batches below run into a second epoch
+  config = DataConfig(source="hf", seq_len=8, global_batch_size=2, mode=mode, shuffle_window=3)
   original = make_train_iterator(config, tokenizer)
   _take(original, 4)
   state = original.get_state()

