@@ -38,15 +38,38 @@ whose balanced factors come from QRs of the two :math:`2r`-wide factors and an S
 :math:`2r \times 2r` core (:func:`~lowrank_jax.optim.refactorize.balanced_factors`). Keeping
 the top :math:`r` singular triplets :math:`U_r \Sigma_r V_r^\top` (the retraction onto the
 manifold: the best rank-:math:`r` approximation) gives the new, balanced factors
-:math:`a \leftarrow U_r \Sigma_r^{1/2}`, :math:`b \leftarrow \Sigma_r^{1/2} V_r^\top`. The
-step size :math:`\eta` is the learning-rate schedule's value at that step; weight decay is
-not applied on the manifold step. All of it runs in float32, batched over leading
-(stacked-layer) axes.
+:math:`a \leftarrow U_r \Sigma_r^{1/2}`, :math:`b \leftarrow \Sigma_r^{1/2} V_r^\top`. All of
+it runs in float32, batched over leading (stacked-layer) axes.
 
-**Schedule.** Updates :math:`K, 2K, \dots` are manifold steps for the factor pairs; every
-other parameter (embeddings, norms, ...) takes its AdamW step on every update. Right after a
-manifold step the whole Adam state restarts (:func:`~lowrank_jax.optim.momentum_reset.momentum_reset`),
-the schedule's count does not.
+**The optimizer, as LoRO's own code runs it** (mzf666/LORO-main, ``loro_torch/loro_optim.py``,
+``LOROAdamW`` with ``loro_type="loro"``). Every parameter keeps Adam moments :math:`m, v`
+(eps added to :math:`\sqrt v` before the bias correction, which sits in the step size):
+
+.. math::
+
+  u = \frac{\sqrt{1 - \beta_2^t}}{1 - \beta_1^t} \, \frac{m}{\sqrt{v} + \epsilon}.
+
+* other parameters (embeddings, norms, ...): :math:`p \leftarrow p - \eta u`, every update;
+* factors, updates :math:`n \not\equiv 0 \pmod K` (the *lazy* steps):
+  :math:`p \leftarrow p - \eta s u` with the scale :math:`s = r / d` (``lazy_scale``);
+* factors, updates :math:`K, 2K, \dots` (the *exact* steps): the manifold step above taken
+  along the Adam directions instead of the gradients (:math:`g_a \to u_a`, :math:`g_b \to u_b`,
+  i.e. the Adam-normalised momenta :math:`m / (\sqrt v + \epsilon)` with the step size
+  :math:`\eta \sqrt{1 - \beta_2^t} / (1 - \beta_1^t)`), without the scale :math:`s` and
+  without weight decay;
+* right after each exact step the whole Adam state (moments and count) restarts
+  (:func:`~lowrank_jax.optim.momentum_reset.momentum_reset`; the reference's
+  ``--loro_refresh all`` with ``--loro_refresh_freq`` :math:`= K`), and the learning rate
+  re-warms linearly from 0 over ``restart_warmup_steps`` updates
+  (:func:`~lowrank_jax.optim.relora.relora_schedule`; the reference's ``cosine_restart``
+  scheduler, ``--cosine_restart_warmup`` 5).
+
+Deliberate departures (``lowrank_jax/optim/README.md``): weight decay is optax's
+(:math:`p \leftarrow p - \eta (u + \lambda p)`, the factors' with the lazy scale on
+:math:`u` only), where the reference decays after the step with the bias-corrected rate on the
+factors (its scripts use :math:`\lambda = 0`); the re-warmup climbs to the base schedule's
+value at the end of the re-warmup, where the reference's (with its
+``--lr_adjust_steps -warmup`` displacement) aims at a nearby point of its cosine.
 
 >>> import jax
 >>> import jax.numpy as jnp
@@ -54,7 +77,7 @@ the schedule's count does not.
 >>> key_a, key_b, key_g = jax.random.split(jax.random.key(0), 3)
 >>> params = {"q_proj": {"a": jax.random.normal(key_a, (6, 2)),
 ...                      "b": jax.random.normal(key_b, (2, 5))}}
->>> optimizer = loro(0.1, every=2)
+>>> optimizer = loro(0.1, every=2, restart_warmup_steps=1)
 >>> state = optimizer.init(params)
 >>> grads = jax.tree.map(lambda p: jax.random.normal(key_g, p.shape), params)
 >>> for _ in range(2):  # an AdamW step, then a manifold step
@@ -74,6 +97,7 @@ import jax.numpy as jnp
 import optax
 
 from lowrank_jax.optim import linalg
+from lowrank_jax.optim.adam import scale_by_folded_adam
 from lowrank_jax.optim.momentum_reset import momentum_reset
 from lowrank_jax.optim.periodic import every_nth_update
 from lowrank_jax.optim.refactorize import (
@@ -85,6 +109,7 @@ from lowrank_jax.optim.refactorize import (
     sibling_factors,
     steps_to_factor_targets,
 )
+from lowrank_jax.optim.relora import relora_schedule
 from lowrank_jax.optim.validation import check_positive_int, check_range
 
 _HIGHEST = jax.lax.Precision.HIGHEST
@@ -169,7 +194,7 @@ def manifold_step(
 def _side_by_side(
     first: optax.GradientTransformation, second: optax.GradientTransformation
 ) -> optax.GradientTransformation:
-  """Runs two transforms on the same gradients; updates and state are pairs."""
+  """Runs two transforms on the same updates; updates and state are pairs."""
 
   def init_fn(params):
     return first.init(params), second.init(params)
@@ -182,61 +207,99 @@ def _side_by_side(
   return optax.GradientTransformation(init_fn, update_fn)
 
 
+def _scaled_leaves(
+    updates: optax.Updates, pairs: PairLabels | Labels, params: optax.Params, lazy_scale
+) -> optax.Updates:
+  """``updates`` with every factor's entry multiplied by its lazy-step scale."""
+  leaves, treedef = jax.tree.flatten(updates)
+  shapes = jax.tree.leaves(params)
+  factors = {index for pair in _pair_indices(params, pairs) for index in pair}
+
+  def scale(index):  # the reference's fallback, r / max(shape), when lazy_scale is None
+    if lazy_scale is not None:
+      return lazy_scale
+    matrix = shapes[index].shape[-2:]
+    return min(matrix) / max(matrix)
+
+  return treedef.unflatten(
+      [(x * scale(i)).astype(x.dtype) if i in factors else x for i, x in enumerate(leaves)]
+  )
+
+
 def loro(
     learning_rate: optax.ScalarOrSchedule,
     every: int,
     b1: float = 0.9,
     b2: float = 0.999,
-    eps: float = 1e-8,
+    eps: float = 1e-6,
     weight_decay: float = 0.0,
+    lazy_scale: float | None = None,
+    restart_warmup_steps: int = 5,
     pairs: PairLabels | Labels = sibling_factors(),
 ) -> optax.GradientTransformationExtraArgs:
-  r"""AdamW, with a manifold step for the factor pairs and an Adam restart every ``every``.
+  r"""LoRO: lazy Adam steps on the factors, an exact manifold step and an Adam restart every ``every``.
 
   Args:
-    learning_rate: a float or an optax schedule; the manifold step of update ``n``
-      (1-based) uses the same value as that update's AdamW step would, ``schedule(n - 1)``.
-    every: the period :math:`K` (Python int >= 1): updates ``K, 2K, ...`` are manifold steps
+    learning_rate: a float or an optax schedule :math:`\eta`, before the re-warmups.
+    every: the period :math:`K` (Python int >= 1): updates ``K, 2K, ...`` are exact steps
       for the factor pairs, and the Adam state restarts right after them.
     b1: Adam's first-moment decay, in [0, 1).
     b2: Adam's second-moment decay, in [0, 1).
-    eps: added to ``sqrt(nu)``, >= 0.
-    weight_decay: decoupled weight decay of the AdamW steps (``p -= lr * wd * p``), >= 0.
+    eps: added to ``sqrt(v)`` before the bias correction, >= 0 (``LOROAdamW``'s 1e-6).
+    weight_decay: decoupled weight decay of the lazy and ordinary steps, >= 0.
+    lazy_scale: :math:`s`, multiplies the factors' learning rate on lazy steps (> 0), the
+      reference's ``--loro_lr_scaler``; its scripts' ``-1`` means :math:`r / d` with
+      :math:`d` the model's hidden size (pass it: a factor does not know it). ``None``:
+      the reference's fallback, :math:`r / \max(p, q)` of each factor.
+    restart_warmup_steps: :math:`W`, the length of the linear re-warmup of the learning
+      rate after each exact step (Python int, 1 <= W <= every).
     pairs: which leaves are factors, as in :func:`~lowrank_jax.optim.refactorize.refactorize`
-      (default: ``a @ b`` in each module). Both factors must have full rank ``r`` on a
-      manifold step (the step solves with their QR's triangular parts); ``b``'s zero
+      (default: ``a @ b`` in each module). Both factors must have full rank ``r`` on an
+      exact step (the step solves with their QR's triangular parts); ``b``'s zero
       initialisation of LoRA-style adapters is therefore excluded.
 
   Returns:
     A transform whose ``update`` requires ``params``; its state is a
-    :class:`~lowrank_jax.optim.periodic.PeriodicState` around the AdamW state and the
-    schedule's count. Pairs are checked in ``init``.
+    :class:`~lowrank_jax.optim.periodic.PeriodicState` around the Adam state and the
+    schedule's counts. Pairs are checked in ``init``.
   """
   every = check_positive_int("every", every)
   check_range("b1", b1, 0.0, 1.0)
   check_range("b2", b2, 0.0, 1.0)
   check_range("eps", eps, 0.0)
   check_range("weight_decay", weight_decay, 0.0)
+  if lazy_scale is not None and not lazy_scale > 0:
+    raise ValueError(f"lazy_scale must be > 0 or None, got {lazy_scale!r}.")
+  if not (isinstance(restart_warmup_steps, int) and 1 <= restart_warmup_steps <= every):
+    raise ValueError(
+        f"restart_warmup_steps must be in [1, every={every}], got {restart_warmup_steps!r}."
+    )
   if not callable(learning_rate):
     check_range("learning_rate", learning_rate, 0.0)
-  adamw = optax.chain(
-      momentum_reset(optax.scale_by_adam(b1, b2, eps), every),
-      optax.add_decayed_weights(weight_decay),
-      optax.scale_by_learning_rate(learning_rate),
+  learning_rate = relora_schedule(learning_rate, every, restart_warmup_steps)
+  # Both branches see the same Adam direction u: the first makes the AdamW update
+  # -lr (u + wd p), the second the descent -lr u that the exact step and the lazy
+  # scale act on.
+  inner = optax.chain(
+      momentum_reset(scale_by_folded_adam(b1, b2, eps), every),
+      _side_by_side(
+          optax.chain(
+              optax.add_decayed_weights(weight_decay), optax.scale_by_learning_rate(learning_rate)
+          ),
+          optax.scale_by_learning_rate(learning_rate),
+      ),
   )
-  # The second transform carries this update's learning rate to the manifold step:
-  # it turns the gradients g into -lr g, and P_T is linear, so a step of size 1 along
-  # -P_T(-lr g) is the step of size lr along -P_T(g).
-  inner = _side_by_side(adamw, optax.scale_by_learning_rate(learning_rate))
 
-  def manifold_steps_when_due(due, updates, inner_state, params):
+  def lazy_or_exact(due, updates, inner_state, params):
     adamw_updates, descent = updates
+    scaled_descent = _scaled_leaves(descent, pairs, params, lazy_scale)
+    lazy = jax.tree.map(lambda full, d, s: full - d + s, adamw_updates, descent, scaled_descent)
     return (
         steps_to_factor_targets(
             due,
             pairs,
             params,
-            adamw_updates,
+            lazy,
             descent,
             lambda a, b, step_a, step_b: manifold_step(a, b, -step_a, -step_b, 1.0),
         ),
@@ -244,9 +307,5 @@ def loro(
     )
 
   return every_nth_update(
-      inner,
-      every,
-      "loro",
-      manifold_steps_when_due,
-      check_params=lambda params: _pair_indices(params, pairs),
+      inner, every, "loro", lazy_or_exact, check_params=lambda params: _pair_indices(params, pairs)
   )

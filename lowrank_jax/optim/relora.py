@@ -1,11 +1,13 @@
-r"""ReLoRA's optimizer side: Adam whose state restarts with each merge, and its jagged schedule.
+r"""ReLoRA's optimizer side: AdamW whose adapter moments are pruned at each merge, and its jagged schedule.
 
 Lialin, Shivagunde, Muckatira, Rumshisky, "ReLoRA: High-Rank Training Through Low-Rank
 Updates", ICLR 2024 (reference: Guitaricet/relora). ReLoRA trains LoRA adapters
 (:class:`~lowrank_jax.models.lora.LoRALinear`) and, every :math:`K` steps, merges them into
 the frozen weight and starts new ones (:func:`~lowrank_jax.models.lora.merge_lora_adapters`,
 model side: the frozen weight is not an optimizer parameter). At the same moment the
-adapters' Adam state is thrown away and the learning rate re-warms:
+adapters' Adam moments are pruned (the other parameters' are left alone, and Adam's step
+count, hence its bias correction, runs on), and the learning rate re-warms linearly from 0
+over :math:`W` steps (:func:`relora_schedule`, the reference's ``cosine_restarts``):
 
 .. math::
 
@@ -14,70 +16,159 @@ adapters' Adam state is thrown away and the learning rate re-warms:
     s(t) & \text{otherwise,}
   \end{cases}
 
-with :math:`s` a linear warmup from 0 then a cosine decay to ``min_lr_ratio`` of the peak.
+with :math:`s` the base schedule (the reference's: a linear warmup from 0 then a cosine decay
+to ``min_lr_ratio`` of the peak) and :math:`t` the 0-based update count.
 
-Deliberate departures from the reference: the Adam state is zeroed, step count included
-(:func:`~lowrank_jax.optim.momentum_reset.momentum_reset`), where the reference prunes 99.9%
-of the moment entries at random and keeps the count; and A restarts from Kaiming-uniform,
-where the reference's first cycle has A = 0 (it trains nothing in the adapters).
+**Pruning** (``training_utils.optimizer_reset`` of the reference), per moment tensor
+(each matrix of a stacked leaf on its own):
 
-Step alignment: merge and reset act at the end of the update whose 1-based number is
-:math:`kK`; the next update (count :math:`kK`) has learning rate 0, the reference's too.
+* ``"random"``: every entry is zeroed with probability ``prune_ratio`` (``rand > ratio``
+  keeps it). The reference's default, ``--reset_optimizer_on_relora true``, is this with
+  ratio 0.999 (its stand-in for zeroing, which broke its ZeRO optimizer);
+* ``"magnitude"``: entries whose magnitude is at most the ``prune_ratio`` quantile
+  (linear interpolation, as ``torch.quantile``) are zeroed; the reference's
+  ``--optimizer_magnitude_pruning`` (0.9 in its README, 0.8 in ``training_configs/1B_v1.0.yaml``).
 
->>> schedule = relora_schedule(1.0, total_steps=100, warmup_steps=5, restart_every=20,
-...                            restart_warmup_steps=4)
+**Step alignment**, as the reference's loop: update :math:`kK + 1` (count :math:`t = kK`) runs
+with learning rate 0, and the merge and the pruning follow it; the re-warmup then climbs
+over the counts :math:`kK + 1, \dots, kK + W - 1`.
+
+>>> import optax
+>>> base = optax.warmup_cosine_decay_schedule(0.0, 1.0, 5, 100, end_value=0.1)
+>>> schedule = relora_schedule(base, restart_every=20, restart_warmup_steps=4)
 >>> [round(float(schedule(t)), 3) for t in (0, 5, 19, 20, 22, 24)]
 [0.0, 1.0, 0.953, 0.0, 0.457, 0.914]
 """
 
 from __future__ import annotations
 
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
 import optax
 
-from lowrank_jax.optim.momentum_reset import momentum_reset
+from lowrank_jax.optim.masking import resolve_mask
+from lowrank_jax.optim.refactorize import _resharded_like, _unsharded_matrix
 from lowrank_jax.optim.restart_schedule import rewarm_after_restarts
-from lowrank_jax.optim.validation import check_positive_int, check_range
+from lowrank_jax.optim.validation import check_choice, check_positive_int, check_range
+
+PRUNINGS = ("random", "magnitude")
 
 
 def relora_schedule(
-    peak_value: float,
-    total_steps: int,
-    warmup_steps: int,
-    restart_every: int,
-    restart_warmup_steps: int,
-    min_lr_ratio: float = 0.1,
+    base: optax.ScalarOrSchedule, restart_every: int, restart_warmup_steps: int
 ) -> optax.Schedule:
-  """ReLoRA's jagged cosine: warmup, cosine decay, and a linear re-warmup after each restart.
+  """ReLoRA's jagged schedule: ``base`` with a linear re-warmup from 0 after each restart.
 
   Args:
-    peak_value: the learning rate at the end of the first warmup (> 0).
-    total_steps: length of the cosine (Python int >= 1); it ends at
-      ``min_lr_ratio * peak_value``.
-    warmup_steps: the first linear warmup from 0 (Python int >= 1, <= restart_every).
+    base: the schedule without restarts (an optax schedule or a float), e.g. warmup then
+      cosine.
     restart_every: :math:`K`, the merge period (Python int >= 1).
     restart_warmup_steps: :math:`W`, the re-warmup length (Python int, 1 <= W <= K).
-    min_lr_ratio: the floor of the cosine as a fraction of the peak, in [0, 1].
+
+  Returns:
+    An optax schedule of the 0-based update count.
   """
-  check_range("peak_value", peak_value, 0.0)
-  for name, value in (
-      ("total_steps", total_steps),
-      ("warmup_steps", warmup_steps),
-      ("restart_every", restart_every),
-      ("restart_warmup_steps", restart_warmup_steps),
-  ):
-    check_positive_int(name, value)
-  if warmup_steps > restart_every or restart_warmup_steps > restart_every:
+  restart_every = check_positive_int("restart_every", restart_every)
+  restart_warmup_steps = check_positive_int("restart_warmup_steps", restart_warmup_steps)
+  if restart_warmup_steps > restart_every:
     raise ValueError(
-        f"warmup_steps={warmup_steps} and restart_warmup_steps="
-        f"{restart_warmup_steps} must be <= restart_every={restart_every}."
+        f"restart_warmup_steps={restart_warmup_steps} must be <= restart_every={restart_every}."
     )
-  check_range("min_lr_ratio", min_lr_ratio, 0.0, 1.0, include_high=True)
-  base = optax.warmup_cosine_decay_schedule(
-      0.0, peak_value, warmup_steps, total_steps, end_value=min_lr_ratio * peak_value
-  )
   return rewarm_after_restarts(
       base, restart_every, restart_warmup_steps, lambda since: since / restart_warmup_steps
   )
+
+
+def prune(x: jax.Array, ratio: float, pruning: str, key: jax.Array) -> jax.Array:
+  """``x`` with the entries the reference's pruning drops set to 0 (see the module docstring).
+
+  >>> x = jnp.arange(1.0, 11.0)
+  >>> prune(x, 0.5, "magnitude", jax.random.key(0)).tolist()
+  [0.0, 0.0, 0.0, 0.0, 0.0, 6.0, 7.0, 8.0, 9.0, 10.0]
+  """
+  full = _unsharded_matrix(x) if x.ndim >= 2 else x  # quantiles over whole matrices
+  if pruning == "random":
+    keep = _resharded_like(jax.random.uniform(key, x.shape) > ratio, full)
+  else:
+    matrices = full.reshape(x.shape[:-2] + (-1,)) if x.ndim >= 2 else full.reshape(1, -1)
+    magnitude = jnp.abs(matrices.astype(jnp.float32))
+    threshold = jnp.quantile(magnitude, ratio, axis=-1, keepdims=True).astype(x.dtype)
+    keep = (jnp.abs(matrices) > threshold).reshape(x.shape)
+  return _resharded_like(jnp.where(keep, full, jnp.zeros_like(full)), x)
+
+
+class ReLoRAState(NamedTuple):
+  """State of :func:`relora`.
+
+  Attributes:
+    count: int32 scalar, the number of updates taken.
+    adam: ``optax.ScaleByAdamState`` of every parameter.
+  """
+
+  count: jax.Array
+  adam: optax.ScaleByAdamState
+
+
+def scale_by_relora_adam(
+    restart_every: int,
+    b1: float = 0.9,
+    b2: float = 0.999,
+    eps: float = 1e-8,
+    prune_ratio: float = 0.999,
+    pruning: str = "random",
+    adapters: Any = None,
+    seed: int = 0,
+) -> optax.GradientTransformation:
+  """Adam (``optax.scale_by_adam``) whose ``adapters``' moments are pruned after updates
+  :math:`kK + 1` (:math:`k \\ge 1`); no learning rate, no weight decay.
+
+  Args:
+    restart_every: :math:`K` (Python int >= 1).
+    b1, b2: Adam's decays, in [0, 1).
+    eps: added to Adam's bias-corrected ``sqrt(v)`` (PyTorch AdamW's placement), >= 0.
+    prune_ratio: the fraction pruned, in [0, 1].
+    pruning: ``"random"`` (the reference's default) or ``"magnitude"``.
+    adapters: which leaves are LoRA adapters: a tree of bools like the params or a function
+      of the params returning one (default: every leaf with two or more axes).
+    seed: seeds the random pruning (folded with the update count).
+  """
+  restart_every = check_positive_int("restart_every", restart_every)
+  check_range("b1", b1, 0.0, 1.0)
+  check_range("b2", b2, 0.0, 1.0)
+  check_range("eps", eps, 0.0)
+  check_range("prune_ratio", prune_ratio, 0.0, 1.0, include_high=True)
+  check_choice("pruning", pruning, PRUNINGS)
+  adam = optax.scale_by_adam(b1, b2, eps)
+
+  def init_fn(params):
+    return ReLoRAState(count=jnp.zeros([], jnp.int32), adam=adam.init(params))
+
+  def update_fn(updates, state, params=None):
+    updates, adam_state = adam.update(updates, state.adam, params)
+    selected = resolve_mask(adapters, updates)
+    key = jax.random.fold_in(jax.random.key(seed), state.count)
+
+    def pruned(adam_state):
+      def moments(tree, salt):
+        leaves, treedef = jax.tree.flatten(tree)
+        keys = jax.random.split(jax.random.fold_in(key, salt), len(leaves))
+        flags = treedef.flatten_up_to(selected)
+        return treedef.unflatten(
+            [
+                prune(x, prune_ratio, pruning, k) if flag else x
+                for x, flag, k in zip(leaves, flags, keys)
+            ]
+        )
+
+      return adam_state._replace(mu=moments(adam_state.mu, 0), nu=moments(adam_state.nu, 1))
+
+    due = (state.count % restart_every == 0) & (state.count > 0)
+    adam_state = jax.lax.cond(due, pruned, lambda s: s, adam_state)
+    return updates, ReLoRAState(count=optax.safe_increment(state.count), adam=adam_state)
+
+  return optax.GradientTransformation(init_fn, update_fn)
 
 
 def relora(
@@ -87,26 +178,28 @@ def relora(
     b2: float = 0.999,
     eps: float = 1e-8,
     weight_decay: float = 0.0,
-) -> optax.GradientTransformationExtraArgs:
-  """AdamW whose moments and count restart at the end of every ``restart_every``-th update.
+    prune_ratio: float = 0.999,
+    pruning: str = "random",
+    adapters: Any = None,
+    seed: int = 0,
+) -> optax.GradientTransformation:
+  """AdamW whose ``adapters``' moments are pruned after updates :math:`kK + 1`, as ReLoRA's.
 
   Args:
-    learning_rate: a float or a schedule, typically :func:`relora_schedule`.
+    learning_rate: a float or a schedule, typically :func:`relora_schedule` (0 on the
+      updates :math:`kK + 1` that precede each merge).
     restart_every: :math:`K`, the merge period (Python int >= 1); merge the adapters with
       :func:`~lowrank_jax.models.lora.merge_lora_adapters` after the same updates.
-    b1, b2: Adam's decays, in [0, 1).
-    eps: added to Adam's bias-corrected ``sqrt(v)`` (PyTorch AdamW's placement), >= 0.
+    b1, b2, eps, prune_ratio, pruning, adapters, seed: as in :func:`scale_by_relora_adam`
+      (defaults: torch's AdamW and the reference's default reset).
     weight_decay: decoupled weight decay, >= 0.
 
   Returns:
-    The optimizer (its ``update`` needs ``params``).
+    The optimizer; its state is ``(ReLoRAState, ...)``.
   """
-  check_range("b1", b1, 0.0, 1.0)
-  check_range("b2", b2, 0.0, 1.0)
-  check_range("eps", eps, 0.0)
   check_range("weight_decay", weight_decay, 0.0)
   return optax.chain(
-      momentum_reset(optax.scale_by_adam(b1, b2, eps), restart_every),
+      scale_by_relora_adam(restart_every, b1, b2, eps, prune_ratio, pruning, adapters, seed),
       optax.add_decayed_weights(weight_decay),
       optax.scale_by_learning_rate(learning_rate),
   )

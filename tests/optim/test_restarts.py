@@ -9,6 +9,7 @@ import numpy as np
 import optax
 import orbax.checkpoint as ocp
 import pytest
+import torch
 from flax import nnx
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
@@ -305,23 +306,87 @@ def reference_relora_multiplier(step, total, warmup, every, rewarm, min_ratio):
 
 def test_relora_schedule_matches_the_reference():
   total, warmup, every, rewarm, ratio = 120, 7, 30, 5, 0.1
-  schedule = jax.jit(relora_schedule(3e-3, total, warmup, every, rewarm, ratio))
+  base = optax.warmup_cosine_decay_schedule(0.0, 3e-3, warmup, total, end_value=ratio * 3e-3)
+  schedule = jax.jit(relora_schedule(base, every, rewarm))
   for t in range(total):
     expected = 3e-3 * reference_relora_multiplier(t, total, warmup, every, rewarm, ratio)
     np.testing.assert_allclose(float(schedule(t)), expected, rtol=1e-5, atol=1e-10, err_msg=t)
-  with pytest.raises(ValueError, match="restart_every"):
-    relora_schedule(3e-3, total, 40, every, rewarm)
+  with pytest.raises(ValueError, match="restart_warmup_steps=31 must be <= restart_every=30"):
+    relora_schedule(base, every, 31)
 
 
-def test_relora_restarts_adam_every_k_updates():
-  params = {"w": jnp.ones((2, 3))}
-  optimizer = relora(1e-2, restart_every=2)
+def torch_magnitude_pruning_(tensor, ratio):
+  """Guitaricet/relora ``training_utils.magnitude_pruning_``, restated."""
+  threshold = torch.quantile(tensor.abs().flatten().float(), ratio).to(tensor.dtype)
+  tensor.mul_((tensor.abs() > threshold).to(tensor.dtype))
+
+
+def torch_relora(params, grads, steps, every, rewarm, lr, ratio, adapters):
+  """Guitaricet/relora's loop around ``torch.optim.AdamW``: ``optimizer.step()``, then after
+  update ``kK + 1`` (``(update_step - start) % cycle_length == 1``) the adapters' moments pruned
+  (``optimizer_reset``); the step count is kept; the rate from ``LambdaLR`` of its jagged
+  multiplier (no warmup, constant base, so the multiplier is the re-warm ramp alone)."""
+  weights = {k: torch.nn.Parameter(torch.tensor(np.asarray(v))) for k, v in params.items()}
+  optimizer = torch.optim.AdamW(list(weights.values()), lr=lr, weight_decay=0.1)
+
+  def multiplier(step):
+    since = step % every
+    return since / rewarm if step >= every and since < rewarm else 1.0
+
+  scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, multiplier)
+  for update_step in range(steps):
+    for name, weight in weights.items():
+      weight.grad = torch.tensor(np.asarray(grads(update_step)[name]))
+    optimizer.step()
+    scheduler.step()
+    if update_step + 1 > every and (update_step + 1) % every == 1:
+      for name in adapters:
+        for key in ("exp_avg", "exp_avg_sq"):
+          torch_magnitude_pruning_(optimizer.state[weights[name]][key], ratio)
+  return {k: w.detach().numpy() for k, w in weights.items()}
+
+
+def test_relora_matches_the_reference_loop_across_two_merges():
+  """Magnitude pruning of half the adapters' moments after updates 5 and 9 (K = 4, W = 2);
+  the other parameters' moments and the step count run on."""
+  every, rewarm, steps, lr, ratio = 4, 2, 11, 1e-2, 0.5
+  rng = np.random.default_rng(0)
+  params = {name: rng.normal(size=(6, 4)).astype(np.float32) for name in ("a", "b", "w")}
+  all_grads = [
+      {k: rng.normal(size=(6, 4)).astype(np.float32) for k in params} for _ in range(steps)
+  ]
+  adapters = {"a": True, "b": True, "w": False}
+  theirs = torch_relora(params, all_grads.__getitem__, steps, every, rewarm, lr, ratio, ("a", "b"))
+  optimizer = relora(
+      relora_schedule(lr, every, rewarm),
+      every,
+      weight_decay=0.1,
+      prune_ratio=ratio,
+      pruning="magnitude",
+      adapters=adapters,
+  )
+  ours = jax.tree.map(jnp.asarray, params)
+  state = optimizer.init(ours)
+  for grads in all_grads:
+    updates, state = optimizer.update(jax.tree.map(jnp.asarray, grads), state, ours)
+    ours = optax.apply_updates(ours, updates)
+  for name in params:
+    np.testing.assert_allclose(ours[name], theirs[name], rtol=1e-5, atol=1e-6, err_msg=name)
+  unpruned = torch_relora(params, all_grads.__getitem__, steps, every, rewarm, lr, ratio, ())
+  assert not np.allclose(unpruned["a"], theirs["a"], rtol=1e-4)  # the pruning mattered
+
+
+def test_relora_random_pruning_drops_about_the_ratio_and_only_the_adapters():
+  params = {"a": jnp.ones((64, 64)), "w": jnp.ones((64, 64))}
+  optimizer = relora(0.0, restart_every=2, prune_ratio=0.75, adapters={"a": True, "w": False})
   state = optimizer.init(params)
-  counts = []
-  for _ in range(4):
-    _, state = optimizer.update({"w": jnp.ones((2, 3))}, state, params)
-    counts.append(int(state[0].inner_state.count))
-  assert counts == [1, 0, 1, 0]
+  for _ in range(3):  # pruned after update 3 (count 2)
+    _, state = optimizer.update(jax.tree.map(jnp.ones_like, params), state, params)
+  adam = state[0].adam
+  assert int(adam.count) == 3  # kept
+  kept = float(jnp.mean(adam.mu["a"] != 0))
+  assert 0.2 < kept < 0.3 and bool(jnp.all(adam.nu["w"] != 0))
+  assert bool(jnp.all((adam.mu["a"] != 0) == (adam.mu["a"] == adam.mu["w"])))
 
 
 # --- optax's trio and checkpointing, for the composed recipe and ReLoRA ----------------------
@@ -338,7 +403,10 @@ def recipe(every=1):
   )
 
 
-OPTIMIZERS = {"recipe": recipe, "relora": lambda: relora(1e-2, restart_every=1)}
+OPTIMIZERS = {
+    "recipe": recipe,
+    "relora": lambda: relora(1e-2, restart_every=1),
+}  # prunes from update 2
 
 
 def sharded_factor_params(dtype):
