@@ -13,7 +13,8 @@ So the train step logs, for the update of 0-based count :math:`t` (1-based numbe
     multiple of the reset period (at its end for the Adam-based methods and LoRO, at its
     start for SPAM and Stable-SPAM, as each method defines it);
   - ``refactorize``: the factors are rebalanced at the end of update :math:`n`;
-  - ``merge``: ReLoRA folds its adapters into the frozen weights after update :math:`n`;
+  - ``merge``: ReLoRA folds its adapters into the frozen weights after update :math:`n`
+    (:math:`n = kK + 1`, with the pruning of their moments, logged as ``momentum_reset``);
   - ``refresh``: a projected method recomputes its projectors at the start of update
     :math:`n` (every matrix at :math:`t \bmod T = 0`; with ``stagger`` their refreshes spread
     over the gap this flag opens);
@@ -89,10 +90,27 @@ def adam_family(schedule: optax.Schedule, section) -> Record:
   return record
 
 
+RELORA_RESTART_WARMUP = 100  # the re-warmup of ReLoRA's README and of the paper's args.py
+
+
+def relora_learning_rate(schedule: optax.Schedule, section) -> optax.Schedule:
+  """ReLoRA's jagged rate (:func:`~lowrank_jax.optim.relora_schedule`): a linear re-warm
+  from 0 over ``options.restart_warmup_steps`` updates after each merge."""
+  warmup = section.options.get("restart_warmup_steps", RELORA_RESTART_WARMUP)
+  return optim.relora_schedule(schedule, section.reset_every, warmup)
+
+
 def relora(schedule: optax.Schedule, section) -> Record:
-  """ReLoRA: the Adam family's record with the merges, at the reset steps."""
-  adam = adam_family(schedule, section)
-  return lambda count: {**adam(count), "merge": _ends_period(count, section.reset_every)}
+  """ReLoRA: its jagged rate; the merge and the pruning of the adapters' moments follow
+  the update of count :math:`kK` (:math:`k \\ge 1`), the one the rate zeroes."""
+  learning_rate = relora_learning_rate(schedule, section)
+  every = section.reset_every
+
+  def record(count):
+    restart = ((jnp.asarray(count) % every == 0) & (count > 0)).astype(jnp.int32)
+    return {"lr": _rate(learning_rate(count)), "momentum_reset": restart, "merge": restart}
+
+  return record
 
 
 def projected(factory: Callable) -> Callable[[optax.Schedule, object], Record]:
@@ -128,10 +146,13 @@ def stable_spam(schedule: optax.Schedule, section) -> Record:
 
 
 def loro(schedule: optax.Schedule, section) -> Record:
-  """LoRO: the schedule, its manifold steps and the Adam restart after each."""
+  """LoRO: the schedule re-warmed after each exact step, the exact (manifold) steps and the
+  Adam restart after each."""
   every = section.options["every"]
+  warmup = _option(optim.loro, section, "restart_warmup_steps")
+  learning_rate = optim.relora_schedule(schedule, every, warmup)
   return lambda count: {
-      "lr": _rate(schedule(count)),
+      "lr": _rate(learning_rate(count)),
       "manifold_step": _ends_period(count, every),
       "momentum_reset": _ends_period(count, every),
   }

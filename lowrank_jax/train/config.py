@@ -117,14 +117,18 @@ class OptimizerSection:
           f"optimizer.refactorize_every={self.refactorize_every} needs a method "
           f"with factors B A; {self.method!r} trains {method.linear_kind!r} linears"
       )
-    if self.reset_every and method.build.__name__ != "_adam_family":
+    if self.reset_every and method.build.__name__ not in ("_adam_family", "_relora"):
       raise ValueError(
           f"optimizer.reset_every={self.reset_every} applies to Adam-based methods; "
           f"{self.method!r} is not one"
       )
     if not isinstance(self.recovery_steps, int) or self.recovery_steps < 2:
       raise ValueError(f"optimizer.recovery_steps={self.recovery_steps!r} must be an integer >= 2")
-    if self.reset_every and self.recovery_steps > self.reset_every:
+    if (
+        self.reset_every
+        and method.build.__name__ == "_adam_family"
+        and self.recovery_steps > self.reset_every
+    ):
       raise ValueError(
           f"optimizer.recovery_steps={self.recovery_steps} exceeds "
           f"optimizer.reset_every={self.reset_every}"

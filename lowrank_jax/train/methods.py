@@ -79,6 +79,25 @@ def _adam_family(schedule, section, mesh=None) -> optax.GradientTransformation:
   return tx
 
 
+def _relora(schedule, section, mesh=None) -> optax.GradientTransformation:
+  """ReLoRA as Guitaricet/relora runs it: AdamW on every parameter whose LoRA adapters'
+  moments are pruned after each merge (``options``: ``pruning``, ``prune_ratio``), with the
+  jagged rate re-warming over ``options.restart_warmup_steps``
+  (:func:`~lowrank_jax.train.applied.relora_learning_rate`)."""
+  del mesh  # nothing to spread
+  options = {k: v for k, v in section.options.items() if k != "restart_warmup_steps"}
+  return optim.relora(
+      applied.relora_learning_rate(schedule, section),
+      section.reset_every,
+      b1=section.b1,
+      b2=section.b2,
+      eps=section.eps,
+      weight_decay=section.weight_decay,
+      adapters=target_mask,
+      **options,
+  )
+
+
 def projection_options(values: dict, mesh=None) -> optim.ProjectionOptions:
   """``optimizer.options.projection`` (a YAML mapping) as :class:`ProjectionOptions`.
 
@@ -152,7 +171,7 @@ METHODS: dict[str, Method] = {
     "low_rank": Method(_adam_family, "lowrank"),
     "low_rank_restarts": Method(_adam_family, "lowrank", restarts=True),
     "lora": Method(_adam_family, "lora"),
-    "relora": Method(_adam_family, "lora", merge_lora=True, record=applied.relora),
+    "relora": Method(_relora, "lora", merge_lora=True, record=applied.relora),
     "sltrain": Method(_adam_family, "sltrain"),
     "sltrain_restarts": Method(_adam_family, "sltrain", restarts=True),
     "cola": Method(_adam_family, "cola"),

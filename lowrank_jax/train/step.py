@@ -66,8 +66,11 @@ def _micro_batches(batch: Batch, accum: int) -> Batch:
 def make_lora_merge(graphdef: nnx.GraphDef, every: int, seed: int) -> Callable:
   """ReLoRA's restart as an ``after_update(step, params, frozen) -> (params, frozen)``.
 
-  After updates ``every, 2 every, ...`` the LoRA adapters are folded into the frozen weights
-  and re-initialised (:func:`~lowrank_jax.models.lora.merge_lora_adapters`); a no-op between.
+  After updates ``every + 1, 2 every + 1, ...`` (Guitaricet/relora's ``(update_step - start) %
+  relora == 1``: the update its jagged rate zeroes comes first, and the optimizer prunes the
+  adapters' moments after the same updates) the LoRA adapters are folded into the frozen
+  weights and re-initialised (:func:`~lowrank_jax.models.lora.merge_lora_adapters`); a no-op
+  between.
   """
 
   def merge(params, frozen, key):
@@ -78,7 +81,8 @@ def make_lora_merge(graphdef: nnx.GraphDef, every: int, seed: int) -> Callable:
 
   def after_update(step, params, frozen):
     key = jax.random.fold_in(jax.random.key(seed), step)
-    return jax.lax.cond(step % every == 0, merge, lambda p, f, k: (p, f), params, frozen, key)
+    due = ((step - 1) % every == 0) & (step > 1)
+    return jax.lax.cond(due, merge, lambda p, f, k: (p, f), params, frozen, key)
 
   return after_update
 

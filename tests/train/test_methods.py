@@ -149,7 +149,8 @@ def test_low_rank_restarts_balance_the_factors_on_restart_steps():
 
 
 def test_loro_manifold_steps_land_on_balanced_factors():
-  state, _ = train_steps(make_run("loro", "optimizer.options.every=2"), 2)
+  run = make_run("loro", "optimizer.options.every=2", "optimizer.options.restart_warmup_steps=1")
+  state, _ = train_steps(run, 2)
   pairs = factor_pairs(state.params)
   assert len(pairs) == 7
   for a, b in pairs:  # the manifold step returns U_r S_r^1/2, S_r^1/2 V_r^T
@@ -159,8 +160,8 @@ def test_loro_manifold_steps_land_on_balanced_factors():
 
 
 def test_relora_merges_the_adapters_into_the_frozen_weights():
-  run = make_run("relora", "optimizer.reset_every=2", "optimizer.recovery_steps=2")
-  state, _ = train_steps(run, 2)
+  run = make_run("relora", "optimizer.reset_every=2", "optimizer.options.restart_warmup_steps=2")
+  state, _ = train_steps(run, 3)  # merged after update 3 = K + 1, which has rate 0
   for _, b in factor_pairs(state.params):
     np.testing.assert_array_equal(b, 0)  # re-initialised right after the merge
   model = run.model(state)
@@ -187,7 +188,11 @@ def test_relora_merges_the_adapters_into_the_frozen_weights():
         (["optimizer.method=low_rank", "model.linear.rank=0"], "rank=0"),
         (["optimizer.method=nope"], "optimizer.method='nope' is unknown"),
         (
-            ["optimizer.method=relora", "optimizer.reset_every=4"],
+            [
+                "optimizer.method=low_rank_restarts",
+                "model.linear.rank=4",
+                "optimizer.reset_every=4",
+            ],
             "optimizer.recovery_steps=10 exceeds optimizer.reset_every=4",
         ),
     ],
