@@ -45,7 +45,7 @@ from jax.sharding import AxisType, NamedSharding  # noqa: E402
 from jax.sharding import PartitionSpec as P  # noqa: E402
 
 from experiments.bench import timing  # noqa: E402
-from lowrank_jax.optim import distributed_refresh, projection  # noqa: E402
+from lowrank_jax.optim import distributed_refresh, projector_bases  # noqa: E402
 from lowrank_jax.optim.sharding import leaf_spec  # noqa: E402
 
 AXES = ("data", "fsdp", "tensor")
@@ -64,7 +64,7 @@ MIB = 2**20
 
 def refreshes(refresh: str, rank: int, mesh):
   """The naive and the spread batch refresh ``(g, keys) -> projectors``."""
-  refresher = projection.make_refresher(refresh, rank)
+  refresher = projector_bases.make_refresher(refresh, rank)
   batch = lambda g, keys: jax.vmap(lambda m, k: refresher(m, k, jnp.int32(0)))(g, keys)
   spread = lambda g, keys: distributed_refresh.spread_over_devices(
       lambda *a: (batch(*a),), (g, keys), mesh=mesh, axes=AXES

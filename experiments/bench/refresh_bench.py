@@ -25,7 +25,7 @@ import jax.numpy as jnp
 
 from experiments.bench import timing
 from lowrank_jax.optim import linalg
-from lowrank_jax.optim import projection as proj
+from lowrank_jax.optim import projector_bases
 
 SHAPES_1B = [(2048, 2048), (2048, 5461)]
 
@@ -46,13 +46,13 @@ def exact_svd_basis(matrix: jax.Array, key: jax.Array, rank: int) -> jax.Array:
   reference every refresh is held to (the library's ``"svd"`` refresh takes them from the
   Gram matrix on CPUs and NVIDIA GPUs)."""
   del key
-  return proj.canonical_signs(linalg.svd(matrix)[0][:, :rank])
+  return projector_bases.canonical_signs(linalg.svd(matrix)[0][:, :rank])
 
 
 def refreshers(rank: int) -> dict:
   """Jitted ``(matrix, key) -> projector``: the exact SVD and every data-dependent refresh."""
   kinds = {
-      kind: functools.partial(proj.make_refresher(kind, rank), count=None)
+      kind: functools.partial(projector_bases.make_refresher(kind, rank), count=None)
       for kind in ("svd", "randomized", "eigh")
   }
   return {

@@ -34,6 +34,7 @@ import jax.numpy as jnp
 from experiments.bench import timing
 from experiments.bench.optim_bench import LLAMA_60M, QUICK, random_tree, target_shapes
 from lowrank_jax import optim
+from lowrank_jax.optim import refresh_schedule
 
 
 def step_times(
@@ -59,7 +60,7 @@ def step_times(
 
 def refresh_phases(stagger: bool, gap: int, num_matrices: int) -> set[int]:
   """The phases ``t mod gap`` at which some matrix refreshes."""
-  return set(optim.projection.stagger_offsets(num_matrices, 0, num_matrices, gap, stagger).tolist())
+  return set(refresh_schedule.stagger_offsets(num_matrices, 0, num_matrices, gap, stagger).tolist())
 
 
 def phase_profile(times: list[float], gap: int) -> list[float]:

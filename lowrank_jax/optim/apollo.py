@@ -52,7 +52,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from lowrank_jax.optim import projection as proj
+from lowrank_jax.optim import projection
 from lowrank_jax.optim.docstrings import shared_args
 from lowrank_jax.optim.lowrank_adam import (
     LowRankStep,
@@ -75,7 +75,7 @@ store_projector: keep the random projector in the state, drawn only at its
 SCALE_TYPES = ("channel", "tensor")
 
 
-def scaled_norm(factor: jax.Array, grad: jax.Array, layout: proj.MatrixLayout) -> jax.Array:
+def scaled_norm(factor: jax.Array, grad: jax.Array, layout: projection.MatrixLayout) -> jax.Array:
   r"""``||s ⊙ G||_F`` per matrix, without forming ``s ⊙ G``.
 
   The factor ``s`` is constant along the projected axis ``p`` (one ratio per
@@ -96,9 +96,9 @@ def apollo_method(scale, scale_type: str, scale_front: bool, gamma):
 
   def ratio(step: LowRankStep):
     if scale_type == "channel":
-      norm = lambda x: proj.rank_axis_norm(x, step.layout)
+      norm = lambda x: projection.rank_axis_norm(x, step.layout)
     else:
-      norm = lambda x: proj.matrix_norm(x, step.layout, keepdims=True)
+      norm = lambda x: projection.matrix_norm(x, step.layout, keepdims=True)
     return norm(step.direction) / (norm(step.projected) + 1e-8)
 
   def method(step: LowRankStep):

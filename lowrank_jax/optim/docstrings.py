@@ -32,7 +32,7 @@ mask: which leaves are projected: None (every leaf with ndim >= 2), a pytree
   Adam with the same hyperparameters (see :mod:`lowrank_jax.optim.masking`).
 moment_dtype: storage dtype of all Adam moments (e.g. ``jnp.bfloat16``);
   None keeps each parameter's dtype. Arithmetic and SVDs are float32.
-options: :class:`~lowrank_jax.optim.projection.ProjectionOptions`: side
+options: :class:`~lowrank_jax.optim.projection_options.ProjectionOptions`: side
   rule, dimension numbers, refresh method, moment policy, staggering, seed,
   projector dtype. None uses the method's defaults."""
 

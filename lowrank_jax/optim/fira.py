@@ -33,7 +33,7 @@ from __future__ import annotations
 import jax.numpy as jnp
 import optax
 
-from lowrank_jax.optim import projection as proj
+from lowrank_jax.optim import projection
 from lowrank_jax.optim.docstrings import shared_args
 from lowrank_jax.optim.lowrank_adam import (
     LowRankStep,
@@ -60,12 +60,12 @@ def fira_method(scale, gamma):
   """
 
   def method(step: LowRankStep):
-    rank_norm = lambda x: proj.rank_axis_norm(x, step.layout)
+    rank_norm = lambda x: projection.rank_axis_norm(x, step.layout)
     phi = rank_norm(step.direction) / (rank_norm(step.projected) + 1e-8)
     grad = step.grad.astype(jnp.float32)
-    squared = jnp.square(proj.matrix_norm(phi * grad, step.layout)) - (
+    squared = jnp.square(projection.matrix_norm(phi * grad, step.layout)) - (
         2 * scale - scale**2
-    ) * jnp.square(proj.matrix_norm(phi * step.projected, step.layout))
+    ) * jnp.square(projection.matrix_norm(phi * step.projected, step.layout))
     residual_norm = jnp.sqrt(jnp.maximum(squared, 0.0))
     factor = norm_growth_factor(residual_norm, step, gamma)
     weight = phi / jnp.expand_dims(factor, step.layout.matrix_axes)

@@ -20,7 +20,7 @@ must be a batch of matrices. The public methods wrap it with
 :func:`lowrank_jax.optim.adam.scale_by_folded_adam`.
 
 >>> import jax.numpy as jnp, optax
->>> from lowrank_jax.optim.projection import ProjectionOptions
+>>> from lowrank_jax.optim.projection_options import ProjectionOptions
 >>> tx = scale_by_lowrank_adam(lambda step: (step.project_back(step.direction), step.norm),
 ...                            rank=2, update_proj_gap=4, options=ProjectionOptions(refresh="svd",
 ...                            moment_policy="keep"))
@@ -42,7 +42,6 @@ import numpy as np
 import optax
 
 from lowrank_jax.optim import leaf_groups
-from lowrank_jax.optim import projection as proj
 from lowrank_jax.optim.adam import (
     bias_correction,
     check_adam_hyperparameters,
@@ -50,6 +49,11 @@ from lowrank_jax.optim.adam import (
     update_moments,
 )
 from lowrank_jax.optim.masking import Mask, route
+from lowrank_jax.optim.projection import MatrixLayout, matrix_layout, project, project_back, resolve_dimension_numbers
+from lowrank_jax.optim.projection_options import ProjectionOptions, check_projection_options
+from lowrank_jax.optim.projector_bases import make_refresher
+from lowrank_jax.optim.projector_refresh import LeafRefresh, refresh_projectors, regenerate_projector
+from lowrank_jax.optim.refresh_schedule import leaf_id, refresh_due, refresh_keys, stagger_offsets
 from lowrank_jax.optim.tree_utils import map_unzip
 from lowrank_jax.optim.validation import check_positive_int, check_range
 
@@ -95,7 +99,7 @@ class LowRankStep(NamedTuple):
     projected: ``R = P^T G``, float32, moment layout.
     direction: ``N = M / (sqrt(V) + eps)`` without bias correction, float32.
     projector: ``P``.
-    layout: the leaf's :class:`~lowrank_jax.optim.projection.MatrixLayout`.
+    layout: the leaf's :class:`~lowrank_jax.optim.MatrixLayout`.
     count: int32 scalar, number of updates before this one.
     norm: the limiter's last norm per matrix, or ``optax.MaskedNode``.
   """
@@ -104,13 +108,13 @@ class LowRankStep(NamedTuple):
   projected: jax.Array
   direction: jax.Array
   projector: jax.Array
-  layout: proj.MatrixLayout
+  layout: MatrixLayout
   count: jax.Array
   norm: Any
 
   def project_back(self, low_rank: jax.Array) -> jax.Array:
     """``P X`` in float32 with the leaf's shape."""
-    return proj.project_back(low_rank, self.projector, self.layout)
+    return project_back(low_rank, self.projector, self.layout)
 
 
 Method = Callable[[LowRankStep], tuple[jax.Array, Any]]
@@ -138,7 +142,7 @@ def scale_by_lowrank_adam(
     *,
     rank: int,
     update_proj_gap: int,
-    options: proj.ProjectionOptions,
+    options: ProjectionOptions,
     b1=0.9,
     b2=0.999,
     eps=1e-6,
@@ -154,7 +158,7 @@ def scale_by_lowrank_adam(
       float32 with the leaf's shape, before bias correction.
     rank: projection rank, at most every matrix's smaller side.
     update_proj_gap: refresh the projectors every this many steps.
-    options: a :class:`~lowrank_jax.optim.projection.ProjectionOptions` whose
+    options: a :class:`~lowrank_jax.optim.projection_options.ProjectionOptions` whose
       ``refresh`` and ``moment_policy`` are set.
     b1, b2, eps: Adam's hyperparameters.
     moment_dtype: storage dtype of the moments (default: the parameter's).
@@ -172,8 +176,8 @@ def scale_by_lowrank_adam(
   rank = check_positive_int("rank", rank)
   gap = check_positive_int("update_proj_gap", update_proj_gap)
   check_adam_hyperparameters(b1, b2, eps)
-  options = proj.check_projection_options(options)
-  refresher = proj.make_refresher(
+  options = check_projection_options(options)
+  refresher = make_refresher(
       options.refresh, rank, options.oversample, options.power_iterations, random_from_step
   )
   stores_projector = (
@@ -185,11 +189,11 @@ def scale_by_lowrank_adam(
   )
 
   def layouts_of(params):
-    dims = proj.resolve_dimension_numbers(options.dimension_numbers, params)
+    dims = resolve_dimension_numbers(options.dimension_numbers, params)
     treedef = jax.tree.structure(params)
     return treedef.unflatten(
         [
-            proj.matrix_layout(p.shape, d, side=options.side, rank=rank)
+            matrix_layout(p.shape, d, side=options.side, rank=rank)
             for p, d in zip(treedef.flatten_up_to(params), dims)
         ]
     )
@@ -209,18 +213,18 @@ def scale_by_lowrank_adam(
     parts = map_unzip(4, leaf_init, params, layouts_of(params))
     return LowRankAdamState(jnp.zeros([], jnp.int32), *parts)
 
-  def leaf_update(grad, projector, mu, nu, norm, plan: proj.LeafRefresh, count, correction):
+  def leaf_update(grad, projector, mu, nu, norm, plan: LeafRefresh, count, correction):
     layout = plan.layout
     if stores_projector:
       basis = projector
     else:
-      basis = proj.regenerate_projector(
+      basis = regenerate_projector(
           layout, plan.keys, refresher, options.projector_dtype or grad.dtype
       )
       if options.moment_policy == "reset":
         fresh = jnp.expand_dims(plan.due.reshape(layout.batch_shape), layout.matrix_axes)
         mu, nu = (jnp.where(fresh, 0, x).astype(x.dtype) for x in (mu, nu))
-    projected = proj.project(grad, basis, layout)
+    projected = project(grad, basis, layout)
     direction, new_mu, new_nu = update_moments(projected, mu, nu, b1, b2, eps)
     step = LowRankStep(grad, projected, direction, basis, layout, count, norm)
     update, norm = method(step)
@@ -235,7 +239,7 @@ def scale_by_lowrank_adam(
   def step_leaves(grads, projectors, mus, nus, norms, plans, count, correction):
     """The five output columns (update, projector, mu, nu, norm) of a list of leaves."""
     if stores_projector:
-      refreshed = proj.refresh_projectors(
+      refreshed = refresh_projectors(
           grads,
           projectors,
           mus,
@@ -265,13 +269,9 @@ def scale_by_lowrank_adam(
     paths = [path for path, _ in jax.tree.leaves_with_path(updates)]
     plans = []
     for layout, start, path in zip(layouts, starts, paths):
-      offsets = proj.stagger_offsets(layout.num_matrices, start, sum(sizes), gap, options.stagger)
-      keys = (
-          proj.refresh_keys(options.seed, proj.leaf_id(path), count, gap, offsets)
-          if uses_keys
-          else None
-      )
-      plans.append(proj.LeafRefresh(layout, proj.refresh_due(count, gap, offsets), keys))
+      offsets = stagger_offsets(layout.num_matrices, start, sum(sizes), gap, options.stagger)
+      keys = refresh_keys(options.seed, leaf_id(path), count, gap, offsets) if uses_keys else None
+      plans.append(LeafRefresh(layout, refresh_due(count, gap, offsets), keys))
     columns = [
         treedef.flatten_up_to(tree)
         for tree in (updates, state.projector, state.mu, state.nu, state.norm)
@@ -299,7 +299,7 @@ def scale_by_projected_method(
     eps,
     mask: Mask,
     moment_dtype,
-    options: proj.ProjectionOptions | None,
+    options: ProjectionOptions | None,
     default_refresh: str,
     default_moment_policy: str,
     uses_norm: bool = False,
@@ -316,7 +316,7 @@ def scale_by_projected_method(
   take the method's defaults; ``random_from_step`` and ``store_projector`` are
   passed on.
   """
-  options = proj.check_projection_options(options or proj.ProjectionOptions())
+  options = check_projection_options(options or ProjectionOptions())
   options = options._replace(
       refresh=options.refresh or default_refresh,
       moment_policy=options.moment_policy or default_moment_policy,

@@ -22,7 +22,7 @@ import optax
 
 from lowrank_jax import optim
 from lowrank_jax.train import applied
-from lowrank_jax.optim.projection import check_projection_options
+from lowrank_jax.optim.projection_options import check_projection_options
 from lowrank_jax.optim.tree_utils import path_names
 
 TARGET_LINEARS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")

@@ -12,7 +12,7 @@ from jax.sharding import PartitionSpec as P
 
 import lowrank_jax.optim as lro
 from lowrank_jax.optim import distributed_refresh as dr
-from lowrank_jax.optim import projection as proj
+from lowrank_jax.optim import projector_bases
 
 AXES = ("data", "fsdp", "tensor")
 RANK = 4
@@ -43,7 +43,7 @@ def collectives(compiled, op: str) -> list[str]:
 @pytest.mark.parametrize("refresh", ["svd", "randomized"])
 def test_spread_refresh_equals_the_single_device_refresh(refresh):
   mesh = make_mesh()
-  refresher = batch_refresh(proj.make_refresher(refresh, RANK, oversample=4))
+  refresher = batch_refresh(projector_bases.make_refresher(refresh, RANK, oversample=4))
   batches = [matrices(8, seed=0), matrices(3, seed=1)]  # 3: padded to 8
   keys = [jax.random.split(jax.random.key(1), len(g)) for g in batches]
   expected = jax.jit(lambda gs, ks: [refresher(g, k)[0] for g, k in zip(gs, ks)])(batches, keys)
@@ -55,7 +55,7 @@ def test_spread_refresh_equals_the_single_device_refresh(refresh):
   )
   actual = spread(sharded, keys)
   assert actual[0].sharding.spec == P(AXES)  # one whole matrix per device
-  canonical = jax.vmap(proj.canonical_signs)
+  canonical = jax.vmap(projector_bases.canonical_signs)
   chex.assert_trees_all_close(
       [canonical(x) for x in actual], [canonical(x) for x in expected], atol=1e-5
   )
@@ -63,7 +63,7 @@ def test_spread_refresh_equals_the_single_device_refresh(refresh):
 
 def test_each_device_decomposes_its_slice_without_gathering_the_batch():
   mesh = make_mesh()
-  refresher = batch_refresh(proj.make_refresher("svd", RANK))
+  refresher = batch_refresh(projector_bases.make_refresher("svd", RANK))
   g = jax.ShapeDtypeStruct(
       (8, 16, 24), jnp.float32, sharding=NamedSharding(mesh, P(None, "fsdp", "tensor"))
   )

@@ -9,10 +9,16 @@ import pytest
 
 import lowrank_jax.optim as lro
 from lowrank_jax.optim import linalg
-from lowrank_jax.optim import projection as proj
+from lowrank_jax.optim import (
+    projection,
+    projection_options,
+    projector_bases,
+    projector_refresh,
+    refresh_schedule,
+)
 from lowrank_jax.optim.lowrank_adam import scale_by_lowrank_adam
 
-DEFAULT = proj.MatrixDimensionNumbers()
+DEFAULT = projection.MatrixDimensionNumbers()
 
 
 def random_matrix(shape, seed=0):
@@ -34,7 +40,7 @@ def random_matrix(shape, seed=0):
     ],
 )
 def test_side_rule_picks_the_projected_axis(shape, side, projected):
-  layout = proj.matrix_layout(shape, DEFAULT, side=side, rank=2)
+  layout = projection.matrix_layout(shape, DEFAULT, side=side, rank=2)
   assert layout.projected_axis == projected + (len(shape) - 2)
   assert layout.projector_shape[layout.kept_axis] == 2
   assert layout.moment_shape[layout.projected_axis] == 2
@@ -42,8 +48,8 @@ def test_side_rule_picks_the_projected_axis(shape, side, projected):
 
 def test_custom_dimension_numbers_make_other_axes_batch():
   # A 3-D attention kernel (embed, heads, head_dim): heads is a batch axis.
-  dims = proj.MatrixDimensionNumbers(reduction_axis=0, output_axis=2)
-  layout = proj.matrix_layout((16, 4, 8), dims, side="std", rank=2)
+  dims = projection.MatrixDimensionNumbers(reduction_axis=0, output_axis=2)
+  layout = projection.matrix_layout((16, 4, 8), dims, side="std", rank=2)
   assert layout.batch_shape == (4,)
   assert (layout.projected_axis, layout.kept_axis) == (2, 0)
   assert layout.moment_shape == (16, 4, 2)
@@ -58,23 +64,25 @@ def test_custom_dimension_numbers_make_other_axes_batch():
 )
 def test_layout_rejects_bad_leaves(shape, rank, message):
   with pytest.raises(ValueError, match=message):
-    proj.matrix_layout(shape, DEFAULT, side="std", rank=rank)
+    projection.matrix_layout(shape, DEFAULT, side="std", rank=rank)
 
 
 def test_svd_basis_is_the_sign_canonical_top_subspace():
   matrix = random_matrix((12, 7))
-  basis = proj.svd_basis(matrix, 3)
+  basis = projector_bases.svd_basis(matrix, 3)
   u, _, _ = np.linalg.svd(np.asarray(matrix), full_matrices=False)
   # Same vectors up to sign, and every column's largest entry is positive.
   chex.assert_trees_all_close(np.abs(basis), np.abs(u[:, :3]), atol=1e-5)
   largest = np.take_along_axis(np.asarray(basis), np.abs(basis).argmax(0)[None], 0)
   assert (largest > 0).all()
-  chex.assert_trees_all_close(proj.svd_basis(-matrix, 3), basis, atol=1e-5)
+  chex.assert_trees_all_close(projector_bases.svd_basis(-matrix, 3), basis, atol=1e-5)
 
 
 def test_eigh_basis_matches_the_svd_basis():
   matrix = random_matrix((10, 14))
-  chex.assert_trees_all_close(proj.eigh_basis(matrix, 3), proj.svd_basis(matrix, 3), atol=1e-4)
+  chex.assert_trees_all_close(
+      projector_bases.eigh_basis(matrix, 3), projector_bases.svd_basis(matrix, 3), atol=1e-4
+  )
 
 
 def test_gram_eigenvectors_span_the_top_singular_subspace():
@@ -93,33 +101,38 @@ def test_gram_eigenvectors_span_the_top_singular_subspace():
 def test_randomized_basis_finds_a_low_rank_subspace():
   low_rank = random_matrix((20, 3), 1) @ random_matrix((3, 15), 2)
   matrix = low_rank + 1e-3 * random_matrix((20, 15), 3)
-  basis = proj.randomized_basis(matrix, jax.random.key(0), 3, oversample=4, power_iterations=1)
-  exact = proj.svd_basis(matrix, 3)
+  basis = projector_bases.randomized_basis(
+      matrix, jax.random.key(0), 3, oversample=4, power_iterations=1
+  )
+  exact = projector_bases.svd_basis(matrix, 3)
   chex.assert_trees_all_close(basis @ basis.T, exact @ exact.T, atol=1e-4)
   chex.assert_trees_all_close(basis, exact, atol=1e-3)  # canonical signs agree too
 
 
 def test_random_bases():
-  gaussian = proj.gaussian_basis(4000, jax.random.key(0), 4)
+  gaussian = projector_bases.gaussian_basis(4000, jax.random.key(0), 4)
   assert gaussian.shape == (4000, 4)
   np.testing.assert_allclose(np.var(gaussian), 1 / 4, rtol=0.05)
-  ortho = proj.orthonormal_basis(10, jax.random.key(1), 4)
+  ortho = projector_bases.orthonormal_basis(10, jax.random.key(1), 4)
   chex.assert_trees_all_close(ortho.T @ ortho, jnp.eye(4), atol=1e-5)
 
 
 def test_stagger_offsets_spread_over_the_gap():
   offsets = np.concatenate(
-      [proj.stagger_offsets(3, 0, 8, 4, True), proj.stagger_offsets(5, 3, 8, 4, True)]
+      [
+          refresh_schedule.stagger_offsets(3, 0, 8, 4, True),
+          refresh_schedule.stagger_offsets(5, 3, 8, 4, True),
+      ]
   )
   np.testing.assert_array_equal(np.bincount(offsets, minlength=4), [2, 2, 2, 2])
-  assert not proj.stagger_offsets(3, 0, 8, 4, False).any()
-  due = proj.refresh_due(jnp.int32(5), 4, offsets)
+  assert not refresh_schedule.stagger_offsets(3, 0, 8, 4, False).any()
+  due = refresh_schedule.refresh_due(jnp.int32(5), 4, offsets)
   np.testing.assert_array_equal(due, offsets == 1)
-  assert proj.refresh_due(jnp.int32(0), 4, offsets).all()
+  assert refresh_schedule.refresh_due(jnp.int32(0), 4, offsets).all()
 
 
 def galore_tx(options=None, rank=2, gap=4):
-  options = (options or proj.ProjectionOptions())._replace(
+  options = (options or projection_options.ProjectionOptions())._replace(
       refresh=(options and options.refresh) or "svd",
       moment_policy=(options and options.moment_policy) or "keep",
   )
@@ -163,7 +176,7 @@ def test_one_cond_refreshes_every_leaf(stagger):
   # One scalar cond per step for the whole tree (on a GPU each cond waits for its
   # predicate on the host), with the staggered per-matrix conds inside it.
   params = {"a": jnp.zeros((8, 16)), "b": jnp.zeros((16, 8)), "c": jnp.zeros((2, 8, 8))}
-  tx = galore_tx(proj.ProjectionOptions(stagger=stagger))
+  tx = galore_tx(projection_options.ProjectionOptions(stagger=stagger))
   jaxpr = jax.make_jaxpr(tx.update)(params, tx.init(params)).jaxpr
   top_level = refresh_conds(jaxpr)
   assert [eqn.invars[0].aval.shape for eqn in top_level] == [()]
@@ -185,7 +198,7 @@ def test_projector_refreshes_every_gap_steps():
 
 def test_staggered_refresh_changes_only_the_due_matrices():
   params = {"w": jnp.zeros((4, 8, 16))}
-  tx = galore_tx(proj.ProjectionOptions(stagger=True), gap=4)
+  tx = galore_tx(projection_options.ProjectionOptions(stagger=True), gap=4)
   state = tx.init(params)
   update = jax.jit(tx.update)
   previous = None
@@ -236,7 +249,7 @@ def test_dimension_numbers_follow_the_leaf_layout():
 @pytest.mark.parametrize("policy", ["keep", "reset", "reproject"])
 def test_moment_policy_on_refresh(policy):
   params = {"w": jnp.zeros((8, 16))}
-  tx = galore_tx(proj.ProjectionOptions(moment_policy=policy), gap=2)
+  tx = galore_tx(projection_options.ProjectionOptions(moment_policy=policy), gap=2)
   state = tx.init(params)
   _, state = tx.update({"w": random_matrix((8, 16), 0)}, state)
   _, before = tx.update({"w": random_matrix((8, 16), 1)}, state)
@@ -257,12 +270,12 @@ def test_moment_policy_on_refresh(policy):
 
 
 def test_regenerated_projector_is_fixed_between_refreshes():
-  layout = proj.matrix_layout((2, 8, 16), DEFAULT, side="std", rank=2)
-  refresher = proj.make_refresher("gaussian", 2)
+  layout = projection.matrix_layout((2, 8, 16), DEFAULT, side="std", rank=2)
+  refresher = projector_bases.make_refresher("gaussian", 2)
   offsets = np.zeros(2, np.int64)
   make = jax.jit(
-      lambda count: proj.regenerate_projector(
-          layout, proj.refresh_keys(0, 5, count, 4, offsets), refresher, jnp.float32
+      lambda count: projector_refresh.regenerate_projector(
+          layout, refresh_schedule.refresh_keys(0, 5, count, 4, offsets), refresher, jnp.float32
       )
   )
   chex.assert_trees_all_equal(make(4), make(7))
@@ -291,7 +304,9 @@ def test_dimension_numbers_pytree_or_callable_per_leaf(as_callable):
 
 def test_reset_policy_for_regenerated_projectors():
   params = {"w": jnp.zeros((2, 8, 16))}
-  tx = galore_tx(proj.ProjectionOptions(refresh="gaussian", moment_policy="reset"), gap=2)
+  tx = galore_tx(
+      projection_options.ProjectionOptions(refresh="gaussian", moment_policy="reset"), gap=2
+  )
   state = tx.init(params)
   assert isinstance(state.projector["w"], optax.MaskedNode)
   update = jax.jit(tx.update)
