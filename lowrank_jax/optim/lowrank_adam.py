@@ -49,10 +49,20 @@ from lowrank_jax.optim.adam import (
     update_moments,
 )
 from lowrank_jax.optim.masking import Mask, route
-from lowrank_jax.optim.projection import MatrixLayout, matrix_layout, project, project_back, resolve_dimension_numbers
+from lowrank_jax.optim.projection import (
+    MatrixLayout,
+    matrix_layout,
+    project,
+    project_back,
+    resolve_dimension_numbers,
+)
 from lowrank_jax.optim.projection_options import ProjectionOptions, check_projection_options
 from lowrank_jax.optim.projector_bases import make_refresher
-from lowrank_jax.optim.projector_refresh import LeafRefresh, refresh_projectors, regenerate_projector
+from lowrank_jax.optim.projector_refresh import (
+    LeafRefresh,
+    refresh_projectors,
+    regenerate_projector,
+)
 from lowrank_jax.optim.refresh_schedule import leaf_id, refresh_due, refresh_keys, stagger_offsets
 from lowrank_jax.optim.tree_utils import map_unzip
 from lowrank_jax.optim.validation import check_positive_int, check_range
