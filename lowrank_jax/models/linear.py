@@ -65,12 +65,16 @@ class LinearConfig:
       ``sltrain``; CoLA has no scale); positive.
     sparsity: SLTrain's density ``delta``: the fraction of the ``in * out`` kernel entries in
       the fixed sparse support, in (0, 1].
+    zero_a: ``lora`` only: ``a`` starts at zero as well, as Guitaricet/relora wraps a model
+      (``keep_original_weights``); the adapters then train nothing until ReLoRA's first merge
+      draws a new ``a``. Off by default (arXiv 2505.22922 trains them from the start).
   """
 
   kind: str = "dense"
   rank: int | None = None
   alpha: float = 32.0
   sparsity: float = 0.03
+  zero_a: bool = False
 
   def __post_init__(self):
     if self.kind not in _REGISTRY:
@@ -85,6 +89,8 @@ class LinearConfig:
       raise ValueError(f"alpha={self.alpha!r} must be positive")
     if not 0 < self.sparsity <= 1:
       raise ValueError(f"sparsity={self.sparsity!r} must be in (0, 1]")
+    if self.zero_a and self.kind != "lora":
+      raise ValueError(f"zero_a=True applies to linear kind 'lora', not {self.kind!r}")
 
 
 class Linear(Protocol):

@@ -49,7 +49,7 @@ class LoRALinear(LowRankLinear):
     param_dtype: storage dtype of ``W0`` and the factors.
     compute_dtype: dtype of the matrix products.
     rngs: draws ``W0`` and ``a`` from ``rngs.params()``.
-    config: the :class:`LinearConfig` (``rank``, ``alpha``).
+    config: the :class:`LinearConfig` (``rank``, ``alpha``, ``zero_a``).
   """
 
   def __init__(
@@ -83,6 +83,8 @@ class LoRALinear(LowRankLinear):
         axes,
         variable=Frozen,
     )
+    if config.zero_a:
+      self.a[...] = jnp.zeros_like(self.a[...])
 
   def __call__(self, x: jax.Array) -> jax.Array:
     dense = matmul(x.astype(self.compute_dtype), self.base[...].astype(self.compute_dtype))

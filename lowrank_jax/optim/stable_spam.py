@@ -50,8 +50,8 @@ update and keeps :math:`\mu_n, \sigma_n, m, v` (only :math:`\bar a` moves), as
 in the reference.
 
 Order of operations, as in ``pytorch_optimizer.StableSPAM`` (4.1.0), which corrects two
-slips of the authors' code (TianjinYellow/StableSPAM, ``galore_torch/stablespam.py``; see
-``lowrank_jax/optim/README.md``):
+slips of the authors' code (TianjinYellow/StableSPAM, ``galore_torch/stablespam.py``;
+``authors_resets=True`` restores them, see ``lowrank_jax/optim/README.md``):
 
 * the "full reset" zeroes :math:`m, v` and restarts their bias correction
   (:math:`t = 1` on a reset step); the norm statistics
@@ -145,6 +145,7 @@ def scale_by_stable_spam(
     moment_dtype: Any = None,
     total_steps: int | None = None,
     eta_min: float = 0.5,
+    authors_resets: bool = False,
 ) -> optax.GradientTransformation:
   r"""Rescales updates by Stable-SPAM (AdaClip, AdaGN, Adam with periodic reset).
 
@@ -166,6 +167,11 @@ def scale_by_stable_spam(
     total_steps: :math:`T_\text{total}` of the momentum decay (the reference's
       ``total_T``), an integer >= 1; ``None`` (the reference's default) turns it off.
     eta_min: the factor :math:`\eta_\text{min}` the decay aims at, in [0, 1].
+    authors_resets: reset as the authors' code does rather than as the module docstring
+      says: the reset step updates and uses the *old* moments with Adam's bias correction
+      of step 1 and leaves zeros in the state; the bias corrections of
+      :math:`\bar a, \mu_n, \sigma_n` count the per-parameter step, which restarts at 1
+      on each reset; a leaf whose gradient is all zero still updates every statistic.
 
   Returns:
     An ``optax.GradientTransformation`` with state :class:`ScaleByStableSpamState`.
@@ -195,12 +201,17 @@ def scale_by_stable_spam(
     del params
     step = optax.safe_increment(state.count)
     reset = spike_aware.is_reset_step(step, reset_interval)
-    adam_step = jnp.where(step < reset_interval, step, step % reset_interval + 1)
+    if authors_resets:  # the per-parameter step: T + 1 at later resets, then 1
+      statistics_step = jnp.where(step <= reset_interval, step, (step - 1) % reset_interval + 2)
+      adam_step = jnp.where(reset, 1, statistics_step)
+    else:
+      statistics_step = step
+      adam_step = jnp.where(step < reset_interval, step, step % reset_interval + 1)
     decay = momentum_decay(step, total_steps, eta_min)
     norm_decay, b1_now = gamma1 * decay, b1 * decay
-    clip_level_correction = 1.0 - spike_aware.power(theta, step)
-    norm_correction = 1.0 - spike_aware.power(norm_decay, step)
-    norm_sq_correction = 1.0 - spike_aware.power(gamma2, step)
+    clip_level_correction = 1.0 - spike_aware.power(theta, statistics_step)
+    norm_correction = 1.0 - spike_aware.power(norm_decay, statistics_step)
+    norm_sq_correction = 1.0 - spike_aware.power(gamma2, statistics_step)
     step_size = 1.0 / (1.0 - spike_aware.power(b1_now, adam_step))
     nu_correction = jnp.sqrt(1.0 - spike_aware.power(b2, adam_step))
 
@@ -220,14 +231,21 @@ def scale_by_stable_spam(
       )
       g = g / jnp.where(active, norm, 1.0) * norm_scale
 
-      mu, nu = spike_aware.zeros_if(reset, mu), spike_aware.zeros_if(reset, nu)
-      _, new_mu, new_nu = update_moments(g, mu, nu, b1_now, b2, eps)
+      if authors_resets:  # the step uses the old moments; the state keeps zeros
+        _, new_mu, new_nu = update_moments(g, mu, nu, b1_now, b2, eps)
+        keep_if_idle = lambda new, old: new.astype(old.dtype)
+        stored = lambda new, old: spike_aware.zeros_if(reset, new).astype(old.dtype)
+        active = True
+      else:
+        mu, nu = spike_aware.zeros_if(reset, mu), spike_aware.zeros_if(reset, nu)
+        _, new_mu, new_nu = update_moments(g, mu, nu, b1_now, b2, eps)
+        keep_if_idle = lambda new, old: jnp.where(active, new, old).astype(old.dtype)
+        stored = keep_if_idle
       update = step_size * new_mu / (jnp.sqrt(new_nu) / nu_correction + eps)
-      keep_if_idle = lambda new, old: jnp.where(active, new, old).astype(old.dtype)
       return (
           jnp.where(active, update, 0.0).astype(grad.dtype),
-          keep_if_idle(new_mu, mu),
-          keep_if_idle(new_nu, nu),
+          stored(new_mu, mu),
+          stored(new_nu, nu),
           max_abs_ema,
           keep_if_idle(new_norm_ema, norm_ema),
           keep_if_idle(new_norm_sq_ema, norm_sq_ema),
@@ -263,20 +281,31 @@ def stable_spam(
     weight_decay_mask: Any = None,
     total_steps: int | None = None,
     eta_min: float = 0.5,
+    authors_resets: bool = False,
 ) -> optax.GradientTransformation:
   """Stable-SPAM with decoupled weight decay: ``chain(scale_by_stable_spam, add_decayed_weights, lr)``.
 
   Args:
     {alias_args}
     b1, b2, eps, gamma1, gamma2, theta, reset_interval, moment_dtype, total_steps,
-      eta_min: as in :func:`scale_by_stable_spam`.
+      eta_min, authors_resets: as in :func:`scale_by_stable_spam`.
 
   Returns:
     An ``optax.GradientTransformation``.
   """
   spike_aware.check_learning_rate(learning_rate)
   stabilized_update = scale_by_stable_spam(
-      b1, b2, eps, gamma1, gamma2, theta, reset_interval, moment_dtype, total_steps, eta_min
+      b1,
+      b2,
+      eps,
+      gamma1,
+      gamma2,
+      theta,
+      reset_interval,
+      moment_dtype,
+      total_steps,
+      eta_min,
+      authors_resets,
   )
   return with_decoupled_weight_decay(
       stabilized_update, learning_rate, weight_decay, weight_decay_mask

@@ -278,6 +278,15 @@ def test_relora_merge_keeps_the_function_and_restarts_the_adapter():
   assert np.abs(module.a[...]).max() <= 1 / math.sqrt(12)
 
 
+def test_lora_zero_a_starts_both_factors_at_zero_until_a_merge():
+  module = layer("lora", zero_a=True)
+  assert not np.any(module.a[...]) and not np.any(module.b[...])
+  module.merge_and_reinit(jax.random.key(7))  # the first merge draws a (Guitaricet/relora)
+  assert np.all(np.abs(module.a[...]) > 0)
+  with pytest.raises(ValueError, match="zero_a=True applies to linear kind 'lora', not 'lowrank'"):
+    LinearConfig(kind="lowrank", rank=2, zero_a=True)
+
+
 def test_relora_merges_every_adapter_of_a_stacked_model():
   model = Llama(tiny("lora", scan_layers=True), rngs=nnx.Rngs(0))
   perturb(model.layers, seed=4, scale=0.1)

@@ -224,3 +224,68 @@ def test_stable_spam_momentum_decay_matches_the_authors_cosine():
   assert_changes_match(ours, theirs, rtol=1e-5)
   without_decay = stable_spam(LEARNING_RATE, reset_interval=RESET_INTERVAL, **settings)
   assert_changes_differ(ours, our_change(without_decay))
+
+
+def authors_stable_spam_change(decay_steps, gamma1, gamma2, theta, eta_min=0.5, eps=1e-8):
+  """TianjinYellow/StableSPAM ``StableSPAM.step`` restated in float64 NumPy, slips included:
+  ``exp_avg`` is bound before the reset, so the reset step updates and uses the old moments
+  (bias correction of step 1) and the state keeps zeros; the per-parameter ``step`` that the
+  reset sets to 1 also drives the bias corrections of the max and norm statistics."""
+  b1, b2 = 0.9, 0.999
+  params = {k: v.astype(np.float64) for k, v in initial_params().items()}
+  state = {k: dict(step=0, m=0.0, v=0.0, m_max=0.0, m_norm=0.0, v_norm=0.0) for k in params}
+  for total, grads in enumerate(gradient_sequence(), start=1):
+    angle = np.pi * total / (decay_steps + 1)
+    scale = eta_min + (1 - eta_min) * 0.5 * (1 + np.cos(angle))
+    for name, p in params.items():
+      s, g = state[name], grads[name].astype(np.float64).copy()
+      p *= 1 - LEARNING_RATE * WEIGHT_DECAY
+      exp_avg, exp_avg_sq = s["m"], s["v"]
+      max_gradient = np.abs(g).max()
+      s["step"] += 1
+      s["m_max"] = theta * s["m_max"] + (1 - theta) * max_gradient
+      m_max_hat = s["m_max"] / (1 - theta ** s["step"])
+      mask = np.abs(g) > m_max_hat
+      g[mask] = g[mask] / max_gradient * m_max_hat
+      norm = np.linalg.norm(g)
+      s["m_norm"] = gamma1 * scale * s["m_norm"] + (1 - gamma1 * scale) * norm
+      s["v_norm"] = gamma2 * s["v_norm"] + (1 - gamma2) * norm**2
+      m_norm_hat = s["m_norm"] / (1 - (gamma1 * scale) ** s["step"])
+      v_norm_hat = s["v_norm"] / (1 - gamma2 ** s["step"])
+      if norm > 0:
+        g = g / norm * (m_norm_hat / (np.sqrt(v_norm_hat) + eps))
+      if total % RESET_INTERVAL == 0:
+        s["m"], s["v"], s["step"] = 0.0, 0.0, 1
+      beta1 = b1 * scale
+      exp_avg = beta1 * exp_avg + (1 - beta1) * g
+      exp_avg_sq = b2 * exp_avg_sq + (1 - b2) * g * g
+      if total % RESET_INTERVAL:
+        s["m"], s["v"] = exp_avg, exp_avg_sq
+      denom = np.sqrt(exp_avg_sq) / np.sqrt(1 - b2 ** s["step"]) + eps
+      p -= LEARNING_RATE / (1 - beta1 ** s["step"]) * exp_avg / denom
+  start = initial_params()
+  return {name: (params[name] - start[name]).astype(np.float32) for name in params}
+
+
+def test_stable_spam_authors_resets_match_the_authors_code():
+  settings = dict(gamma1=0.85, gamma2=0.999, theta=0.999)
+  theirs = authors_stable_spam_change(DECAY_STEPS, **settings)
+  ours = our_change(
+      stable_spam(
+          LEARNING_RATE,
+          weight_decay=WEIGHT_DECAY,
+          reset_interval=RESET_INTERVAL,
+          total_steps=DECAY_STEPS,
+          authors_resets=True,
+          **settings,
+      )
+  )
+  assert_changes_match(ours, theirs, rtol=1e-5)
+  corrected = stable_spam(
+      LEARNING_RATE,
+      weight_decay=WEIGHT_DECAY,
+      reset_interval=RESET_INTERVAL,
+      total_steps=DECAY_STEPS,
+      **settings,
+  )
+  assert_changes_differ(ours, our_change(corrected))
