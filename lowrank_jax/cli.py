@@ -2,7 +2,7 @@
 
     lowrank-jax train [--config FILE ...] [key=value ...]   train (or resume) a run
     lowrank-jax eval --checkpoint RUN_DIR [--step N]         validation perplexity
-    lowrank-jax export --checkpoint RUN_DIR --out DIR        HF LlamaForCausalLM weights
+    lowrank-jax export --checkpoint RUN_DIR --out DIR        HF LlamaForCausalLM + tokenizer
     lowrank-jax memory [--sizes ...] [--methods ...] [--dtype bf16] [--devices 1 8] [--out DIR]
                                                              weights + optimizer memory table
     lowrank-jax memory --topology v5e:16x16 [--tensor N] [--hbm-gb G] [--sizes ...] [--methods ...]
@@ -49,7 +49,7 @@ def _parser() -> argparse.ArgumentParser:
   )
   for name, help_text in (
       ("eval", "validation perplexity of a checkpoint"),
-      ("export", "write a checkpoint as HF LlamaForCausalLM"),
+      ("export", "write a checkpoint as HF LlamaForCausalLM with its tokenizer"),
   ):
     command = commands.add_parser(name, help=help_text)
     command.add_argument(
@@ -138,29 +138,17 @@ def _parser() -> argparse.ArgumentParser:
   return parser
 
 
-def _print_summary(summary: dict) -> None:
-  width = max(map(len, summary))
-  for key, value in summary.items():
-    shown = f"{value:,.4g}" if isinstance(value, float) else value
-    print(f"  {key:<{width}}  {shown}")
-
-
 def _train(args) -> None:
   import jax
 
   from lowrank_jax.train.config import load_config
   from lowrank_jax.train.loop import train
+  from lowrank_jax.train.metrics import format_summary
 
   summary = train(load_config(args.config, args.overrides))  # connects the processes first
   if jax.process_index():  # the other processes of a multi-host run print nothing
     return
-  print("\nsummary")
-  _print_summary(summary)
-  if "unigram_ppl" in summary:
-    print(
-        f"\nvalidation perplexity {summary['val_ppl']:.2f} against the unigram baseline "
-        f"{summary['unigram_ppl']:.2f}"
-    )
+  print(format_summary(summary), end="")
 
 
 def _eval(args) -> None:
@@ -176,7 +164,8 @@ def _export(args) -> None:
 
   run, state, step = load_checkpoint(args.checkpoint, args.step)
   export_hf(run.model(state), args.out)
-  print(f"exported step {step} of {args.checkpoint} to {args.out}")
+  run.tokenizer.save_pretrained(args.out)
+  print(f"exported step {step} of {args.checkpoint} (weights and tokenizer) to {args.out}")
 
 
 def _default_xla_flag(name: str, value) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from lowrank_jax.benchmark.results import MethodRow
+from lowrank_jax.train.metrics import sparse_curve_markers
 
 
 def _figure(rows: list[MethodRow]):
@@ -37,12 +38,16 @@ def _styles(rows: list[MethodRow]) -> dict[str, dict]:
 
 
 def _smooth(values: np.ndarray, window: int = 3) -> np.ndarray:
-  kernel = np.ones(min(window, len(values))) / min(window, len(values))
-  return np.convolve(values, kernel, mode="valid")
+  """Trailing mean over ``window`` points; a curve of fewer than ``4 * window`` points is
+  kept as logged (smoothing would leave almost nothing of it)."""
+  if len(values) < 4 * window:
+    return values
+  return np.convolve(values, np.ones(window) / window, mode="valid")
 
 
-def plot_loss_curves(rows: list[MethodRow], out_png: str) -> None:
-  plt, fig, axes = _figure(rows)
+def loss_curves_figure(rows: list[MethodRow]):
+  """The figure of :func:`plot_loss_curves` (the caller closes it)."""
+  _, fig, axes = _figure(rows)
   styles = _styles(rows)
   for row in rows:
     curve = np.asarray(row.runs[0].curve())
@@ -54,12 +59,20 @@ def plot_loss_curves(rows: list[MethodRow], out_png: str) -> None:
           label=row.method,
           linewidth=1.2,
           **styles[row.method],
+          **sparse_curve_markers(len(smoothed)),
       )
   for size, ax in axes.items():
     ax.set(title=f"training loss, {size}", xlabel="step", ylabel="cross-entropy (nats)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, ncol=2)
   fig.tight_layout()
+  return fig
+
+
+def plot_loss_curves(rows: list[MethodRow], out_png: str) -> None:
+  import matplotlib.pyplot as plt
+
+  fig = loss_curves_figure(rows)
   fig.savefig(out_png, dpi=120)
   plt.close(fig)
 

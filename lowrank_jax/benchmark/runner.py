@@ -24,7 +24,7 @@ import tqdm
 from lowrank_jax import errors
 from lowrank_jax.benchmark.grid import Cell, Grid
 from lowrank_jax.benchmark.results import chosen_rates, read_result
-from lowrank_jax.train.metrics import read_metrics
+from lowrank_jax.train.metrics import format_summary, read_metrics
 
 QUIET = "logging.progress=false"  # a log file needs no progress bar
 
@@ -92,6 +92,7 @@ def _train_here(cell: Cell, log) -> int:
       summary = train(cell.config(QUIET))
     except errors.REPORTED as error:
       return errors.report(error)
+    print(format_summary(summary), end="")
   if summary["stopped_by"] is not None:  # SIGINT/SIGTERM: saved; the grid stops here
     raise KeyboardInterrupt(f"{cell.name} stopped by {summary['stopped_by']}")
   return errors.DONE
@@ -104,7 +105,11 @@ def run_cells(
     desc: str = "grid",
     poll_s: float = 2.0,
 ) -> dict[str, int]:
-  """Runs the cells that are not finished; returns ``{cell name: exit status}`` of those run."""
+  """Runs the cells that are not finished; returns ``{cell name: exit status}`` of those run.
+
+  A stage without cells (a grid of one seed has no seed stage) shows no progress bar."""
+  if not cells:
+    return {}
   todo = [
       c
       for c in cells

@@ -17,6 +17,10 @@ appends EOS itself) and ``decode(ids) -> str``.
   cannot emit them.
 * a path ending in ``.model``: any SentencePiece model.
 
+Both kinds also ``save_pretrained(directory)`` for ``transformers.AutoTokenizer`` (what
+``lowrank-jax export`` puts beside the weights); a SentencePiece model is converted to a
+``tokenizer.json`` that encodes exactly as SentencePiece does.
+
 Example:
   >>> from lowrank_jax.data.tokenizers import check_vocab_fits, load_tokenizer
   >>> from lowrank_jax.data.config import DataConfig
@@ -112,6 +116,28 @@ class SentencePieceTokenizer:
   def decode(self, ids: Sequence[int]) -> str:
     return self._processor.decode([int(i) for i in ids])
 
+  def save_pretrained(self, directory: str | os.PathLike) -> None:
+    """Writes the model as a ``transformers`` fast tokenizer (``tokenizer.json``): what
+    ``AutoTokenizer.from_pretrained(directory)`` loads, offline, with the same ids."""
+    transformers = _import_transformers("exporting a SentencePiece tokenizer")
+    from transformers.convert_slow_tokenizer import SpmConverter, import_protobuf
+
+    proto = import_protobuf().ModelProto.FromString(self._model_proto)
+    vocab = [(piece.piece, piece.score) for piece in proto.pieces]
+    special = {
+        name: self._processor.id_to_piece(index)
+        for name, index in (
+            ("pad_token", self._processor.pad_id()),
+            ("eos_token", self.eos_id),
+            ("unk_token", self._processor.unk_id()),
+        )
+        if index >= 0
+    }
+    transformers.PreTrainedTokenizerFast(
+        tokenizer_object=SpmConverter.build_tokenizer_from_spm_proto(proto, vocab),
+        **special,
+    ).save_pretrained(directory)
+
   def __getstate__(self) -> dict:
     return {"model_proto": self._model_proto}
 
@@ -149,15 +175,24 @@ class HuggingFaceTokenizer:
   def decode(self, ids: Sequence[int]) -> str:
     return self._tokenizer.decode([int(i) for i in ids], skip_special_tokens=True)
 
+  def save_pretrained(self, directory: str | os.PathLike) -> None:
+    """Writes the tokenizer's own files for ``AutoTokenizer.from_pretrained(directory)``."""
+    self._tokenizer.save_pretrained(directory)
 
-def _local_hugging_face_tokenizer(name: str) -> HuggingFaceTokenizer:
+
+def _import_transformers(purpose: str, alternative: str = "pip install 'lowrank_jax[hf]'"):
+  """The ``transformers`` module, or a ValueError naming what needs it."""
   try:
     import transformers  # pylint: disable=g-import-not-at-top
   except ImportError:
-    raise ValueError(
-        f"tokenizer={name!r} needs the package 'transformers' (or pass the path of its"
-        " SentencePiece .model file)."
-    ) from None
+    raise ValueError(f"{purpose} needs the package 'transformers' ({alternative}).") from None
+  return transformers
+
+
+def _local_hugging_face_tokenizer(name: str) -> HuggingFaceTokenizer:
+  transformers = _import_transformers(
+      f"tokenizer={name!r}", "or pass the path of its SentencePiece .model file"
+  )
   try:
     return HuggingFaceTokenizer(
         transformers.AutoTokenizer.from_pretrained(name, local_files_only=True)

@@ -15,6 +15,16 @@ permutation. The lm_head is untied.
 >>> restored = from_hf_llama(tensors, config)
 >>> bool((restored.lm_head[...] == tensors["lm_head.weight"].T).all())
 True
+
+An HF config (a ``transformers.LlamaConfig`` or its ``config.json`` as a dict) converts to
+ours, refusing what our LLaMA cannot represent:
+
+>>> llama_config_from_hf(hf_config) == config
+True
+>>> llama_config_from_hf({**hf_config, "num_key_value_heads": 2})
+Traceback (most recent call last):
+...
+ValueError: HF config num_key_value_heads=2 is not supported: our LLaMA has num_key_value_heads = num_attention_heads (4; no grouped-query attention).
 """
 
 from __future__ import annotations
@@ -79,6 +89,66 @@ def hf_config_dict(config: LlamaConfig) -> dict[str, Any]:
   }
 
 
+def _hf_rope_theta(values: Mapping[str, Any]) -> float:
+  """The RoPE base of an HF config; refuses RoPE scaling (ours is plain RoPE)."""
+  parameters = values.get("rope_parameters") or values.get("rope_scaling") or {}
+  rope_type = parameters.get("rope_type", parameters.get("type", "default"))
+  if rope_type != "default":
+    raise ValueError(
+        f"HF config rope_type={rope_type!r} is not supported: our LLaMA has plain RoPE ('default')"
+    )
+  return float(parameters.get("rope_theta", values.get("rope_theta", 10000.0)))
+
+
+def llama_config_from_hf(hf_config, **overrides: Any) -> LlamaConfig:
+  """Our :class:`LlamaConfig` of the architecture an HF ``LlamaConfig`` describes.
+
+  The inverse of :func:`hf_config_dict`: ``from_hf_llama(model, llama_config_from_hf(model.config))``
+  imports a ``LlamaForCausalLM`` without writing our config by hand.
+
+  Args:
+    hf_config: a ``transformers.LlamaConfig`` (anything with ``to_dict()``) or the mapping
+      of a ``config.json``.
+    **overrides: fields of ours that HF does not describe (``scan_layers``, ``remat``,
+      ``dtype``, ``linear``) or that should differ.
+
+  Raises:
+    ValueError: a feature our LLaMA lacks (grouped-query attention, tied embeddings,
+      biases, another activation or head size, scaled RoPE), naming the HF key.
+  """
+  values = hf_config.to_dict() if hasattr(hf_config, "to_dict") else dict(hf_config)
+  heads, hidden = values["num_attention_heads"], values["hidden_size"]
+  required = {
+      "model_type": ("llama", "'llama'"),
+      "num_key_value_heads": (heads, f"num_attention_heads ({heads}; no grouped-query attention)"),
+      "head_dim": (hidden // heads, f"hidden_size // num_attention_heads ({hidden // heads})"),
+      "hidden_act": ("silu", "'silu' (SwiGLU)"),
+      "tie_word_embeddings": (False, "False (our lm_head is untied)"),
+      "attention_bias": (False, "False (no biases)"),
+      "mlp_bias": (False, "False (no biases)"),
+  }
+  for key, (expected, meaning) in required.items():
+    value = values.get(key)
+    if value is not None and value != expected:
+      raise ValueError(
+          f"HF config {key}={value!r} is not supported: our LLaMA has {key} = {meaning}."
+      )
+  return LlamaConfig(
+      **{
+          "vocab_size": values["vocab_size"],
+          "hidden_size": hidden,
+          "intermediate_size": values["intermediate_size"],
+          "num_heads": heads,
+          "num_layers": values["num_hidden_layers"],
+          "max_seq_len": values["max_position_embeddings"],
+          "rms_norm_eps": float(values["rms_norm_eps"]),
+          "rope_theta": _hf_rope_theta(values),
+          "init_std": float(values.get("initializer_range", LlamaConfig.init_std)),
+          **overrides,
+      }
+  )
+
+
 def to_hf_llama(model: Llama) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
   """Returns ``(state_dict, hf_config_dict)`` in ``LlamaForCausalLM``'s layout (float32 numpy).
 
@@ -112,18 +182,27 @@ def _as_numpy(value) -> np.ndarray:
   return np.asarray(value, np.float32)
 
 
-def from_hf_llama(state_dict_or_model, config: LlamaConfig) -> Llama:
+def from_hf_llama(state_dict_or_model, config: LlamaConfig | None = None) -> Llama:
   """Builds our model from an HF ``LlamaForCausalLM`` or its state dict.
 
   Args:
     state_dict_or_model: a ``LlamaForCausalLM`` (anything with ``state_dict()``) or a mapping
       from HF tensor names to torch tensors or arrays.
     config: our config of the same architecture; its dtype policy sets the parameter dtype.
+      Default: converted from the model's ``config`` (:func:`llama_config_from_hf`), which a
+      bare state dict lacks.
 
   Raises:
-    ValueError: a tensor is missing, unexpected, or of the wrong shape, or the config's
-      linears are not dense.
+    ValueError: a tensor is missing, unexpected, or of the wrong shape, the config's
+      linears are not dense, or a state dict comes without a config.
   """
+  if config is None:
+    if not hasattr(state_dict_or_model, "config"):
+      raise ValueError(
+          "from_hf_llama needs config= for a bare state dict: "
+          "llama_config_from_hf(transformers.LlamaConfig.from_pretrained(...)) gives it"
+      )
+    config = llama_config_from_hf(state_dict_or_model.config)
   if config.linear.kind != "dense":
     raise ValueError(
         f"from_hf_llama loads dense weights; config.linear.kind="
@@ -167,10 +246,19 @@ def from_hf_llama(state_dict_or_model, config: LlamaConfig) -> Llama:
   return nnx.merge(graphdef, loaded, rest)
 
 
+def _readable_as_umask_allows(path: str) -> None:
+  """Gives ``path`` the permissions of a file made by ``open`` (``0o666`` less the umask):
+  safetensors writes its file owner-only (``0o600``), which others sharing a model can't read."""
+  umask = os.umask(0)
+  os.umask(umask)
+  os.chmod(path, 0o666 & ~umask)
+
+
 def export_hf(model: Llama, out_dir: str | os.PathLike) -> None:
   """Writes ``config.json`` and ``model.safetensors`` loadable by ``LlamaForCausalLM.from_pretrained``.
 
   Refuses to write into an existing non-empty directory, so nothing saved is overwritten.
+  Files get the usual permissions (``0o666`` less the umask).
   """
   try:
     from safetensors.numpy import save_file
@@ -180,6 +268,8 @@ def export_hf(model: Llama, out_dir: str | os.PathLike) -> None:
     raise ValueError(f"export directory {os.fspath(out_dir)!r} is not empty; choose a new one")
   tensors, config = to_hf_llama(model)
   os.makedirs(out_dir, exist_ok=True)
-  save_file(tensors, os.path.join(out_dir, "model.safetensors"), metadata={"format": "pt"})
+  weights = os.path.join(out_dir, "model.safetensors")
+  save_file(tensors, weights, metadata={"format": "pt"})
+  _readable_as_umask_allows(weights)
   with open(os.path.join(out_dir, "config.json"), "w") as f:
     json.dump(config, f, indent=2)

@@ -20,6 +20,8 @@ and a small JSON record. What can go wrong, and what happens:
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
+import logging
 import os
 import re
 import shutil
@@ -49,6 +51,24 @@ def _os_reason(error: BaseException) -> str:
   return f"{os.strerror(code)} (errno {code})" if code else _first_line(error)
 
 
+class _DropReadOnlyNotice(logging.Filter):
+  """Drops orbax's "Given directory is read only" warning: it describes the manager's mode
+  (``eval`` and ``export`` only restore), not the directory, which a user reads as a fault."""
+
+  def filter(self, record: logging.LogRecord) -> bool:
+    return not record.getMessage().startswith("Given directory is read only")
+
+
+@contextlib.contextmanager
+def _without_read_only_notice():
+  notice_filter, absl_logger = _DropReadOnlyNotice(), logging.getLogger("absl")
+  absl_logger.addFilter(notice_filter)
+  try:
+    yield
+  finally:
+    absl_logger.removeFilter(notice_filter)
+
+
 class UnreadableCheckpoint(ValueError):
   """A checkpoint that fails its digests or its restore (names the step and directory)."""
 
@@ -75,14 +95,16 @@ class Checkpointer:
       self, directory: str | os.PathLike, section: CheckpointSection, read_only: bool = False
   ):
     options = ocp.CheckpointManagerOptions(
-        max_to_keep=section.keep,
+        max_to_keep=None if read_only else section.keep,
+        save_interval_steps=0 if read_only else 1,
         enable_async_checkpointing=section.async_save,
         create=not read_only,
         read_only=read_only,
         cleanup_tmp_directories=not read_only,
     )
     self.directory = os.path.abspath(directory)
-    self.manager = ocp.CheckpointManager(self.directory, options=options)
+    with _without_read_only_notice():
+      self.manager = ocp.CheckpointManager(self.directory, options=options)
     self._pending: int | None = None  # the step being saved
     self._sealing: tuple[int, concurrent.futures.Future] | None = None  # (step, its seal)
     self._sealer = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="seal")

@@ -149,9 +149,11 @@ def train(config: TrainConfig) -> dict:
 def _train(config: TrainConfig, stop_request: StopRequest) -> dict:
   started = time.perf_counter()
   run = Run.build(config)  # every check before anything is written
+  is_main = jax.process_index() == 0
+  if is_main:
+    print(run.banner(), flush=True)
   train_batches = make_train_iterator(config.data, run.tokenizer, sharding=run.data_sharding)
   resumed = prepare_run_dir(config)
-  is_main = jax.process_index() == 0
   checkpointer = Checkpointer(os.path.join(config.run_dir, "checkpoints"), config.checkpoint)
   state, tokens_seen = _restore_or_init(config, run, checkpointer, train_batches)
   step_fn = run.train_step(
@@ -164,6 +166,8 @@ def _train(config: TrainConfig, stop_request: StopRequest) -> dict:
   note = progress.write if is_main else lambda message: None
   if resumed:
     note(f"resuming {config.run_dir} at step {first}")
+  if first < total:
+    note("compiling the train step (the first step waits for it)")
   window, stop, step = _Window(), None, first
   streak = nonfinite.NonFiniteStreak(config.faults.max_bad_steps)
   unchecked = None  # (step, finite flag) of the previous step

@@ -41,6 +41,23 @@ class MetricsLogger:
       self._writer.close()
 
 
+def format_summary(summary: dict) -> str:
+  """The end-of-run report: the summary's entries, then the validation perplexity against
+  the unigram baseline when both were measured."""
+  width = max(map(len, summary))
+  lines = ["", "summary"] + [
+      f"  {key:<{width}}  {f'{value:,.4g}' if isinstance(value, float) else value}"
+      for key, value in summary.items()
+  ]
+  if "unigram_ppl" in summary:
+    lines += [
+        "",
+        f"validation perplexity {summary['val_ppl']:.2f} against the unigram baseline "
+        f"{summary['unigram_ppl']:.2f}",
+    ]
+  return "\n".join(lines) + "\n"
+
+
 def read_metrics(path: str) -> list[dict]:
   if not os.path.exists(path):
     return []
@@ -77,6 +94,12 @@ class Progress:
     self._bar.close()
 
 
+def sparse_curve_markers(points: int) -> dict:
+  """Line-plot keywords that mark each point of a curve of few points: a short run logs a
+  handful of steps, and a line through a single point draws nothing."""
+  return {"marker": "o", "markersize": 3} if points < 20 else {}
+
+
 def plot_loss_curve(records: Iterable[dict], out_png: str, title: str = "") -> None:
   """Training loss (and validation loss where present) against step, saved as a PNG."""
   import matplotlib
@@ -89,7 +112,7 @@ def plot_loss_curve(records: Iterable[dict], out_png: str, title: str = "") -> N
   val = [(r["step"], r["val_loss"]) for r in records if "val_loss" in r]
   fig, ax = plt.subplots(figsize=(7, 4.5))
   if train:
-    ax.plot(*zip(*train), label="train loss", linewidth=1)
+    ax.plot(*zip(*train), label="train loss", linewidth=1, **sparse_curve_markers(len(train)))
   if val:
     ax.plot(*zip(*val), "o-", label="validation loss")
   ax.set_xlabel("step")

@@ -18,7 +18,7 @@ from flax import nnx
 from jax.sharding import Mesh, NamedSharding
 
 from lowrank_jax.data import Tokenizer, check_vocab_fits, load_tokenizer, make_validation_batches
-from lowrank_jax.models import Llama, LlamaConfig
+from lowrank_jax.models import Llama, LlamaConfig, count_params
 from lowrank_jax.train import mesh as mesh_lib
 from lowrank_jax.train.checkpoint import Checkpointer, UnreadableCheckpoint
 from lowrank_jax.train.config import TrainConfig, load_config
@@ -83,6 +83,18 @@ class Run:
         model_graphdef(model_config),
         train_state_shardings(model_config, tx, mesh),
         mesh_lib.batch_sharding(mesh),
+    )
+
+  def banner(self) -> str:
+    """One line saying what trains, on what and where, for the start of a run."""
+    config, devices = self.config, self.mesh.devices.flat
+    processes = f" in {jax.process_count()} processes" if jax.process_count() > 1 else ""
+    return (
+        f"lowrank-jax train: {config.optimizer.method} on {config.model.preset} "
+        f"({count_params(self.model_config):,} parameters, {config.model.dtype}), "
+        f"{self.mesh.size} {devices[0].platform} device{'s' * (self.mesh.size > 1)}{processes} "
+        f"(mesh {' x '.join(f'{axis} {size}' for axis, size in self.mesh.shape.items())}), "
+        f"run dir {config.run_dir}"
     )
 
   def after_update(self):

@@ -4,13 +4,18 @@ import json
 import os
 import shlex
 import statistics
+import subprocess
+import sys
 
+import numpy as np
 import pytest
 import yaml
 from tiny_run import TINY
 
 from lowrank_jax import cli
 from lowrank_jax.benchmark import Grid, job_lines, run_grid, write_report
+from lowrank_jax.benchmark.grid import Cell
+from lowrank_jax.benchmark.plots import loss_curves_figure
 from lowrank_jax.benchmark.report import findings
 from lowrank_jax.benchmark.results import CellResult, MethodRow, read_result
 from lowrank_jax.benchmark.runner import run_cells
@@ -246,3 +251,60 @@ def test_the_accelerator_script_runs_the_60m_grid_on_c4_or_offline(tmp_path, arg
   cells = Grid.load(os.path.join(root, grid), overrides).sweep_cells()
   assert {c.method for c in cells} == {"full_rank", "galore", "low_rank", "low_rank_restarts"}
   assert all(c.config().model.preset == "60m" for c in cells)
+
+
+def _visible_pixels(fig, colour) -> int:
+  """Pixels of ``colour`` inside the plot and outside its legend: what a reader sees of a curve."""
+  fig.canvas.draw()
+  image = np.asarray(fig.canvas.buffer_rgba())[..., :3].astype(int)
+  (ax,) = fig.axes
+  seen = np.zeros(image.shape[:2], bool)
+  for box, value in ((ax.get_window_extent(), True), (ax.get_legend().get_window_extent(), False)):
+    x0, y0, x1, y1 = (int(v) for v in box.extents)  # display pixels from the bottom left
+    seen[image.shape[0] - y1 : image.shape[0] - y0, x0:x1] = value
+  return int((np.abs(image - np.asarray(colour) * 255).sum(-1) < 30)[seen].sum())
+
+
+def test_every_curve_of_a_short_grid_is_drawn(tmp_path):
+  import matplotlib
+  import matplotlib.pyplot as plt
+
+  rows = []
+  for method, steps in (("full_rank", [6]), ("galore", [10, 20, 25])):  # logging.every=10
+    cell = Cell("nano", method, 0.01, 0, (), (), str(tmp_path))
+    os.makedirs(cell.run_dir)
+    with open(os.path.join(cell.run_dir, "metrics.jsonl"), "w") as f:
+      f.writelines(json.dumps({"step": s, "loss": 6.0 - s / 10}) + "\n" for s in steps)
+    result = CellResult(cell, "done", {})
+    rows.append(MethodRow("nano", method, 0.01, (result,), (result,)))
+  fig = loss_curves_figure(rows)
+  colours = matplotlib.colormaps["tab20"].colors
+  try:
+    assert [_visible_pixels(fig, colours[i]) > 5 for i in range(2)] == [True, True]
+  finally:
+    plt.close(fig)
+
+
+def test_a_one_seed_grid_logs_every_run_and_shows_no_empty_stage(tmp_path):
+  grid = tmp_path / "grid.yaml"
+  grid.write_text(
+      yaml.safe_dump(
+          {
+              "out_dir": str(tmp_path / "out"),
+              "sizes": ["nano"],
+              "methods": ["full_rank"],
+              "seeds": [0],
+              "learning_rates": {"full_rank": [0.01]},
+          }
+      )
+  )
+  shown = subprocess.run(
+      [sys.executable, "-m", "lowrank_jax", "benchmark", str(grid), *TINY, "logging.every=10"],
+      capture_output=True,
+      text=True,
+  )
+  assert shown.returncode == 0, shown.stderr[-2000:]
+  assert "sweep" in shown.stderr and "seeds" not in shown.stderr  # a stage of 0 runs: no bar
+  (cell,) = Grid.load(str(grid)).sweep_cells()
+  log = _read(cell.run_dir, "train.log")
+  assert log.startswith("lowrank-jax train: full_rank on nano") and "val_ppl" in log

@@ -100,3 +100,37 @@ def test_t5_base_is_never_downloaded(monkeypatch, tmp_path):
   monkeypatch.setenv("HF_HUB_OFFLINE", "1")
   with pytest.raises(ValueError, match=re.escape("tokenizer='t5-base' is not in the local")):
     load_tokenizer(DataConfig(tokenizer="t5-base"))
+
+
+EDGE_CASES = [
+    "  odd   spacing, 1234 and ünïcödé",
+    "tab\tand\nnewline\n",
+    " lead",
+    "trail  ",
+    "ﬁ ① Ⅻ",
+]
+
+
+def _auto_tokenizer(directory):
+  """What a user of transformers alone loads from an exported directory (never downloading)."""
+  transformers = pytest.importorskip("transformers")
+  return transformers.AutoTokenizer.from_pretrained(directory, local_files_only=True)
+
+
+def test_an_exported_sentencepiece_model_encodes_as_sentencepiece_in_transformers(
+    tokenizer, tmp_path
+):
+  tokenizer.save_pretrained(tmp_path)
+  exported = _auto_tokenizer(tmp_path)
+  assert (len(exported), exported.pad_token_id, exported.eos_token_id) == (8192, 0, 1)
+  texts = [verse for chapter in bible.chapter_verses("validation") for verse in chapter][:2000]
+  for text in texts + EDGE_CASES:
+    assert exported.encode(text, add_special_tokens=False) == tokenizer.encode(text), text
+  assert exported.decode(tokenizer.encode(GENESIS) + [1], skip_special_tokens=True) == GENESIS
+
+
+def test_a_transformers_tokenizer_exports_its_own_files(reference_t5_tokenizer, tmp_path):
+  HuggingFaceTokenizer(reference_t5_tokenizer).save_pretrained(tmp_path)
+  exported = _auto_tokenizer(tmp_path)
+  for text in [GENESIS, *EDGE_CASES]:
+    assert exported.encode(text) == reference_t5_tokenizer.encode(text)

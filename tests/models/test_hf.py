@@ -1,6 +1,8 @@
 """Parity with HF transformers' LlamaForCausalLM: import, export and from_pretrained."""
 
 import json
+import os
+import stat
 
 import jax.numpy as jnp
 import numpy as np
@@ -8,7 +10,13 @@ import pytest
 from flax import nnx
 
 from lowrank_jax.models import Llama, LlamaConfig
-from lowrank_jax.models.hf import export_hf, from_hf_llama, to_hf_llama
+from lowrank_jax.models.hf import (
+    export_hf,
+    from_hf_llama,
+    hf_config_dict,
+    llama_config_from_hf,
+    to_hf_llama,
+)
 
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
@@ -103,3 +111,49 @@ def test_import_names_missing_and_misshapen_tensors():
     from_hf_llama(missing, config)
   with pytest.raises(ValueError, match=r"embed_tokens.*shape \(101, 64\).*expects \(97, 64\)"):
     from_hf_llama(state, LlamaConfig(**{**CONFIG, "vocab_size": 97}))
+
+
+def test_an_hf_config_converts_to_ours_and_back():
+  reference = hf_model()
+  ours = llama_config_from_hf(reference.config, scan_layers=True)
+  assert ours == LlamaConfig(**CONFIG, scan_layers=True)
+  again = llama_config_from_hf(transformers.LlamaConfig(**hf_config_dict(ours)), scan_layers=True)
+  assert again == ours
+  wide = LlamaConfig(**CONFIG, rope_theta=5e5, rms_norm_eps=1e-5, init_std=0.01)
+  assert llama_config_from_hf(json.loads(json.dumps(hf_config_dict(wide)))) == wide
+
+
+def test_a_model_imports_without_a_hand_written_config():
+  reference = hf_model()
+  ids, mask = right_padded_batch()
+  logits = np.asarray(from_hf_llama(reference)(jnp.asarray(ids)))
+  assert_logits_match(logits, hf_logits(reference, ids, mask), mask)
+  with pytest.raises(ValueError, match="needs config= for a bare state dict"):
+    from_hf_llama(reference.state_dict())
+
+
+@pytest.mark.parametrize(
+    "change, key",
+    [
+        ({"num_key_value_heads": 2}, "num_key_value_heads=2"),
+        ({"tie_word_embeddings": True}, "tie_word_embeddings=True"),
+        ({"hidden_act": "gelu"}, "hidden_act='gelu'"),
+        ({"attention_bias": True}, "attention_bias=True"),
+        ({"head_dim": 32}, "head_dim=32"),
+        ({"rope_parameters": {"rope_type": "linear", "factor": 2.0}}, "rope_type='linear'"),
+    ],
+)
+def test_an_hf_config_our_llama_cannot_represent_is_refused_by_key(change, key):
+  values = {**hf_config_dict(LlamaConfig(**CONFIG)), **change}
+  with pytest.raises(ValueError, match=f"HF config {key} is not supported"):
+    llama_config_from_hf(values)
+
+
+def test_exported_files_are_readable_as_the_umask_allows(tmp_path):
+  previous = os.umask(0o022)
+  try:
+    export_hf(Llama(LlamaConfig(**CONFIG), rngs=nnx.Rngs(0)), tmp_path / "export")
+  finally:
+    os.umask(previous)
+  for name in ("model.safetensors", "config.json"):
+    assert stat.S_IMODE(os.stat(tmp_path / "export" / name).st_mode) == 0o644, name
