@@ -200,11 +200,13 @@ def scale_by_lowrank_adam(
 
   def layouts_of(params):
     dims = resolve_dimension_numbers(options.dimension_numbers, params)
-    treedef = jax.tree.structure(params)
+    leaves, treedef = jax.tree_util.tree_flatten_with_path(params)
     return treedef.unflatten(
         [
-            matrix_layout(p.shape, d, side=options.side, rank=rank)
-            for p, d in zip(treedef.flatten_up_to(params), dims)
+            matrix_layout(
+                p.shape, d, side=options.side, rank=rank, leaf=jax.tree_util.keystr(path)
+            )
+            for (path, p), d in zip(leaves, dims)
         ]
     )
 

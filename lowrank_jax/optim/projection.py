@@ -147,20 +147,35 @@ def resolve_dimension_numbers(dimension_numbers: DimensionNumbers, params: Any) 
   return [by_path[path] for path in paths]
 
 
-def matrix_layout(shape, dims: MatrixDimensionNumbers, *, side: str, rank: int) -> MatrixLayout:
-  """The layout of a leaf of ``shape``; raises ``ValueError`` if it cannot be projected."""
+def matrix_layout(
+    shape, dims: MatrixDimensionNumbers, *, side: str, rank: int, leaf: str = "a leaf"
+) -> MatrixLayout:
+  """The layout of a leaf of ``shape``; raises ``ValueError`` if it cannot be projected.
+
+  ``leaf`` names it in errors (its key path), with the argument that leaves it out:
+
+  >>> matrix_layout((4, 8), MatrixDimensionNumbers(), side="std", rank=6, leaf="['w']")
+  Traceback (most recent call last):
+  ...
+  ValueError: rank=6 exceeds the smaller side (4) of the projected leaf ['w'] of shape (4, 8): use rank <= 4, or leave ['w'] out of the projection with mask= (a pytree of bools or a callable).
+  """
   shape = tuple(shape)
   ndim = len(shape)
+  leave_out = f"leave {leaf} out of the projection with mask= (a pytree of bools or a callable)"
   if ndim < 2:
-    raise ValueError(f"only leaves with ndim >= 2 can be projected, got shape {shape}.")
+    raise ValueError(
+        f"only leaves with ndim >= 2 can be projected, got {leaf} of shape {shape}: {leave_out}."
+    )
   reduction, output = (axis % ndim for axis in (dims.reduction_axis, dims.output_axis))
   if reduction == output:
-    raise ValueError(f"reduction_axis and output_axis must differ, got {dims} for shape {shape}.")
+    raise ValueError(
+        f"reduction_axis and output_axis must differ, got {dims} for {leaf} of shape {shape}."
+    )
   smaller = min(shape[reduction], shape[output])
   if rank > smaller:
     raise ValueError(
-        f"rank must be at most the smaller side of every projected matrix, "
-        f"got rank {rank} for a matrix of shape {shape}."
+        f"rank={rank} exceeds the smaller side ({smaller}) of the projected leaf {leaf} of "
+        f"shape {shape}: use rank <= {smaller}, or {leave_out}."
     )
   in_side = {
       "std": shape[output] >= shape[reduction],

@@ -309,7 +309,11 @@ def test_scaled_norm_is_the_norm_of_the_rescaled_gradient(shape, batch, scale_ty
             lambda: lro.galore(0.01, options=lro.ProjectionOptions(side="middle")),
             "side must be one of",
         ),
-        (lambda: lro.galore(0.01, rank=9).init(make_params()), "rank must be at most"),
+        (
+            lambda: lro.galore(0.01, rank=9).init(make_params()),
+            r"rank=9 exceeds the smaller side \(8\) of the projected leaf \['stack'\] of shape "
+            r"\(3, 8, 16\): use rank <= 8, or leave \['stack'\] out of the projection with mask=",
+        ),
         (
             lambda: lro.galore(0.01, mask=lambda p: jax.tree.map(lambda _: True, p)).init(
                 make_params()

@@ -59,7 +59,7 @@ def test_custom_dimension_numbers_make_other_axes_batch():
     "shape, rank, message",
     [
         ((16,), 2, "ndim >= 2"),
-        ((8, 4), 5, "rank must be at most"),
+        ((8, 4), 5, r"rank=5 exceeds the smaller side \(4\)"),
     ],
 )
 def test_layout_rejects_bad_leaves(shape, rank, message):
