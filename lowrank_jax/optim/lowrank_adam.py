@@ -203,9 +203,7 @@ def scale_by_lowrank_adam(
     leaves, treedef = jax.tree_util.tree_flatten_with_path(params)
     return treedef.unflatten(
         [
-            matrix_layout(
-                p.shape, d, side=options.side, rank=rank, leaf=jax.tree_util.keystr(path)
-            )
+            matrix_layout(p.shape, d, side=options.side, rank=rank, leaf=jax.tree_util.keystr(path))
             for (path, p), d in zip(leaves, dims)
         ]
     )
