@@ -163,7 +163,7 @@ def _export(args) -> None:
   from lowrank_jax.train.run import load_checkpoint
 
   run, state, step = load_checkpoint(args.checkpoint, args.step)
-  export_hf(run.model(state), args.out)
+  export_hf(run.model(state), args.out, pad_id=run.tokenizer.pad_id, eos_id=run.tokenizer.eos_id)
   run.tokenizer.save_pretrained(args.out)
   print(f"exported step {step} of {args.checkpoint} (weights and tokenizer) to {args.out}")
 

@@ -254,11 +254,19 @@ def _readable_as_umask_allows(path: str) -> None:
   os.chmod(path, 0o666 & ~umask)
 
 
-def export_hf(model: Llama, out_dir: str | os.PathLike) -> None:
+def export_hf(
+    model: Llama, out_dir: str | os.PathLike, *, pad_id: int = 0, eos_id: int = 1
+) -> None:
   """Writes ``config.json`` and ``model.safetensors`` loadable by ``LlamaForCausalLM.from_pretrained``.
 
   Refuses to write into an existing non-empty directory, so nothing saved is overwritten.
   Files get the usual permissions (``0o666`` less the umask).
+
+  Args:
+    model: the model to export (any parameterization with dense kernels).
+    out_dir: a new or empty directory.
+    pad_id, eos_id: the tokenizer's padding and end-of-document ids, recorded in
+      ``config.json`` (``generate`` stops at ``eos_id``); default t5-base's.
   """
   try:
     from safetensors.numpy import save_file
@@ -272,4 +280,4 @@ def export_hf(model: Llama, out_dir: str | os.PathLike) -> None:
   save_file(tensors, weights, metadata={"format": "pt"})
   _readable_as_umask_allows(weights)
   with open(os.path.join(out_dir, "config.json"), "w") as f:
-    json.dump(config, f, indent=2)
+    json.dump({**config, "pad_token_id": pad_id, "eos_token_id": eos_id}, f, indent=2)

@@ -95,6 +95,12 @@ def test_state_dict_round_trip_is_exact():
     np.testing.assert_array_equal(tensors[key], value, err_msg=key)
 
 
+def test_export_records_the_tokenizers_special_ids(tmp_path):
+  export_hf(Llama(LlamaConfig(**CONFIG), rngs=nnx.Rngs(0)), tmp_path, pad_id=3, eos_id=2)
+  loaded = transformers.AutoConfig.from_pretrained(tmp_path)
+  assert (loaded.pad_token_id, loaded.eos_token_id) == (3, 2)
+
+
 def test_export_never_overwrites(tmp_path):
   (tmp_path / "keep.txt").write_text("precious")
   with pytest.raises(ValueError, match="not empty"):
