@@ -69,7 +69,10 @@ class DataConfig:
     seed: the shuffle seed (each epoch reshuffles with ``seed + epoch``).
     validation_tokens: the validation budget in non-pad tokens (paper: 10M).
     num_workers: grain worker processes that tokenize in parallel (0: in-process).
-    read_threads: threads that read and tokenize documents ahead of the consumer.
+    read_threads: threads that read and tokenize documents ahead of the consumer
+      (random-access sources; a stream is read by one thread, or by the workers).
+    prefetch_batches: local batches a thread keeps ready for the trainer (0: none), so
+      the input is made while the trainer waits on the device.
     shuffle_window: documents per shuffle window of a streamed source (shards, hf,
       tfds in TFRecord): each process shuffles its stream window by window, and a
       resume re-reads at most one window.
@@ -93,6 +96,7 @@ class DataConfig:
   validation_tokens: int = 10_000_000
   num_workers: int = 0
   read_threads: int = 4
+  prefetch_batches: int = 2
   shuffle_window: int = 10_000
 
   def __post_init__(self):
@@ -118,8 +122,10 @@ class DataConfig:
         "shuffle_window",
     ):
       _require_positive(name, getattr(self, name))
-    if not isinstance(self.num_workers, int) or self.num_workers < 0:
-      raise ValueError(f"num_workers={self.num_workers!r} must be an integer >= 0.")
+    for name in ("num_workers", "prefetch_batches"):
+      value = getattr(self, name)
+      if not isinstance(value, int) or value < 0:
+        raise ValueError(f"{name}={value!r} must be an integer >= 0.")
     if not isinstance(self.seed, int) or not 0 <= self.seed < 2**32:
       raise ValueError(f"seed={self.seed!r} must be an integer in [0, 2**32).")
     if self.source == "hf" and self.num_workers:

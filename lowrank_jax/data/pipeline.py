@@ -5,8 +5,12 @@
     documents of the train split          (sources: shuffle with seed + epoch, repeat,
       -> this process's positions          positions p, p + P, ... of the global order)
       -> rows of seq_len ids + loss_mask   (preprocess: paper or packed mode)
-      -> local batches of B / P rows       (grain batch)
+      -> local batches of B / P rows       (grain batch, made ahead in a thread)
       -> global [B, S] jax.Arrays          (make_array_from_process_local_data)
+
+A thread keeps ``config.prefetch_batches`` local batches ready, so the input is made
+while the trainer waits on the device, not only between its steps
+(``experiments/bench/input_bench.py`` measures the step's wait on input).
 
 Every stage is a grain dataset, so the iterator is a ``grain.DatasetIterator``: its
 ``get_state()`` is a small JSON-able dict (positions, not data), and an iterator made
@@ -87,7 +91,10 @@ def make_train_iterator(
       read_threads=config.read_threads,
       num_workers=config.num_workers,
   )
-  batches = rows.batch(processes.local_batch_size, drop_remainder=True)
+  batches = grain.experimental.ThreadPrefetchIterDataset(
+      rows.batch(processes.local_batch_size, drop_remainder=True),
+      prefetch_buffer_size=config.prefetch_batches,
+  )
   if sharding is not None:
     batches = batches.map(
         functools.partial(

@@ -19,10 +19,13 @@ from lowrank_jax.data import DataConfig
         ({"vocab_size": -5}, "vocab_size=-5"),
         ({"validation_tokens": 0}, "validation_tokens=0"),
         ({"num_workers": -1}, "num_workers=-1"),
+        ({"prefetch_batches": -1}, "prefetch_batches=-1"),
+        ({"shuffle_window": 0}, "shuffle_window=0"),
         ({"seed": -1}, "seed=-1"),
         ({"source": "tfds"}, "data_dir=None"),
         ({"source": "files"}, "paths=()"),
         ({"source": "files", "paths": "a.txt"}, "paths='a.txt'"),
+        ({"source": "shards"}, "paths=(): the shards source"),
         ({"source": "hf", "num_workers": 2}, "num_workers=2"),
     ],
 )

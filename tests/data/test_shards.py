@@ -6,15 +6,18 @@ import gzip
 import json
 import re
 import shutil
+import sys
 
 import numpy as np
 import pyarrow
 import pyarrow.parquet
 import pytest
+from tensorboardX.crc32c import crc32c as tensorboardx_crc32c
 from tensorboardX.record_writer import RecordWriter
 from tensorflow_datasets.proto import tf_example_pb2
 
 from lowrank_jax.data import DataConfig, make_train_iterator
+from lowrank_jax.data.preprocess import document_rows
 from lowrank_jax.data.sources import process_documents, shard_formats
 from lowrank_jax.data.sources.shard_formats import read_shard
 from lowrank_jax.data.sources.shards import ShardStream, expand_paths
@@ -75,10 +78,8 @@ def test_every_format_reads_back_its_documents_and_resumes_at_each_offset(tmp_pa
 
 
 def test_tfrecord_crc32c_matches_tensorboardx():
-  from tensorboardX.crc32c import crc32c as reference  # pylint: disable=import-outside-toplevel
-
   for data in (b"", b"a", b"123456789", bytes(range(256)) * 3):
-    assert crc32c(data) == reference(data)
+    assert crc32c(data) == tensorboardx_crc32c(data)
 
 
 def _shard_folder(tmp_path, num_shards, per_shard, suffix=".json.gz"):
@@ -257,8 +258,6 @@ def test_grain_workers_read_disjoint_parts_of_the_shards(tmp_path, char_tokenize
   documents = process_documents(
       config, "train", shuffle=False, repeat=False, process_index=0, process_count=1
   )
-  from lowrank_jax.data.preprocess import document_rows  # pylint: disable=import-outside-toplevel
-
   rows = document_rows(documents, char_tokenizer, mode="paper", seq_len=8, num_workers=2)
   texts = [char_tokenizer.decode(row["input_ids"]) for row in rows]
   assert sorted(texts) == sorted(f"s{a}d{b}" for a in "abcd" for b in "abc")
@@ -291,8 +290,6 @@ def test_tfds_tfrecord_directory_streams_without_tensorflow(tfrecord_tfds_dir, t
         config, split, shuffle=False, repeat=False, process_index=0, process_count=1
     )
     assert list(documents) == texts
-  import sys  # pylint: disable=import-outside-toplevel
-
   assert "tensorflow" not in sys.modules
 
 
@@ -310,3 +307,11 @@ def test_restoring_a_state_reads_nothing_until_the_next_document(tmp_path):
   assert resumed.get_state() == state
   with pytest.raises(ValueError, match="holds a line that is not JSON"):
     next(resumed)
+
+
+def test_cloud_storage_without_gcsfs_says_what_to_install(monkeypatch):
+  monkeypatch.setitem(sys.modules, "gcsfs", None)  # never reaches the network
+  pattern = "gs://bucket/c4/en/c4-train.*-of-01024.json.gz"
+  with pytest.raises(ValueError, match=re.escape(f"path={pattern!r} cannot be listed")) as error:
+    expand_paths([pattern])
+  assert "pip install gcsfs" in str(error.value)
