@@ -51,7 +51,8 @@ it runs in float32, batched over leading (stacked-layer) axes.
 
 * other parameters (embeddings, norms, ...): :math:`p \leftarrow p - \eta u`, every update;
 * factors, updates :math:`n \not\equiv 0 \pmod K` (the *lazy* steps):
-  :math:`p \leftarrow p - \eta s u` with the scale :math:`s = r / d` (``lazy_scale``);
+  :math:`p \leftarrow p - \eta s u` with the scale :math:`s` (``lazy_scale``; :math:`r / d` in
+  LoRO's scripts, :math:`d` the hidden size);
 * factors, updates :math:`K, 2K, \dots` (the *exact* steps): the manifold step above taken
   along the Adam directions instead of the gradients (:math:`g_a \to u_a`, :math:`g_b \to u_b`,
   i.e. the Adam-normalised momenta :math:`m / (\sqrt v + \epsilon)` with the step size
@@ -207,22 +208,14 @@ def _side_by_side(
   return optax.GradientTransformation(init_fn, update_fn)
 
 
-def _scaled_leaves(
-    updates: optax.Updates, pairs: PairLabels | Labels, params: optax.Params, lazy_scale
+def _scaled_factors(
+    updates: optax.Updates, pairs: PairLabels | Labels, params: optax.Params, scale: float
 ) -> optax.Updates:
-  """``updates`` with every factor's entry multiplied by its lazy-step scale."""
+  """``updates`` with every factor's entry multiplied by ``scale``."""
   leaves, treedef = jax.tree.flatten(updates)
-  shapes = jax.tree.leaves(params)
   factors = {index for pair in _pair_indices(params, pairs) for index in pair}
-
-  def scale(index):  # the reference's fallback, r / max(shape), when lazy_scale is None
-    if lazy_scale is not None:
-      return lazy_scale
-    matrix = shapes[index].shape[-2:]
-    return min(matrix) / max(matrix)
-
   return treedef.unflatten(
-      [(x * scale(i)).astype(x.dtype) if i in factors else x for i, x in enumerate(leaves)]
+      [(x * scale).astype(x.dtype) if i in factors else x for i, x in enumerate(leaves)]
   )
 
 
@@ -233,7 +226,7 @@ def loro(
     b2: float = 0.999,
     eps: float = 1e-6,
     weight_decay: float = 0.0,
-    lazy_scale: float | None = None,
+    lazy_scale: float = 1.0,
     restart_warmup_steps: int = 5,
     pairs: PairLabels | Labels = sibling_factors(),
 ) -> optax.GradientTransformationExtraArgs:
@@ -248,9 +241,9 @@ def loro(
     eps: added to ``sqrt(v)`` before the bias correction, >= 0 (``LOROAdamW``'s 1e-6).
     weight_decay: decoupled weight decay of the lazy and ordinary steps, >= 0.
     lazy_scale: :math:`s`, multiplies the factors' learning rate on lazy steps (> 0), the
-      reference's ``--loro_lr_scaler``; its scripts' ``-1`` means :math:`r / d` with
-      :math:`d` the model's hidden size (pass it: a factor does not know it). ``None``:
-      the reference's fallback, :math:`r / \max(p, q)` of each factor.
+      reference's ``--loro_lr_scaler`` (default 1); its scripts pass ``-1``, which means
+      :math:`r / d` with :math:`d` the model's hidden size: pass that value (a factor's
+      shape does not tell the hidden size).
     restart_warmup_steps: :math:`W`, the length of the linear re-warmup of the learning
       rate after each exact step (Python int, 1 <= W <= every).
     pairs: which leaves are factors, as in :func:`~lowrank_jax.optim.refactorize.refactorize`
@@ -268,8 +261,8 @@ def loro(
   check_range("b2", b2, 0.0, 1.0)
   check_range("eps", eps, 0.0)
   check_range("weight_decay", weight_decay, 0.0)
-  if lazy_scale is not None and not lazy_scale > 0:
-    raise ValueError(f"lazy_scale must be > 0 or None, got {lazy_scale!r}.")
+  if not lazy_scale > 0:
+    raise ValueError(f"lazy_scale must be > 0, got {lazy_scale!r}.")
   if not (isinstance(restart_warmup_steps, int) and 1 <= restart_warmup_steps <= every):
     raise ValueError(
         f"restart_warmup_steps must be in [1, every={every}], got {restart_warmup_steps!r}."
@@ -292,7 +285,7 @@ def loro(
 
   def lazy_or_exact(due, updates, inner_state, params):
     adamw_updates, descent = updates
-    scaled_descent = _scaled_leaves(descent, pairs, params, lazy_scale)
+    scaled_descent = _scaled_factors(descent, pairs, params, lazy_scale)
     lazy = jax.tree.map(lambda full, d, s: full - d + s, adamw_updates, descent, scaled_descent)
     return (
         steps_to_factor_targets(

@@ -64,9 +64,9 @@ slips of the authors' code (TianjinYellow/StableSPAM, ``galore_torch/stablespam.
 
 Defaults are the authors' ``StableSPAM`` class defaults (:math:`\gamma_1 = 0.7`,
 :math:`\gamma_2 = 0.9`, :math:`\theta = 0.999`, :math:`\epsilon = 10^{-8}`, no momentum
-decay), with the reset interval 500 of the paper's runs. The paper's arguments
-(``para_eff_pt/utils/args.py``: :math:`\gamma_1 = 0.85`, :math:`\gamma_2 = 0.999`,
-``total_T`` 20000, :math:`\eta_\text{min} = 0.5`) are in ``experiments/configs/``.
+decay, ``update_proj_gap`` 1000). The paper's arguments (``para_eff_pt/utils/args.py``:
+:math:`\gamma_1 = 0.85`, :math:`\gamma_2 = 0.999`, ``total_T`` 20000, ``--update_gap`` 500,
+:math:`\eta_\text{min} = 0.5`) are in ``experiments/configs/``.
 
 Example:
 
@@ -141,7 +141,7 @@ def scale_by_stable_spam(
     gamma1: float = 0.7,
     gamma2: float = 0.9,
     theta: float = 0.999,
-    reset_interval: int = 500,
+    reset_interval: int = 1000,
     moment_dtype: Any = None,
     total_steps: int | None = None,
     eta_min: float = 0.5,
@@ -276,7 +276,7 @@ def stable_spam(
     gamma1: float = 0.7,
     gamma2: float = 0.9,
     theta: float = 0.999,
-    reset_interval: int = 500,
+    reset_interval: int = 1000,
     moment_dtype: Any = None,
     weight_decay_mask: Any = None,
     total_steps: int | None = None,

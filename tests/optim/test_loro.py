@@ -85,7 +85,7 @@ def model_params(key):
         ({"every": 2, "b2": -0.1}, "b2 must be >= 0.0"),
         ({"every": 2, "eps": -1e-8}, "eps must be >= 0.0"),
         ({"every": 2, "weight_decay": -0.1}, "weight_decay must be >= 0.0"),
-        ({"every": 2, "lazy_scale": 0.0}, "lazy_scale must be > 0 or None, got 0.0"),
+        ({"every": 2, "lazy_scale": 0.0}, "lazy_scale must be > 0, got 0.0"),
         ({"every": 2, "restart_warmup_steps": 3}, "restart_warmup_steps must be in"),
     ],
 )
