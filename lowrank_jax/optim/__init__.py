@@ -30,5 +30,5 @@ from lowrank_jax.optim.loro import loro
 from lowrank_jax.optim.momentum_reset import momentum_reset
 from lowrank_jax.optim.periodic import PeriodicState
 from lowrank_jax.optim.refactorize import Factor, balanced_factors, refactorize, sibling_factors
-from lowrank_jax.optim.relora import relora, relora_schedule
+from lowrank_jax.optim.relora import ReLoRAState, relora, relora_schedule, scale_by_relora
 from lowrank_jax.optim.restart_schedule import restart_schedule

@@ -111,7 +111,7 @@ class ReLoRAState(NamedTuple):
   adam: optax.ScaleByAdamState
 
 
-def scale_by_relora_adam(
+def scale_by_relora(
     restart_every: int,
     b1: float = 0.9,
     b2: float = 0.999,
@@ -190,7 +190,7 @@ def relora(
       updates :math:`kK + 1` that precede each merge).
     restart_every: :math:`K`, the merge period (Python int >= 1); merge the adapters with
       :func:`~lowrank_jax.models.lora.merge_lora_adapters` after the same updates.
-    b1, b2, eps, prune_ratio, pruning, adapters, seed: as in :func:`scale_by_relora_adam`
+    b1, b2, eps, prune_ratio, pruning, adapters, seed: as in :func:`scale_by_relora`
       (defaults: torch's AdamW and the reference's default reset).
     weight_decay: decoupled weight decay, >= 0.
 
@@ -199,7 +199,7 @@ def relora(
   """
   check_range("weight_decay", weight_decay, 0.0)
   return optax.chain(
-      scale_by_relora_adam(restart_every, b1, b2, eps, prune_ratio, pruning, adapters, seed),
+      scale_by_relora(restart_every, b1, b2, eps, prune_ratio, pruning, adapters, seed),
       optax.add_decayed_weights(weight_decay),
       optax.scale_by_learning_rate(learning_rate),
   )

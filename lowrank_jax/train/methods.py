@@ -46,7 +46,8 @@ class Method:
     linear_kind: the parameterization of the target linears it trains (``dense``, ...).
     restarts: refactorization and momentum reset every 200 steps unless the section says
       otherwise (the paper's ``*_restarts``).
-    merge_lora: ReLoRA's merge-and-reinit of the adapters every ``restart_every`` steps.
+    merge_lora: ReLoRA's merge-and-reinit of the adapters after updates ``kK + 1``
+      (``K = reset_every``).
     record: ``record(schedule, section) -> record(count)``, what each update applies: its
       learning rates and the method's events (:mod:`lowrank_jax.train.applied`).
   """
