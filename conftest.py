@@ -9,3 +9,8 @@ import os
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+# The test session owns its process, as the lowrank-jax command does: LAPACK on one thread.
+from lowrank_jax.optim.linalg import single_threaded_lapack  # noqa: E402
+
+single_threaded_lapack()

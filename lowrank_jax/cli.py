@@ -141,10 +141,12 @@ def _parser() -> argparse.ArgumentParser:
 def _train(args) -> None:
   import jax
 
+  from lowrank_jax.optim.linalg import single_threaded_lapack
   from lowrank_jax.train.config import load_config
   from lowrank_jax.train.loop import train
   from lowrank_jax.train.metrics import format_summary
 
+  single_threaded_lapack()  # this process is ours: LAPACK on one thread of XLA's pool
   summary = train(load_config(args.config, args.overrides))  # connects the processes first
   if jax.process_index():  # the other processes of a multi-host run print nothing
     return
@@ -255,6 +257,7 @@ def _memory_on_topology(args) -> None:
 def _benchmark(args) -> None:
   from lowrank_jax.benchmark import Grid, job_lines, run_grid, write_report
   from lowrank_jax.benchmark.runner import use_compilation_cache
+  from lowrank_jax.optim.linalg import single_threaded_lapack
 
   if args.workers < 1:
     raise ValueError(f"--workers={args.workers} must be a positive integer")
@@ -272,6 +275,7 @@ def _benchmark(args) -> None:
       print(f"wrote {len(lines)} {stage} jobs to {args.emit_jobs}")
     return
   if not args.report_only:
+    single_threaded_lapack()  # cells train in this process (one worker) or run `train`
     use_compilation_cache(os.path.join(grid.out_dir, "compilation_cache"))
     run_grid(grid, args.workers, args.retry_failed)
   paths = write_report(grid, args.out)

@@ -390,9 +390,6 @@ def main() -> None:
     torch.set_num_threads(2)
   except ImportError:
     pass
-  # The one-thread LAPACK lowrank_jax sets on first use, set before any contender
-  # (optax.contrib.galore's SVDs call the same library).
-  importlib.import_module("lowrank_jax.optim.linalg").single_threaded_lapack()
 
   methods, notes = candidate_methods(rank, args.gap)
   makers = {name: (jax_contender, factory, params, grads) for name, factory in methods.items()}

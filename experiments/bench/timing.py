@@ -25,6 +25,12 @@ from collections.abc import Callable, Sequence
 import jax
 import jax.numpy as jnp
 
+from lowrank_jax.optim.linalg import single_threaded_lapack
+
+# Every benchmark owns its process, as the lowrank-jax command does: LAPACK (SciPy's OpenBLAS,
+# which jaxlib and optax.contrib.galore's SVDs call) on one thread, before any contender runs.
+single_threaded_lapack()
+
 RESULTS = os.path.join(os.path.dirname(__file__), "..", "results", "bench")
 
 

@@ -50,7 +50,7 @@ def jax_optimizers(gap: int, rank: int) -> dict:
   return {
       "full rank": lambda: optax.adamw(LEARNING_RATE),
       "galore": lambda: optim.galore(
-          LEARNING_RATE, rank=rank, update_proj_gap=gap, scale=SCALE, mask=target_mask
+          LEARNING_RATE, rank=rank, update_proj_gap=gap, scale=SCALE, projection_mask=target_mask
       ),
   }
 

@@ -65,7 +65,8 @@ from lowrank_jax.optim.validation import check_choice, check_range
 PROJECTIONS = {"random": "gaussian", "svd": "svd"}
 APOLLO_ARGS = """\
 projection: ``"random"`` (Gaussian, regenerated, not stored) or ``"svd"``
-  (GaLore's projector, stored).
+  (GaLore's projector, stored; the top singular subspace, computed through the
+  Gram matrix's eigendecomposition on CPUs and NVIDIA GPUs).
 scale_front: apply ``sqrt(scale)`` before the limiter (reference flag).
 gamma: the norm-growth limiter's growth bound; None disables the limiter
   (the reference's ``disable_nl``).
@@ -126,7 +127,7 @@ def scale_by_apollo(
     b1: float = 0.9,
     b2: float = 0.999,
     eps: float = 1e-6,
-    mask=None,
+    projection_mask=None,
     moment_dtype=None,
     options=None,
     projection: str = "random",
@@ -159,7 +160,7 @@ def scale_by_apollo(
       b1=b1,
       b2=b2,
       eps=eps,
-      mask=mask,
+      projection_mask=projection_mask,
       moment_dtype=moment_dtype,
       options=options,
       default_refresh=PROJECTIONS[projection],
@@ -180,7 +181,7 @@ def apollo(
     eps: float = 1e-6,
     weight_decay: float = 0.0,
     mask=None,
-    weight_decay_mask=None,
+    projection_mask=None,
     moment_dtype=None,
     options=None,
     projection: str = "random",
@@ -209,7 +210,7 @@ def apollo(
           b1,
           b2,
           eps,
-          mask,
+          projection_mask,
           moment_dtype,
           options,
           projection,
@@ -220,7 +221,7 @@ def apollo(
       ),
       learning_rate,
       weight_decay,
-      weight_decay_mask,
+      mask,
   )
 
 
@@ -232,7 +233,7 @@ def scale_by_apollo_mini(
     b1: float = 0.9,
     b2: float = 0.999,
     eps: float = 1e-6,
-    mask=None,
+    projection_mask=None,
     moment_dtype=None,
     options=None,
     projection: str = "random",
@@ -256,7 +257,7 @@ def scale_by_apollo_mini(
       b1,
       b2,
       eps,
-      mask,
+      projection_mask,
       moment_dtype,
       options,
       projection,
@@ -277,7 +278,7 @@ def apollo_mini(
     eps: float = 1e-6,
     weight_decay: float = 0.0,
     mask=None,
-    weight_decay_mask=None,
+    projection_mask=None,
     moment_dtype=None,
     options=None,
     projection: str = "random",
@@ -303,7 +304,7 @@ def apollo_mini(
           b1,
           b2,
           eps,
-          mask,
+          projection_mask,
           moment_dtype,
           options,
           projection,
@@ -312,5 +313,5 @@ def apollo_mini(
       ),
       learning_rate,
       weight_decay,
-      weight_decay_mask,
+      mask,
   )

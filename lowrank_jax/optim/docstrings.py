@@ -27,20 +27,22 @@ update_proj_gap: refresh the projectors every this many steps (Python int >= 1).
 b1: Adam's first-moment decay, in [0, 1).
 b2: Adam's second-moment decay, in [0, 1).
 eps: added to ``sqrt(nu)`` (the references' placement), 1e-6 in the GaLore family.
-mask: which leaves are projected: None (every leaf with ndim >= 2), a pytree
-  of bools, or a callable on the params; the other leaves get the references'
-  Adam with the same hyperparameters (see :mod:`lowrank_jax.optim.masking`).
+projection_mask: which leaves are projected: None (every leaf with ndim >= 2),
+  a pytree of bools, or a callable on the params; the other leaves get the
+  references' Adam with the same hyperparameters (see
+  :mod:`lowrank_jax.optim.masking`).
 moment_dtype: storage dtype of all Adam moments (e.g. ``jnp.bfloat16``);
   None keeps each parameter's dtype. Arithmetic and SVDs are float32.
 options: :class:`~lowrank_jax.optim.projection_options.ProjectionOptions`: side
-  rule, dimension numbers, refresh method, moment policy, staggering, seed,
-  projector dtype. None uses the method's defaults."""
+  rule, dimension numbers, refresh method (``"svd"`` is computed through the Gram
+  matrix's eigendecomposition on CPUs and NVIDIA GPUs), moment policy, staggering,
+  seed, projector dtype. None uses the method's defaults."""
 
 _ALIAS = """\
 learning_rate: a float or an optax schedule.
 weight_decay: decoupled weight decay (``p -= lr * wd * p``), >= 0.
-weight_decay_mask: optional mask (pytree or callable) of the leaves to decay;
-  None decays every leaf, as the references."""
+mask: the leaves weight decay applies to, as optax's ``mask`` (a pytree of bools
+  or a callable on the params); None decays every leaf, as the references."""
 
 
 def _block(text: str) -> str:

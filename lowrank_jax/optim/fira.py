@@ -83,7 +83,7 @@ def scale_by_fira(
     b1: float = 0.9,
     b2: float = 0.999,
     eps: float = 1e-6,
-    mask=None,
+    projection_mask=None,
     moment_dtype=None,
     options=None,
     gamma: float = 1.01,
@@ -113,7 +113,7 @@ def scale_by_fira(
       b1=b1,
       b2=b2,
       eps=eps,
-      mask=mask,
+      projection_mask=projection_mask,
       moment_dtype=moment_dtype,
       options=options,
       default_refresh="svd",
@@ -133,7 +133,7 @@ def fira(
     eps: float = 1e-6,
     weight_decay: float = 0.0,
     mask=None,
-    weight_decay_mask=None,
+    projection_mask=None,
     moment_dtype=None,
     options=None,
     gamma: float = 1.01,
@@ -150,8 +150,10 @@ def fira(
     An ``optax.GradientTransformation``.
   """
   return with_decoupled_weight_decay(
-      scale_by_fira(rank, update_proj_gap, scale, b1, b2, eps, mask, moment_dtype, options, gamma),
+      scale_by_fira(
+          rank, update_proj_gap, scale, b1, b2, eps, projection_mask, moment_dtype, options, gamma
+      ),
       learning_rate,
       weight_decay,
-      weight_decay_mask,
+      mask,
   )

@@ -56,7 +56,7 @@ def scale_by_galore(
     b1: float = 0.9,
     b2: float = 0.999,
     eps: float = 1e-6,
-    mask=None,
+    projection_mask=None,
     moment_dtype=None,
     options=None,
 ) -> optax.GradientTransformation:
@@ -81,7 +81,7 @@ def scale_by_galore(
       b1=b1,
       b2=b2,
       eps=eps,
-      mask=mask,
+      projection_mask=projection_mask,
       moment_dtype=moment_dtype,
       options=options,
       default_refresh="svd",
@@ -100,7 +100,7 @@ def galore(
     eps: float = 1e-6,
     weight_decay: float = 0.0,
     mask=None,
-    weight_decay_mask=None,
+    projection_mask=None,
     moment_dtype=None,
     options=None,
 ) -> optax.GradientTransformation:
@@ -115,8 +115,10 @@ def galore(
     An ``optax.GradientTransformation``.
   """
   return with_decoupled_weight_decay(
-      scale_by_galore(rank, update_proj_gap, scale, b1, b2, eps, mask, moment_dtype, options),
+      scale_by_galore(
+          rank, update_proj_gap, scale, b1, b2, eps, projection_mask, moment_dtype, options
+      ),
       learning_rate,
       weight_decay,
-      weight_decay_mask,
+      mask,
   )

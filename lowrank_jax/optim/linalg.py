@@ -5,20 +5,16 @@ On GPU and TPU these are JAX's own. On CPU a batch of matrices (leading axes, or
 ``vmap``) is decomposed one matrix per LAPACK call inside a ``lax.map``. jaxlib's batched
 CPU kernels spread a batch over the intra-op thread pool and block until it is done; when
 two such kernels run at once (two factors' QRs, or several host devices of a sharded step)
-every pool thread can end up waiting and the program deadlocks. This was seen here with a
-2-core machine both on one device (refactorization's two QRs) and on 8 host devices
-(GaLore's refresh). One matrix per call never waits on the pool.
+every pool thread can end up waiting and the program deadlocks. One matrix per call never
+waits on the pool.
 
 jaxlib's CPU LAPACK is SciPy's OpenBLAS, called from XLA's own intra-op threads. A
 multithreaded OpenBLAS there oversubscribes the cores, and its spinning threads collapse
-when other work shares them: on a 2-core machine under load, the SVD of a 256 x 683 matrix
-took 3.6 to 14 s with OpenBLAS' default threads and 0.5 s with one (the same oversubscription
-once made LAPACK's divide-and-conquer SVD look 70x slower than the QR-driven one; on one
-thread it is the faster: 92 ms against 690 ms for 512 x 1376, 0.6 against 1.7 ms for
-64 x 96). So the first CPU
-decomposition traced here sets SciPy's OpenBLAS to one thread (:func:`single_threaded_lapack`),
-unless ``OPENBLAS_NUM_THREADS`` is set, which is then respected. NumPy's own OpenBLAS (a
-separate library) is left alone.
+when other work shares them; on one thread LAPACK's divide-and-conquer SVD is also the
+faster one. The thread count is process-wide, so this library never sets it: a program that
+owns its process calls :func:`single_threaded_lapack` once (the ``lowrank-jax`` command, the
+benchmarks of ``experiments/bench`` and the test session do), and ``OPENBLAS_NUM_THREADS``,
+when set, wins. NumPy's own OpenBLAS (a separate library) is left alone.
 
 >>> import jax.numpy as jnp
 >>> x = jnp.arange(24.0).reshape(2, 4, 3) ** 0.5
@@ -44,9 +40,11 @@ from jax import lax
 
 @functools.cache
 def single_threaded_lapack() -> bool:
-  """Sets SciPy's OpenBLAS (jaxlib's CPU LAPACK) to one thread; True if it did.
+  """Sets SciPy's OpenBLAS (jaxlib's CPU LAPACK) to one thread, for the whole process; True
+  if it did.
 
-  A no-op (False) when ``OPENBLAS_NUM_THREADS`` is set or SciPy's LAPACK is not OpenBLAS.
+  An explicit choice of the program that owns the process (see the module docstring); a
+  no-op (False) when ``OPENBLAS_NUM_THREADS`` is set or SciPy's LAPACK is not OpenBLAS.
   """
   if "OPENBLAS_NUM_THREADS" in os.environ:
     return False
@@ -77,7 +75,6 @@ def _one_matrix_per_call(decompose: Callable) -> Callable:
 
   @jax.custom_batching.custom_vmap
   def single(matrix):
-    single_threaded_lapack()
     return decompose(matrix)
 
   @single.def_vmap

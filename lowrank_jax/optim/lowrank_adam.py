@@ -307,7 +307,7 @@ def scale_by_projected_method(
     b1,
     b2,
     eps,
-    mask: Mask,
+    projection_mask: Mask,
     moment_dtype,
     options: ProjectionOptions | None,
     default_refresh: str,
@@ -316,7 +316,7 @@ def scale_by_projected_method(
     random_from_step: int | None = None,
     store_projector: bool = False,
 ) -> optax.GradientTransformation:
-  """A method on the leaves ``mask`` selects, the references' Adam on the others.
+  """A method on the leaves ``projection_mask`` selects, the references' Adam on the others.
 
   This is what every public ``scale_by_<method>`` returns: an
   ``optax.partition`` (see :func:`lowrank_jax.optim.masking.route`) of
@@ -345,13 +345,13 @@ def scale_by_projected_method(
       store_projector=store_projector,
   )
   dense = scale_by_folded_adam(b1=b1, b2=b2, eps=eps, moment_dtype=moment_dtype)
-  return route(lowrank, dense, mask)
+  return route(lowrank, dense, projection_mask)
 
 
 def with_decoupled_weight_decay(
-    scale_by: optax.GradientTransformation, learning_rate, weight_decay, weight_decay_mask
+    scale_by: optax.GradientTransformation, learning_rate, weight_decay, mask
 ) -> optax.GradientTransformation:
-  """``chain(scale_by, add_decayed_weights(weight_decay), scale_by_learning_rate(lr))``.
+  """``chain(scale_by, add_decayed_weights(weight_decay, mask), scale_by_learning_rate(lr))``.
 
   The update is ``-lr * (u + weight_decay * p)``: AdamW's decoupled decay
   ``p -= lr * wd * p`` as in the references (which decay the already-updated
@@ -360,6 +360,6 @@ def with_decoupled_weight_decay(
   check_range("weight_decay", weight_decay, 0.0)
   return optax.chain(
       scale_by,
-      optax.add_decayed_weights(weight_decay, weight_decay_mask),
+      optax.add_decayed_weights(weight_decay, mask),
       optax.scale_by_learning_rate(learning_rate),
   )

@@ -3,8 +3,8 @@
 A low-rank optimizer only projects matrices. :func:`route` splits the
 parameters with ``optax.partition`` into two groups:
 
-* ``"projected"``: the leaves selected by ``mask`` go through the low-rank
-  transform;
+* ``"projected"``: the leaves selected by ``projection_mask`` go through the
+  low-rank transform;
 * ``"dense"``: every other leaf (norms, biases, and any matrix the mask leaves
   out, e.g. embeddings) goes through a full-rank transform, by default the
   references' Adam with the same hyperparameters.
@@ -12,7 +12,8 @@ parameters with ``optax.partition`` into two groups:
 Each group's state holds ``optax.MaskedNode`` for the leaves of the other group,
 so no zero-size placeholder arrays are created (orbax refuses those).
 
-``mask`` may be
+``projection_mask`` (the argument of every projected optimizer; optax's ``mask``
+is the weight-decay mask, which our optimizers keep) may be
 
 * ``None``: every leaf with two or more axes (a batch of matrices) is projected;
 * a pytree of bools with the structure of the parameters;
@@ -32,7 +33,7 @@ These helpers are public and stable: any transform of ``lowrank_jax.optim``
 >>> resolve_mask(lambda p: {"kernel": False, "bias": True}, params)
 Traceback (most recent call last):
 ...
-ValueError: mask selects leaf ['bias'] of shape (3,); only leaves with ndim >= 2 can be projected.
+ValueError: projection_mask selects leaf ['bias'] of shape (3,); only leaves with ndim >= 2 can be projected.
 """
 
 from __future__ import annotations
@@ -71,7 +72,7 @@ def resolve_mask(mask: Mask, params: Any) -> Any:
   def check(path, leaf, chosen):
     if chosen and not is_matrix(leaf):
       raise ValueError(
-          f"mask selects leaf {jax.tree_util.keystr(path)} of shape {tuple(leaf.shape)}; "
+          f"projection_mask selects leaf {jax.tree_util.keystr(path)} of shape {tuple(leaf.shape)}; "
           "only leaves with ndim >= 2 can be projected."
       )
     return bool(chosen)
@@ -80,15 +81,17 @@ def resolve_mask(mask: Mask, params: Any) -> Any:
 
 
 def route(
-    projected: optax.GradientTransformation, dense: optax.GradientTransformation, mask: Mask = None
+    projected: optax.GradientTransformation,
+    dense: optax.GradientTransformation,
+    projection_mask: Mask = None,
 ) -> optax.GradientTransformation:
-  """Applies ``projected`` to the leaves ``mask`` selects and ``dense`` to the rest.
+  """Applies ``projected`` to the leaves ``projection_mask`` selects and ``dense`` to the rest.
 
   Args:
     projected: transform for the selected leaves; it sees the others as
       ``optax.MaskedNode``.
     dense: transform for the remaining leaves.
-    mask: None, a pytree of bools, or a callable (see module doc).
+    projection_mask: None, a pytree of bools, or a callable (see module doc).
 
   Returns:
     ``optax.partition`` of the two; its state is an ``optax.PartitionState``
@@ -96,6 +99,8 @@ def route(
   """
 
   def labels(params):
-    return jax.tree.map(lambda chosen: PROJECTED if chosen else DENSE, resolve_mask(mask, params))
+    return jax.tree.map(
+        lambda chosen: PROJECTED if chosen else DENSE, resolve_mask(projection_mask, params)
+    )
 
   return optax.partition({PROJECTED: projected, DENSE: dense}, labels)

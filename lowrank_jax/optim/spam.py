@@ -209,7 +209,7 @@ def spam(
     warmup_steps: int = 50,
     spike_grace_steps: int = 20,
     moment_dtype: Any = None,
-    weight_decay_mask: Any = None,
+    mask: Any = None,
 ) -> optax.GradientTransformation:
   """SPAM with decoupled weight decay: ``chain(scale_by_spam, add_decayed_weights, lr)``.
 
@@ -228,6 +228,4 @@ def spam(
   spike_aware_update = scale_by_spam(
       b1, b2, eps, spike_threshold, reset_interval, warmup_steps, spike_grace_steps, moment_dtype
   )
-  return with_decoupled_weight_decay(
-      spike_aware_update, learning_rate, weight_decay, weight_decay_mask
-  )
+  return with_decoupled_weight_decay(spike_aware_update, learning_rate, weight_decay, mask)

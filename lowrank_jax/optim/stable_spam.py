@@ -278,7 +278,7 @@ def stable_spam(
     theta: float = 0.999,
     reset_interval: int = 1000,
     moment_dtype: Any = None,
-    weight_decay_mask: Any = None,
+    mask: Any = None,
     total_steps: int | None = None,
     eta_min: float = 0.5,
     authors_resets: bool = False,
@@ -307,6 +307,4 @@ def stable_spam(
       eta_min,
       authors_resets,
   )
-  return with_decoupled_weight_decay(
-      stabilized_update, learning_rate, weight_decay, weight_decay_mask
-  )
+  return with_decoupled_weight_decay(stabilized_update, learning_rate, weight_decay, mask)

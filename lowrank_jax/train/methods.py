@@ -132,7 +132,7 @@ def _projected(factory: Callable) -> Callable:
         b2=section.b2,
         eps=section.eps,
         weight_decay=section.weight_decay,
-        mask=target_mask,
+        projection_mask=target_mask,
         **options,
     )
 

@@ -188,7 +188,7 @@ def test_mask_routes_other_leaves_to_the_references_adam():
   adam = lro.scale_by_folded_adam(b1=0.8, b2=0.99, eps=1e-6)
   dense, _ = adam.update(grads, adam.init(params))
   for mask in masks:
-    tx = lro.scale_by_galore(rank=2, update_proj_gap=2, b1=0.8, b2=0.99, mask=mask)
+    tx = lro.scale_by_galore(rank=2, update_proj_gap=2, b1=0.8, b2=0.99, projection_mask=mask)
     updates, state = tx.update(grads, tx.init(params), params)
     chex.assert_trees_all_close(updates["stack"], dense["stack"])
     chex.assert_trees_all_close(updates["bias"], dense["bias"])
@@ -216,6 +216,20 @@ def test_weight_decay_is_decoupled():
   chex.assert_trees_all_close(
       u1, jax.tree.map(lambda u, p: u - 0.01 * 0.1 * p, u0, params), rtol=1e-5, atol=1e-8
   )
+
+
+@pytest.mark.parametrize("name", NAMES + ["spam", "stable_spam"])
+def test_mask_selects_the_decayed_leaves_as_in_optax(name):
+  """``mask`` means what it means for ``optax.adamw`` and ``optax.contrib.galore``: the leaves
+  weight decay applies to (``projection_mask`` picks the projected ones)."""
+  params, grads = make_params(), make_grads(0)
+  decayed = {"tall": True, "stack": False, "bias": False}
+  factory = FACTORIES.get(name) or getattr(lro, name)
+  plain, masked = factory(0.01), factory(0.01, weight_decay=0.1, mask=decayed)
+  u0, _ = plain.update(grads, plain.init(params), params)
+  u1, _ = masked.update(grads, masked.init(params), params)
+  expected = {k: u0[k] - 0.01 * 0.1 * params[k] * decayed[k] for k in params}
+  chex.assert_trees_all_close(u1, expected, rtol=1e-5, atol=1e-8)
 
 
 def test_moment_dtype_is_configurable():
@@ -315,10 +329,10 @@ def test_scaled_norm_is_the_norm_of_the_rescaled_gradient(shape, batch, scale_ty
             r"\(3, 8, 16\): use rank <= 8, or leave \['stack'\] out of the projection with mask=",
         ),
         (
-            lambda: lro.galore(0.01, mask=lambda p: jax.tree.map(lambda _: True, p)).init(
-                make_params()
-            ),
-            r"mask selects leaf \['bias'\]",
+            lambda: lro.galore(
+                0.01, projection_mask=lambda p: jax.tree.map(lambda _: True, p)
+            ).init(make_params()),
+            r"projection_mask selects leaf \['bias'\]",
         ),
     ],
 )

@@ -60,7 +60,7 @@ def test_accumulation_gives_the_full_batch_gradient():
 
 def test_sharded_step_places_every_leaf_as_computed_and_matches_one_device():
   mesh = mesh_lib.make_mesh(MeshSection(data=2, fsdp=2, tensor=2))
-  tx = optim.galore(1e-2, rank=4, update_proj_gap=2, mask=target_mask)
+  tx = optim.galore(1e-2, rank=4, update_proj_gap=2, projection_mask=target_mask)
   state, losses, shardings = run_steps(tx, mesh, accum=2)
   assert all(np.isfinite(losses)) and losses[-1] < losses[0] + 1.0
   for leaf, expected in zip(jax.tree.leaves(state), jax.tree.leaves(shardings)):
