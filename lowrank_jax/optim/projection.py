@@ -157,11 +157,14 @@ def matrix_layout(
   >>> matrix_layout((4, 8), MatrixDimensionNumbers(), side="std", rank=6, leaf="['w']")
   Traceback (most recent call last):
   ...
-  ValueError: rank=6 exceeds the smaller side (4) of the projected leaf ['w'] of shape (4, 8): use rank <= 4, or leave ['w'] out of the projection with mask= (a pytree of bools or a callable).
+  ValueError: rank=6 exceeds the smaller side (4) of the projected leaf ['w'] of shape (4, 8): use rank <= 4, or leave ['w'] out of the projection with projection_mask= (a pytree of bools or a callable).
   """
   shape = tuple(shape)
   ndim = len(shape)
-  leave_out = f"leave {leaf} out of the projection with mask= (a pytree of bools or a callable)"
+  leave_out = (
+      f"leave {leaf} out of the projection with projection_mask= (a pytree of bools or a "
+      "callable)"
+  )
   if ndim < 2:
     raise ValueError(
         f"only leaves with ndim >= 2 can be projected, got {leaf} of shape {shape}: {leave_out}."

@@ -326,7 +326,8 @@ def test_scaled_norm_is_the_norm_of_the_rescaled_gradient(shape, batch, scale_ty
         (
             lambda: lro.galore(0.01, rank=9).init(make_params()),
             r"rank=9 exceeds the smaller side \(8\) of the projected leaf \['stack'\] of shape "
-            r"\(3, 8, 16\): use rank <= 8, or leave \['stack'\] out of the projection with mask=",
+            r"\(3, 8, 16\): use rank <= 8, or leave \['stack'\] out of the projection with "
+            r"projection_mask=",
         ),
         (
             lambda: lro.galore(
