@@ -1,6 +1,7 @@
 """The ``lowrank-jax`` command.
 
-    lowrank-jax train [--config FILE ...] [key=value ...]   train (or resume) a run
+    lowrank-jax train [--config FILE ...] [--accept-changes] [key=value ...]
+                                                             train (or resume) a run
     lowrank-jax eval --checkpoint RUN_DIR [--step N]         validation perplexity
     lowrank-jax export --checkpoint RUN_DIR --out DIR        HF LlamaForCausalLM + tokenizer
     lowrank-jax memory [--sizes ...] [--methods ...] [--dtype bf16] [--devices 1 8] [--out DIR]
@@ -11,7 +12,8 @@
                                                              run a grid of runs, table + plots
 
 ``lowrank-jax train`` with no arguments trains the embedded default: the nano LLaMA on the
-King James Bible with an offline tokenizer, in a few minutes on a CPU.
+King James Bible with an offline tokenizer, in a few minutes on a CPU. A run directory that
+holds a run continues it, with the same config only; see :mod:`lowrank_jax.train.run_dir`.
 
 Every error is one line on stderr, ``lowrank-jax: error: ...``, without a traceback. Bad
 input (config, data, tokenizer, mesh, run directory, checkpoint) exits with status 2
@@ -40,6 +42,14 @@ def _parser() -> argparse.ArgumentParser:
       default=[],
       metavar="FILE",
       help="YAML config file; repeat to layer several (later ones win)",
+  )
+  train.add_argument(
+      "--accept-changes",
+      action="store_true",
+      help="continue the run in run_dir with a config that changes keys that may change "
+      "mid-run (more steps, another eval, logging or checkpoint cadence, another mesh: "
+      "lowrank_jax.train.run_dir.AMENDABLE), recorded in run_dir/config_history.jsonl; "
+      "without it any change is refused, and other changes always are",
   )
   train.add_argument(
       "overrides",
@@ -147,7 +157,8 @@ def _train(args) -> None:
   from lowrank_jax.train.metrics import format_summary
 
   single_threaded_lapack()  # this process is ours: LAPACK on one thread of XLA's pool
-  summary = train(load_config(args.config, args.overrides))  # connects the processes first
+  config = load_config(args.config, args.overrides)
+  summary = train(config, args.accept_changes)  # connects the processes first
   if jax.process_index():  # the other processes of a multi-host run print nothing
     return
   print(format_summary(summary), end="")

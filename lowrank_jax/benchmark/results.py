@@ -15,13 +15,13 @@ True
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import os
 import statistics
 
 from lowrank_jax.benchmark.grid import Cell, Grid
 from lowrank_jax.train.metrics import read_metrics
+from lowrank_jax.train.run_dir import RunDir
 
 
 @dataclasses.dataclass(frozen=True)
@@ -40,25 +40,21 @@ class CellResult:
 
   def curve(self) -> list[tuple[int, float]]:
     """``(step, training loss)`` pairs from the run's metrics."""
-    records = read_metrics(os.path.join(self.cell.run_dir, "metrics.jsonl"))
+    records = read_metrics(RunDir(self.cell.run_dir).metrics)
     return [(r["step"], r["loss"]) for r in records if "loss" in r]
 
 
 def read_result(cell: Cell) -> CellResult:
   """The state of ``cell``: ``done`` when its summary shows a run completed to the cell's
   steps (a grid given more steps continues its finished cells)."""
-  if os.path.exists(os.path.join(cell.run_dir, "failed")):
+  run_dir = RunDir(cell.run_dir)
+  if os.path.exists(run_dir.failed_marker):
     return CellResult(cell, "failed", {})
-  path = os.path.join(cell.run_dir, "summary.json")
-  if os.path.exists(path):
-    with open(path) as f:
-      summary = json.load(f)
-    complete = (
-        summary.get("stopped_by") is None and summary["steps"] == cell.config().schedule.total_steps
-    )
-    return CellResult(cell, "done" if complete else "partial", summary)
-  if os.path.exists(os.path.join(cell.run_dir, "config.yaml")):
-    return CellResult(cell, "partial", {})
+  finished = run_dir.finished_summary(cell.config().schedule.total_steps)
+  if finished is not None:
+    return CellResult(cell, "done", finished)
+  if run_dir.holds_run():
+    return CellResult(cell, "partial", run_dir.read_summary() or {})
   return CellResult(cell, "new", {})
 
 

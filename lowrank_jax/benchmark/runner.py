@@ -2,10 +2,12 @@
 
 With one worker the cells train one after another in this process (no start-up cost per
 cell); with more, each cell is a ``lowrank-jax train`` subprocess, ``workers`` at a time.
-Either way a cell's output goes to ``run_dir/train.log``. A finished cell (``summary.json`` of a complete run) is never
-run again; an interrupted one resumes from its newest checkpoint, because a run directory
-that holds a run always resumes; a failed one (a marker file ``failed``, e.g. a diverged
-run) is not retried unless ``retry_failed``. The sweep cells run first, then the other
+Either way a cell's output goes to its run directory's ``train.log``. A finished cell
+(``summary.json`` of a complete run) is never run again; an interrupted one resumes from its
+newest checkpoint, because a run directory that holds a run always resumes (a grid given
+more steps continues its cells: the runs accept the changes that may change mid-run); a
+failed one (a marker file ``failed``, e.g. a diverged run) is not retried unless
+``retry_failed``. The sweep cells run first, then the other
 seeds at each method's chosen learning rate.
 """
 
@@ -25,17 +27,19 @@ from lowrank_jax import errors
 from lowrank_jax.benchmark.grid import Cell, Grid
 from lowrank_jax.benchmark.results import chosen_rates, read_result
 from lowrank_jax.train.metrics import format_summary, read_metrics
+from lowrank_jax.train.run_dir import RunDir
 
 QUIET = "logging.progress=false"  # a log file needs no progress bar
+ACCEPT_CHANGES = "--accept-changes"  # a grid given more steps continues its cells
 
 
 def _train_command(cell: Cell) -> list[str]:
-  return [sys.executable, "-m", "lowrank_jax", "train", *cell.argv(), QUIET]
+  return [sys.executable, "-m", "lowrank_jax", "train", ACCEPT_CHANGES, *cell.argv(), QUIET]
 
 
 def _latest(cell: Cell) -> str:
   """The cell's newest logged step: its loss and tokens/s, for the grid's progress bar."""
-  records = read_metrics(os.path.join(cell.run_dir, "metrics.jsonl"))
+  records = read_metrics(RunDir(cell.run_dir).metrics)
   losses = [r for r in records if "loss" in r]
   return (
       f"{cell.name} step {losses[-1]['step']} loss {losses[-1]['loss']:.3f} "
@@ -65,21 +69,19 @@ def _showing_progress(bar, cells, poll_s: float):
 
 def _start(cell: Cell):
   """Clears an old failure marker and opens the cell's log (appending: a resumed run)."""
-  os.makedirs(cell.run_dir, exist_ok=True)
-  marker = os.path.join(cell.run_dir, "failed")
-  if os.path.exists(marker):
-    os.remove(marker)
-  return open(os.path.join(cell.run_dir, "train.log"), "a")
+  run_dir = RunDir(cell.run_dir)
+  os.makedirs(run_dir.path, exist_ok=True)
+  if os.path.exists(run_dir.failed_marker):
+    os.remove(run_dir.failed_marker)
+  return open(run_dir.train_log, "a")
 
 
 def _finish(cell: Cell, status: int, bar) -> None:
   if status:
-    with open(os.path.join(cell.run_dir, "failed"), "w") as f:
-      f.write(f"exit status {status}; see train.log\n")
-    bar.write(
-        f"{cell.name}: failed (exit status {status}), see "
-        f"{os.path.join(cell.run_dir, 'train.log')}"
-    )
+    run_dir = RunDir(cell.run_dir)
+    with open(run_dir.failed_marker, "w") as f:
+      f.write(f"exit status {status}; see {run_dir.train_log}\n")
+    bar.write(f"{cell.name}: failed (exit status {status}), see {run_dir.train_log}")
   bar.update(1)
 
 
@@ -89,7 +91,7 @@ def _train_here(cell: Cell, log) -> int:
 
   with contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
     try:
-      summary = train(cell.config(QUIET))
+      summary = train(cell.config(QUIET), accept_changes=True)
     except errors.REPORTED as error:
       return errors.report(error)
     print(format_summary(summary), end="")
@@ -201,4 +203,4 @@ def job_lines(grid: Grid) -> tuple[str, list[str]]:
           [c for c in grid.seed_cells(chosen_rates(grid)) if read_result(c).status != "done"],
       )
   )
-  return stage, [shlex.join(["lowrank-jax", "train", *c.argv()]) for c in cells]
+  return stage, [shlex.join(["lowrank-jax", "train", ACCEPT_CHANGES, *c.argv()]) for c in cells]

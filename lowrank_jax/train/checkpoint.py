@@ -13,6 +13,10 @@ and a small JSON record. What can go wrong, and what happens:
   step of the commit, hashed in a background thread) and verified before restoring; a bad one
   raises :class:`UnreadableCheckpoint` naming the step, and :meth:`Checkpointer.restore_newest`
   falls back to the next older one, moving (never deleting) the bad one aside.
+* a sound checkpoint of another train state (a config edited by hand, a library whose
+  optimizer state changed): the saved tree is compared with the restore target first, and
+  :class:`CheckpointMismatch` names the differing leaves; nothing is moved, since the
+  checkpoint is intact.
 * disk full or an unwritable directory: :class:`CheckpointSaveError` names the step and
   the newest complete checkpoint, which is left untouched.
 """
@@ -29,11 +33,26 @@ import shutil
 import grain
 import jax
 import orbax.checkpoint as ocp
+from etils import epath
 
 from lowrank_jax.data import checkpoint_restore_args, checkpoint_save_args
 from lowrank_jax.train import digests, distributed
 from lowrank_jax.train.config import CheckpointSection
 from lowrank_jax.train.state import TrainState
+
+
+def _leaf_shapes(tree) -> dict[str, tuple[int, ...]]:
+  """``{"opt_state.0.mu.embed_tokens.value": shape}`` of a state or of its saved metadata
+  (dict keys, sequence indices and NamedTuple fields all spelled the same)."""
+
+  def name(key) -> str:
+    for attribute in ("key", "idx", "name"):
+      if hasattr(key, attribute):
+        return str(getattr(key, attribute))
+    return str(key)
+
+  leaves = jax.tree_util.tree_flatten_with_path(tree)[0]
+  return {".".join(map(name, path)): tuple(leaf.shape) for path, leaf in leaves}
 
 
 def _first_line(error: BaseException) -> str:
@@ -75,6 +94,10 @@ class UnreadableCheckpoint(ValueError):
   def __init__(self, step: int, path: str, reason: str):
     super().__init__(f"checkpoint step {step} ({path}) is unreadable: {reason}")
     self.step, self.path, self.reason = step, path, reason
+
+
+class CheckpointMismatch(ValueError):
+  """A sound checkpoint whose leaves (paths or shapes) differ from the restore target's."""
 
 
 class CheckpointSaveError(OSError):
@@ -187,6 +210,26 @@ class Checkpointer:
       except OSError as error:
         raise self._save_error(step, error) from None
 
+  def _check_structure(self, step: int, abstract_state: TrainState) -> None:
+    """Raises :class:`CheckpointMismatch` if the saved state has other leaves or shapes
+    than ``abstract_state``, :class:`UnreadableCheckpoint` if its metadata is unreadable."""
+    state_dir = epath.Path(self.step_dir(step)) / "state"
+    try:
+      saved = _leaf_shapes(ocp.StandardCheckpointHandler().metadata(state_dir))
+    except Exception as error:
+      raise UnreadableCheckpoint(step, self.step_dir(step), _first_line(error)) from None
+    target = _leaf_shapes(abstract_state)
+    differing = sorted(
+        key for key in saved.keys() | target.keys() if saved.get(key) != target.get(key)
+    )
+    if differing:
+      raise CheckpointMismatch(
+          f"checkpoint step {step} ({self.step_dir(step)}) holds another train state than "
+          f"the config builds ({len(differing)} leaves differ, e.g. {differing[0]}: "
+          f"saved {saved.get(differing[0])}, expected {target.get(differing[0])}); it is "
+          "left as it is: restore it with the config and library version that saved it"
+      )
+
   def restore(
       self, step: int, abstract_state: TrainState, data: grain.DatasetIterator | None = None
   ) -> tuple[TrainState, dict]:
@@ -194,12 +237,17 @@ class Checkpointer:
 
     Raises:
       UnreadableCheckpoint: the digests do not match or orbax cannot restore it.
+      CheckpointMismatch: it is sound but holds another state than ``abstract_state``.
     """
     items = {"state": ocp.args.StandardRestore(abstract_state), "meta": ocp.args.JsonRestore()}
     if data is not None:
       items["data"] = checkpoint_restore_args(data)
     try:
       digests.verify(self.step_dir(step))
+    except Exception as error:
+      raise UnreadableCheckpoint(step, self.step_dir(step), _first_line(error)) from None
+    self._check_structure(step, abstract_state)
+    try:
       restored = self.manager.restore(step, args=ocp.args.Composite(**items))
     except Exception as error:
       raise UnreadableCheckpoint(step, self.step_dir(step), _first_line(error)) from None
@@ -212,7 +260,8 @@ class Checkpointer:
 
     An unreadable checkpoint is reported and moved to ``set_aside/<step>`` (nothing is
     deleted), so that later saves and ``keep`` never mistake it for a good one; with several
-    processes, process 0 moves it once all have given up on it.
+    processes, process 0 moves it once all have given up on it. A sound one of another
+    state raises :class:`CheckpointMismatch` and stays where it is.
 
     Args:
       abstract_state: the restore target (shapes, dtypes, shardings).

@@ -5,11 +5,15 @@ Data flow per step: the grain iterator yields a global batch sharded over
 the new state and device-side metrics; metrics are fetched only every
 ``logging.every`` steps, so the host never stalls the device in between.
 
-A run directory is never overwritten: when it already holds a run of the same model, the
-run resumes from its newest readable checkpoint (state, data position and token count;
-an unreadable one is moved aside, see :mod:`lowrank_jax.train.checkpoint`), and a
-different model is refused. SIGTERM or SIGINT (a TPU preemption, Ctrl-C) at any point
-finishes the current step (or evaluation), saves a checkpoint and returns cleanly.
+A run directory is never overwritten: when it already holds a run of the same config, the
+run resumes from its newest readable checkpoint (state, data position, token count and wall
+time; one that fails its integrity check is moved aside, see
+:mod:`lowrank_jax.train.checkpoint`), and its metrics are cut back to that step so that no
+step is logged twice. Another config is refused before any checkpoint is opened, unless it
+changes only what may change mid-run and ``accept_changes`` says so (see
+:mod:`lowrank_jax.train.run_dir`); a finished run is left as it is. SIGTERM or SIGINT (a
+TPU preemption, Ctrl-C) at any point finishes the current step (or evaluation), saves a
+checkpoint and returns cleanly.
 
 A non-finite step is skipped inside the jitted step; its flag is fetched one step late (the
 device never waits for the host) and after ``faults.max_bad_steps`` in a row the run saves
@@ -25,23 +29,22 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import json
-import os
 import signal
 import time
 
 import jax
-import yaml
 
 from lowrank_jax.data import make_train_iterator, make_validation_batches
 from lowrank_jax.train import distributed
 from lowrank_jax.train.applied import EVENTS
 from lowrank_jax.train import nonfinite
 from lowrank_jax.train.checkpoint import Checkpointer
-from lowrank_jax.train.config import TrainConfig, to_dict
+from lowrank_jax.train.config import TrainConfig
 from lowrank_jax.train.evaluation import unigram_perplexity
 from lowrank_jax.train.metrics import MetricsLogger, Progress, plot_loss_curve, read_metrics
 from lowrank_jax.train.run import Run
-from lowrank_jax.train.state import init_train_state, tree_bytes
+from lowrank_jax.train.run_dir import RunDir
+from lowrank_jax.train.state import TrainState, init_train_state, tree_bytes
 
 
 class StopRequest:
@@ -78,34 +81,6 @@ class StopRequest:
     return distributed.largest(self.signal or 0) or None
 
 
-def prepare_run_dir(config: TrainConfig) -> bool:
-  """Creates ``run_dir`` with its ``config.yaml``; returns whether a run is being resumed.
-
-  Every process reads; process 0 alone writes, once all have looked, so they agree.
-
-  Raises:
-    ValueError: ``run_dir`` is a file or holds a run of a different model.
-  """
-  if os.path.exists(config.run_dir) and not os.path.isdir(config.run_dir):
-    raise ValueError(f"run_dir {config.run_dir!r} is a file, not a directory")
-  path = os.path.join(config.run_dir, "config.yaml")
-  resumed = os.path.exists(path)
-  if resumed:
-    with open(path) as f:
-      saved = yaml.safe_load(f)
-    if saved.get("model") != to_dict(config)["model"]:
-      raise ValueError(
-          f"run_dir {config.run_dir!r} holds a run of a different model "
-          f"({saved.get('model')}); choose a new run_dir"
-      )
-  distributed.barrier("prepare_run_dir")
-  if not resumed and jax.process_index() == 0:
-    os.makedirs(config.run_dir, exist_ok=True)
-    with open(path, "w") as f:
-      yaml.safe_dump(to_dict(config), f, sort_keys=False)
-  return resumed
-
-
 @dataclasses.dataclass
 class _Window:
   """Metrics of the steps since the last log line (device arrays until fetched).
@@ -133,39 +108,61 @@ class _Window:
     return record, tokens
 
 
-def train(config: TrainConfig) -> dict:
+def train(config: TrainConfig, accept_changes: bool = False) -> dict:
   """Trains (or resumes) the run described by ``config``; returns the final summary.
 
+  Args:
+    config: the run.
+    accept_changes: continue a run whose config differs from ``config`` in keys that may
+      change mid-run (:data:`~lowrank_jax.train.run_dir.AMENDABLE`), recording them.
+
   Raises:
-    ValueError: a bad config or data, or a run directory of another model (nothing written).
+    ValueError: a bad config or data, or a run directory holding a run that ``config``
+      may not continue (nothing written).
     FloatingPointError: ``faults.max_bad_steps`` non-finite steps in a row (checkpoint saved).
     CheckpointSaveError: a checkpoint could not be written (the previous one is intact).
   """
   distributed.initialize(config.distributed)  # before anything touches a device
   with StopRequest() as stop_request:  # from the start: a preemption may come at any time
-    return _train(config, stop_request)
+    return _train(config, accept_changes, stop_request)
 
 
-def _train(config: TrainConfig, stop_request: StopRequest) -> dict:
+def _train(config: TrainConfig, accept_changes: bool, stop_request: StopRequest) -> dict:
   started = time.perf_counter()
-  run = Run.build(config)  # every check before anything is written
+  run_dir = RunDir(config.run_dir)
+  changes = run_dir.changes(config, accept_changes)  # reads only
   is_main = jax.process_index() == 0
+  finished = run_dir.finished_summary(config.schedule.total_steps)
+  if finished is not None:
+    if is_main:
+      print(f"{config.run_dir} has finished its {finished['steps']} steps; nothing to do")
+    return finished
+  run = Run.build(config)  # every check before anything is written
   if is_main:
     print(run.banner(), flush=True)
   train_batches = make_train_iterator(config.data, run.tokenizer, sharding=run.data_sharding)
-  resumed = prepare_run_dir(config)
-  checkpointer = Checkpointer(os.path.join(config.run_dir, "checkpoints"), config.checkpoint)
-  state, tokens_seen = _restore_or_init(config, run, checkpointer, train_batches)
+  resumed = run_dir.holds_run()
+  distributed.barrier("run_dir checked")  # every process has looked before process 0 writes
+  if is_main:
+    run_dir.start(config, changes, run_dir.newest_checkpoint_step())
+  checkpointer = Checkpointer(run_dir.checkpoints, config.checkpoint)
+  state, meta = _restore_or_init(config, run, run_dir, checkpointer, train_batches)
+  tokens_seen, earlier_wall_time = meta["tokens_seen"], meta["wall_time_s"]
+  if is_main:
+    run_dir.cut_metrics(int(state.step))
   step_fn = run.train_step(
       nonfinite.make_injector(config.faults.nan_loss_steps, config.faults.inf_grad_steps)
   )
 
-  logger = MetricsLogger(config.run_dir, config.logging.tensorboard, enabled=is_main)
+  logger = MetricsLogger(
+      run_dir.metrics, run_dir.tensorboard if config.logging.tensorboard else None, is_main
+  )
   first, total = int(state.step), config.schedule.total_steps
   progress = Progress(total, first, enabled=is_main and config.logging.progress)
   note = progress.write if is_main else lambda message: None
   if resumed:
-    note(f"resuming {config.run_dir} at step {first}")
+    changed = f" with {', '.join(c.describe() for c in changes)}" if changes else ""
+    note(f"resuming {config.run_dir} at step {first}{changed}")
   if first < total:
     note("compiling the train step (the first step waits for it)")
   window, stop, step = _Window(), None, first
@@ -181,8 +178,12 @@ def _train(config: TrainConfig, stop_request: StopRequest) -> dict:
       )
     return streak.observe(at_step, finite)
 
+  def wall_time() -> float:
+    return earlier_wall_time + time.perf_counter() - started
+
   def save(at_step: int):
-    checkpointer.save(at_step, state, train_batches, {"tokens_seen": tokens_seen})
+    meta = {"tokens_seen": tokens_seen, "wall_time_s": wall_time()}
+    checkpointer.save(at_step, state, train_batches, meta)
 
   for step in range(first + 1, total + 1):
     state, metrics = step_fn(state, next(train_batches))
@@ -220,7 +221,8 @@ def _train(config: TrainConfig, stop_request: StopRequest) -> dict:
       "stopped_by": stop,
       "tokens_seen": tokens_seen,
       "skipped_steps": streak.skipped,
-      "wall_time_s": time.perf_counter() - started,
+      "wall_time_s": wall_time(),
+      "session_wall_time_s": time.perf_counter() - started,
       "param_bytes": tree_bytes(state.params) + tree_bytes(state.frozen),
       "opt_state_bytes": tree_bytes(state.opt_state),
   }
@@ -237,11 +239,11 @@ def _train(config: TrainConfig, stop_request: StopRequest) -> dict:
   logger.close()
   checkpointer.close()
   if is_main:
-    with open(os.path.join(config.run_dir, "summary.json"), "w") as f:
+    with open(run_dir.summary, "w") as f:
       json.dump(summary, f, indent=2)
     plot_loss_curve(
-        read_metrics(logger.path),
-        os.path.join(config.run_dir, "loss_curve.png"),
+        read_metrics(run_dir.metrics),
+        run_dir.loss_curve,
         title=f"{config.optimizer.method} on {config.model.preset}",
     )
   if stop == "non-finite":
@@ -251,17 +253,22 @@ def _train(config: TrainConfig, stop_request: StopRequest) -> dict:
   return summary
 
 
-def _restore_or_init(config: TrainConfig, run: Run, checkpointer: Checkpointer, train_batches):
-  """``(state, tokens_seen)`` from the newest readable checkpoint, or a fresh state."""
-  set_aside = os.path.join(config.run_dir, "unreadable_checkpoints")
+def _restore_or_init(
+    config: TrainConfig, run: Run, run_dir: RunDir, checkpointer: Checkpointer, train_batches
+) -> tuple[TrainState, dict]:
+  """``(state, meta)`` from the newest readable checkpoint, or a fresh state; ``meta`` holds
+  the tokens seen and the wall time spent before it (absent from older checkpoints: 0)."""
   had_checkpoints = bool(checkpointer.steps())
-  restored = checkpointer.restore_newest(run.abstract_state(), train_batches, set_aside)
+  restored = checkpointer.restore_newest(
+      run.abstract_state(), train_batches, run_dir.unreadable_checkpoints
+  )
   if restored is not None:
     _, state, meta = restored
-    return state, float(meta["tokens_seen"])
+    return state, {"tokens_seen": float(meta["tokens_seen"]), "wall_time_s": 0.0} | meta
   if had_checkpoints:
     raise ValueError(
         f"run_dir {config.run_dir!r} has no readable checkpoint (the unreadable "
-        f"ones are in {set_aside}); choose a new run_dir"
+        f"ones are in {run_dir.unreadable_checkpoints}); choose a new run_dir"
     )
-  return init_train_state(run.model_config, run.tx, run.mesh, config.seed), 0.0
+  fresh = init_train_state(run.model_config, run.tx, run.mesh, config.seed)
+  return fresh, {"tokens_seen": 0.0, "wall_time_s": 0.0}

@@ -15,16 +15,17 @@ import tqdm
 
 
 class MetricsLogger:
-  """Appends ``{"step": s, **metrics}`` lines to ``run_dir/metrics.jsonl`` (and TensorBoard)."""
+  """Appends ``{"step": s, **metrics}`` lines to ``path`` (and TensorBoard events to
+  ``tensorboard_dir`` unless it is ``None``)."""
 
-  def __init__(self, run_dir: str, tensorboard: bool = True, enabled: bool = True):
+  def __init__(self, path: str, tensorboard_dir: str | None = None, enabled: bool = True):
     self.enabled = enabled
-    self.path = os.path.join(run_dir, "metrics.jsonl")
+    self.path = path
     self._writer = None
-    if enabled and tensorboard:
+    if enabled and tensorboard_dir is not None:
       from tensorboardX import SummaryWriter  # no TensorFlow needed
 
-      self._writer = SummaryWriter(os.path.join(run_dir, "tensorboard"))
+      self._writer = SummaryWriter(tensorboard_dir)
 
   def log(self, step: int, metrics: dict[str, float]) -> None:
     if not self.enabled:

@@ -9,11 +9,9 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import os
 
 import jax
 import optax
-import yaml
 from flax import nnx
 from jax.sharding import Mesh, NamedSharding
 
@@ -21,9 +19,10 @@ from lowrank_jax.data import Tokenizer, check_vocab_fits, load_tokenizer, make_v
 from lowrank_jax.models import Llama, LlamaConfig, count_params
 from lowrank_jax.train import mesh as mesh_lib
 from lowrank_jax.train.checkpoint import Checkpointer, UnreadableCheckpoint
-from lowrank_jax.train.config import TrainConfig, load_config
+from lowrank_jax.train.config import TrainConfig
 from lowrank_jax.train.evaluation import evaluate
 from lowrank_jax.train.methods import build_optimizer, get_method, make_schedule
+from lowrank_jax.train.run_dir import RunDir
 from lowrank_jax.train.state import (
     TrainState,
     abstract_train_state,
@@ -157,16 +156,6 @@ class Run:
     return nnx.merge(self.graphdef, state.params, state.frozen)
 
 
-def saved_config(run_dir: str) -> TrainConfig:
-  """The config a run directory was started with."""
-  path = os.path.join(run_dir, "config.yaml")
-  if not os.path.exists(path):
-    raise ValueError(f"{run_dir!r} is not a run directory: it has no config.yaml")
-  with open(path) as f:
-    values = yaml.safe_load(f)
-  return load_config(overrides=[], base=values)
-
-
 def load_checkpoint(run_dir: str, step: int | None = None) -> tuple[Run, TrainState, int]:
   """``(run, state, step)`` of the newest (or the given) checkpoint of ``run_dir``.
 
@@ -174,10 +163,8 @@ def load_checkpoint(run_dir: str, step: int | None = None) -> tuple[Run, TrainSt
   :class:`~lowrank_jax.train.checkpoint.UnreadableCheckpoint` naming it and the newest
   readable older step.
   """
-  run = Run.build(saved_config(run_dir))
-  checkpointer = Checkpointer(
-      os.path.join(run_dir, "checkpoints"), run.config.checkpoint, read_only=True
-  )
+  run = Run.build(RunDir(run_dir).saved_config())
+  checkpointer = Checkpointer(RunDir(run_dir).checkpoints, run.config.checkpoint, read_only=True)
   steps = checkpointer.steps()
   if not steps:
     raise ValueError(f"run directory {run_dir!r} has no checkpoint")

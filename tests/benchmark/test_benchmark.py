@@ -147,9 +147,10 @@ def test_emitted_jobs_are_the_cells_commands_stage_by_stage(tmp_path, capsys):
   header, *lines = capsys.readouterr().out.splitlines()
   assert "sweep stage, 2 jobs" in header
   for line, cell in zip(lines, grid.sweep_cells(), strict=True):
-    program, command, *args = shlex.split(line)
-    assert (program, command) == ("lowrank-jax", "train")
-    assert load_config(overrides=args) == cell.config()
+    program, *argv = shlex.split(line)
+    args = cli._parser().parse_args(argv)
+    assert (program, args.command, args.accept_changes) == ("lowrank-jax", "train", True)
+    assert load_config(args.config, args.overrides) == cell.config()
   stage, _ = job_lines(grid)
   assert stage == "sweep"
 

@@ -20,11 +20,11 @@ def overrides(run_dir, *extra) -> list[str]:
   return TINY + [f"run_dir={run_dir}", *extra]
 
 
-def start_training(run_dir, *extra, env=None) -> subprocess.Popen:
-  """``python -m lowrank_jax train`` of the tiny run in a child process (environment ``env``,
-  default this process's)."""
+def start_training(run_dir, *extra, env=None, flags=()) -> subprocess.Popen:
+  """``python -m lowrank_jax train FLAGS`` of the tiny run in a child process (environment
+  ``env``, default this process's)."""
   return subprocess.Popen(
-      [sys.executable, "-m", "lowrank_jax", "train", *overrides(run_dir, *extra)],
+      [sys.executable, "-m", "lowrank_jax", "train", *flags, *overrides(run_dir, *extra)],
       stdout=subprocess.PIPE,
       stderr=subprocess.STDOUT,
       env=env,

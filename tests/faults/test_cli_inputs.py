@@ -80,8 +80,8 @@ def finished(tmp_path_factory):
 @pytest.mark.parametrize(
     "argv,expected",
     [
-        (["train", "model.overrides.num_layers=2"], "holds a run of a different model"),
-        (["train", "model.overrides.hidden_size=64"], "holds a run of a different model"),
+        (["train", "model.overrides.num_layers=2"], "model.overrides.num_layers (1 -> 2)"),
+        (["train", "model.overrides.hidden_size=64"], "model.overrides.hidden_size (32 -> 64)"),
         (["eval", "--step", "99"], "step 99 has no checkpoint"),
         (["export", "--out", "{root}/occupied"], "occupied"),
     ],

@@ -46,7 +46,7 @@ def test_an_existing_run_dir_of_another_model_is_refused_and_kept(tiny, tmp_path
   run_dir = tmp_path / "run"
   train(load_config(overrides=tiny("schedule.total_steps=2", run_dir=run_dir)))
   before = (run_dir / "config.yaml").read_text()
-  with pytest.raises(ValueError, match="different model"):
+  with pytest.raises(ValueError, match=r"another model.overrides.num_layers \(1 -> 2\)"):
     train(load_config(overrides=tiny("model.overrides.num_layers=2", run_dir=run_dir)))
   assert (run_dir / "config.yaml").read_text() == before
   assert sorted(os.listdir(run_dir / "checkpoints")) == ["2"]

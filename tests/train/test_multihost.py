@@ -49,9 +49,10 @@ def spawn():
       child.wait()
 
 
-def start_in_processes(run_dir, count: int, *extra, cache=None) -> list:
+def start_in_processes(run_dir, count: int, *extra, cache=None, flags=()) -> list:
   """Starts the tiny run as ``count`` processes sharing ``DEVICES`` fake CPU devices,
-  compiled programs kept in ``cache`` (a directory) for later runs."""
+  compiled programs kept in ``cache`` (a directory) for later runs; ``flags`` go to
+  ``lowrank-jax train``."""
   env = {
       name: value
       for name, value in os.environ.items()
@@ -76,6 +77,7 @@ def start_in_processes(run_dir, count: int, *extra, cache=None) -> list:
           *extra,
           *([f"distributed.process_id={rank}"] if joined else []),
           env=env,
+          flags=flags,
       )
       for rank in range(count)
   ]
@@ -112,7 +114,10 @@ def test_two_processes_match_one_stop_together_and_resume(tmp_path, spawn):
 
   total = stopped["steps"] + 3
   assert total <= REFERENCE_STEPS, f"stopped late, at step {stopped['steps']}"
-  finish(spawn(run_dir, 2, f"schedule.total_steps={total}", cache=cache))  # resumes
+  resume = spawn(
+      run_dir, 2, f"schedule.total_steps={total}", cache=cache, flags=["--accept-changes"]
+  )
+  finish(resume)  # resumes with fewer steps than the "forever" run it continues
   finish(reference_run)
   reference = dict(helpers.loss_records(reference_dir))
   records = helpers.loss_records(run_dir)

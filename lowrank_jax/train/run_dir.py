@@ -1,0 +1,258 @@
+"""A run directory: its layout, and what may change when a run continues.
+
+Every command that reads or writes a run (``train``, ``eval``, ``export``, the benchmark)
+names its files through :class:`RunDir`::
+
+    RUN_DIR/
+      config.yaml             the config the run continues with
+      config_history.jsonl    each accepted change on resume: step, key, old and new value
+      checkpoints/STEP/       orbax checkpoints: train state, data position, tokens, wall time
+      unreadable_checkpoints/STEP/   checkpoints that failed their integrity check (kept)
+      metrics.jsonl           one line per logged step and per validation
+      summary.json            the run so far: wall time and tokens summed over its sessions
+      loss_curve.png, tensorboard/
+      train.log, failed       the benchmark runner's log of the run, and its failure marker
+
+A run continues only with the config it started with. Before any checkpoint is opened,
+:meth:`RunDir.changes` compares the requested config with ``config.yaml``: a key that
+shapes the trained state or the numbers (the model, the method and its options, the
+learning rate, the data, the seed) is refused, and so, unless asked for, is a key that may
+legitimately change mid-run (:data:`AMENDABLE`: more steps, another eval or checkpoint
+cadence, another mesh). Keys of the session alone (:data:`SESSION_KEYS`: the run
+directory's spelling, the progress bar, the processes) are never compared.
+
+>>> flat({"optimizer": {"method": "galore", "options": {"rank": 8}}, "seed": 0})
+{'optimizer.method': 'galore', 'optimizer.options.rank': 8, 'seed': 0}
+>>> [c.describe() for c in differences({"schedule": {"total_steps": 3}},
+...                                    {"schedule": {"total_steps": 6}})]
+['schedule.total_steps (3 -> 6)']
+>>> Change("optimizer.options.rank", MISSING, 32).amendable
+False
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import time
+from typing import Any
+
+import yaml
+
+from lowrank_jax.train.config import TrainConfig, load_config, to_dict
+
+# Keys (or sections, ending in ".") a continued run may take new values of when asked to:
+# they change how long the run goes and what it records, not what a step computes.
+AMENDABLE = (
+    "schedule.total_steps",
+    "eval.",
+    "logging.",
+    "checkpoint.",
+    "faults.",
+    "mesh.",
+    "data.num_workers",
+    "data.read_threads",
+    "data.validation_tokens",
+)
+# Keys of one session, never compared: where the directory is named from, the progress
+# bar, and the processes (a coordinator's address differs at every launch).
+SESSION_KEYS = ("run_dir", "logging.progress", "distributed.")
+MISSING = "unset"
+
+
+def _matches(key: str, patterns: tuple[str, ...]) -> bool:
+  return any(key == p or (p.endswith(".") and key.startswith(p)) for p in patterns)
+
+
+def flat(values: dict, prefix: str = "") -> dict[str, Any]:
+  """A nested config dict as ``{dotted key: leaf value}`` (mappings are descended, so an
+  empty one has no key)."""
+  flattened = {}
+  for key, value in values.items():
+    if isinstance(value, dict):
+      flattened.update(flat(value, f"{prefix}{key}."))
+    else:
+      flattened[prefix + key] = value
+  return flattened
+
+
+@dataclasses.dataclass(frozen=True)
+class Change:
+  """One key whose requested value differs from the saved one (:data:`MISSING` if absent)."""
+
+  key: str
+  old: Any
+  new: Any
+
+  @property
+  def amendable(self) -> bool:
+    return _matches(self.key, AMENDABLE)
+
+  def describe(self) -> str:
+    return f"{self.key} ({self.old} -> {self.new})"
+
+
+def differences(saved: dict, requested: dict) -> list[Change]:
+  """The keys of two config dicts whose values differ, session keys left out."""
+  old, new = flat(saved), flat(requested)
+  return [
+      Change(key, old.get(key, MISSING), new.get(key, MISSING))
+      for key in sorted(set(old) | set(new))
+      if old.get(key, MISSING) != new.get(key, MISSING) and not _matches(key, SESSION_KEYS)
+  ]
+
+
+@dataclasses.dataclass(frozen=True)
+class RunDir:
+  """The files of the run directory at ``path``."""
+
+  path: str
+
+  def file(self, name: str) -> str:
+    return os.path.join(self.path, name)
+
+  @property
+  def config(self) -> str:
+    return self.file("config.yaml")
+
+  @property
+  def config_history(self) -> str:
+    return self.file("config_history.jsonl")
+
+  @property
+  def checkpoints(self) -> str:
+    return self.file("checkpoints")
+
+  @property
+  def unreadable_checkpoints(self) -> str:
+    return self.file("unreadable_checkpoints")
+
+  @property
+  def metrics(self) -> str:
+    return self.file("metrics.jsonl")
+
+  @property
+  def summary(self) -> str:
+    return self.file("summary.json")
+
+  @property
+  def loss_curve(self) -> str:
+    return self.file("loss_curve.png")
+
+  @property
+  def tensorboard(self) -> str:
+    return self.file("tensorboard")
+
+  @property
+  def train_log(self) -> str:
+    return self.file("train.log")
+
+  @property
+  def failed_marker(self) -> str:
+    return self.file("failed")
+
+  def holds_run(self) -> bool:
+    return os.path.exists(self.config)
+
+  def saved_config(self) -> TrainConfig:
+    """The config the run continues with.
+
+    Raises:
+      ValueError: the directory holds no run.
+    """
+    if not self.holds_run():
+      raise ValueError(f"{self.path!r} is not a run directory: it has no config.yaml")
+    with open(self.config) as f:
+      return load_config(base=yaml.safe_load(f))
+
+  def read_summary(self) -> dict | None:
+    if not os.path.exists(self.summary):
+      return None
+    with open(self.summary) as f:
+      return json.load(f)
+
+  def finished_summary(self, total_steps: int) -> dict | None:
+    """The summary of a run that completed ``total_steps`` steps and holds their checkpoint,
+    else ``None``."""
+    summary = self.read_summary()
+    complete = (
+        summary
+        and summary.get("stopped_by") is None
+        and summary["steps"] == total_steps == self.newest_checkpoint_step()
+    )
+    return summary if complete else None
+
+  def newest_checkpoint_step(self) -> int | None:
+    """The newest committed checkpoint step on disk (by name; nothing is opened)."""
+    if not os.path.isdir(self.checkpoints):
+      return None
+    steps = [int(name) for name in os.listdir(self.checkpoints) if name.isdigit()]
+    return max(steps, default=None)
+
+  def changes(self, config: TrainConfig, accept_changes: bool = False) -> list[Change]:
+    """What ``config`` changes of the run held here (``[]`` for a new run); reads only.
+
+    Raises:
+      ValueError: the directory is a file; a change that no run may make; an amendable
+        change not accepted; fewer steps than the run has taken.
+    """
+    if os.path.exists(self.path) and not os.path.isdir(self.path):
+      raise ValueError(f"run_dir {self.path!r} is a file, not a directory")
+    if not self.holds_run():
+      return []
+    with open(self.config) as f:
+      saved = yaml.safe_load(f)
+    changes = differences(saved, to_dict(config))
+    refused = [c for c in changes if not c.amendable]
+    if refused:
+      raise ValueError(
+          f"run_dir {self.path!r} holds a run that cannot continue with another "
+          f"{', '.join(c.describe() for c in refused)}; choose a new run_dir"
+      )
+    if changes and not accept_changes:
+      raise ValueError(
+          f"run_dir {self.path!r} holds a run started with other "
+          f"{', '.join(c.describe() for c in changes)}; pass --accept-changes to continue "
+          f"it with them (recorded in {os.path.basename(self.config_history)})"
+      )
+    taken = self.newest_checkpoint_step()
+    if taken is not None and config.schedule.total_steps < taken:
+      raise ValueError(
+          f"schedule.total_steps={config.schedule.total_steps} is below the {taken} steps "
+          f"the run in {self.path!r} has taken"
+      )
+    return changes
+
+  def start(self, config: TrainConfig, changes: list[Change], step: int | None) -> None:
+    """Writes ``config.yaml`` of a new run, or records the accepted ``changes`` of a
+    continued one (from checkpoint ``step``) and makes ``config.yaml`` the new config."""
+    os.makedirs(self.path, exist_ok=True)
+    if self.holds_run() and not changes:
+      return
+    if changes:
+      record = {
+          "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+          "step": step,
+          "changes": {c.key: [c.old, c.new] for c in changes},
+      }
+      with open(self.config_history, "a") as f:
+        f.write(json.dumps(record) + "\n")
+    partial = self.config + ".tmp"
+    with open(partial, "w") as f:
+      yaml.safe_dump(to_dict(config), f, sort_keys=False)
+    os.replace(partial, self.config)
+
+  def cut_metrics(self, step: int) -> None:
+    """Drops the metrics lines logged after ``step``: a resumed run logs them again."""
+    if not os.path.exists(self.metrics):
+      return
+    with open(self.metrics) as f:
+      lines = f.readlines()
+    kept = [line for line in lines if line.strip() and json.loads(line)["step"] <= step]
+    if len(kept) == len(lines):
+      return
+    partial = self.metrics + ".tmp"
+    with open(partial, "w") as f:
+      f.writelines(kept)
+    os.replace(partial, self.metrics)
