@@ -21,7 +21,6 @@ import importlib
 import logging
 from typing import Any
 
-
 from lowrank_jax.data.sources.window_shuffle import StreamReading, WindowShuffledStream
 
 _SHUFFLE_LOGGER = "datasets.iterable_dataset"

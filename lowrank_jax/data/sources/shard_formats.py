@@ -46,8 +46,6 @@ import pyarrow.parquet
 
 from lowrank_jax.data.sources import tfrecord
 
-FORMATS = ("json lines", "parquet", "tfrecord", "text lines")
-
 
 def shard_format(path: str) -> str:
   """The format of the shard at ``path``, from its name (see the module docstring)."""
