@@ -68,7 +68,9 @@ class DataConfig:
       the process count.
     seed: the shuffle seed (each epoch reshuffles with ``seed + epoch``).
     validation_tokens: the validation budget in non-pad tokens (paper: 10M).
-    num_workers: grain worker processes that tokenize in parallel (0: in-process).
+    num_workers: grain worker processes that tokenize in parallel (0: in-process);
+      each sends its rows to this process one by one, which can cost more than it saves
+      (``experiments/bench/input_bench.py``). Not for the hf stream.
     read_threads: threads that read and tokenize documents ahead of the consumer
       (random-access sources; a stream is read by one thread, or by the workers).
     prefetch_batches: local batches a thread keeps ready for the trainer (0: none), so
@@ -130,8 +132,8 @@ class DataConfig:
       raise ValueError(f"seed={self.seed!r} must be an integer in [0, 2**32).")
     if self.source == "hf" and self.num_workers:
       raise ValueError(
-          f"num_workers={self.num_workers} needs a random-access source; the hf stream is"
-          " tokenized in this process (use read_threads)."
+          f"num_workers={self.num_workers}: the hf stream cannot be split among grain workers;"
+          " it is tokenized in this process (num_workers=0)."
       )
     if self.source == "tfds" and not self.data_dir:
       raise ValueError(

@@ -113,11 +113,13 @@ def packed_rows(
 def _as_iter_dataset(
     dataset: grain.MapDataset | grain.IterDataset, *, read_threads: int, num_workers: int
 ) -> grain.IterDataset:
-  """Runs a random-access dataset's maps ahead in threads and, if asked, worker processes."""
-  if isinstance(dataset, grain.IterDataset):
-    return dataset
-  read_options = grain.ReadOptions(num_threads=read_threads, prefetch_buffer_size=4 * read_threads)
-  dataset = dataset.to_iter_dataset(read_options)
+  """Runs the maps ahead: a random-access dataset's in threads and, if asked, either kind's
+  in worker processes (a stream must take grain's per-worker slice: shards do, hf does not)."""
+  if isinstance(dataset, grain.MapDataset):
+    read_options = grain.ReadOptions(
+        num_threads=read_threads, prefetch_buffer_size=4 * read_threads
+    )
+    dataset = dataset.to_iter_dataset(read_options)
   if num_workers:
     if not flags.FLAGS.is_parsed():  # grain's workers read absl flags; use their defaults.
       flags.FLAGS.mark_as_parsed()
@@ -138,8 +140,10 @@ def document_rows(
 
   Tokenizing is the costly step: for a random-access dataset it runs ahead in
   ``read_threads`` threads of each of ``num_workers`` worker processes (or of this
-  process). Packing runs after the workers, in order, so the rows do not depend on
-  ``num_workers`` or ``read_threads``.
+  process); a stream's, in each worker. Packing runs after the workers, in order, so
+  the rows of a random-access dataset do not depend on ``num_workers`` or
+  ``read_threads``. A stream's do depend on ``num_workers``, as each worker reads a part
+  of its own: keep it when resuming.
 
   Args:
     documents: document texts, random access or iterable.
@@ -147,8 +151,8 @@ def document_rows(
     mode: ``'paper'`` or ``'packed'`` (see the module docstring).
     seq_len: the row length, at least 2.
     read_threads: threads that tokenize ahead of the consumer.
-    num_workers: worker processes that tokenize (0: this process; random-access
-      datasets only).
+    num_workers: worker processes that tokenize (0: this process); a stream must
+      take grain's per-worker slice (shards do).
 
   Returns:
     An iterable dataset of rows ``{"input_ids": int32[S], "loss_mask": int32[S]}``.

@@ -249,18 +249,34 @@ def test_shards_source_trains_and_resumes_through_the_pipeline(tmp_path, tokeniz
   np.testing.assert_array_equal([next(resumed)["input_ids"] for _ in range(4)], expected)
 
 
-def test_grain_workers_read_disjoint_parts_of_the_shards(tmp_path, char_tokenizer):
-  pattern = _shard_folder(tmp_path, 4, per_shard=3, suffix=".txt")
-  for shard in range(4):  # letters only: the char tokenizer's alphabet
-    texts = [f"s{'abcd'[shard]}d{'abc'[j]}" for j in range(3)]
-    (tmp_path / f"c4-train.{shard:05d}-of-00004.txt").write_text("\n".join(texts) + "\n")
-  config = DataConfig(source="shards", paths=(pattern,))
-  documents = process_documents(
-      config, "train", shuffle=False, repeat=False, process_index=0, process_count=1
-  )
-  rows = document_rows(documents, char_tokenizer, mode="paper", seq_len=8, num_workers=2)
-  texts = [char_tokenizer.decode(row["input_ids"]) for row in rows]
-  assert sorted(texts) == sorted(f"s{a}d{b}" for a in "abcd" for b in "abc")
+def test_grain_workers_are_readers_of_their_own_and_resume_exactly(tmp_path, char_tokenizer):
+  """Worker w of W reads as reader w of W (shards w, w + W); grain takes a row from each in
+  turn; the workers' positions resume exactly."""
+  for shard in "abcd":  # letters only: the char tokenizer's alphabet
+    texts = [f"s{shard}d{j}" for j in "abc"]
+    (tmp_path / f"c4-train.0000{'abcd'.index(shard)}-of-00004.txt").write_text("\n".join(texts))
+  config = DataConfig(source="shards", paths=(str(tmp_path / "c4-train.*.txt"),))
+
+  def rows():
+    documents = process_documents(
+        config, "train", shuffle=False, repeat=True, process_index=0, process_count=1
+    )
+    return iter(document_rows(documents, char_tokenizer, mode="paper", seq_len=8, num_workers=2))
+
+  def texts(iterator, count):
+    return [char_tokenizer.decode(next(iterator)["input_ids"]) for _ in range(count)]
+
+  iterator = rows()
+  first = texts(iterator, 5)
+  state = iterator.get_state()
+  rest = texts(iterator, 10)
+  iterator.close()
+  in_turn = [f"s{shard}d{j}" for pair in ("ab", "cd") for j in "abc" for shard in pair]
+  assert first + rest == in_turn + in_turn[:3]
+  resumed = rows()
+  resumed.set_state(state)
+  assert texts(resumed, 10) == rest
+  resumed.close()
 
 
 # --- tfds directories in TFRecord ----------------------------------------------------------

@@ -167,6 +167,8 @@ def read_shard(path: str, *, offset: int, text_field: str) -> Iterator[tuple[str
         yield from _tfrecords(stream, path, offset, text_field)
       else:
         yield from _parquet_rows(stream, path, offset, text_field)
+  except GeneratorExit:  # closed early; matched first, so nothing else is looked up then
+    raise
   except (OSError, EOFError, zlib.error, pyarrow.ArrowException) as error:
     reason = " ".join(str(error).split()) or type(error).__name__
     raise ValueError(f"path={path!r} cannot be read as {kind}: {reason}.") from None
