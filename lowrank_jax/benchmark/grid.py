@@ -5,16 +5,20 @@ A grid is a YAML file (``experiments/grids/*.yaml``)::
     out_dir: runs/nano_grid          # one run directory per cell below it
     sizes: [nano]                    # model presets
     methods: [full_rank, galore]     # names of lowrank_jax.train.methods.METHODS
-    seeds: [0, 1]
+    seeds: [0, 1, 2]
+    seed_counts: {galore: 1}         # a method's first n seeds; absent: all of them
     configs: []                      # YAML files per cell; {size} and {method} are filled in
     overrides: [schedule.total_steps=100]       # dotted overrides of every cell
     method_overrides: {galore: [optimizer.options.rank=32]}
     learning_rates: {galore: [0.005, 0.01, 0.02]}  # the sweep; absent: the config's rate
+    max_extensions: 2                # rates a sweep may add past its edges
 
-A method with several learning rates is swept at the first seed; the other seeds then run
-at the rate with the lowest validation loss (the paper tuned each method's rate the same
-way). A cell is ``(size, method, learning_rate, seed)``; it sets ``model.preset`` to its size
-after the config files and before the overrides, and its run directory is
+A method with several learning rates is searched at the first seed
+(:mod:`lowrank_jax.benchmark.sweep`: neighbours at most 2x apart, extended past an edge
+until the best is interior); its other seeds then run at the rate with the lowest validation
+loss (the paper tuned each method's rate, arXiv 2505.22922, Sec. 2). A cell is
+``(size, method, learning_rate, seed)``; it sets ``model.preset`` to its size after the config
+files and before the overrides, and its run directory is
 ``out_dir/size/method/lr<rate>_seed<seed>``:
 
 >>> grid = Grid(out_dir="runs/g", sizes=("nano",), methods=("galore",), seeds=(0, 1),
@@ -35,6 +39,7 @@ from collections.abc import Sequence
 
 import yaml
 
+from lowrank_jax.benchmark.sweep import check_rates
 from lowrank_jax.models import PRESETS
 from lowrank_jax.train.config import TrainConfig, load_config
 
@@ -84,8 +89,10 @@ class Grid:
   seeds: tuple[int, ...] = (0,)
   configs: tuple[str, ...] = ()
   overrides: tuple[str, ...] = ()
+  seed_counts: dict = dataclasses.field(default_factory=dict)
   method_overrides: dict = dataclasses.field(default_factory=dict)
   learning_rates: dict = dataclasses.field(default_factory=dict)
+  max_extensions: int = 2
 
   def __post_init__(self):
     from lowrank_jax.train.methods import METHODS
@@ -105,18 +112,21 @@ class Grid:
         or not all(isinstance(s, int) for s in self.seeds)
     ):
       raise ValueError(f"grid seeds={list(self.seeds)!r} must be distinct integers, at least one")
-    for key in ("method_overrides", "learning_rates"):
+    for key in ("seed_counts", "method_overrides", "learning_rates"):
       unknown = sorted(set(getattr(self, key)) - set(self.methods))
       if unknown:
         raise ValueError(
-            f"grid {key} names {unknown[0]!r}, which is not in methods " f"{list(self.methods)}"
+            f"grid {key} names {unknown[0]!r}, which is not in methods {list(self.methods)}"
+        )
+    for method, count in self.seed_counts.items():
+      if not isinstance(count, int) or not 1 <= count <= len(self.seeds):
+        raise ValueError(
+            f"grid seed_counts[{method!r}]={count!r} must be an integer in [1, {len(self.seeds)}]"
         )
     for method, rates in self.learning_rates.items():
-      if not rates or not all(isinstance(r, (int, float)) and r > 0 for r in rates):
-        raise ValueError(
-            f"grid learning_rates[{method!r}]={rates!r} must be a non-empty list of "
-            "positive numbers"
-        )
+      check_rates(method, rates)
+    if not isinstance(self.max_extensions, int) or self.max_extensions < 0:
+      raise ValueError(f"grid max_extensions={self.max_extensions!r} must be an integer >= 0")
 
   @classmethod
   def load(cls, path: str, extra_overrides: Sequence[str] = ()) -> Grid:
@@ -146,32 +156,44 @@ class Grid:
             "learning_rates": {
                 m: tuple(r) for m, r in (values.get("learning_rates") or {}).items()
             },
+            "seed_counts": values.get("seed_counts") or {},
         }
     )
 
-  def _cell(self, size: str, method: str, learning_rate: float | None, seed: int) -> Cell:
+  def cell(self, size: str, method: str, learning_rate: float | None, seed: int) -> Cell:
     configs = tuple(path.format(size=size, method=method) for path in self.configs)
     overrides = (f"model.preset={size}", *self.overrides, *self.method_overrides.get(method, ()))
     return Cell(size, method, learning_rate, seed, configs, overrides, self.out_dir)
 
-  def _pairs(self):
+  def pairs(self) -> list[tuple[str, str]]:
+    """Every ``(size, method)``, in the grid's order."""
     return [(size, method) for size in self.sizes for method in self.methods]
 
+  def rates(self, method: str) -> tuple[float | None, ...]:
+    """The rates a method's search starts from, ascending (``(None,)``: the config's)."""
+    rates = self.learning_rates.get(method)
+    return check_rates(method, rates) if rates else (None,)
+
+  def seeds_of(self, method: str) -> tuple[int, ...]:
+    """The seeds a method runs at its chosen rate (the first of them also sweeps)."""
+    return self.seeds[: self.seed_counts.get(method, len(self.seeds))]
+
   def sweep_cells(self) -> list[Cell]:
-    """The cells that run first: every learning rate of every method, at the first seed."""
+    """The cells that run first: every grid rate of every method, at the first seed (the
+    extensions past an edge follow from their results: :mod:`lowrank_jax.benchmark.results`)."""
     return [
-        self._cell(size, method, rate, self.seeds[0])
-        for size, method in self._pairs()
-        for rate in self.learning_rates.get(method, (None,))
+        self.cell(size, method, rate, self.seeds[0])
+        for size, method in self.pairs()
+        for rate in self.rates(method)
     ]
 
   def seed_cells(self, chosen_rates: dict[tuple[str, str], float | None]) -> list[Cell]:
     """The other seeds of every ``(size, method)``, at its chosen learning rate."""
     return [
-        self._cell(size, method, chosen_rates[size, method], seed)
-        for size, method in self._pairs()
+        self.cell(size, method, chosen_rates[size, method], seed)
+        for size, method in self.pairs()
         if (size, method) in chosen_rates
-        for seed in self.seeds[1:]
+        for seed in self.seeds_of(method)[1:]
     ]
 
   def check(self) -> None:

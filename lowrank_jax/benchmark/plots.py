@@ -1,9 +1,11 @@
-"""The grid's two plots: loss curves per method, and perplexity against memory.
+"""The grid's plots: loss curves per method, perplexity against memory and against learning rate.
 
-One panel per model size. Curves are the first seed at the chosen learning rate, smoothed
+One panel per model size (the learning-rate plot: one per size and method). Curves are the first seed at the chosen learning rate, smoothed
 with a trailing mean over a few logged points; the memory axis is the bytes of the trained
 state (parameters plus optimizer state), the perplexity the mean over seeds with its
-standard deviation as an error bar.
+standard deviation as an error bar. The learning-rate panels show the validation perplexity
+of every rate a method's search ran (first seed; a failed run as a cross on the top edge) and,
+at the chosen rate, the mean and standard deviation over seeds.
 """
 
 from __future__ import annotations
@@ -107,4 +109,42 @@ def plot_ppl_vs_memory(rows: list[MethodRow], out_png: str) -> None:
     ax.grid(alpha=0.3)
   fig.tight_layout()
   fig.savefig(out_png, dpi=120)
+  plt.close(fig)
+
+
+def plot_ppl_vs_lr(rows: list[MethodRow], out_png: str) -> None:
+  import matplotlib
+
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+
+  columns = min(4, max(len(rows), 1))
+  lines = max(1, -(-len(rows) // columns))
+  fig, axes = plt.subplots(lines, columns, figsize=(3.6 * columns, 2.8 * lines), squeeze=False)
+  for ax in axes.flat[len(rows) :]:
+    ax.axis("off")
+  for ax, row in zip(axes.flat, rows):
+    runs = [r for r in row.sweep if r.cell.learning_rate is not None]
+    done = [(r.cell.learning_rate, float(r.summary["val_ppl"])) for r in runs if r.status == "done"]
+    if done:
+      ax.plot(*zip(*done), "o-", color="tab:blue", markersize=4)
+    failed = [r.cell.learning_rate for r in runs if r.status == "failed"]
+    if failed:
+      ax.plot(failed, [1.0] * len(failed), "x", color="tab:red", transform=ax.get_xaxis_transform())
+    if row.learning_rate is not None:
+      mean, std = row.ppl()
+      ax.errorbar(row.learning_rate, mean, yerr=std or 0, fmt="s", color="tab:orange", capsize=3)
+    ax.set_xscale("log")
+    ax.set_xticks([r.cell.learning_rate for r in runs], [f"{r.cell.learning_rate:g}" for r in runs])
+    ax.minorticks_off()
+    edge = ", lr at edge" if row.at_edge else ""
+    ax.set_title(
+        f"{row.method} ({row.size}{edge})", fontsize=9, color="tab:red" if edge else "black"
+    )
+    ax.set_xlabel("learning rate", fontsize=8)
+    ax.set_ylabel("validation perplexity", fontsize=8)
+    ax.tick_params(labelsize=7)
+    ax.grid(alpha=0.3)
+  fig.tight_layout()
+  fig.savefig(out_png, dpi=110)
   plt.close(fig)

@@ -1,12 +1,11 @@
 """The grid's table (Markdown, CSV, JSON), its plots, and the paper's findings checked.
 
-The paper's findings (paper.md, section 6) are checked against our own rows, per size:
-full-rank has the lowest perplexity; the restarts improve Low-Rank and SLTrain; Fira is at
-or below GaLore. Each check says whether it holds and by how much, next to the spread over
-seeds, so a difference within noise reads as such.
+Per ``(size, method)``: the chosen learning rate (marked when it sits at an edge of its
+search), the validation perplexity as mean ± standard deviation over the seeds at that rate,
+every rate the search tried, and the findings of :mod:`lowrank_jax.benchmark.findings`.
 
->>> finding_line("Fira at or below GaLore", "fira", 30.0, 0.2, "galore", 31.0, 0.3)
-'- Fira at or below GaLore: holds (fira 30.00 ± 0.20 vs galore 31.00 ± 0.30, difference 1.00)'
+>>> rate_shown({"learning_rate": 0.01, "lr_at_edge": True})
+'0.01 (edge)'
 """
 
 from __future__ import annotations
@@ -16,19 +15,15 @@ import json
 import math
 import os
 
+from lowrank_jax.benchmark.findings import finding_lines
 from lowrank_jax.benchmark.grid import Grid
 from lowrank_jax.benchmark.results import MethodRow, method_rows
 
-# (claim, method expected lower or equal, method expected higher)
-PAPER_FINDINGS = (
-    ("restarts improve Low-Rank", "low_rank_restarts", "low_rank"),
-    ("restarts improve SLTrain", "sltrain_restarts", "sltrain"),
-    ("Fira at or below GaLore", "fira", "galore"),
-)
 COLUMNS = (
     "size",
     "method",
     "learning_rate",
+    "lr_at_edge",
     "val_ppl_mean",
     "val_ppl_std",
     "val_ppl",
@@ -44,32 +39,10 @@ def _shown(value, digits: int = 2) -> str:
   return "-" if value is None else f"{value:.{digits}f}"
 
 
-def finding_line(
-    claim: str, low: str, low_mean: float, low_std, high: str, high_mean: float, high_std
-) -> str:
-  verdict = "holds" if low_mean <= high_mean else "differs"
-  spread = lambda std: f" ± {std:.2f}" if std is not None else ""
-  return (
-      f"- {claim}: {verdict} ({low} {low_mean:.2f}{spread(low_std)} vs {high} "
-      f"{high_mean:.2f}{spread(high_std)}, difference {high_mean - low_mean:.2f})"
-  )
-
-
-def findings(rows: list[MethodRow]) -> list[str]:
-  """The paper's findings, checked on ``rows`` size by size."""
-  lines = []
-  for size in dict.fromkeys(r.size for r in rows):
-    ppl = {r.method: r.ppl() for r in rows if r.size == size}
-    lines.append(f"{size}:")
-    if "full_rank" in ppl and len(ppl) > 1:
-      rival = min((m for m in ppl if m != "full_rank"), key=lambda m: ppl[m][0])
-      lines.append(
-          finding_line("full-rank is best", "full_rank", *ppl["full_rank"], rival, *ppl[rival])
-      )
-    for claim, low, high in PAPER_FINDINGS:
-      if low in ppl and high in ppl:
-        lines.append(finding_line(claim, low, *ppl[low], high, *ppl[high]))
-  return lines
+def rate_shown(record: dict) -> str:
+  """The chosen rate, ``cfg`` for the config's own, with ``(edge)`` when not bracketed."""
+  rate = record["learning_rate"]
+  return ("cfg" if rate is None else f"{rate:g}") + (" (edge)" if record["lr_at_edge"] else "")
 
 
 def table_rows(rows: list[MethodRow]) -> list[dict]:
@@ -81,19 +54,19 @@ def table_rows(rows: list[MethodRow]) -> list[dict]:
   return records
 
 
-def markdown(records: list[dict], finding_lines: list[str]) -> str:
+def markdown(records: list[dict], findings: list[str]) -> str:
   header = (
       "| size | method | lr | val ppl (mean ± std) | per seed | state MiB | tokens | "
       "wall s | tokens/s |\n|---|---|---|---|---|---|---|---|---|\n"
   )
   body = "".join(
-      f"| {r['size']} | {r['method']} | {r['learning_rate'] if r['learning_rate'] is not None else 'cfg'} "
+      f"| {r['size']} | {r['method']} | {rate_shown(r)} "
       f"| {r['val_ppl_mean']:.2f}{' ± ' + _shown(r['val_ppl_std']) if r['val_ppl_std'] is not None else ''} "
       f"| {', '.join(f'{p:.2f}' for p in r['val_ppl'])} | {r['state_mb']:.2f} "
       f"| {r['tokens']:,.0f} | {r['wall_time_s']:.0f} | {r['tokens_per_s']:,.0f} |\n"
       for r in records
   )
-  sweep = "\n### Learning-rate sweep (validation perplexity at the first seed)\n\n" + "".join(
+  sweep = "\n### Learning-rate search (validation perplexity at the first seed)\n\n" + "".join(
       f"- {r['size']} {r['method']}: "
       + ", ".join(
           f"lr {rate}: {ppl:.2f}" if isinstance(ppl, float) else f"lr {rate}: {ppl}"
@@ -107,21 +80,22 @@ def markdown(records: list[dict], finding_lines: list[str]) -> str:
       + body
       + sweep
       + "\n### The paper's findings, on these numbers\n\n"
-      + "\n".join(finding_lines)
+      + "\n".join(findings)
       + "\n"
   )
 
 
 def write_report(grid: Grid, out_dir: str | None = None) -> list[str]:
-  """Writes ``results.md``, ``results.csv``, ``results.json``, ``loss_curves.png`` and
-  ``ppl_vs_memory.png`` under ``out_dir`` (default: the grid's); returns their paths."""
-  from lowrank_jax.benchmark.plots import plot_loss_curves, plot_ppl_vs_memory
+  """Writes ``results.md``, ``results.csv``, ``results.json``, ``loss_curves.png``,
+  ``ppl_vs_memory.png`` and ``ppl_vs_lr.png`` under ``out_dir`` (default: the grid's);
+  returns their paths."""
+  from lowrank_jax.benchmark.plots import plot_loss_curves, plot_ppl_vs_lr, plot_ppl_vs_memory
 
   out_dir = out_dir or grid.out_dir
   os.makedirs(out_dir, exist_ok=True)
   rows = method_rows(grid)
   records = table_rows(rows)
-  finding_lines = findings(rows)
+  findings = finding_lines(rows)
   paths = [
       os.path.join(out_dir, name)
       for name in (
@@ -130,10 +104,11 @@ def write_report(grid: Grid, out_dir: str | None = None) -> list[str]:
           "results.json",
           "loss_curves.png",
           "ppl_vs_memory.png",
+          "ppl_vs_lr.png",
       )
   ]
   with open(paths[0], "w") as f:
-    f.write(markdown(records, finding_lines))
+    f.write(markdown(records, findings))
   with open(paths[1], "w", newline="") as f:
     writer = csv.DictWriter(f, COLUMNS, extrasaction="ignore")
     writer.writeheader()
@@ -147,11 +122,12 @@ def write_report(grid: Grid, out_dir: str | None = None) -> list[str]:
       )
   with open(paths[2], "w") as f:
     json.dump(
-        {"rows": records, "findings": finding_lines},
+        {"rows": records, "findings": findings},
         f,
         indent=2,
         default=lambda x: None if isinstance(x, float) and not math.isfinite(x) else x,
     )
   plot_loss_curves(rows, paths[3])
   plot_ppl_vs_memory(rows, paths[4])
+  plot_ppl_vs_lr(rows, paths[5])
   return paths

@@ -2,8 +2,9 @@
 
 Each finished cell has ``summary.json`` (validation loss and perplexity, tokens, wall time,
 bytes of the trained state) and ``metrics.jsonl`` (the loss curve). A method's row holds
-the learning rate chosen by its sweep (lowest validation loss at the first seed), and the
-mean and standard deviation of the validation perplexity over the seeds run at that rate.
+the learning rate chosen by its search (:mod:`lowrank_jax.benchmark.sweep`: lowest validation
+loss at the first seed), whether that rate sits at an edge of the rates tried, and the mean
+and standard deviation of the validation perplexity over the seeds run at that rate.
 
 >>> import math
 >>> mean_std([10.0, 12.0])
@@ -20,6 +21,7 @@ import os
 import statistics
 
 from lowrank_jax.benchmark.grid import Cell, Grid
+from lowrank_jax.benchmark.sweep import Search, search
 from lowrank_jax.train.metrics import read_metrics
 from lowrank_jax.train.run_dir import RunDir
 
@@ -58,18 +60,41 @@ def read_result(cell: Cell) -> CellResult:
   return CellResult(cell, "new", {})
 
 
+def searches(grid: Grid) -> dict[tuple[str, str], Search]:
+  """Where each ``(size, method)``'s learning-rate search stands, from its runs on disk."""
+  seed = grid.seeds[0]
+
+  def loss_of(size, method):
+    def loss(rate):
+      result = read_result(grid.cell(size, method, rate, seed))
+      return None if result.status not in ("done", "failed") else result.val_loss
+
+    return loss
+
+  return {
+      (size, method): search(grid.rates(method), grid.max_extensions, loss_of(size, method))
+      for size, method in grid.pairs()
+  }
+
+
+def pending_sweep_cells(grid: Grid) -> list[Cell]:
+  """The sweep cells to run next: the unfinished rates of every search, extensions included."""
+  return [
+      grid.cell(size, method, rate, grid.seeds[0])
+      for (size, method), state in searches(grid).items()
+      for rate in state.pending
+  ]
+
+
 def chosen_rates(grid: Grid) -> dict[tuple[str, str], float | None]:
-  """The learning rate of each ``(size, method)`` whose sweep has ended with a finished run."""
-  by_pair: dict[tuple[str, str], list[CellResult]] = {}
-  for cell in grid.sweep_cells():
-    by_pair.setdefault((cell.size, cell.method), []).append(read_result(cell))
-  chosen = {}
-  for pair, results in by_pair.items():
-    if all(r.status in ("done", "failed") for r in results):
-      best = min(results, key=lambda r: r.val_loss)
-      if best.status == "done":
-        chosen[pair] = best.cell.learning_rate
-  return chosen
+  """The learning rate of each ``(size, method)`` whose search has ended with a finished run
+  (a search whose runs all failed has no best; one at the config's rate has best ``None``)."""
+  return {
+      pair: state.best
+      for pair, state in searches(grid).items()
+      if not state.pending
+      and read_result(grid.cell(*pair, state.best, grid.seeds[0])).status == "done"
+  }
 
 
 def mean_std(values: list[float]) -> tuple[float, float | None]:
@@ -79,13 +104,15 @@ def mean_std(values: list[float]) -> tuple[float, float | None]:
 
 @dataclasses.dataclass(frozen=True)
 class MethodRow:
-  """One ``(size, method)`` of the table; ``runs`` are its finished seeds at the chosen rate."""
+  """One ``(size, method)`` of the table: ``runs`` are its finished seeds at the chosen rate,
+  ``sweep`` its search's runs by rate, ``at_edge`` whether the rate is at an edge of them."""
 
   size: str
   method: str
   learning_rate: float | None
   runs: tuple[CellResult, ...]
   sweep: tuple[CellResult, ...]
+  at_edge: bool = False
 
   def ppl(self) -> tuple[float, float | None]:
     return mean_std([float(r.summary["val_ppl"]) for r in self.runs])
@@ -112,6 +139,7 @@ class MethodRow:
         "tokens": self.mean_of("tokens_seen"),
         "wall_time_s": self.mean_of("wall_time_s"),
         "tokens_per_s": self.mean_of("tokens_seen") / self.mean_of("wall_time_s"),
+        "lr_at_edge": self.at_edge,
         "state_bytes": self.state_bytes,
         "param_bytes": int(self.runs[0].summary["param_bytes"]),
         "opt_state_bytes": int(self.runs[0].summary["opt_state_bytes"]),
@@ -126,21 +154,15 @@ class MethodRow:
 
 def method_rows(grid: Grid) -> list[MethodRow]:
   """Rows of every ``(size, method)`` with at least one finished run at its chosen rate."""
+  states = searches(grid)
   chosen = chosen_rates(grid)
   rows = []
-  for size in grid.sizes:
-    for method in grid.methods:
-      if (size, method) not in chosen:
-        continue
-      rate = chosen[size, method]
-      sweep = tuple(
-          read_result(c) for c in grid.sweep_cells() if (c.size, c.method) == (size, method)
-      )
-      cells = [
-          c
-          for c in grid.sweep_cells() + grid.seed_cells(chosen)
-          if (c.size, c.method, c.learning_rate) == (size, method, rate)
-      ]
-      runs = tuple(r for r in map(read_result, cells) if r.status == "done")
-      rows.append(MethodRow(size, method, rate, runs, sweep))
+  for size, method in grid.pairs():
+    if (size, method) not in chosen:
+      continue
+    rate, state = chosen[size, method], states[size, method]
+    cells = [grid.cell(size, method, rate, seed) for seed in grid.seeds_of(method)]
+    runs = tuple(r for r in map(read_result, cells) if r.status == "done")
+    sweep = tuple(read_result(grid.cell(size, method, r, grid.seeds[0])) for r in state.rates)
+    rows.append(MethodRow(size, method, rate, runs, sweep, state.at_edge))
   return rows

@@ -7,13 +7,16 @@ Either way a cell's output goes to its run directory's ``train.log``. A finished
 newest checkpoint, because a run directory that holds a run always resumes (a grid given
 more steps continues its cells: the runs accept the changes that may change mid-run); a
 failed one (a marker file ``failed``, e.g. a diverged run) is not retried unless
-``retry_failed``. The sweep cells run first, then the other
-seeds at each method's chosen learning rate.
+``retry_failed``. The sweep cells run first, in rounds: each round runs the rates every
+search still waits for, and a search whose best rate sits at an edge adds the next rate past
+it for the following round (:mod:`lowrank_jax.benchmark.sweep`). Then the other seeds run at
+each method's chosen learning rate.
 """
 
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
 import shlex
 import subprocess
@@ -25,7 +28,7 @@ import tqdm
 
 from lowrank_jax import errors
 from lowrank_jax.benchmark.grid import Cell, Grid
-from lowrank_jax.benchmark.results import chosen_rates, read_result
+from lowrank_jax.benchmark.results import chosen_rates, pending_sweep_cells, read_result, searches
 from lowrank_jax.train.metrics import format_summary, read_metrics
 from lowrank_jax.train.run_dir import RunDir
 
@@ -181,20 +184,33 @@ def use_compilation_cache(directory: str) -> None:
 
 
 def run_grid(grid: Grid, workers: int = 1, retry_failed: bool = False) -> None:
-  """Runs the sweep, then the other seeds at each method's chosen learning rate."""
+  """Runs the searches round by round, then the other seeds at each method's chosen rate."""
   grid.check()
-  run_cells(grid.sweep_cells(), workers, retry_failed, desc="sweep")
+  if retry_failed:  # the failed cells of every search rerun once, before the searches go on
+    tried = [
+        grid.cell(size, method, rate, grid.seeds[0])
+        for (size, method), state in searches(grid).items()
+        for rate in state.rates
+    ]
+    run_cells(tried, workers, retry_failed=True, desc="sweep")
+  ran: set[str] = set()
+  for round_ in itertools.count():
+    cells = pending_sweep_cells(grid)
+    if not cells or ran.issuperset(c.name for c in cells):  # nothing new (e.g. stopped runs)
+      break
+    ran.update(run_cells(cells, workers, desc="extensions" if round_ else "sweep"))
   run_cells(grid.seed_cells(chosen_rates(grid)), workers, retry_failed, desc="seeds")
 
 
 def job_lines(grid: Grid) -> tuple[str, list[str]]:
   """The stage still to run and one shell command per unfinished cell of it.
 
-  The seed cells need the sweep's results, so while any sweep cell is unfinished the jobs
-  are the sweep's; run ``--emit-jobs`` again after they end to get the seeds'.
+  The extensions of a search and the seed cells need the sweep's results, so while any
+  search waits for a run the jobs are those runs; run ``--emit-jobs`` again after they end
+  to get the next round's, and finally the seeds'.
   """
   grid.check()
-  sweep = [c for c in grid.sweep_cells() if read_result(c).status != "done"]
+  sweep = pending_sweep_cells(grid)
   stage, cells = (
       ("sweep", sweep)
       if sweep

@@ -3,6 +3,7 @@
 import json
 import os
 import shlex
+import shutil
 import statistics
 import subprocess
 import sys
@@ -10,14 +11,21 @@ import sys
 import numpy as np
 import pytest
 import yaml
+import dataclasses
 from tiny_run import TINY
 
 from lowrank_jax import cli
 from lowrank_jax.benchmark import Grid, job_lines, run_grid, write_report
 from lowrank_jax.benchmark.grid import Cell
 from lowrank_jax.benchmark.plots import loss_curves_figure
-from lowrank_jax.benchmark.report import findings
-from lowrank_jax.benchmark.results import CellResult, MethodRow, read_result
+from lowrank_jax.benchmark.results import (
+    CellResult,
+    MethodRow,
+    pending_sweep_cells,
+    read_result,
+    searches,
+)
+from lowrank_jax.benchmark.sweep import search
 from lowrank_jax.benchmark.runner import run_cells
 from lowrank_jax.train.config import load_config
 from lowrank_jax.train.loop import train
@@ -30,7 +38,8 @@ def _grid(out_dir, **fields) -> Grid:
       "methods": ("full_rank",),
       "seeds": (0, 1),
       "overrides": tuple(TINY),
-      "learning_rates": {"full_rank": (0.001, 0.01)},
+      "learning_rates": {"full_rank": (0.005, 0.01)},
+      "max_extensions": 0,
   }
   return Grid(**{**values, **fields})
 
@@ -46,10 +55,12 @@ def _summary(cell) -> dict:
 
 @pytest.fixture(scope="module")
 def finished(tmp_path_factory):
-  """A grid with a failing method, run once after one sweep cell was left half-trained."""
+  """A grid with a failing method and one extension of the search, run once after one sweep
+  cell was left half-trained."""
   out = tmp_path_factory.mktemp("grid")
   grid = _grid(
       out,
+      max_extensions=1,
       methods=("full_rank", "spam"),
       method_overrides={"spam": ("faults.nan_loss_steps=[1, 2]", "faults.max_bad_steps=2")},
   )
@@ -59,12 +70,26 @@ def finished(tmp_path_factory):
   return grid, half
 
 
-def test_the_sweep_picks_the_rate_of_lowest_validation_loss_and_runs_the_other_seeds(finished):
+def _loss_on_disk(grid, method):
+  def loss(rate):
+    result = read_result(grid.cell("nano", method, rate, grid.seeds[0]))
+    return result.val_loss if result.status in ("done", "failed") else None
+
+  return loss
+
+
+def test_the_search_extends_past_its_edge_and_picks_the_rate_of_lowest_validation_loss(finished):
   grid, _ = finished
-  sweep = [c for c in grid.sweep_cells() if c.method == "full_rank"]
+  state = searches(grid)["nano", "full_rank"]
+  assert len(state.rates) == 3 and not state.pending  # the grid's two, one extension
+  extension = (set(state.rates) - {0.005, 0.01}).pop()
+  assert extension in (0.0025, 0.02)
+  assert state == search((0.005, 0.01), 1, _loss_on_disk(grid, "full_rank"))
+  sweep = [grid.cell("nano", "full_rank", rate, 0) for rate in state.rates]
   best = min(sweep, key=lambda c: _summary(c)["val_loss"]).learning_rate
+  assert state.best == best and state.at_edge == (best in (min(state.rates), max(state.rates)))
   seeds = grid.seed_cells({("nano", "full_rank"): best})
-  assert [read_result(c).status for c in sweep + seeds] == ["done"] * 3
+  assert [read_result(c).status for c in sweep + seeds] == ["done"] * 4
   assert _summary(seeds[0])["steps"] == 6
   write_report(grid)
   (row,) = json.loads(_read(grid.out_dir, "results.json"))["rows"]
@@ -72,11 +97,30 @@ def test_the_sweep_picks_the_rate_of_lowest_validation_loss_and_runs_the_other_s
       _summary(seeds[0])["val_ppl"]
   ]
   assert row["learning_rate"] == best and row["val_ppl"] == ppl
+  assert row["lr_at_edge"] == state.at_edge and len(row["sweep"]) == 3
   assert row["val_ppl_mean"] == pytest.approx(statistics.fmean(ppl))
   assert row["val_ppl_std"] == pytest.approx(statistics.stdev(ppl))
   assert (
       row["state_bytes"]
       == _summary(seeds[0])["param_bytes"] + _summary(seeds[0])["opt_state_bytes"]
+  )
+
+
+def test_a_grid_interrupted_in_its_search_makes_the_same_extension_on_resume(finished, tmp_path):
+  grid, _ = finished
+  twin = dataclasses.replace(
+      grid, out_dir=str(tmp_path), methods=("full_rank",), method_overrides={}
+  )
+  for cell in twin.sweep_cells():  # the first round ended, then the grid stopped
+    shutil.copytree(dataclasses.replace(cell, out_dir=grid.out_dir).run_dir, cell.run_dir)
+  (rate,) = set(searches(grid)["nano", "full_rank"].rates) - {0.005, 0.01}
+  assert [c.name for c in pending_sweep_cells(twin)] == [
+      twin.cell("nano", "full_rank", rate, 0).name
+  ]
+  run_grid(twin)
+  assert searches(twin)["nano", "full_rank"] == searches(grid)["nano", "full_rank"]
+  assert sorted(os.listdir(os.path.join(twin.out_dir, "nano", "full_rank"))) == sorted(
+      os.listdir(os.path.join(grid.out_dir, "nano", "full_rank"))
   )
 
 
@@ -108,21 +152,24 @@ def test_an_interrupted_cell_resumes_and_finished_cells_never_rerun(finished):
   }
 
 
-def test_the_report_has_a_table_csv_and_two_png_plots(finished):
+def test_the_report_has_a_table_csv_and_three_png_plots(finished):
   grid, _ = finished
   for path in write_report(grid, os.path.join(grid.out_dir, "report")):
     assert os.path.getsize(path) > 0
     if path.endswith(".png"):
       assert _read(path, mode="rb")[:8] == b"\x89PNG\r\n\x1a\n"
   text = _read(grid.out_dir, "report", "results.md")
-  assert "| nano | full_rank |" in text and "Learning-rate sweep" in text
+  assert "| nano | full_rank |" in text and "Learning-rate search" in text
+  assert (
+      sum(path.endswith(".png") for path in os.listdir(os.path.join(grid.out_dir, "report"))) == 3
+  )
 
 
 def test_subprocess_workers_train_a_cell_exactly_as_in_process(finished, tmp_path):
   grid, half = finished
   cell = grid.sweep_cells()[1]  # trained in one go (unlike ``half``)
   assert cell != half
-  twin = _grid(tmp_path, learning_rates={"full_rank": (cell.learning_rate, 0.003)})
+  twin = _grid(tmp_path, learning_rates={"full_rank": (cell.learning_rate, 2 * cell.learning_rate)})
   statuses = run_cells(twin.sweep_cells(), workers=2, poll_s=0.2)
   assert set(statuses.values()) == {0}
   assert _summary(twin.sweep_cells()[0])["val_loss"] == _summary(cell)["val_loss"]
@@ -139,7 +186,8 @@ def test_emitted_jobs_are_the_cells_commands_stage_by_stage(tmp_path, capsys):
               "methods": ["full_rank"],
               "seeds": [0, 1],
               "overrides": TINY,
-              "learning_rates": {"full_rank": [0.001, 0.01]},
+              "learning_rates": {"full_rank": [0.005, 0.01]},
+              "max_extensions": 0,
           }
       )
   )
@@ -163,6 +211,12 @@ def test_emitted_jobs_are_the_cells_commands_stage_by_stage(tmp_path, capsys):
         ({"seeds": (0, 0)}, r"grid seeds=\[0, 0\] must be distinct"),
         ({"learning_rates": {"galore": (0.01,)}}, "learning_rates names 'galore'"),
         ({"learning_rates": {"full_rank": (0.01, -1)}}, r"learning_rates\['full_rank'\]"),
+        ({"learning_rates": {"full_rank": (0.001, 0.01)}}, "are 10x apart; at most 2x"),
+        (
+            {"seed_counts": {"full_rank": 3}},
+            r"seed_counts\['full_rank'\]=3 must be an integer in \[1, 2\]",
+        ),
+        ({"max_extensions": -1}, "max_extensions=-1 must be an integer >= 0"),
     ],
 )
 def test_a_bad_grid_is_a_one_line_error(tmp_path, fields, message):
@@ -172,7 +226,7 @@ def test_a_bad_grid_is_a_one_line_error(tmp_path, fields, message):
 
 def test_a_bad_cell_config_is_caught_before_anything_runs(tmp_path):
   grid = _grid(tmp_path, overrides=tuple(TINY) + ("optimizer.lr=1",))
-  with pytest.raises(ValueError, match=r"grid cell nano/full_rank/lr0.001_seed0: unknown config"):
+  with pytest.raises(ValueError, match=r"grid cell nano/full_rank/lr0.005_seed0: unknown config"):
     run_grid(grid)
   assert os.listdir(tmp_path) == []
 
@@ -184,28 +238,6 @@ def test_bad_grid_files_and_keys_exit_2_naming_them(tmp_path, capsys):
   assert "unknown grid key 'seed'" in capsys.readouterr().err
   assert cli.main(["benchmark", str(tmp_path / "none.yaml")]) == 2
   assert "does not exist" in capsys.readouterr().err
-
-
-def _row(method, ppls):
-  runs = tuple(CellResult(None, "done", {"val_ppl": p}) for p in ppls)
-  return MethodRow("nano", method, 0.01, runs, runs[:1])
-
-
-def test_findings_compare_the_orderings_the_paper_reports():
-  lines = findings(
-      [
-          _row("full_rank", [20.0, 22.0]),
-          _row("galore", [25.0, 25.0]),
-          _row("fira", [26.0, 27.0]),
-          _row("low_rank", [40.0]),
-          _row("low_rank_restarts", [35.0]),
-      ]
-  )
-  text = "\n".join(lines)
-  assert "full-rank is best: holds (full_rank 21.00 ± 1.41 vs galore 25.00" in text
-  assert "restarts improve Low-Rank: holds" in text and "difference 5.00" in text
-  assert "Fira at or below GaLore: differs (fira 26.50 ± 0.71 vs galore 25.00" in text
-  assert "SLTrain" not in text and lines[-1].endswith("difference -1.50)")
 
 
 def test_the_shipped_grids_load_and_every_cell_validates():

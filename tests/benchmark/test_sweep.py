@@ -1,0 +1,73 @@
+"""The learning-rate search: grid checks, extensions past an edge, the edge mark, failures."""
+
+import math
+
+import pytest
+
+from lowrank_jax.benchmark.sweep import check_rates, search
+
+
+def _parabola(optimum):
+  return lambda rate: (math.log2(rate) - math.log2(optimum)) ** 2
+
+
+def _run_to_the_end(rates, max_extensions, curve):
+  """The search driven as the runner drives it: run every pending rate, ask again."""
+  done = {}
+  while True:
+    state = search(rates, max_extensions, done.get)
+    if not state.pending:
+      return state, done
+    done.update({rate: curve(rate) for rate in state.pending})
+
+
+def test_a_best_rate_at_the_top_edge_is_extended_until_it_is_interior():
+  state, done = _run_to_the_end((0.002, 0.004, 0.008), 3, _parabola(0.016))
+  assert state.rates == (0.002, 0.004, 0.008, 0.016, 0.032) == tuple(sorted(done))
+  assert (state.best, state.at_edge) == (0.016, False)
+
+
+def test_a_best_rate_at_the_bottom_edge_is_extended_downwards_by_the_same_ratio():
+  state, _ = _run_to_the_end((0.003, 0.006, 0.012), 3, _parabola(0.0014))
+  assert state.rates == (0.00075, 0.0015, 0.003, 0.006, 0.012)
+  assert (state.best, state.at_edge) == (0.0015, False)
+
+
+def test_a_search_out_of_extensions_marks_its_best_at_the_edge():
+  state, done = _run_to_the_end((0.01, 0.02), 2, _parabola(1.0))
+  assert state.rates == (0.01, 0.02, 0.04, 0.08) and len(done) == 4
+  assert (state.best, state.at_edge) == (0.08, True)
+  single = search((0.01,), 2, {0.01: 3.0}.get)
+  assert (single.rates, single.best, single.at_edge) == ((0.01,), 0.01, True)
+
+
+def test_a_failed_neighbour_brackets_the_best_and_all_failed_has_none():
+  losses = {0.001: 3.0, 0.002: 2.5, 0.004: math.inf}
+  state = search((0.001, 0.002), 2, losses.get)
+  assert (state.rates, state.best, state.at_edge) == ((0.001, 0.002, 0.004), 0.002, False)
+  assert search((0.001, 0.002), 2, {0.001: math.inf, 0.002: math.inf}.get).best is None
+
+
+def test_the_decisions_depend_only_on_the_finished_runs():
+  """A resumed grid reads the same runs and so makes the same extensions."""
+  losses = {0.004: 2.0, 0.008: 1.9, 0.016: 1.8}
+  first = search((0.004, 0.008, 0.016), 2, losses.get)
+  assert first.pending == (0.032,) and first == search((0.016, 0.004, 0.008), 2, losses.get)
+  losses[0.032] = 1.7
+  assert search((0.004, 0.008, 0.016), 2, losses.get).pending == (0.064,)
+  partial = {0.004: 2.0, 0.008: None, 0.016: 1.8}
+  assert search((0.004, 0.008, 0.016), 2, partial.get).pending == (0.008,)
+
+
+@pytest.mark.parametrize(
+    "rates, message",
+    [
+        ((0.01, 0.03), "are 3x apart; at most 2x"),
+        ((0.01, 0.01), "repeats 0.01"),
+        ((), "must be positive numbers"),
+        ((0.01, -0.02), "must be positive numbers"),
+    ],
+)
+def test_a_bad_search_grid_is_a_one_line_error(rates, message):
+  with pytest.raises(ValueError, match=message):
+    check_rates("galore", rates)
