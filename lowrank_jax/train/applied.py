@@ -6,7 +6,7 @@ So the train step logs, for the update of 0-based count :math:`t` (1-based numbe
 :math:`n = t + 1`), the values of this module's functions:
 
 * ``lr``: the rate the update multiplies its step by, recovery and re-warmup included;
-  a parameter group whose rate differs would get its own ``lr/<group>``;
+  a parameter group whose rate differs gets its own ``lr/<group>`` (LoRO's factors);
 * one 0/1 flag per event of the method, summed over a logging window in ``metrics.jsonl``:
 
   - ``momentum_reset``: the Adam moments and their count restart in update :math:`n`, a
@@ -147,12 +147,18 @@ def stable_spam(schedule: optax.Schedule, section) -> Record:
 
 def loro(schedule: optax.Schedule, section) -> Record:
   """LoRO: the schedule re-warmed after each exact step, the exact (manifold) steps and the
-  Adam restart after each."""
+  Adam restart after each; ``lr/factors``, the factors' rate (the lazy steps' scale
+  included), where ``options.lazy_scale`` gives one scale to all of them."""
   every = section.options["every"]
   warmup = _option(optim.loro, section, "restart_warmup_steps")
+  lazy_scale = _option(optim.loro, section, "lazy_scale")
   learning_rate = optim.relora_schedule(schedule, every, warmup)
-  return lambda count: {
-      "lr": _rate(learning_rate(count)),
-      "manifold_step": _ends_period(count, every),
-      "momentum_reset": _ends_period(count, every),
-  }
+
+  def record(count):
+    exact = _ends_period(count, every)
+    rates = {"lr": _rate(learning_rate(count))}
+    if lazy_scale is not None:  # None: each factor's own r / max(p, q)
+      rates["lr/factors"] = rates["lr"] * jnp.where(exact == 1, 1.0, lazy_scale)
+    return {**rates, "manifold_step": exact, "momentum_reset": exact}
+
+  return record

@@ -33,6 +33,7 @@ from lowrank_jax.train.state import init_train_state
 
 STEPS, PERIOD, RECOVERY, PEAK, WARMUP, MIN_RATIO = 8, 3, 2, 1e-2, 0.25, 0.1
 B1, B2, EPS = 0.9, 0.999, 1e-8  # the optimizer section's defaults
+LAZY_SCALE = 0.5
 RESTARTS = [
     f"optimizer.reset_every={PERIOD}",
     f"optimizer.refactorize_every={PERIOD}",
@@ -49,9 +50,16 @@ OVERRIDES = {
         f"optimizer.options.update_proj_gap={PERIOD}",
         "optimizer.options.projection.moment_policy=reset",
     ],
-    "relora": [f"optimizer.reset_every={PERIOD}", f"optimizer.recovery_steps={RECOVERY}"],
+    "relora": [
+        f"optimizer.reset_every={PERIOD}",
+        f"optimizer.options.restart_warmup_steps={RECOVERY}",
+    ],
     "golore": [*PROJECTED, f"optimizer.options.random_from_step={PERIOD}"],
-    "loro": [f"optimizer.options.every={PERIOD}"],
+    "loro": [
+        f"optimizer.options.every={PERIOD}",
+        f"optimizer.options.restart_warmup_steps={RECOVERY}",
+        f"optimizer.options.lazy_scale={LAZY_SCALE}",
+    ],
     "stable_spam": [f"optimizer.options.reset_interval={PERIOD}"],
     "spam": [
         f"optimizer.options.reset_interval={PERIOD}",
@@ -59,13 +67,7 @@ OVERRIDES = {
         "optimizer.options.spike_grace_steps=2",
     ],
 }
-PENDING = {"relora", "loro"}  # their schedules are being made the authors' (issue 17)
-TRACED = sorted(set(METHODS) - PENDING)
-ADAM_FAMILY = [
-    name
-    for name, method in METHODS.items()
-    if method.build.__name__ == "_adam_family" and name not in PENDING
-]
+ADAM_FAMILY = [name for name, method in METHODS.items() if method.build.__name__ == "_adam_family"]
 GALORE_FAMILY = ["galore", "fira", "apollo", "apollo_mini", "golore"]
 
 
@@ -117,6 +119,15 @@ def recovered_by_hand(count: int) -> float:
   return schedule_by_hand(count - since + RECOVERY) * (0.001 + 0.999 * since / (RECOVERY - 1))
 
 
+def jagged_by_hand(count: int) -> float:
+  """ReLoRA's and LoRO's re-warmup: from 0, linearly over W updates after each restart, up to
+  the schedule's value at kK + W."""
+  since = count % PERIOD
+  if count < PERIOD or since >= RECOVERY:
+    return schedule_by_hand(count)
+  return schedule_by_hand(count - since + RECOVERY) * since / RECOVERY
+
+
 def spam_rewarmed_by_hand(count: int) -> float:
   """SPAM: the rate times 1 - 0.99 (1 + cos(pi min(j + 1, W + 1) / (W + 1))) / 2 after the
   first reset, ``j`` the updates since the last one (W = 2)."""
@@ -128,8 +139,10 @@ def spam_rewarmed_by_hand(count: int) -> float:
 
 
 def expected_lr(method: str, count: int) -> float:
-  if method in ("low_rank_restarts", "sltrain_restarts", "relora"):
+  if method in ("low_rank_restarts", "sltrain_restarts"):
     return recovered_by_hand(count)
+  if method in ("relora", "loro"):
+    return jagged_by_hand(count)
   if method == "spam":
     return spam_rewarmed_by_hand(count)
   return schedule_by_hand(count)
@@ -139,10 +152,11 @@ def expected_events(method: str) -> dict[str, list[int]]:
   """The 1-based updates each event of ``method`` happens in."""
   ends = [n for n in range(1, STEPS + 1) if n % PERIOD == 0]
   starts = [n for n in range(1, STEPS + 1) if (n - 1) % PERIOD == 0]
+  merges = starts[1:]  # ReLoRA merges after update kK + 1, which its rate zeroes
   return {
       "low_rank_restarts": {"momentum_reset": ends, "refactorize": ends},
       "sltrain_restarts": {"momentum_reset": ends, "refactorize": ends},
-      "relora": {"momentum_reset": ends, "merge": ends},
+      "relora": {"momentum_reset": merges, "merge": merges},
       "spam": {"momentum_reset": ends},
       "stable_spam": {"momentum_reset": ends},
       "loro": {"momentum_reset": ends, "manifold_step": ends},
@@ -193,14 +207,21 @@ def moved_by_adam(before, after, names, lr: float) -> bool:
   return np.allclose(moved, -step, rtol=1e-2, atol=1e-3 * lr + 1e-7)
 
 
-@pytest.mark.parametrize("method", TRACED)
+@pytest.mark.parametrize("method", sorted(METHODS))
 def test_the_logged_lr_is_the_schedule_with_its_recovery(method):
   _, _, metrics = traced(method)
   logged = [float(m["lr"]) for m in metrics]
-  np.testing.assert_allclose(logged, [expected_lr(method, t) for t in range(STEPS)], rtol=1e-5)
+  expected = [expected_lr(method, t) for t in range(STEPS)]
+  np.testing.assert_allclose(logged, expected, rtol=1e-5)
+  groups = {name for name in metrics[0] if name.startswith("lr/")}
+  assert groups == ({"lr/factors"} if method == "loro" else set())
+  if method == "loro":  # the lazy steps scale the factors' rate, the exact steps do not
+    scales = [1.0 if (t + 1) % PERIOD == 0 else LAZY_SCALE for t in range(STEPS)]
+    logged = [float(m["lr/factors"]) for m in metrics]
+    np.testing.assert_allclose(logged, np.multiply(expected, scales), rtol=1e-5)
 
 
-@pytest.mark.parametrize("method", ADAM_FAMILY + GALORE_FAMILY + ["spam"])
+@pytest.mark.parametrize("method", ADAM_FAMILY + GALORE_FAMILY + ["spam", "relora", "loro"])
 def test_each_update_applies_the_logged_lr(method):
   """The embedding moved by exactly ``-lr`` times its Adam direction (no weight decay); the
   updates that end with a reset left no moments to rebuild it from."""
@@ -213,7 +234,7 @@ def test_each_update_applies_the_logged_lr(method):
     )
 
 
-@pytest.mark.parametrize("method", TRACED)
+@pytest.mark.parametrize("method", sorted(METHODS))
 def test_events_are_logged_at_their_steps(method):
   _, _, metrics = traced(method)
   logged = {
@@ -317,3 +338,37 @@ def test_the_schedule_ends_at_min_lr_ratio_times_the_peak():
   run, _, _ = traced("adamw")
   np.testing.assert_allclose(float(run.schedule(STEPS)), MIN_RATIO * PEAK, rtol=1e-6)
   np.testing.assert_allclose(float(run.schedule(int(WARMUP * STEPS))), PEAK, rtol=1e-6)
+
+
+def test_relora_merges_and_prunes_the_adapters_moments_at_the_logged_steps_only():
+  """After a merge: new adapters (``b = 0``), a moved frozen base, the adapters' moments
+  pruned (random, 99.9%) while the embedding's and Adam's count run on."""
+  run, states, metrics = traced("relora")
+  bases = [run.model(state).layers.self_attn.q_proj.base[...] for state in states]
+  for n, (after, step_metrics) in enumerate(zip(states[1:], metrics), 1):
+    (adam,) = states_of(after.opt_state, optax.ScaleByAdamState)
+    adapters = [
+        value
+        for path, value in jax.tree_util.tree_flatten_with_path(adam.mu)[0]
+        if "q_proj" in jax.tree_util.keystr(path)
+    ]
+    zero_fraction = np.mean([np.mean(m == 0) for m in adapters])
+    assert int(adam.count) == n and np.any(leaf(adam.mu))
+    merged = bool(step_metrics["merge"])
+    assert merged == all(not np.any(b) for _, b in factor_pairs(after.params)) or n == 1
+    assert merged == (not np.array_equal(bases[n], bases[n - 1]))
+    assert merged == (zero_fraction > 0.99)
+
+
+def test_loro_exact_steps_balance_the_factors_and_restart_adam_at_the_logged_steps_only():
+  """After an exact step: balanced factors, a fresh Adam state; after a lazy step the factors
+  moved by their Adam step at the logged factor rate."""
+  _, states, metrics = traced("loro")
+  for before, after, step_metrics in zip(states, states[1:], metrics):
+    (adam,) = states_of(after.opt_state, FoldedAdamState)
+    if int(step_metrics["manifold_step"]):
+      assert balanced(after.params)
+      assert int(adam.count) == 0 and not any(np.any(m) for m in jax.tree.leaves(adam.mu))
+    else:
+      assert int(adam.count) > 0
+      assert moved_by_adam(before, after, FACTOR_A, float(step_metrics["lr/factors"]))
