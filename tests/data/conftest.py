@@ -6,6 +6,7 @@ import tensorflow_datasets as tfds
 
 from lowrank_jax.data import DataConfig, load_tokenizer
 from lowrank_jax.data import tokenizer_training
+from reference_packages import require
 
 
 @pytest.fixture(scope="session")
@@ -50,7 +51,7 @@ def char_tokenizer():
 @pytest.fixture(scope="session")
 def reference_t5_tokenizer(tokenizer):
   """transformers' T5 tokenizer (the references' class) over the embedded vocabulary."""
-  transformers = pytest.importorskip("transformers")
+  transformers = require("transformers")
   processor = tokenizer._processor  # pylint: disable=protected-access
   vocab = [(processor.id_to_piece(i), processor.get_score(i)) for i in range(tokenizer.vocab_size)]
   return transformers.T5Tokenizer(vocab=vocab, extra_ids=0)
@@ -98,7 +99,7 @@ class LocalHub:
 @pytest.fixture
 def local_hub(monkeypatch):
   """Twelve shards of ten web pages, streamed through the real `datasets` library."""
-  datasets = pytest.importorskip("datasets")
+  datasets = require("datasets")
   hub = LocalHub(num_shards=12, per_shard=10)
   monkeypatch.setattr(datasets, "load_dataset", hub.load_dataset)
   return hub

@@ -9,6 +9,7 @@ from lowrank_jax.data import DataConfig, check_vocab_fits, load_tokenizer, Token
 from lowrank_jax.data import tokenizer_training
 from lowrank_jax.data.sources import bible
 from lowrank_jax.data.tokenizers import HuggingFaceTokenizer, SentencePieceTokenizer
+from reference_packages import require
 
 GENESIS = "In the beginning God created the heaven and the earth."
 
@@ -95,7 +96,7 @@ def test_hugging_face_adapter_matches_sentencepiece(tokenizer, reference_t5_toke
 
 
 def test_t5_base_is_never_downloaded(monkeypatch, tmp_path):
-  pytest.importorskip("transformers")
+  require("transformers")
   monkeypatch.setenv("HF_HOME", str(tmp_path))  # an empty cache
   monkeypatch.setenv("HF_HUB_OFFLINE", "1")
   with pytest.raises(ValueError, match=re.escape("tokenizer='t5-base' is not in the local")):
@@ -113,7 +114,7 @@ EDGE_CASES = [
 
 def _auto_tokenizer(directory):
   """What a user of transformers alone loads from an exported directory (never downloading)."""
-  transformers = pytest.importorskip("transformers")
+  transformers = require("transformers")
   return transformers.AutoTokenizer.from_pretrained(directory, local_files_only=True)
 
 

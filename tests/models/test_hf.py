@@ -17,9 +17,10 @@ from lowrank_jax.models.hf import (
     llama_config_from_hf,
     to_hf_llama,
 )
+from reference_packages import require
 
-torch = pytest.importorskip("torch")
-transformers = pytest.importorskip("transformers")
+torch = require("torch")
+transformers = require("transformers")
 
 CONFIG = dict(
     vocab_size=101, hidden_size=64, intermediate_size=96, num_heads=4, num_layers=2, max_seq_len=32

@@ -18,8 +18,9 @@ import optax
 import pytest
 
 import lowrank_jax.optim as lro
+from reference_packages import require
 
-torch = pytest.importorskip("torch")
+torch = require("torch")
 
 SHAPES = {"tall": (8, 16), "wide": (16, 8), "square": (12, 12), "stack": (3, 8, 16), "bias": (16,)}
 STEPS, GAP, RANK, LR = 10, 4, 3, 0.01
@@ -113,7 +114,7 @@ def groups(matrices, bias, **projected):
 
 
 def test_galore_matches_galore_torch(monkeypatch):
-  galore_torch = pytest.importorskip("galore_torch")
+  galore_torch = require("galore_torch")
   from galore_torch.galore_projector import GaLoreProjector
 
   patch_signs(monkeypatch, GaLoreProjector)
@@ -131,7 +132,7 @@ def test_galore_matches_galore_torch(monkeypatch):
 
 @pytest.mark.parametrize("scale", [0.25, 1.0])
 def test_fira_matches_fira_package(monkeypatch, scale):
-  fira = pytest.importorskip("fira")
+  fira = require("fira")
   from fira.gradient_projection import GradientProjector
 
   patch_signs(monkeypatch, GradientProjector)
@@ -147,7 +148,7 @@ def test_fira_matches_fira_package(monkeypatch, scale):
 
 @pytest.mark.parametrize("mini, scale_front", [(False, False), (False, True), (True, False)])
 def test_apollo_svd_matches_apollo_torch(monkeypatch, mini, scale_front):
-  apollo_torch = pytest.importorskip("apollo_torch")
+  apollo_torch = require("apollo_torch")
   from apollo_torch.svd_projector import GaLoreProjector
 
   patch_signs(monkeypatch, GaLoreProjector)
@@ -181,4 +182,48 @@ def test_apollo_svd_matches_apollo_torch(monkeypatch, mini, scale_front):
       params,
       grads,
   )
+  assert_same_change(ours, reference, params)
+
+
+def drawn_projectors(rank, scale_type, grads):
+  """The random projectors APOLLO draws at each refresh (steps 0, 4, 8), in the order
+  apollo-torch asks for them (matrix by matrix, stacks slice by slice), as its ``ortho``
+  (``r x in`` or ``out x r``: our stored projector transposed)."""
+  tx = lro.scale_by_apollo(rank, GAP, scale_type=scale_type, store_projector=True)
+  state, drawn = tx.init(initial_params()), []
+  for step, g in enumerate(grads):
+    _, state = tx.update(jax.tree.map(jnp.asarray, g), state, initial_params())
+    if step % GAP == 0:
+      (lowrank_state,) = lro.find_lowrank_states(state)
+      for name in ("tall", "wide", "square", "stack"):
+        projector = np.asarray(lowrank_state.projector[name])
+        drawn += [p.T for p in projector] if projector.ndim == 3 else [projector.T]
+  return drawn
+
+
+@pytest.mark.parametrize("mini", [False, True])
+def test_apollo_random_projection_matches_apollo_torch_given_the_same_draws(monkeypatch, mini):
+  """The default (regenerated random) path against apollo-torch's ``proj="random"``, whose
+  Gaussian draws are replaced by ours: the streams differ, the rest must not."""
+  apollo_torch = require("apollo_torch")
+  from apollo_torch.random_projector import GradientProjector
+
+  params, grads = initial_params(), gradients()
+  rank, scale, scale_type = (1, 128.0, "tensor") if mini else (RANK, 2.0, "channel")
+  queue = drawn_projectors(rank, scale_type, grads)
+  monkeypatch.setattr(
+      GradientProjector,
+      "get_orthogonal_matrix",
+      lambda self, weights, rank, type, seed: torch.tensor(queue.pop(0)),
+  )
+  factory = lro.apollo_mini if mini else lro.apollo
+  ours = run_jax(factory(LR, rank=rank, update_proj_gap=GAP, scale=scale), params, grads)
+  reference = run_torch(
+      lambda m, b: apollo_torch.APOLLOAdamW(
+          groups(m, b, proj="random", scale=scale, scale_type=scale_type, rank=rank), lr=LR
+      ),
+      params,
+      grads,
+  )
+  assert not queue  # every refresh took one of our draws
   assert_same_change(ours, reference, params)

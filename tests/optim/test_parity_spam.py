@@ -18,9 +18,10 @@ import optax
 import pytest
 
 from lowrank_jax.optim import spam, stable_spam
+from reference_packages import require
 
-torch = pytest.importorskip("torch")
-reference = pytest.importorskip("pytorch_optimizer")
+torch = require("torch")
+reference = require("pytorch_optimizer")
 
 SHAPES = {
     "tall": (6, 4),

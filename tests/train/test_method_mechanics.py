@@ -24,7 +24,12 @@ from flax import nnx
 from tiny_run import TINY
 
 from lowrank_jax.data import load_tokenizer, make_train_iterator
-from lowrank_jax.optim import FoldedAdamState, LowRankAdamState, ScaleBySpamState
+from lowrank_jax.optim import (
+    FoldedAdamState,
+    LowRankAdamState,
+    ScaleBySpamState,
+    ScaleByStableSpamState,
+)
 from lowrank_jax.train.applied import EVENTS
 from lowrank_jax.train.config import load_config
 from lowrank_jax.train.methods import METHODS
@@ -129,13 +134,13 @@ def jagged_by_hand(count: int) -> float:
 
 
 def spam_rewarmed_by_hand(count: int) -> float:
-  """SPAM: the rate times 1 - 0.99 (1 + cos(pi min(j + 1, W + 1) / (W + 1))) / 2 after the
-  first reset, ``j`` the updates since the last one (W = 2)."""
+  """SPAM: after the first reset, the rate times 1 - 0.99 (1 + cos(pi j / (W + 1))) / 2 for
+  the ``j < W`` updates since the last one (W = 2)."""
   n, warmup = count + 1, 2
-  if n < PERIOD:
+  since = n % PERIOD
+  if n < PERIOD or since >= warmup:
     return schedule_by_hand(count)
-  progress = min(n % PERIOD + 1, warmup + 1) / (warmup + 1)
-  return schedule_by_hand(count) * (1 - 0.99 * 0.5 * (1 + math.cos(math.pi * progress)))
+  return schedule_by_hand(count) * (1 - 0.99 * 0.5 * (1 + math.cos(math.pi * since / (warmup + 1))))
 
 
 def expected_lr(method: str, count: int) -> float:
@@ -327,11 +332,14 @@ def test_apollo_mini_moments_restart_at_the_logged_refreshes_only():
     assert fresh_moments(projected.mu, projected.nu) == bool(step_metrics["refresh"])
 
 
-def test_spam_moments_restart_at_the_logged_resets_only():
-  _, states, metrics = traced("spam")
+@pytest.mark.parametrize(
+    "method,state_class", [("spam", ScaleBySpamState), ("stable_spam", ScaleByStableSpamState)]
+)
+def test_spike_aware_moments_restart_at_the_logged_resets_only(method, state_class):
+  _, states, metrics = traced(method)
   for after, step_metrics in zip(states[2:], metrics[1:]):  # step 1 starts from zero too
-    (spam,) = states_of(after.opt_state, ScaleBySpamState)
-    assert fresh_moments(spam.mu, spam.nu) == bool(step_metrics["momentum_reset"])
+    (adam,) = states_of(after.opt_state, state_class)
+    assert fresh_moments(adam.mu, adam.nu) == bool(step_metrics["momentum_reset"])
 
 
 def test_the_schedule_ends_at_min_lr_ratio_times_the_peak():
