@@ -130,9 +130,7 @@ def test_sharded_update_keeps_state_shapes_dtypes_and_shardings(mesh, name):
   check_sharded_updates(mesh, FACTORIES[name]())
 
 
-@pytest.mark.parametrize(
-    "name", ["fira", "apollo"]
-)  # QR (GoLore) under batch-sharded Explicit: see report
+@pytest.mark.parametrize("name", list(FACTORIES))
 def test_sharded_update_under_an_explicit_mesh(name):
   explicit = jax.make_mesh(
       (2, 4), ("fsdp", "tensor"), axis_types=(jax.sharding.AxisType.Explicit,) * 2

@@ -33,7 +33,7 @@ def batch(rows=8, seq=12, seed=0):
   return {"input_ids": ids * mask, "loss_mask": mask}
 
 
-def run_steps(tx, mesh, accum, steps=3):
+def run_steps(tx, mesh, accum, steps=3, same_batch=False):
   shardings = train_state_shardings(CONFIG, tx, mesh)
   step = jax.jit(
       make_train_step(model_graphdef(CONFIG), tx, accum),
@@ -44,7 +44,7 @@ def run_steps(tx, mesh, accum, steps=3):
   state = init_train_state(CONFIG, tx, mesh, seed=0)
   losses = []
   for i in range(steps):
-    state, metrics = step(state, batch(seed=i))
+    state, metrics = step(state, batch(seed=0 if same_batch else i))
     losses.append(float(metrics["loss"]))
   return state, losses, shardings
 
@@ -61,12 +61,12 @@ def test_accumulation_gives_the_full_batch_gradient():
 def test_sharded_step_places_every_leaf_as_computed_and_matches_one_device():
   mesh = mesh_lib.make_mesh(MeshSection(data=2, fsdp=2, tensor=2))
   tx = optim.galore(1e-2, rank=4, update_proj_gap=2, projection_mask=target_mask)
-  state, losses, shardings = run_steps(tx, mesh, accum=2)
-  assert all(np.isfinite(losses)) and losses[-1] < losses[0] + 1.0
+  state, losses, shardings = run_steps(tx, mesh, accum=2, same_batch=True)
+  assert np.all(np.diff(losses) < -0.1), losses  # one batch, memorised: 4.21, 3.81, 3.49
   for leaf, expected in zip(jax.tree.leaves(state), jax.tree.leaves(shardings)):
     assert leaf.sharding.is_equivalent_to(expected, leaf.ndim), (leaf.shape, expected)
   specs = {s.spec for s in jax.tree.leaves(shardings.params) if isinstance(s, NamedSharding)}
   assert any("fsdp" in str(s) for s in specs) and any("tensor" in str(s) for s in specs)
   one = mesh_lib.make_mesh(MeshSection(data=1, fsdp=1, tensor=1), jax.devices()[:1])
-  _, single_losses, _ = run_steps(tx, one, accum=2)
+  _, single_losses, _ = run_steps(tx, one, accum=2, same_batch=True)
   np.testing.assert_allclose(losses, single_losses, rtol=2e-4)
