@@ -31,6 +31,9 @@ import sys
 
 from lowrank_jax import errors
 
+# Each command imports what it runs when it runs: ``memory`` must set XLA_FLAGS before JAX
+# starts (XLA reads them once), and ``--help`` or a bad argument answers without loading JAX.
+
 
 def _parser() -> argparse.ArgumentParser:
   parser = argparse.ArgumentParser(prog="lowrank-jax", description=__doc__.split("\n")[0])

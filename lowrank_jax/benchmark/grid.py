@@ -42,6 +42,7 @@ import yaml
 from lowrank_jax.benchmark.sweep import check_rates
 from lowrank_jax.models import PRESETS
 from lowrank_jax.train.config import TrainConfig, load_config
+from lowrank_jax.train.methods import METHODS
 
 
 @dataclasses.dataclass(frozen=True)
@@ -95,8 +96,6 @@ class Grid:
   max_extensions: int = 2
 
   def __post_init__(self):
-    from lowrank_jax.train.methods import METHODS
-
     for name, values, allowed in (
         ("sizes", self.sizes, PRESETS),
         ("methods", self.methods, METHODS),

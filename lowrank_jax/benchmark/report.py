@@ -17,6 +17,7 @@ import os
 
 from lowrank_jax.benchmark.findings import finding_lines
 from lowrank_jax.benchmark.grid import Grid
+from lowrank_jax.benchmark.plots import plot_loss_curves, plot_ppl_vs_lr, plot_ppl_vs_memory
 from lowrank_jax.benchmark.results import MethodRow, method_rows
 
 COLUMNS = (
@@ -89,8 +90,6 @@ def write_report(grid: Grid, out_dir: str | None = None) -> list[str]:
   """Writes ``results.md``, ``results.csv``, ``results.json``, ``loss_curves.png``,
   ``ppl_vs_memory.png`` and ``ppl_vs_lr.png`` under ``out_dir`` (default: the grid's);
   returns their paths."""
-  from lowrank_jax.benchmark.plots import plot_loss_curves, plot_ppl_vs_lr, plot_ppl_vs_memory
-
   out_dir = out_dir or grid.out_dir
   os.makedirs(out_dir, exist_ok=True)
   rows = method_rows(grid)

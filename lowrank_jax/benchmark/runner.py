@@ -24,11 +24,13 @@ import sys
 import threading
 import time
 
+import jax
 import tqdm
 
 from lowrank_jax import errors
 from lowrank_jax.benchmark.grid import Cell, Grid
 from lowrank_jax.benchmark.results import chosen_rates, pending_sweep_cells, read_result, searches
+from lowrank_jax.train.loop import train
 from lowrank_jax.train.metrics import format_summary, read_metrics
 from lowrank_jax.train.run_dir import RunDir
 
@@ -90,8 +92,6 @@ def _finish(cell: Cell, status: int, bar) -> None:
 
 def _train_here(cell: Cell, log) -> int:
   """Trains ``cell`` in this process; the exit status ``lowrank-jax train`` would give."""
-  from lowrank_jax.train.loop import train
-
   with contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
     try:
       summary = train(cell.config(QUIET), accept_changes=True)
@@ -176,8 +176,6 @@ def _in_subprocesses(todo, workers, bar, current, poll_s) -> dict[str, int]:
 def use_compilation_cache(directory: str) -> None:
   """Shares compiled programs between cells (the other seeds recompile nothing), in this
   process and in the subprocesses it starts."""
-  import jax
-
   os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", directory)
   jax.config.update("jax_compilation_cache_dir", os.environ["JAX_COMPILATION_CACHE_DIR"])
   jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)

@@ -25,13 +25,18 @@ True
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from lowrank_jax.models.linear import LinearConfig, param
+from lowrank_jax.models.annotated_param import param
 from lowrank_jax.models.lowrank import checked_rank
 from lowrank_jax.models.matmul import matmul
+
+if TYPE_CHECKING:  # the config is read, never built, here; linear.py imports this file
+  from lowrank_jax.models.linear import LinearConfig
 
 
 def cola_init_std(in_features: int, out_features: int, rank: int) -> float:

@@ -8,8 +8,8 @@ Each of the seven target linears of a block (q, k, v, o, gate, up, down) is buil
 * ``dense_kernel()``: that effective kernel, materialised (for export and inspection).
 
 Built-in kinds: ``dense`` (one trainable ``(in, out)`` kernel, this file) and the factorized
-``lowrank``, ``lora``, ``sltrain`` and ``cola`` (one file each, imported on first use; they
-need ``LinearConfig.rank``). Other kinds register themselves with :func:`register_linear`.
+``lowrank``, ``lora``, ``sltrain`` and ``cola`` (one file each; they need
+``LinearConfig.rank``). Other kinds register themselves with :func:`register_linear`.
 
 >>> import jax.numpy as jnp
 >>> from flax import nnx
@@ -22,7 +22,6 @@ need ``LinearConfig.rank``). Other kinds register themselves with :func:`registe
 from __future__ import annotations
 
 import dataclasses
-import importlib
 import numbers
 from typing import Protocol
 from collections.abc import Callable
@@ -30,26 +29,12 @@ from collections.abc import Callable
 import jax
 from flax import nnx
 
+from lowrank_jax.models.annotated_param import param
+from lowrank_jax.models.cola import CoLALinear
+from lowrank_jax.models.lora import LoRALinear
+from lowrank_jax.models.lowrank import LowRankLinear
 from lowrank_jax.models.matmul import matmul
-
-
-def param(
-    rngs: nnx.Rngs,
-    init: Callable,
-    shape: tuple[int, ...],
-    dtype,
-    axes: tuple[str | None, ...],
-    variable: type[nnx.Variable] = nnx.Param,
-) -> nnx.Variable:
-  """A parameter annotated with logical axis names (one per dimension) for sharding.
-
-  The names are stored as the ``out_sharding`` metadata that ``nnx.get_partition_spec``
-  reads; the trainer maps them onto mesh axes with its logical-axis rules. ``variable``
-  is the variable type: ``nnx.Param`` (trained) or a non-trainable ``nnx.Variable`` subclass.
-  """
-  if len(axes) != len(shape):
-    raise ValueError(f"axes {axes} do not name every dimension of shape {shape}")
-  return variable(init(rngs.params(), shape, dtype), out_sharding=axes, eager_sharding=False)
+from lowrank_jax.models.sltrain import SLTrainLinear
 
 
 @dataclasses.dataclass(frozen=True)
@@ -131,14 +116,12 @@ class DenseLinear(nnx.Module):
     return self.kernel[...]
 
 
-# Factories, or "module:attribute" strings for the built-in kinds that live in their own
-# files (which import this one); a string is imported the first time its kind is built.
-_REGISTRY: dict[str, Callable[..., Linear] | str] = {
+_REGISTRY: dict[str, Callable[..., Linear]] = {
     "dense": DenseLinear,
-    "lowrank": "lowrank_jax.models.lowrank:LowRankLinear",
-    "lora": "lowrank_jax.models.lora:LoRALinear",
-    "sltrain": "lowrank_jax.models.sltrain:SLTrainLinear",
-    "cola": "lowrank_jax.models.cola:CoLALinear",
+    "lowrank": LowRankLinear,
+    "lora": LoRALinear,
+    "sltrain": SLTrainLinear,
+    "cola": CoLALinear,
 }
 _NEEDS_RANK = {"lowrank", "lora", "sltrain", "cola"}
 
@@ -157,14 +140,6 @@ def register_linear(kind: str, factory: Callable[..., Linear], *, needs_rank: bo
     _NEEDS_RANK.discard(kind)
 
 
-def _factory(kind: str) -> Callable[..., Linear]:
-  factory = _REGISTRY[kind]
-  if isinstance(factory, str):
-    module, attribute = factory.split(":")
-    factory = _REGISTRY[kind] = getattr(importlib.import_module(module), attribute)
-  return factory
-
-
 def make_linear(
     config: LinearConfig,
     in_features: int,
@@ -177,7 +152,7 @@ def make_linear(
     rngs: nnx.Rngs,
 ) -> Linear:
   """Builds one target linear of the parameterization ``config.kind``."""
-  return _factory(config.kind)(
+  return _REGISTRY[config.kind](
       in_features,
       out_features,
       axes,

@@ -38,7 +38,8 @@ from flax import nnx
 from jax.sharding import PartitionSpec
 
 from lowrank_jax.models.config import LlamaConfig
-from lowrank_jax.models.linear import make_linear, param
+from lowrank_jax.models.annotated_param import param
+from lowrank_jax.models.linear import make_linear
 from lowrank_jax.models.matmul import matmul
 
 ACTIVATION_BATCH_AXES = ("data", "fsdp")

@@ -35,14 +35,18 @@ kernel with delta = 0.03 and rank 128 on CPU.
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from lowrank_jax.models.linear import LinearConfig, param
+from lowrank_jax.models.annotated_param import param
 from lowrank_jax.models.lowrank import LowRankLinear, uniform_init
 from lowrank_jax.models.matmul import matmul
+
+if TYPE_CHECKING:  # the config is read, never built, here; linear.py imports this file
+  from lowrank_jax.models.linear import LinearConfig
 
 
 class SparseSupport(nnx.Variable):

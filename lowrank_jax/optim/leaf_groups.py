@@ -6,10 +6,10 @@ and a model that stores one leaf per layer (LLaMA-60M without ``scan_layers``: 5
 matrices) spends its step launching kernels. Grouping stacks the leaves that share a layout
 and dtypes (one copy of the gradients and the state, cheap at a GPU's memory bandwidth, not
 at a CPU's), runs the step on the stacks, and slices the results back: the optimizer state
-keeps its per-leaf structure, and the update is the same as without grouping. On an H200
-(``experiments/bench/optim_bench.py``) it took GaLore's step on those 56 matrices from 3.6
-to 3.1 ms and its refresh (one batched eigensolver call per shape instead of one per leaf)
-from 260 to 65 ms; a model stored stacked (``scan_layers``) needs no grouping: 1.0 ms.
+keeps its per-leaf structure, and the update is the same as without grouping. On a GPU it
+shortens the step and, most, the refresh (one batched eigensolver call per shape instead of
+one per leaf); a model stored stacked (``scan_layers``) needs no grouping
+(``experiments/results/bench/README.md``).
 
 Leaf lists hold ``optax.MaskedNode`` where a leaf has no entry (a projector that is not
 stored, a norm that is not kept); a group of those stays a ``MaskedNode``.

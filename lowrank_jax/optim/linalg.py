@@ -146,10 +146,9 @@ def left_singular_vectors(matrix: jax.Array) -> jax.Array:
   """``U`` of the thin SVD of ``(..., p, k)`` matrices, columns by descending singular value.
 
   On CPUs and NVIDIA GPUs ``U`` comes from :func:`gram_eigenvectors`, with the same top
-  subspace as the SVD's to four digits of captured gradient energy and much faster: on this
-  project's 2-core CPU 6.2x for 512 x 1376 and 2x for 512 x 512; on an H200, where
-  cuSOLVER's SVD is slow, 13x for 2048 x 5461 and 10x for 2048 x 2048. Elsewhere (TPUs) from
-  the SVD.
+  subspace as the SVD's to four digits of captured gradient energy and several times faster
+  there (cuSOLVER's SVD is slow; ``experiments/results/bench/README.md`` has the factors).
+  Elsewhere (TPUs) from the SVD.
 
   >>> import jax.numpy as jnp
   >>> u = left_singular_vectors(jnp.array([[0.0, 2.0], [1.0, 0.0], [0.0, 0.0]]))

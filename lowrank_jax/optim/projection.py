@@ -199,7 +199,7 @@ def project(grad: jax.Array, projector: jax.Array, layout: MatrixLayout) -> jax.
   the projected axis (now the rank), which is replicated. On CPUs the projector
   is first transposed (a small copy behind an optimization barrier) so that the
   product takes row-major operands: XLA's CPU backend runs ``P^T G`` with a
-  transposed ``P`` as a generic dot, 10-20% slower on the 60M matrices.
+  transposed ``P`` as a generic dot, which is slower.
   """
   leaf, proj, moment = layout.subscripts()
   spec = getattr(jax.typeof(grad).sharding, "spec", None)

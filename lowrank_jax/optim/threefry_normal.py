@@ -8,8 +8,7 @@ rounds as a rolled loop. Here the counters ``0 .. n - 1`` are hashed as
 ``n / 2`` pairs with both output words kept (JAX's original, non-partitionable
 scheme), by Threefry-2x32 (Salmon et al., SC 2011) written out round by round,
 so that XLA fuses the hash, the conversion and the inverse error function into
-one loop. On a 2-core CPU, the 56 projectors of the 60M model (3.7M normals)
-hash in 6.5 ms instead of 20.
+one loop (about 3x faster on a CPU: ``experiments/results/bench/README.md``).
 
 Threefry-2x32 with key ``(k_0, k_1)``, ``k_2 = k_0 \oplus k_1 \oplus
 \mathtt{0x1BD11BDA}``, maps a counter pair ``(x_0, x_1)`` through 20 rounds
