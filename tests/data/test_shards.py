@@ -167,6 +167,21 @@ def test_resume_is_exact_and_reads_at_most_a_window_and_a_shard(tmp_path, monkey
   assert max(costs) <= window + per_shard + 5
 
 
+def test_a_state_taken_just_after_a_resume_resumes_exactly(tmp_path):
+  pattern = _shard_folder(tmp_path, 3, per_shard=10, suffix=".txt")
+  make_stream = functools.partial(_stream, pattern, seed=2, window=4, repeat=True)
+  iterator = iter(make_stream())
+  [next(iterator) for _ in range(13)]
+  resumed = iter(make_stream())
+  resumed.set_state(iterator.get_state())
+  next(resumed)
+  state = resumed.get_state()
+  expected = [next(resumed) for _ in range(25)]
+  again = iter(make_stream())
+  again.set_state(state)
+  assert [next(again) for _ in range(25)] == expected
+
+
 def test_the_last_window_of_a_finite_stream_is_returned_whole(tmp_path):
   pattern = _shard_folder(tmp_path, 3, per_shard=3, suffix=".txt")
   documents = list(_stream(pattern, seed=1, window=4))

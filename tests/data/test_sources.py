@@ -161,6 +161,22 @@ def test_hf_stream_repeats_with_a_new_shuffle_and_resumes_exactly(local_hub):
   assert second_epoch != first_epoch and first_epoch != local_hub.pages()
 
 
+def test_hf_resumes_exactly_from_a_state_taken_just_after_a_resume(local_hub):
+  """The first window after a resume starts where the stream was reopened, not at its start."""
+  del local_hub
+  iterator = iter(_hf_documents(0, 1))
+  [next(iterator) for _ in range(30)]
+  first_state = iterator.get_state()
+  resumed = iter(_hf_documents(0, 1))
+  resumed.set_state(first_state)
+  next(resumed)
+  second_state = resumed.get_state()
+  expected = [next(resumed) for _ in range(20)]
+  again = iter(_hf_documents(0, 1))
+  again.set_state(second_state)
+  assert [next(again) for _ in range(20)] == expected
+
+
 def test_hf_resume_reads_as_few_records_late_as_early(local_hub):
   """A resume costs at most one shard and one window, not the records before it."""
   iterator = iter(_hf_documents(1, 2, window=7))

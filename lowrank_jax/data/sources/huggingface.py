@@ -90,8 +90,9 @@ class _StreamReader:
     self._epoch = position["epoch"] if position else 0
     self._stream = self._open()
     self._resuming = bool(position and position["stream"] is not None)
-    if self._resuming:
-      self._stream.load_state_dict(position["stream"])
+    if self._resuming:  # datasets applies the state at the first record and reports the
+      self._stream.load_state_dict(position["stream"])  # stream's start until then
+    self._opened_at = position
     self._records = iter(self._stream)
     self._returned_this_epoch = 0
     self._whole_epoch = not position or position["stream"] is None  # read from its start
@@ -109,6 +110,8 @@ class _StreamReader:
     )
 
   def position(self) -> dict[str, Any]:
+    if self._resuming:
+      return self._opened_at
     return {"epoch": self._epoch, "stream": self._stream.state_dict()}
 
   def __iter__(self) -> _StreamReader:

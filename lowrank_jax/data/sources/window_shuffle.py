@@ -17,9 +17,10 @@ that) mixes a web corpus as well as a buffer of the same size.
 
 A reader is any iterator of documents with ``position()``, a JSON-able value from which
 ``open_reader(position)`` resumes with the same next document; ``open_reader(None)``
-starts at the beginning. A streamed source subclasses :class:`WindowShuffledStream`
-and says how to open its reader; :class:`StreamReading` holds what every streamed
-source is told (its text field, order, end and process).
+starts at the beginning. Readers are opened at the first document asked for, so making
+or restoring an iterator touches no file or network. A streamed source subclasses
+:class:`WindowShuffledStream` and says how to open its reader; :class:`StreamReading`
+holds what every streamed source is told (its text field, order, end and process).
 
 Example:
   >>> from lowrank_jax.data.sources.window_shuffle import WindowShuffleIterator
@@ -85,14 +86,16 @@ class WindowShuffleIterator(grain.DatasetIterator):
     self._open_reader = open_reader
     self._window = window if seed is not None else 1
     self._seed = seed
-    self._reader = open_reader(None)
-    self._start = self._reader.position()
+    self._reader: Reader | None = None  # opened at the first document, not here
+    self._start = None  # where the current window starts; None: the stream's start
     self._number = 0
     self._documents: list[str] = []
     self._returned = 0
     self._restored: dict[str, Any] | None = None  # a state to resume from at the next read
 
   def _read_window(self) -> None:
+    if self._reader is None:
+      self._reader = self._open_reader(self._start)
     self._start = self._reader.position()
     documents = list(itertools.islice(self._reader, self._window))
     if self._seed is not None:
@@ -101,7 +104,7 @@ class WindowShuffleIterator(grain.DatasetIterator):
     self._documents, self._returned = documents, 0
 
   def _resume(self, state: dict[str, Any]) -> None:
-    self._reader = self._open_reader(state["window_start"])
+    self._reader, self._start = None, state["window_start"]
     self._number = state["window"]
     self._read_window()
     self._returned = state["returned"]
@@ -125,8 +128,8 @@ class WindowShuffleIterator(grain.DatasetIterator):
     return {"window_start": self._start, "window": self._number, "returned": self._returned}
 
   def set_state(self, state: dict[str, Any]) -> None:
-    """Resumes at ``state``; the stream is read at the next document, not here, so that
-    restoring a checkpoint never fails on the data."""
+    """Resumes at ``state``; the stream is opened at the next document, not here, so
+    that restoring a checkpoint never fails on the data."""
     self._restored = state
 
 
