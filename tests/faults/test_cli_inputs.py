@@ -11,7 +11,7 @@ from fault_helpers import file_hashes, overrides
 BAD_TRAIN_INPUTS = [
     (["optimizer.method=sgdx"], "optimizer.method='sgdx' is unknown"),
     (["optimizer.method=galore", "optimizer.options.rank=0"], "got 0"),
-    (["optimizer.method=galore", "optimizer.options.rank=64"], "got rank 64"),
+    (["optimizer.method=galore", "optimizer.options.rank=64"], "rank=64 exceeds the smaller side"),
     (["optimizer.method=galore", "optimizer.options.bogus=1"], "{'bogus': 1}"),
     (["optimizer.learning_rate=-1"], "optimizer.learning_rate=-1.0 must be positive"),
     (["optimizer.b1=high"], "optimizer.b1='high' is not a number"),
