@@ -2,6 +2,8 @@
 
     lowrank-jax train [--config FILE ...] [--accept-changes] [key=value ...]
                                                              train (or resume) a run
+    lowrank-jax train --print-config [--config FILE ...] [key=value ...]
+                                                             every key: value and meaning
     lowrank-jax eval --checkpoint RUN_DIR [--step N]         validation perplexity
     lowrank-jax export --checkpoint RUN_DIR --out DIR        HF LlamaForCausalLM + tokenizer
     lowrank-jax memory [--sizes ...] [--methods ...] [--dtype bf16] [--devices 1 8] [--out DIR]
@@ -45,6 +47,12 @@ def _parser() -> argparse.ArgumentParser:
       default=[],
       metavar="FILE",
       help="YAML config file; repeat to layer several (later ones win)",
+  )
+  train.add_argument(
+      "--print-config",
+      action="store_true",
+      help="print the full resolved config as YAML, every key with its value and meaning "
+      "(the chosen method's options included), and exit; it reads back with --config",
   )
   train.add_argument(
       "--accept-changes",
@@ -155,12 +163,16 @@ def _train(args) -> None:
   import jax
 
   from lowrank_jax.optim.linalg import single_threaded_lapack
+  from lowrank_jax.train.annotated import annotated_yaml
   from lowrank_jax.train.config import load_config
   from lowrank_jax.train.loop import train
   from lowrank_jax.train.metrics import format_summary
 
   single_threaded_lapack()  # this process is ours: LAPACK on one thread of XLA's pool
   config = load_config(args.config, args.overrides)
+  if args.print_config:
+    print(annotated_yaml(config), end="")
+    return
   summary = train(config, args.accept_changes)  # connects the processes first
   if jax.process_index():  # the other processes of a multi-host run print nothing
     return

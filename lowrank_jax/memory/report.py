@@ -44,13 +44,6 @@ from lowrank_jax.memory.measured import (
 )
 from lowrank_jax.train.methods import METHODS
 
-# Dense-model methods whose optimizer takes a ``rank`` option (the others ignore the rank).
-RANK_OPTION_METHODS = ("galore", "fira", "golore", "apollo")
-# Options a method cannot be built without; they do not change its state's shapes.
-REQUIRED_OPTIONS = {
-    "golore": ["optimizer.options.random_from_step=1000"],
-    "loro": ["optimizer.options.every=500"],
-}
 DTYPES = ("fp32", "bf16", "mixed")
 GB = 1e9
 CITATION = "arXiv 2505.22922, Sec. 5"  # the count: weights + optimizer state
@@ -118,10 +111,14 @@ def case_config(
 
 
 def _method_overrides(method: str, rank: int) -> list[str]:
-  overrides = list(REQUIRED_OPTIONS.get(method, []))
-  if method in RANK_OPTION_METHODS:
+  """The paper's rank where the method has one: an option of its optimizer (the projected
+  methods) or the rank of its factorized linears."""
+  if method not in METHODS:
+    return []  # get_method names the unknown method
+  overrides = []
+  if "rank" in METHODS[method].option_names:
     overrides.append(f"optimizer.options.rank={rank}")
-  if method in METHODS and METHODS[method].linear_kind != "dense":
+  if METHODS[method].linear_kind != "dense":
     overrides.append(f"model.linear.rank={rank}")
   return overrides
 

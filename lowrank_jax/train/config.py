@@ -1,8 +1,9 @@
 """The training configuration: one tree of frozen dataclasses, from YAML and ``key=value``.
 
-A run is described by :class:`TrainConfig`; its sections are small dataclasses that check
-their own values. :func:`load_config` reads YAML files (later files override earlier ones)
-and then dotted ``key=value`` overrides whose values are parsed as YAML scalars:
+A run is described by :class:`TrainConfig`; its sections are small dataclasses whose fields
+declare their types and bounds (:func:`~lowrank_jax.train.fields.setting`), checked on
+construction. :func:`load_config` reads YAML files (later files override earlier ones) and
+then dotted ``key=value`` overrides whose values are parsed as YAML scalars:
 
 >>> cfg = load_config(overrides=["optimizer.learning_rate=0.01", "model.preset=60m"])
 >>> cfg.optimizer.learning_rate, cfg.model.preset
@@ -11,27 +12,46 @@ and then dotted ``key=value`` overrides whose values are parsed as YAML scalars:
 Traceback (most recent call last):
 ...
 ValueError: unknown config key 'optimizer.lr'; allowed: optimizer.b1, optimizer.b2, ...
+>>> load_config(overrides=["optimizer.learning_rate=inf"])
+Traceback (most recent call last):
+...
+ValueError: optimizer.learning_rate=inf must be a finite number > 0
 
-Every error is one line naming the bad key or value, raised before anything runs.
+Every error is one line naming the bad key, value or file line, raised before anything runs.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
-import types
 import typing
-from typing import Any
+from typing import Any, ClassVar
 from collections.abc import Sequence
 
 import yaml
 
 from lowrank_jax.data.config import DataConfig
 from lowrank_jax.models import DtypePolicy, LinearConfig, LlamaConfig
+from lowrank_jax.train.fields import check_fields, coerce, setting
+from lowrank_jax.train.methods import PAPER_RESTART_EVERY, get_method
+
+
+class _Section:
+  """A config section: checks its fields' declared bounds (named ``key.field``), then the
+  rules that relate several fields (:meth:`_check_together`)."""
+
+  key: ClassVar[str]
+
+  def __post_init__(self):
+    check_fields(self, f"{self.key}." if self.key else "")
+    self._check_together()
+
+  def _check_together(self) -> None:
+    pass
 
 
 @dataclasses.dataclass(frozen=True)
-class ModelSection:
+class ModelSection(_Section):
   """Which LLaMA to train.
 
   Attributes:
@@ -39,18 +59,19 @@ class ModelSection:
     dtype: dtype policy name: ``fp32``, ``bf16`` (pure bf16, the paper) or ``mixed``.
     scan_layers: stack the blocks and run them with ``lax.scan``.
     remat: rematerialise blocks in the backward pass.
-    linear: the linear parameterization, the fields of :class:`LinearConfig`.
+    linear: the linear parameterization, the fields of :class:`LinearConfig` (e.g. ``rank``).
     overrides: any other :class:`LlamaConfig` field, e.g. ``{num_layers: 2}``.
   """
 
+  key: ClassVar[str] = "model"
   preset: str = "nano"
   dtype: str = "fp32"
   scan_layers: bool = True
   remat: bool = False
-  linear: dict = dataclasses.field(default_factory=dict)
-  overrides: dict = dataclasses.field(default_factory=dict)
+  linear: dict = setting({})
+  overrides: dict = setting({})
 
-  def __post_init__(self):
+  def _check_together(self):
     DtypePolicy.named(self.dtype)
     allowed = {f.name for f in dataclasses.fields(LlamaConfig)} - {
         "dtype",
@@ -75,16 +96,19 @@ class ModelSection:
 
 
 @dataclasses.dataclass(frozen=True)
-class OptimizerSection:
+class OptimizerSection(_Section):
   """The training method and its hyperparameters.
 
   Attributes:
     method: ``adamw`` (full rank) or any method of :mod:`lowrank_jax.train.methods`.
     learning_rate: peak learning rate of the schedule.
     weight_decay: decoupled weight decay.
-    b1, b2, eps: Adam hyperparameters.
+    b1: Adam's first-moment decay.
+    b2: Adam's second-moment decay.
+    eps: Adam's denominator term.
     clip_norm: clip the global gradient norm to this value (``null``: no clipping, the paper).
-    options: method-specific arguments (e.g. ``rank``, ``update_proj_gap``, ``scale``).
+    options: the method's own options, declared by its options class in
+      :mod:`lowrank_jax.train.method_options` (e.g. ``rank``, ``update_proj_gap``, ``scale``).
     refactorize_every: weight refactorization period of a factorized method (0: off;
       ``null``: 200 for the ``*_restarts`` methods, else off).
     reset_every: momentum reset period of an Adam-based method (0: off; ``null``: 200 for
@@ -92,62 +116,41 @@ class OptimizerSection:
     recovery_steps: steps over which the learning rate recovers after a reset (paper: 10).
   """
 
+  key: ClassVar[str] = "optimizer"
   method: str = "adamw"
-  learning_rate: float = 1e-3
-  weight_decay: float = 0.0
-  b1: float = 0.9
-  b2: float = 0.999
-  eps: float = 1e-8
-  clip_norm: float | None = None
-  options: dict = dataclasses.field(default_factory=dict)
-  refactorize_every: int | None = None
-  reset_every: int | None = None
-  recovery_steps: int = 10
+  learning_rate: float = setting(1e-3, above=0)
+  weight_decay: float = setting(0.0, at_least=0)
+  b1: float = setting(0.9, at_least=0, below=1)
+  b2: float = setting(0.999, at_least=0, below=1)
+  eps: float = setting(1e-8, above=0)
+  clip_norm: float | None = setting(None, above=0)
+  options: dict = setting({})
+  refactorize_every: int | None = setting(None, at_least=0)
+  reset_every: int | None = setting(None, at_least=0)
+  recovery_steps: int = setting(10, at_least=2)
 
-  def __post_init__(self):
-    from lowrank_jax.train.methods import get_method  # the registry imports optim
-
+  def _check_together(self):
     method = get_method(self.method)
-    for name in ("refactorize_every", "reset_every"):
-      value = getattr(self, name)
-      if value is not None and (not isinstance(value, int) or value < 0):
-        raise ValueError(f"optimizer.{name}={value!r} must be an integer >= 0 or null")
+    method.parse_options(self.options)
     if self.refactorize_every and method.linear_kind in ("dense", "cola"):
       raise ValueError(
           f"optimizer.refactorize_every={self.refactorize_every} needs a method "
           f"with factors B A; {self.method!r} trains {method.linear_kind!r} linears"
       )
-    if self.reset_every and method.build.__name__ not in ("_adam_family", "_relora"):
+    if self.reset_every and not method.takes_reset_every:
       raise ValueError(
           f"optimizer.reset_every={self.reset_every} applies to Adam-based methods; "
           f"{self.method!r} is not one"
       )
-    if not isinstance(self.recovery_steps, int) or self.recovery_steps < 2:
-      raise ValueError(f"optimizer.recovery_steps={self.recovery_steps!r} must be an integer >= 2")
-    if (
-        self.reset_every
-        and method.build.__name__ == "_adam_family"
-        and self.recovery_steps > self.reset_every
-    ):
+    if self.reset_every and method.adam_family and self.recovery_steps > self.reset_every:
       raise ValueError(
           f"optimizer.recovery_steps={self.recovery_steps} exceeds "
           f"optimizer.reset_every={self.reset_every}"
       )
-    if not self.learning_rate > 0:
-      raise ValueError(f"optimizer.learning_rate={self.learning_rate!r} must be positive")
-    if self.weight_decay < 0:
-      raise ValueError(f"optimizer.weight_decay={self.weight_decay!r} must be >= 0")
-    for name in ("b1", "b2"):
-      if not 0 <= getattr(self, name) < 1:
-        raise ValueError(f"optimizer.{name}={getattr(self, name)!r} must be in [0, 1)")
-    if not self.eps > 0:
-      raise ValueError(f"optimizer.eps={self.eps!r} must be positive")
-    if self.clip_norm is not None and not self.clip_norm > 0:
-      raise ValueError(f"optimizer.clip_norm={self.clip_norm!r} must be positive or null")
 
 
 @dataclasses.dataclass(frozen=True)
-class ScheduleSection:
+class ScheduleSection(_Section):
   """Steps and the learning-rate schedule (paper: 10% linear warmup, cosine to 10%).
 
   Attributes:
@@ -159,27 +162,16 @@ class ScheduleSection:
       device count); the global batch must divide by it.
   """
 
-  total_steps: int = 1000
-  warmup_ratio: float = 0.1
-  min_lr_ratio: float = 0.1
-  kind: str = "cosine"
-  grad_accum: int = 1
-
-  def __post_init__(self):
-    if not isinstance(self.total_steps, int) or self.total_steps < 1:
-      raise ValueError(f"schedule.total_steps={self.total_steps!r} must be a positive integer")
-    if not 0 <= self.warmup_ratio < 1:
-      raise ValueError(f"schedule.warmup_ratio={self.warmup_ratio!r} must be in [0, 1)")
-    if not 0 <= self.min_lr_ratio <= 1:
-      raise ValueError(f"schedule.min_lr_ratio={self.min_lr_ratio!r} must be in [0, 1]")
-    if self.kind not in ("cosine", "constant"):
-      raise ValueError(f"schedule.kind={self.kind!r} is unknown; allowed: cosine, constant")
-    if not isinstance(self.grad_accum, int) or self.grad_accum < 1:
-      raise ValueError(f"schedule.grad_accum={self.grad_accum!r} must be a positive integer")
+  key: ClassVar[str] = "schedule"
+  total_steps: int = setting(1000, at_least=1)
+  warmup_ratio: float = setting(0.1, at_least=0, below=1)
+  min_lr_ratio: float = setting(0.1, at_least=0, at_most=1)
+  kind: str = setting("cosine", choices=("cosine", "constant"))
+  grad_accum: int = setting(1, at_least=1)
 
 
 @dataclasses.dataclass(frozen=True)
-class MeshSection:
+class MeshSection(_Section):
   """Device mesh axis sizes; one of them may be -1 (fill with the remaining devices).
 
   Attributes:
@@ -188,13 +180,14 @@ class MeshSection:
     tensor: tensor parallelism over heads and the MLP width.
   """
 
-  data: int = -1
-  fsdp: int = 1
-  tensor: int = 1
+  key: ClassVar[str] = "mesh"
+  data: int = setting(-1, at_least=-1)
+  fsdp: int = setting(1, at_least=-1)
+  tensor: int = setting(1, at_least=-1)
 
-  def __post_init__(self):
+  def _check_together(self):
     sizes = (self.data, self.fsdp, self.tensor)
-    if any(s != -1 and (not isinstance(s, int) or s < 1) for s in sizes) or sizes.count(-1) > 1:
+    if 0 in sizes or sizes.count(-1) > 1:
       raise ValueError(
           f"mesh=(data={self.data}, fsdp={self.fsdp}, tensor={self.tensor}) is "
           "invalid: sizes are positive integers, at most one may be -1"
@@ -217,7 +210,7 @@ class MeshSection:
 
 
 @dataclasses.dataclass(frozen=True)
-class CheckpointSection:
+class CheckpointSection(_Section):
   """Orbax checkpoints.
 
   Attributes:
@@ -226,19 +219,14 @@ class CheckpointSection:
     async_save: write checkpoints in the background while training continues.
   """
 
-  every: int = 500
-  keep: int = 2
+  key: ClassVar[str] = "checkpoint"
+  every: int = setting(500, at_least=0)
+  keep: int = setting(2, at_least=1)
   async_save: bool = True
-
-  def __post_init__(self):
-    if not isinstance(self.every, int) or self.every < 0:
-      raise ValueError(f"checkpoint.every={self.every!r} must be an integer >= 0")
-    if not isinstance(self.keep, int) or self.keep < 1:
-      raise ValueError(f"checkpoint.keep={self.keep!r} must be a positive integer")
 
 
 @dataclasses.dataclass(frozen=True)
-class EvalSection:
+class EvalSection(_Section):
   """Validation perplexity.
 
   Attributes:
@@ -248,19 +236,14 @@ class EvalSection:
       code (biased low); off by default, which gives the correct mean.
   """
 
-  every: int = 0
-  batch_size: int = 64
+  key: ClassVar[str] = "eval"
+  every: int = setting(0, at_least=0)
+  batch_size: int = setting(64, at_least=1)
   references_divisor: bool = False
-
-  def __post_init__(self):
-    if not isinstance(self.every, int) or self.every < 0:
-      raise ValueError(f"eval.every={self.every!r} must be an integer >= 0")
-    if not isinstance(self.batch_size, int) or self.batch_size < 1:
-      raise ValueError(f"eval.batch_size={self.batch_size!r} must be a positive integer")
 
 
 @dataclasses.dataclass(frozen=True)
-class LoggingSection:
+class LoggingSection(_Section):
   """Metrics and progress.
 
   Attributes:
@@ -269,17 +252,14 @@ class LoggingSection:
     tensorboard: write TensorBoard event files (tensorboardX).
   """
 
-  every: int = 10
+  key: ClassVar[str] = "logging"
+  every: int = setting(10, at_least=1)
   progress: bool = True
   tensorboard: bool = True
 
-  def __post_init__(self):
-    if not isinstance(self.every, int) or self.every < 1:
-      raise ValueError(f"logging.every={self.every!r} must be a positive integer")
-
 
 @dataclasses.dataclass(frozen=True)
-class FaultsSection:
+class FaultsSection(_Section):
   """Tolerance of non-finite steps, and fault injection for tests.
 
   A step whose loss or gradient norm is NaN or Inf is skipped (the state keeps its values);
@@ -292,21 +272,14 @@ class FaultsSection:
     inf_grad_steps: testing only: steps whose gradient is made +Inf inside the jitted step.
   """
 
-  max_bad_steps: int = 10
-  nan_loss_steps: tuple[int, ...] = ()
-  inf_grad_steps: tuple[int, ...] = ()
-
-  def __post_init__(self):
-    if not isinstance(self.max_bad_steps, int) or self.max_bad_steps < 1:
-      raise ValueError(f"faults.max_bad_steps={self.max_bad_steps!r} must be a positive integer")
-    for name in ("nan_loss_steps", "inf_grad_steps"):
-      steps = getattr(self, name)
-      if not (isinstance(steps, tuple) and all(isinstance(s, int) and s >= 1 for s in steps)):
-        raise ValueError(f"faults.{name}={steps!r} must be a list of step numbers >= 1")
+  key: ClassVar[str] = "faults"
+  max_bad_steps: int = setting(10, at_least=1)
+  nan_loss_steps: tuple[int, ...] = setting((), at_least=1)
+  inf_grad_steps: tuple[int, ...] = setting((), at_least=1)
 
 
 @dataclasses.dataclass(frozen=True)
-class DistributedSection:
+class DistributedSection(_Section):
   """The processes of a multi-host run (see :mod:`lowrank_jax.train.distributed`).
 
   Every host runs the same command; left all unset (and ``auto`` off), the run is one
@@ -322,33 +295,23 @@ class DistributedSection:
     initialization_timeout: seconds to wait for every process to connect.
   """
 
+  key: ClassVar[str] = "distributed"
   auto: bool = False
   coordinator_address: str | None = None
-  num_processes: int | None = None
-  process_id: int | None = None
-  initialization_timeout: int = 300
+  num_processes: int | None = setting(None, at_least=1)
+  process_id: int | None = setting(None, at_least=0)
+  initialization_timeout: int = setting(300, at_least=1)
 
-  def __post_init__(self):
-    if not isinstance(self.auto, bool):
-      raise ValueError(f"distributed.auto={self.auto!r} must be true or false")
+  def _check_together(self):
     address = self.coordinator_address
     if address is not None:
-      host, _, port = str(address).rpartition(":")
-      if not (isinstance(address, str) and host and port.isdigit() and 0 < int(port) < 65536):
+      host, _, port = address.rpartition(":")
+      if not (host and port.isdigit() and 0 < int(port) < 65536):
         raise ValueError(f"distributed.coordinator_address={address!r} must be HOST:PORT")
-    for name, least in (("num_processes", 1), ("process_id", 0)):
-      value = getattr(self, name)
-      if value is not None and (type(value) is not int or value < least):
-        raise ValueError(f"distributed.{name}={value!r} must be an integer >= {least} or null")
     if None not in (self.num_processes, self.process_id) and self.process_id >= self.num_processes:
       raise ValueError(
           f"distributed.process_id={self.process_id} must be below "
           f"distributed.num_processes={self.num_processes}"
-      )
-    timeout = self.initialization_timeout
-    if type(timeout) is not int or timeout < 1:
-      raise ValueError(
-          f"distributed.initialization_timeout={timeout!r} must be a positive " "integer (seconds)"
       )
 
 
@@ -359,15 +322,20 @@ NANO_DATA = DataConfig(
 
 
 @dataclasses.dataclass(frozen=True)
-class TrainConfig:
+class TrainConfig(_Section):
   """A whole run. ``run_dir`` holds checkpoints, metrics and plots; an existing one resumes.
 
   The defaults are the embedded nano run; the paper's runs are YAML files in
   ``experiments/configs/``.
+
+  Attributes:
+    run_dir: the run directory (see :mod:`lowrank_jax.train.run_dir`).
+    seed: initialisation seed of the model (the data order has its own, ``data.seed``).
   """
 
+  key: ClassVar[str] = ""
   run_dir: str = "runs/nano"
-  seed: int = 0
+  seed: int = setting(0, at_least=0)
   model: ModelSection = ModelSection()
   data: DataConfig = NANO_DATA
   optimizer: OptimizerSection = OptimizerSection(learning_rate=3e-3)
@@ -379,23 +347,20 @@ class TrainConfig:
   faults: FaultsSection = FaultsSection()
   distributed: DistributedSection = DistributedSection()
 
-  def __post_init__(self):
+  def _check_together(self):
     batch, accum = self.data.global_batch_size, self.schedule.grad_accum
     if batch % accum:
       raise ValueError(
-          f"data.global_batch_size={batch} is not divisible by " f"schedule.grad_accum={accum}"
+          f"data.global_batch_size={batch} is not divisible by schedule.grad_accum={accum}"
       )
     model = self.model_config()
     if self.data.seq_len > model.max_seq_len:
       raise ValueError(
-          f"data.seq_len={self.data.seq_len} exceeds the model's "
-          f"max_seq_len={model.max_seq_len}"
+          f"data.seq_len={self.data.seq_len} exceeds the model's max_seq_len={model.max_seq_len}"
       )
 
   def model_config(self) -> LlamaConfig:
     """The model, its target linears parameterized as the method needs (e.g. low-rank)."""
-    from lowrank_jax.train.methods import get_method
-
     kind = get_method(self.optimizer.method).linear_kind
     chosen = self.model.linear.get("kind", kind)
     if chosen != kind:
@@ -408,23 +373,19 @@ class TrainConfig:
     )
 
   def optimizer_section(self) -> OptimizerSection:
-    """The optimizer section with the method's default restart periods filled in."""
-    from lowrank_jax.train.methods import PAPER_RESTART_EVERY, get_method
-
+    """The optimizer section with the method's defaults that depend on the run filled in:
+    the restart periods, and the options' (e.g. GoLore's length of training)."""
     method = get_method(self.optimizer.method)
     defaults = {
         "refactorize_every": PAPER_RESTART_EVERY if method.restarts else 0,
         "reset_every": PAPER_RESTART_EVERY if method.restarts or method.merge_lora else 0,
     }
-    return dataclasses.replace(
-        self.optimizer,
-        **{
-            name: default
-            if getattr(self.optimizer, name) is None
-            else getattr(self.optimizer, name)
-            for name, default in defaults.items()
-        },
-    )
+    filled = {
+        name: default if getattr(self.optimizer, name) is None else getattr(self.optimizer, name)
+        for name, default in defaults.items()
+    }
+    options = method.parse_options(self.optimizer.options).for_run(self.schedule.total_steps)
+    return dataclasses.replace(self.optimizer, options=dataclasses.asdict(options), **filled)
 
 
 def _keys(cls, prefix: str = "") -> list[str]:
@@ -442,7 +403,7 @@ def _build(cls, values: dict[str, Any], prefix: str = ""):
   """Builds dataclass ``cls`` from a nested dict, rejecting unknown keys."""
   if not isinstance(values, dict):
     raise ValueError(
-        f"config section {prefix.rstrip('.') or '<root>'!r} must be a mapping, " f"got {values!r}"
+        f"config section {prefix.rstrip('.') or '<root>'!r} must be a mapping, got {values!r}"
     )
   hints = typing.get_type_hints(cls)
   names = {f.name for f in dataclasses.fields(cls)}
@@ -450,7 +411,7 @@ def _build(cls, values: dict[str, Any], prefix: str = ""):
     if key not in names:
       full = f"{prefix}{key}"
       raise ValueError(
-          f"unknown config key {full!r}; allowed: " f"{', '.join(sorted(_keys(cls, prefix)))}"
+          f"unknown config key {full!r}; allowed: {', '.join(sorted(_keys(cls, prefix)))}"
       )
   kwargs = {}
   for key, value in values.items():
@@ -460,21 +421,8 @@ def _build(cls, values: dict[str, Any], prefix: str = ""):
     elif typing.get_origin(hint) is tuple and isinstance(value, list):
       kwargs[key] = tuple(value)
     else:
-      kwargs[key] = _coerce(hint, value, f"{prefix}{key}")
+      kwargs[key] = coerce(hint, value, f"{prefix}{key}")
   return cls(**kwargs)
-
-
-def _coerce(hint, value, key: str):
-  """Float fields take ints and YAML-1.1 strings such as ``1e-3``; other values pass as is."""
-  floats = hint is float or (
-      typing.get_origin(hint) in (typing.Union, types.UnionType) and float in typing.get_args(hint)
-  )
-  if not floats or value is None or isinstance(value, bool):
-    return value
-  try:
-    return float(value)
-  except (TypeError, ValueError):
-    raise ValueError(f"{key}={value!r} is not a number") from None
 
 
 def _merge(base: dict, update: dict) -> dict:
@@ -487,13 +435,66 @@ def _merge(base: dict, update: dict) -> dict:
   return merged
 
 
+def _yaml_problem(error: yaml.YAMLError) -> str:
+  """``line L, column C: what is wrong`` of a YAML syntax error."""
+  problem = getattr(error, "problem", None) or str(error).split("\n")[0]
+  if "'\\t'" in problem:
+    problem = "a tab, where YAML allows only spaces (indent with spaces)"
+  mark = getattr(error, "problem_mark", None)
+  where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
+  return where + problem
+
+
+def read_yaml_file(path: str) -> dict:
+  """The mapping of config keys in the YAML file ``path``.
+
+  Raises:
+    ValueError: one line naming the file (and the line) when it is missing, unreadable,
+      binary or not UTF-8, not valid YAML, or holds something other than a mapping.
+  """
+  try:
+    with open(path, "rb") as f:
+      raw = f.read()
+  except FileNotFoundError:
+    raise ValueError(f"config file {path!r} does not exist") from None
+  except OSError as error:
+    raise ValueError(f"config file {path!r} cannot be read: {error.strerror}") from None
+  if b"\0" in raw:
+    line = raw[: raw.index(b"\0")].count(b"\n") + 1
+    raise ValueError(f"config file {path!r} is binary, not YAML text (a NUL byte on line {line})")
+  try:
+    text = raw.decode("utf-8")
+  except UnicodeDecodeError as error:
+    line = raw[: error.start].count(b"\n") + 1
+    raise ValueError(
+        f"config file {path!r}, line {line}: byte 0x{raw[error.start]:02x} is not UTF-8; "
+        "save the file as UTF-8 text"
+    ) from None
+  try:
+    values = yaml.safe_load(text)
+  except yaml.YAMLError as error:
+    raise ValueError(f"config file {path!r}, {_yaml_problem(error)}") from None
+  if values is None:
+    return {}
+  if not isinstance(values, dict):
+    raise ValueError(
+        f"config file {path!r} must hold a mapping of config keys (e.g. 'optimizer: ...'), "
+        f"not a {type(values).__name__}"
+    )
+  return values
+
+
 def parse_override(override: str) -> dict:
   """``"a.b=1"`` -> ``{"a": {"b": 1}}`` (the value parsed as YAML)."""
   key, sep, raw = override.partition("=")
-  if not sep or not key:
+  parts = key.split(".")
+  if not sep or not all(part.strip() for part in parts):
     raise ValueError(f"override {override!r} is not of the form key=value")
-  value = yaml.safe_load(raw) if raw else ""
-  for part in reversed(key.split(".")):
+  try:
+    value = yaml.safe_load(raw) if raw else ""
+  except yaml.YAMLError as error:
+    raise ValueError(f"override {override!r} has a bad value: {_yaml_problem(error)}") from None
+  for part in reversed(parts):
     value = {part: value}
   return value
 
@@ -508,17 +509,12 @@ def load_config(
   """
   values = to_dict(TrainConfig()) if base is None else base
   for path in paths:
-    try:
-      with open(path) as f:
-        loaded = yaml.safe_load(f) or {}
-    except FileNotFoundError:
-      raise ValueError(f"config file {path!r} does not exist") from None
-    values = _merge(values, loaded)
+    values = _merge(values, read_yaml_file(path))
   for override in overrides:
     values = _merge(values, parse_override(override))
   return _build(TrainConfig, values)
 
 
 def to_dict(config: TrainConfig) -> dict:
-  """The config as plain YAML-friendly data (tuples become lists)."""
-  return yaml.safe_load(yaml.safe_dump(dataclasses.asdict(config)))
+  """The config as plain YAML-friendly data (tuples become lists), in field order."""
+  return yaml.safe_load(yaml.safe_dump(dataclasses.asdict(config), sort_keys=False))

@@ -22,8 +22,20 @@ import optax
 
 from lowrank_jax import optim
 from lowrank_jax.train import applied
-from lowrank_jax.optim.projection_options import check_projection_options
 from lowrank_jax.optim.tree_utils import path_names
+from lowrank_jax.train.method_options import (
+    ApolloMiniOptions,
+    ApolloOptions,
+    FiraOptions,
+    GaLoreOptions,
+    GoLoreOptions,
+    LoroOptions,
+    NoOptions,
+    ReloraOptions,
+    SpamOptions,
+    StableSpamOptions,
+    parse_options,
+)
 
 TARGET_LINEARS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
@@ -50,6 +62,8 @@ class Method:
       (``K = reset_every``).
     record: ``record(schedule, section) -> record(count)``, what each update applies: its
       learning rates and the method's events (:mod:`lowrank_jax.train.applied`).
+    options: the class of its ``optimizer.options`` (:mod:`lowrank_jax.train.method_options`).
+    factory: the :mod:`lowrank_jax.optim` factory it builds, if not AdamW's chain.
   """
 
   build: Callable
@@ -57,6 +71,26 @@ class Method:
   restarts: bool = False
   merge_lora: bool = False
   record: Callable = applied.adam_family
+  options: type = NoOptions
+  factory: Callable | None = None
+
+  @property
+  def adam_family(self) -> bool:
+    """AdamW on every parameter, which momentum resets and refactorization wrap."""
+    return self.build is _adam_family
+
+  @property
+  def takes_reset_every(self) -> bool:
+    """``optimizer.reset_every`` applies: the Adam family's resets, ReLoRA's merges."""
+    return self.build in (_adam_family, _relora)
+
+  @property
+  def option_names(self) -> tuple[str, ...]:
+    return tuple(field.name for field in dataclasses.fields(self.options))
+
+  def parse_options(self, values: dict):
+    """``optimizer.options`` as an instance of :attr:`options` (raises naming a bad one)."""
+    return parse_options(self.options, values)
 
 
 def _adam_family(schedule, section, mesh=None) -> optax.GradientTransformation:
@@ -86,7 +120,6 @@ def _relora(schedule, section, mesh=None) -> optax.GradientTransformation:
   jagged rate re-warming over ``options.restart_warmup_steps``
   (:func:`~lowrank_jax.train.applied.relora_learning_rate`)."""
   del mesh  # nothing to spread
-  options = {k: v for k, v in section.options.items() if k != "restart_warmup_steps"}
   return optim.relora(
       applied.relora_learning_rate(schedule, section),
       section.reset_every,
@@ -95,37 +128,14 @@ def _relora(schedule, section, mesh=None) -> optax.GradientTransformation:
       eps=section.eps,
       weight_decay=section.weight_decay,
       adapters=target_mask,
-      **options,
+      **parse_options(ReloraOptions, section.options).factory_kwargs(),
   )
 
 
-def projection_options(values: dict, mesh=None) -> optim.ProjectionOptions:
-  """``optimizer.options.projection`` (a YAML mapping) as :class:`ProjectionOptions`.
+def _projected(factory: Callable, options: type) -> Method:
+  """A projected method: ``factory`` projects the target linears, with ``options``."""
 
-  ``refresh_axes`` spreads the projector refreshes over those axes of the run's ``mesh``.
-
-  >>> projection_options({"refresh": "randomized", "refresh_axes": ["fsdp"]}).refresh_axes
-  ('fsdp',)
-  """
-  fields = optim.ProjectionOptions._fields
-  unknown = sorted(set(values) - set(fields) - {"refresh_mesh"})
-  if unknown:
-    raise ValueError(
-        f"optimizer.options.projection has unknown key {unknown[0]!r}; allowed: "
-        f"{sorted(set(fields) - {'refresh_mesh', 'dimension_numbers'})}"
-    )
-  values = dict(values)
-  if values.get("refresh_axes") is not None:
-    values["refresh_axes"] = tuple(values["refresh_axes"])
-    values["refresh_mesh"] = mesh
-  return check_projection_options(optim.ProjectionOptions(**values))
-
-
-def _projected(factory: Callable) -> Callable:
   def build(schedule, section, mesh=None):
-    options = dict(section.options)
-    if "projection" in options:
-      options["options"] = projection_options(options.pop("projection"), mesh)
     return factory(
         schedule,
         b1=section.b1,
@@ -133,15 +143,15 @@ def _projected(factory: Callable) -> Callable:
         eps=section.eps,
         weight_decay=section.weight_decay,
         projection_mask=target_mask,
-        **options,
+        **parse_options(options, section.options).factory_kwargs(mesh),
     )
 
-  return build
+  return Method(build, record=applied.projected(factory), options=options, factory=factory)
 
 
-def _every_parameter(factory: Callable) -> Callable:
-  """A method that routes the parameters itself: the Adam hyperparameters and
-  ``section.options`` (e.g. LoRO's period ``every``) go to its factory."""
+def _every_parameter(factory: Callable, options: type, record: Callable, **kinds) -> Method:
+  """A method that routes the parameters itself: the Adam hyperparameters and its
+  ``options`` (e.g. LoRO's period ``every``) go to ``factory``."""
 
   def build(schedule, section, mesh=None):
     del mesh  # nothing to spread
@@ -151,32 +161,37 @@ def _every_parameter(factory: Callable) -> Callable:
         b2=section.b2,
         eps=section.eps,
         weight_decay=section.weight_decay,
-        **section.options,
+        **parse_options(options, section.options).factory_kwargs(),
     )
 
-  return build
+  return Method(build, record=record, options=options, factory=factory, **kinds)
 
 
 METHODS: dict[str, Method] = {
     "adamw": Method(_adam_family),
     "full_rank": Method(_adam_family),
-    "galore": Method(_projected(optim.galore), record=applied.projected(optim.galore)),
-    "fira": Method(_projected(optim.fira), record=applied.projected(optim.fira)),
-    "apollo": Method(_projected(optim.apollo), record=applied.projected(optim.apollo)),
-    "apollo_mini": Method(
-        _projected(optim.apollo_mini), record=applied.projected(optim.apollo_mini)
-    ),
-    "golore": Method(_projected(optim.golore), record=applied.projected(optim.golore)),
-    "spam": Method(_every_parameter(optim.spam), record=applied.spam),
-    "stable_spam": Method(_every_parameter(optim.stable_spam), record=applied.stable_spam),
+    "galore": _projected(optim.galore, GaLoreOptions),
+    "fira": _projected(optim.fira, FiraOptions),
+    "apollo": _projected(optim.apollo, ApolloOptions),
+    "apollo_mini": _projected(optim.apollo_mini, ApolloMiniOptions),
+    "golore": _projected(optim.golore, GoLoreOptions),
+    "spam": _every_parameter(optim.spam, SpamOptions, applied.spam),
+    "stable_spam": _every_parameter(optim.stable_spam, StableSpamOptions, applied.stable_spam),
     "low_rank": Method(_adam_family, "lowrank"),
     "low_rank_restarts": Method(_adam_family, "lowrank", restarts=True),
     "lora": Method(_adam_family, "lora"),
-    "relora": Method(_relora, "lora", merge_lora=True, record=applied.relora),
+    "relora": Method(
+        _relora,
+        "lora",
+        merge_lora=True,
+        record=applied.relora,
+        options=ReloraOptions,
+        factory=optim.relora,
+    ),
     "sltrain": Method(_adam_family, "sltrain"),
     "sltrain_restarts": Method(_adam_family, "sltrain", restarts=True),
     "cola": Method(_adam_family, "cola"),
-    "loro": Method(_every_parameter(optim.loro), "lowrank", record=applied.loro),
+    "loro": _every_parameter(optim.loro, LoroOptions, applied.loro, linear_kind="lowrank"),
 }
 
 PAPER_RESTART_EVERY = 200
@@ -191,13 +206,7 @@ def get_method(name: str) -> Method:
 def build_optimizer(section, schedule: optax.Schedule, mesh=None) -> optax.GradientTransformation:
   """The transform of ``section.method``, with global-norm clipping first if configured;
   ``mesh`` is the run's (a projected method may spread its refreshes over it)."""
-  method = get_method(section.method)
-  try:
-    tx = method.build(schedule, section, mesh)
-  except TypeError as error:  # an option the method does not take
-    raise ValueError(
-        f"optimizer.options={section.options!r} do not fit method " f"{section.method!r}: {error}"
-    ) from None
+  tx = get_method(section.method).build(schedule, section, mesh)
   if section.clip_norm is not None:
     tx = optax.chain(optax.clip_by_global_norm(section.clip_norm), tx)
   return tx

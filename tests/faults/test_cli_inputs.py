@@ -10,10 +10,35 @@ from fault_helpers import file_hashes, overrides
 # (extra train overrides, text the error must contain); the tests see 8 devices.
 BAD_TRAIN_INPUTS = [
     (["optimizer.method=sgdx"], "optimizer.method='sgdx' is unknown"),
-    (["optimizer.method=galore", "optimizer.options.rank=0"], "got 0"),
-    (["optimizer.method=galore", "optimizer.options.rank=64"], "rank=64 exceeds the smaller side"),
-    (["optimizer.method=galore", "optimizer.options.bogus=1"], "{'bogus': 1}"),
-    (["optimizer.learning_rate=-1"], "optimizer.learning_rate=-1.0 must be positive"),
+    (
+        ["optimizer.method=galore", "optimizer.options.rank=0"],
+        "optimizer.options.rank=0 must be an integer >= 1",
+    ),
+    (
+        ["optimizer.method=galore", "optimizer.options.rank=64"],
+        "rank=64 exceeds the smaller side (32) of the projected leaf",
+    ),
+    (
+        ["optimizer.method=galore", "optimizer.options.bogus=1"],
+        "unknown option optimizer.options.bogus; allowed: rank, update_proj_gap, scale",
+    ),
+    (
+        ["optimizer.method=galore", "optimizer.options.scale=abc"],
+        "optimizer.options.scale='abc' is not a number",
+    ),
+    (["optimizer.learning_rate=-1"], "optimizer.learning_rate=-1.0 must be a finite number > 0"),
+    (["optimizer.learning_rate=inf"], "optimizer.learning_rate=inf must be a finite number > 0"),
+    (["optimizer.learning_rate=nan"], "optimizer.learning_rate=nan must be a finite number > 0"),
+    (["optimizer.clip_norm=.inf"], "optimizer.clip_norm=inf must be a finite number > 0 or null"),
+    (["schedule.total_steps=1e3"], "schedule.total_steps='1e3' must be an integer >= 1"),
+    (["schedule.total_steps=true"], "schedule.total_steps=True must be an integer >= 1"),
+    (["schedule.kind=linear"], "schedule.kind='linear' is unknown; allowed: cosine, constant"),
+    (["logging.progress=maybe"], "logging.progress='maybe' must be true or false"),
+    (["faults.nan_loss_steps=[0]"], "faults.nan_loss_steps=(0,) must be a list of integers >= 1"),
+    (["seed=-1"], "seed=-1 must be an integer >= 0"),
+    (["optimizer=adamw"], "config section 'optimizer' must be a mapping, got 'adamw'"),
+    (["optimizer.learning_rate=[0.1"], "override 'optimizer.learning_rate=[0.1' has a bad value"),
+    (["optimizer..learning_rate=0.1"], "is not of the form key=value"),
     (["optimizer.b1=high"], "optimizer.b1='high' is not a number"),
     (["optimizer.lr=0.1"], "unknown config key 'optimizer.lr'"),
     (["mesh.data=3"], "mesh shape (3, 1, 1) needs 3 devices; 8 are available"),
@@ -47,6 +72,20 @@ BAD_TRAIN_INPUTS = [
 ]
 
 
+# (the bytes of a --config file, text the error must contain besides the file's name)
+BAD_CONFIG_FILES = [
+    (b"optimizer:\n\tmethod: galore\n", "line 2, column 1: a tab, where YAML allows only spaces"),
+    (b"optimizer:\n  method: [galore\n", "line 3, column 1: "),
+    (b"optimizer: {method: galore\nschedule: 1\n", "line 2"),
+    (b"- optimizer.method=galore\n", "must hold a mapping of config keys"),
+    (b"3\n", "must hold a mapping of config keys (e.g. 'optimizer: ...'), not a int"),
+    (b"optimizer:\n  method: gal\xe9re\n", "line 2: byte 0xe9 is not UTF-8"),
+    (b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR", "is binary, not YAML text (a NUL byte on line 3)"),
+    (b"optimizer:\n  learning_rate: .inf\n", "optimizer.learning_rate=inf must be a finite number"),
+    (b"optimizer:\n  - learning_rate\n", "config section 'optimizer' must be a mapping"),
+]
+
+
 def error_line(capsys) -> str:
   err = capsys.readouterr().err
   assert err.count("\n") == 1 and "Traceback" not in err, err
@@ -65,6 +104,24 @@ def test_bad_train_input(extra, expected, tmp_path, capsys):
   assert main(["train", *overrides(run_dir, *extra)]) == 2
   assert expected in error_line(capsys)
   assert not run_dir.exists()
+
+
+@pytest.mark.parametrize(
+    "content,expected", BAD_CONFIG_FILES, ids=[expected for _, expected in BAD_CONFIG_FILES]
+)
+def test_bad_config_file(content, expected, tmp_path, capsys):
+  path = tmp_path / "run.yaml"
+  path.write_bytes(content)
+  run_dir = tmp_path / "run"
+  assert main(["train", "--config", str(path), *overrides(run_dir)]) == 2
+  line = error_line(capsys)
+  assert expected in line and (str(path) in line or "optimizer" in expected)
+  assert not run_dir.exists()
+
+
+def test_a_config_path_that_is_a_directory(tmp_path, capsys):
+  assert main(["train", "--config", str(tmp_path), *overrides(tmp_path / "run")]) == 2
+  assert f"config file '{tmp_path}' cannot be read" in error_line(capsys)
 
 
 @pytest.fixture(scope="module")

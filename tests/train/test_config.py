@@ -29,7 +29,7 @@ def test_round_trip_through_dict():
     "override,message",
     [
         ("optimizer.lr=0.1", "unknown config key 'optimizer.lr'"),
-        ("optimizer.learning_rate=-1", "optimizer.learning_rate=-1.0 must be positive"),
+        ("optimizer.learning_rate=-1", "optimizer.learning_rate=-1.0 must be a finite number > 0"),
         ("schedule.total_steps=0", "schedule.total_steps=0"),
         ("model.preset=3b", "model preset '3b' is unknown"),
         ("model.overrides.depth=3", "unknown model override 'depth'"),
