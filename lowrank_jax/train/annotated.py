@@ -20,7 +20,7 @@ import typing
 
 import yaml
 
-from lowrank_jax.train.config import TrainConfig, to_dict
+from lowrank_jax.train.config import TrainConfig, resolved_dict
 from lowrank_jax.train.methods import get_method
 
 _ENTRY = re.compile(r"^(\s*)([\w, ]+):\s*(.*)$")
@@ -85,9 +85,7 @@ def key_meanings(config: TrainConfig) -> dict[str, str]:
 def annotated_yaml(config: TrainConfig) -> str:
   """``config`` as YAML that :func:`load_config` reads back, with every option of its
   method (defaults included), each key followed by ``# meaning``."""
-  values = to_dict(config)
-  options = get_method(config.optimizer.method).parse_options(config.optimizer.options)
-  values["optimizer"]["options"] = dataclasses.asdict(options)
+  values = resolved_dict(config)
   meanings = key_meanings(config)
   lines, path = ["# lowrank-jax train: the whole config; pass an edited copy with --config"], []
   for line in yaml.safe_dump(values, sort_keys=False, width=1000).splitlines():

@@ -518,3 +518,12 @@ def load_config(
 def to_dict(config: TrainConfig) -> dict:
   """The config as plain YAML-friendly data (tuples become lists), in field order."""
   return yaml.safe_load(yaml.safe_dump(dataclasses.asdict(config), sort_keys=False))
+
+
+def resolved_dict(config: TrainConfig) -> dict:
+  """:func:`to_dict` with every option of the method, its defaults included: an option left
+  unset and one set to its default describe the same run."""
+  values = to_dict(config)
+  options = get_method(config.optimizer.method).parse_options(config.optimizer.options)
+  values["optimizer"]["options"] = dataclasses.asdict(options)
+  return values

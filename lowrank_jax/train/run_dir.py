@@ -14,7 +14,8 @@ names its files through :class:`RunDir`::
       train.log, failed       the benchmark runner's log of the run, and its failure marker
 
 A run continues only with the config it started with. Before any checkpoint is opened,
-:meth:`RunDir.changes` compares the requested config with ``config.yaml``: a key that
+:meth:`RunDir.changes` compares the requested config with ``config.yaml`` (the method's
+options complete with their defaults on both sides): a key that
 shapes the trained state or the numbers (the model, the method and its options, the
 learning rate, the data, the seed) is refused, and so, unless asked for, is a key that may
 legitimately change mid-run (:data:`AMENDABLE`: more steps, another eval or checkpoint
@@ -40,7 +41,7 @@ from typing import Any
 
 import yaml
 
-from lowrank_jax.train.config import TrainConfig, load_config, to_dict
+from lowrank_jax.train.config import TrainConfig, load_config, resolved_dict, to_dict
 
 # Keys (or sections, ending in ".") a continued run may take new values of when asked to:
 # they change how long the run goes and what it records, not what a step computes.
@@ -164,7 +165,11 @@ class RunDir:
     if not self.holds_run():
       raise ValueError(f"{self.path!r} is not a run directory: it has no config.yaml")
     with open(self.config) as f:
-      return load_config(base=yaml.safe_load(f))
+      saved = yaml.safe_load(f)
+    try:
+      return load_config(base=saved)
+    except ValueError as error:
+      raise ValueError(f"{self.config} no longer loads: {error}") from None
 
   def read_summary(self) -> dict | None:
     if not os.path.exists(self.summary):
@@ -201,9 +206,7 @@ class RunDir:
       raise ValueError(f"run_dir {self.path!r} is a file, not a directory")
     if not self.holds_run():
       return []
-    with open(self.config) as f:
-      saved = yaml.safe_load(f)
-    changes = differences(saved, to_dict(config))
+    changes = differences(resolved_dict(self.saved_config()), resolved_dict(config))
     refused = [c for c in changes if not c.amendable]
     if refused:
       raise ValueError(

@@ -10,6 +10,9 @@ import sys
 import pytest
 import yaml
 
+from lowrank_jax.train.config import load_config
+from lowrank_jax.train.run_dir import RunDir
+
 from fault_helpers import file_hashes, loss_records, overrides
 
 STEPS_3 = "schedule.total_steps=3"
@@ -100,3 +103,18 @@ def test_more_steps_continue_the_records_exactly_and_are_recorded(run_dir):
   assert yaml.safe_load((run_dir / "config.yaml").read_text())["schedule"]["total_steps"] == 6
   (record,) = map(json.loads, (run_dir / "config_history.jsonl").read_text().splitlines())
   assert record["step"] == 3 and record["changes"] == {"schedule.total_steps": [3, 6]}
+
+
+def test_an_option_set_to_its_default_is_no_change(tmp_path):
+  """The comparison is of the runs, not of their spelling: GaLore's rank left unset is 128."""
+  run_dir = RunDir(str(tmp_path / "run"))
+  run_dir.start(load_config(overrides=started_with(run_dir)), [], None)
+  same = load_config(overrides=[*started_with(run_dir), "optimizer.options.rank=128"])
+  assert run_dir.changes(same) == []
+  other = load_config(overrides=[*started_with(run_dir), "optimizer.options.rank=64"])
+  with pytest.raises(ValueError, match=r"optimizer.options.rank \(128 -> 64\); choose a new"):
+    run_dir.changes(other)
+
+
+def started_with(run_dir: RunDir) -> list[str]:
+  return ["optimizer.method=galore", f"run_dir={run_dir.path}"]

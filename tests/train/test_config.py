@@ -1,8 +1,15 @@
 """Config loading: layering, overrides and one-line errors before anything runs."""
 
+import ast
+import dataclasses
+import inspect
+import typing
+
 import pytest
 
-from lowrank_jax.train.config import MeshSection, load_config, to_dict
+from lowrank_jax.data.config import DataConfig
+from lowrank_jax.train import config as config_module
+from lowrank_jax.train.config import MeshSection, TrainConfig, load_config, to_dict
 from lowrank_jax.train.methods import METHODS, build_optimizer, make_schedule
 
 
@@ -110,3 +117,33 @@ def test_every_shipped_experiment_config_loads():
           layered.optimizer_section(),
           make_schedule(layered.optimizer.learning_rate, layered.schedule),
       )
+
+
+def test_every_number_of_every_section_declares_its_bounds():
+  """Ranges live with the fields (fields.setting), checked by one generic check."""
+  sections = [
+      hint
+      for hint in typing.get_type_hints(TrainConfig).values()
+      if dataclasses.is_dataclass(hint) and hint is not DataConfig
+  ]
+  for section in [TrainConfig, *sections]:
+    hints = typing.get_type_hints(section)
+    for field in dataclasses.fields(section):
+      kinds = {
+          typing.get_origin(h) or h
+          for h in (typing.get_args(hints[field.name]) or [hints[field.name]])
+      }
+      if kinds & {int, float, tuple}:
+        assert field.metadata.get("bounds") is not None, f"{section.__name__}.{field.name}"
+
+
+def test_the_config_imports_the_method_registry_at_the_top():
+  tree = ast.parse(inspect.getsource(config_module))
+  nested = [
+      node
+      for function in ast.walk(tree)
+      if isinstance(function, (ast.FunctionDef, ast.AsyncFunctionDef))
+      for node in ast.walk(function)
+      if isinstance(node, (ast.Import, ast.ImportFrom))
+  ]
+  assert not nested, [ast.unparse(node) for node in nested]
