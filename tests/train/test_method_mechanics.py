@@ -32,6 +32,8 @@ from lowrank_jax.optim import (
 )
 from lowrank_jax.train.applied import EVENTS
 from lowrank_jax.train.config import load_config
+from lowrank_jax.train.loop import train
+from lowrank_jax.train.metrics import read_metrics
 from lowrank_jax.train.methods import METHODS
 from lowrank_jax.train.run import Run
 from lowrank_jax.train.state import init_train_state
@@ -76,24 +78,24 @@ ADAM_FAMILY = [name for name, method in METHODS.items() if method.build.__name__
 GALORE_FAMILY = ["galore", "fira", "apollo", "apollo_mini", "golore"]
 
 
+def tiny_overrides(method: str) -> list[str]:
+  factorized = METHODS[method].linear_kind != "dense"
+  return TINY + [
+      f"optimizer.method={method}",
+      f"optimizer.learning_rate={PEAK}",
+      f"schedule.total_steps={STEPS}",
+      f"schedule.warmup_ratio={WARMUP}",
+      f"schedule.min_lr_ratio={MIN_RATIO}",
+      *(["model.linear.rank=4"] if factorized else []),
+      *OVERRIDES.get(method, []),
+  ]
+
+
 @functools.cache
 def traced(method: str):
   """``(run, states, metrics)``: host copies of the state before step 1 and after each step,
   and each step's metrics, of a tiny run of ``method`` through the trainer's step."""
-  factorized = METHODS[method].linear_kind != "dense"
-  config = load_config(
-      overrides=TINY
-      + [
-          f"optimizer.method={method}",
-          f"optimizer.learning_rate={PEAK}",
-          f"schedule.total_steps={STEPS}",
-          f"schedule.warmup_ratio={WARMUP}",
-          f"schedule.min_lr_ratio={MIN_RATIO}",
-          "run_dir=unused",
-          *(["model.linear.rank=4"] if factorized else []),
-          *OVERRIDES.get(method, []),
-      ]
-  )
+  config = load_config(overrides=tiny_overrides(method) + ["run_dir=unused"])
   run = Run.without_data(config, jax.devices()[:1], load_tokenizer(config.data))
   step = run.train_step()
   batches = make_train_iterator(config.data, run.tokenizer, sharding=run.data_sharding)
@@ -385,3 +387,21 @@ def test_loro_exact_steps_balance_the_factors_and_restart_adam_at_the_logged_ste
     else:
       assert int(adam.count) > 0
       assert moved_by_adam(before, after, FACTOR_A, float(step_metrics["lr/factors"]))
+
+
+def test_metrics_jsonl_logs_the_last_applied_lr_and_counts_the_events_of_each_window(tmp_path):
+  """A run of the trainer logging every 4 steps (restarts at 3 and 6): each line holds the
+  rate of its last update and how many resets and refactorizations its window saw."""
+  run_dir = tmp_path / "run"
+  train(
+      load_config(
+          overrides=tiny_overrides("low_rank_restarts")
+          + [f"run_dir={run_dir}", "logging.every=4", "checkpoint.every=0", "eval.every=0"]
+      )
+  )
+  lines = [r for r in read_metrics(run_dir / "metrics.jsonl") if "loss" in r]
+  assert [r["step"] for r in lines] == [4, 8]
+  for first, line in zip([1, 5], lines):
+    window = range(first, line["step"] + 1)
+    np.testing.assert_allclose(line["lr"], recovered_by_hand(line["step"] - 1), rtol=1e-5)
+    assert line["momentum_reset"] == line["refactorize"] == sum(n % PERIOD == 0 for n in window)
