@@ -282,8 +282,7 @@ def main(argv=None) -> None:
       " are what this host gave; rates per CPU second (this process and its grain workers)"
       " are what one dedicated core gives, and set how many cores a run needs. The step's wait:"
       " a stand-in device step of the given length, fed as the trainer feeds it. grain"
-      " workers (`data.num_workers`) send every row to the trainer's process one by one;"
-      " compare their rows per CPU second with the in-process pipeline's before using them.",
+      " workers (`data.num_workers`) each read their own shards and make whole batches.",
       "",
       "Consumption is estimated (no device here): positions/s = MFU x 989.4 TFLOP/s (H200"
       f" dense bf16) / {flops_per_token(**LLAMA_1B) / 1e9:.2f} GFLOP a position (PaLM's"

@@ -68,9 +68,9 @@ class DataConfig:
       the process count.
     seed: the shuffle seed (each epoch reshuffles with ``seed + epoch``).
     validation_tokens: the validation budget in non-pad tokens (paper: 10M).
-    num_workers: grain worker processes that tokenize in parallel (0: in-process);
-      each sends its rows to this process one by one, which can cost more than it saves
-      (``experiments/bench/input_bench.py``). Not for the hf stream.
+    num_workers: grain worker processes that tokenize in parallel (0: in-process); a
+      stream's workers each read shards of their own and make whole batches. Not for
+      the hf stream.
     read_threads: threads that read and tokenize documents ahead of the consumer
       (random-access sources; a stream is read by one thread, or by the workers).
     prefetch_batches: local batches a thread keeps ready for the trainer (0: none), so

@@ -8,9 +8,12 @@
       -> local batches of B / P rows       (grain batch, made ahead in a thread)
       -> global [B, S] jax.Arrays          (make_array_from_process_local_data)
 
-A thread keeps ``config.prefetch_batches`` local batches ready, so the input is made
-while the trainer waits on the device, not only between its steps
-(``experiments/bench/input_bench.py`` measures the step's wait on input).
+``num_workers`` grain worker processes make the rows of a random-access source (which
+keep one order whatever ``num_workers``); a stream's workers each read a part of their
+own and make whole batches, one transfer a batch instead of one a row. A thread keeps
+``config.prefetch_batches`` local batches ready, so the input is made while the trainer
+waits on the device, not only between its steps (``experiments/bench/input_bench.py``
+measures the step's wait on input).
 
 Every stage is a grain dataset, so the iterator is a ``grain.DatasetIterator``: its
 ``get_state()`` is a small JSON-able dict (positions, not data), and an iterator made
@@ -45,7 +48,7 @@ import jax
 
 from lowrank_jax.data.config import DataConfig
 from lowrank_jax.data.global_batch import ProcessSlice, to_global_batch
-from lowrank_jax.data.preprocess import document_rows
+from lowrank_jax.data.preprocess import document_rows, in_workers
 from lowrank_jax.data.sources import process_documents
 from lowrank_jax.data.tokenizers import Tokenizer
 
@@ -83,17 +86,22 @@ def make_train_iterator(
       process_index=processes.index,
       process_count=processes.count,
   )
+  # A stream's workers are readers of their own (see sources): each makes whole batches,
+  # which cross to this process one transfer a batch instead of one a row.
+  stream = isinstance(documents, grain.IterDataset)
   rows = document_rows(
       documents,
       tokenizer,
       mode=config.mode,
       seq_len=config.seq_len,
       read_threads=config.read_threads,
-      num_workers=config.num_workers,
+      num_workers=0 if stream else config.num_workers,
   )
+  batches = rows.batch(processes.local_batch_size, drop_remainder=True)
+  if stream:
+    batches = in_workers(batches, config.num_workers)
   batches = grain.experimental.ThreadPrefetchIterDataset(
-      rows.batch(processes.local_batch_size, drop_remainder=True),
-      prefetch_buffer_size=config.prefetch_batches,
+      batches, prefetch_buffer_size=config.prefetch_batches
   )
   if sharding is not None:
     batches = batches.map(

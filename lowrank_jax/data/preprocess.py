@@ -120,11 +120,21 @@ def _as_iter_dataset(
         num_threads=read_threads, prefetch_buffer_size=4 * read_threads
     )
     dataset = dataset.to_iter_dataset(read_options)
-  if num_workers:
-    if not flags.FLAGS.is_parsed():  # grain's workers read absl flags; use their defaults.
-      flags.FLAGS.mark_as_parsed()
-    dataset = dataset.mp_prefetch(grain.MultiprocessingOptions(num_workers=num_workers))
-  return dataset
+  return in_workers(dataset, num_workers)
+
+
+def in_workers(dataset: grain.IterDataset, num_workers: int) -> grain.IterDataset:
+  """Runs ``dataset`` in ``num_workers`` grain worker processes (0: in this process).
+
+  Each worker takes grain's slice of the dataset's source and its elements come back
+  one by one, in turn; every element crosses the process boundary on its own, so
+  workers pay off for elements that cost more to make than to send (batches, not rows).
+  """
+  if not num_workers:
+    return dataset
+  if not flags.FLAGS.is_parsed():  # grain's workers read absl flags; use their defaults.
+    flags.FLAGS.mark_as_parsed()
+  return dataset.mp_prefetch(grain.MultiprocessingOptions(num_workers=num_workers))
 
 
 def document_rows(

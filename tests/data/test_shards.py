@@ -264,33 +264,47 @@ def test_shards_source_trains_and_resumes_through_the_pipeline(tmp_path, tokeniz
   np.testing.assert_array_equal([next(resumed)["input_ids"] for _ in range(4)], expected)
 
 
-def test_grain_workers_are_readers_of_their_own_and_resume_exactly(tmp_path, char_tokenizer):
-  """Worker w of W reads as reader w of W (shards w, w + W); grain takes a row from each in
-  turn; the workers' positions resume exactly."""
+def test_grain_workers_are_readers_of_their_own_interleaved_in_turn(tmp_path, char_tokenizer):
+  """Worker w of W reads as reader w of W (shards w, w + W); grain takes from each in turn."""
   for shard in "abcd":  # letters only: the char tokenizer's alphabet
     texts = [f"s{shard}d{j}" for j in "abc"]
     (tmp_path / f"c4-train.0000{'abcd'.index(shard)}-of-00004.txt").write_text("\n".join(texts))
   config = DataConfig(source="shards", paths=(str(tmp_path / "c4-train.*.txt"),))
+  documents = process_documents(
+      config, "train", shuffle=False, repeat=False, process_index=0, process_count=1
+  )
+  rows = document_rows(documents, char_tokenizer, mode="paper", seq_len=8, num_workers=2)
+  texts = [char_tokenizer.decode(row["input_ids"]) for row in rows]
+  assert texts == [f"s{shard}d{j}" for pair in ("ab", "cd") for j in "abc" for shard in pair]
 
-  def rows():
-    documents = process_documents(
-        config, "train", shuffle=False, repeat=True, process_index=0, process_count=1
-    )
-    return iter(document_rows(documents, char_tokenizer, mode="paper", seq_len=8, num_workers=2))
 
-  def texts(iterator, count):
-    return [char_tokenizer.decode(next(iterator)["input_ids"]) for _ in range(count)]
-
-  iterator = rows()
-  first = texts(iterator, 5)
+def test_a_stream_with_grain_workers_batches_in_them_and_resumes_exactly(tmp_path, char_tokenizer):
+  """Each worker makes whole batches of its own shards: the first two batches, one from each
+  worker, share no shard (rows interleaved across workers would mix them)."""
+  for shard in "abcd":
+    texts = [f"s{shard}d{j}" for j in "abcdefgh"]
+    (tmp_path / f"c4-train.0000{'abcd'.index(shard)}-of-00004.txt").write_text("\n".join(texts))
+  config = DataConfig(
+      source="shards",
+      paths=(str(tmp_path / "c4-train.*.txt"),),
+      seq_len=8,
+      global_batch_size=4,
+      num_workers=2,
+      shuffle_window=4,  # a window within an epoch (a worker reads 16 documents an epoch)
+  )
+  iterator = make_train_iterator(config, char_tokenizer)
+  first, second = (
+      {char_tokenizer.decode(row)[1] for row in next(iterator)["input_ids"]} for _ in range(2)
+  )
+  assert not first & second
+  for _ in range(3):
+    next(iterator)
   state = iterator.get_state()
-  rest = texts(iterator, 10)
+  expected = [next(iterator)["input_ids"] for _ in range(6)]
   iterator.close()
-  in_turn = [f"s{shard}d{j}" for pair in ("ab", "cd") for j in "abc" for shard in pair]
-  assert first + rest == in_turn + in_turn[:3]
-  resumed = rows()
+  resumed = make_train_iterator(config, char_tokenizer)
   resumed.set_state(state)
-  assert texts(resumed, 10) == rest
+  np.testing.assert_array_equal([next(resumed)["input_ids"] for _ in range(6)], expected)
   resumed.close()
 
 
