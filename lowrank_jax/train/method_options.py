@@ -191,10 +191,10 @@ class SpamOptions(_Options):
 
   Attributes:
     spike_threshold: a gradient entry whose square exceeds this many times the second
-      moment is clipped.
+      moment is clipped (0: no clipping).
     reset_interval: steps between momentum resets.
-    warmup_steps: steps of the learning-rate re-warmup after each reset.
-    spike_grace_steps: steps after a reset without spike clipping.
+    warmup_steps: steps of the cosine re-warmup of the step size after each reset.
+    spike_grace_steps: steps at the start and after each reset without spike clipping.
   """
 
   spike_threshold: float = setting(5000.0, at_least=0)
@@ -232,7 +232,8 @@ class LoroOptions(_Options):
 
   Attributes:
     every: the period K of the manifold steps, each followed by an Adam restart.
-    lazy_scale: scales the manifold step (the reference's ``lr_scaler``).
+    lazy_scale: multiplies the factors' learning rate on the lazy (AdamW) steps (the
+      reference's ``--loro_lr_scaler``).
     restart_warmup_steps: updates over which the rate re-warms after each restart.
   """
 
