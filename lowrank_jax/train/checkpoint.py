@@ -24,6 +24,7 @@ and a small JSON record. What can go wrong, and what happens:
 from __future__ import annotations
 
 import concurrent.futures
+import itertools
 import contextlib
 import logging
 import os
@@ -86,6 +87,17 @@ def _without_read_only_notice():
     yield
   finally:
     absl_logger.removeFilter(notice_filter)
+
+
+def _free_name(directory: str, name: str) -> str:
+  """``directory/name``, or ``directory/name-2``, ``-3``, ... if taken (never inside an earlier
+  one: a step set aside twice keeps both)."""
+  os.makedirs(directory, exist_ok=True)
+  path = os.path.join(directory, name)
+  for n in itertools.count(2):
+    if not os.path.exists(path):
+      return path
+    path = os.path.join(directory, f"{name}-{n}")
 
 
 class UnreadableCheckpoint(ValueError):
@@ -275,9 +287,9 @@ class Checkpointer:
       except UnreadableCheckpoint as error:
         distributed.barrier(f"unreadable checkpoint {step}")
         if jax.process_index() == 0:
-          os.makedirs(set_aside, exist_ok=True)
-          shutil.move(self.step_dir(step), os.path.join(set_aside, str(step)))
-          report(f"{error}; moved it to {set_aside}, trying the next older checkpoint")
+          target = _free_name(set_aside, str(step))
+          shutil.move(self.step_dir(step), target)
+          report(f"{error}; moved it to {target}, trying the next older checkpoint")
         distributed.barrier(f"set aside checkpoint {step}")
         self.manager.reload()
     return None

@@ -91,3 +91,18 @@ def test_training_resumes_from_the_older_checkpoint_and_keeps_the_damaged_one(da
   assert file_hashes(damaged / "unreadable_checkpoints" / "6") == damaged_bytes
   assert sorted(os.listdir(damaged / "checkpoints")) == ["3", "6"]
   assert digests.verify(damaged / "checkpoints" / "6")  # the new step 6 is sealed and sound
+
+
+def test_a_step_damaged_twice_keeps_both_copies_side_by_side(finished, tmp_path):
+  run_dir = tmp_path / "run"
+  shutil.copytree(finished, run_dir)
+  (run_dir / "summary.json").unlink()  # the run has not finished: it died after saving 6
+  damaged = []
+  for _ in range(2):
+    flip_bytes(run_dir / "checkpoints" / "6")
+    damaged.append(file_hashes(run_dir / "checkpoints" / "6"))
+    train(load_config(overrides=overrides(run_dir)))
+    (run_dir / "summary.json").unlink()
+  aside = run_dir / "unreadable_checkpoints"
+  assert sorted(os.listdir(aside)) == ["6", "6-2"]  # not 6/6
+  assert [file_hashes(aside / "6"), file_hashes(aside / "6-2")] == damaged
