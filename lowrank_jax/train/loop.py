@@ -143,12 +143,11 @@ def _train(config: TrainConfig, accept_changes: bool, stop_request: StopRequest)
   train_batches = make_train_iterator(config.data, run.tokenizer, sharding=run.data_sharding)
   resumed = run_dir.holds_run()
   distributed.barrier("run_dir checked")  # every process has looked before process 0 writes
-  if is_main:
-    run_dir.start(config, changes, run_dir.newest_checkpoint_step())
   checkpointer = Checkpointer(run_dir.checkpoints, config.checkpoint)
   state, meta = _restore_or_init(config, run, run_dir, checkpointer, train_batches)
   tokens_seen, earlier_wall_time = meta["tokens_seen"], meta["wall_time_s"]
-  if is_main:
+  if is_main:  # the run continues from state.step: its config and records say so
+    run_dir.start(config, changes, int(state.step))
     run_dir.cut_metrics(int(state.step))
   step_fn = run.train_step(
       nonfinite.make_injector(config.faults.nan_loss_steps, config.faults.inf_grad_steps)

@@ -227,9 +227,9 @@ class RunDir:
       )
     return changes
 
-  def start(self, config: TrainConfig, changes: list[Change], step: int | None) -> None:
+  def start(self, config: TrainConfig, changes: list[Change], step: int) -> None:
     """Writes ``config.yaml`` of a new run, or records the accepted ``changes`` of a
-    continued one (from checkpoint ``step``) and makes ``config.yaml`` the new config."""
+    continued one (restored at ``step``) and makes ``config.yaml`` the new config."""
     os.makedirs(self.path, exist_ok=True)
     if self.holds_run() and not changes:
       return

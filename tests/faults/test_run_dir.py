@@ -108,7 +108,7 @@ def test_more_steps_continue_the_records_exactly_and_are_recorded(run_dir):
 def test_an_option_set_to_its_default_is_no_change(tmp_path):
   """The comparison is of the runs, not of their spelling: GaLore's rank left unset is 128."""
   run_dir = RunDir(str(tmp_path / "run"))
-  run_dir.start(load_config(overrides=started_with(run_dir)), [], None)
+  run_dir.start(load_config(overrides=started_with(run_dir)), [], step=0)
   same = load_config(overrides=[*started_with(run_dir), "optimizer.options.rank=128"])
   assert run_dir.changes(same) == []
   other = load_config(overrides=[*started_with(run_dir), "optimizer.options.rank=64"])
