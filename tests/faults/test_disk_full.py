@@ -33,7 +33,13 @@ def test_a_failed_save_names_the_step_and_keeps_the_previous_checkpoint(tmp_path
   before = file_hashes(run_dir / "checkpoints" / "2")
   capsys.readouterr()
   with file_size_limit(64_000):  # the state file of a checkpoint is ~300 kB
-    status = main(["train", *overrides(run_dir, "schedule.total_steps=4", "checkpoint.every=2")])
+    status = main(
+        [
+            "train",
+            "--accept-changes",
+            *overrides(run_dir, "schedule.total_steps=4", "checkpoint.every=2"),
+        ]
+    )
   err = capsys.readouterr().err
   assert status == 1 and err.count("\n") == 1 and "Traceback" not in err
   assert (
