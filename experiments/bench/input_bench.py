@@ -5,7 +5,7 @@ texts are cut from the embedded corpus (King James Bible, training chapters) at 
 drawn from a log-normal of median 1,200 characters, mean about 2,000 (C4 ``en``: about
 750 GB of text in 365M documents, Raffel et al. 2020). The tokenizer is the project's
 embedded SentencePiece unigram model (8,192 pieces, trained offline on the same corpus):
-t5-base's ``spiece.model`` (32,000 pieces, the paper's, arXiv 2505.22922 Sec. 2) cannot
+t5-base's ``spiece.model`` (32,000 pieces, the paper's, arXiv 2505.22922, experimental protocol) cannot
 be downloaded here and no installed package ships it. A larger unigram vocabulary
 searches more pieces per position, so read the tokenizing rates as an upper bound.
 

@@ -24,7 +24,7 @@ parameter tree, so every matrix is projected. For each method the table gives:
 
 Methods of ``lowrank_jax.optim`` that are not importable are skipped with a note;
 a method that fails at run time is reported and skipped too. ``optax.contrib.galore``
-projects the larger side of each matrix (arXiv 2505.22922, Sec. 3), hence its smaller
+projects the larger side of each matrix (arXiv 2505.22922, methods survey), hence its smaller
 state. The table and a JSON record go to ``experiments/results/bench/optim_bench.*``.
 
 Usage::

@@ -1,7 +1,7 @@
 """The train step at the sizes users train: throughput, model FLOPs utilisation and memory.
 
 For one model size (default LLaMA 1B, bf16, sequence 256, the paper's global batch of 512
-sequences, arXiv 2505.22922 Sec. 2) this measures, per method, the trainer's own jitted step
+sequences, arXiv 2505.22922, experimental protocol) this measures, per method, the trainer's own jitted step
 (:meth:`lowrank_jax.train.run.Run.train_step`, built from the same config as
 ``lowrank-jax train``):
 

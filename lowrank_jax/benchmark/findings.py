@@ -1,6 +1,6 @@
 """The paper's findings, checked on a grid's numbers, each with a rule that says when it holds.
 
-arXiv 2505.22922 (Sec. 1 and Sec. 6) finds: with a tuned optimizer full-rank training is best;
+arXiv 2505.22922 (abstract and conclusions) finds: with a tuned optimizer full-rank training is best;
 low-rank methods gain most from high-rank updates (Fira's residual over GaLore); weight
 refactorization and momentum reset improve Low-Rank and SLTrain, and Low-Rank-restarts reaches a
 lower perplexity than GaLore and Fira with about 25% less memory. Each finding compares the
@@ -29,7 +29,7 @@ from typing import NamedTuple
 
 from lowrank_jax.benchmark.results import MethodRow
 
-# The paper's reference ratio: Low-Rank-restarts' memory over GaLore's at 1B (Sec. 5: 3.7/4.8 GB).
+# The paper's reference ratio: Low-Rank-restarts' memory over GaLore's at 1B (its 1B memory comparison: 3.7/4.8 GB).
 PAPER_MEMORY_RATIO = 0.77
 
 Ppl = tuple[float, float | None]  # mean and standard deviation over seeds

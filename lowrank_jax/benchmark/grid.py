@@ -16,7 +16,7 @@ A grid is a YAML file (``experiments/grids/*.yaml``)::
 A method with several learning rates is searched at the first seed
 (:mod:`lowrank_jax.benchmark.sweep`: neighbours at most 2x apart, extended past an edge
 until the best is interior); its other seeds then run at the rate with the lowest validation
-loss (the paper tuned each method's rate, arXiv 2505.22922, Sec. 2). A cell is
+loss (the paper tuned each method's rate, arXiv 2505.22922, experimental protocol). A cell is
 ``(size, method, learning_rate, seed)``; it sets ``model.preset`` to its size after the config
 files and before the overrides, and its run directory is
 ``out_dir/size/method/lr<rate>_seed<seed>``:

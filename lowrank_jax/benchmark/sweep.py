@@ -1,6 +1,6 @@
 """The learning-rate search of one method: a log-spaced grid, extended until the best is interior.
 
-A method's rate is tuned the way the paper tuned every method (arXiv 2505.22922, Sec. 2: the
+A method's rate is tuned the way the paper tuned every method (arXiv 2505.22922, experimental protocol: the
 learning rate swept per method): runs at a grid of rates, each neighbour at most a factor 2
 from the next, and the rate of lowest validation loss is chosen. A best rate at the lowest or
 highest grid point is not known to be the optimum, so the search adds the next point beyond it,

@@ -1,6 +1,6 @@
 """`DataConfig`: every knob of the input pipeline in one frozen dataclass.
 
-The defaults reproduce the paper's protocol (arXiv 2505.22922, Sec. 2) on the embedded corpus:
+The defaults reproduce the paper's protocol (arXiv 2505.22922, experimental protocol) on the embedded corpus:
 one document per row, rows of ``seq_len = 256`` tokens, global batch 512, shuffle
 seed 42 and a validation budget of 10M non-pad tokens. Switching ``source`` to
 ``'tfds'`` or ``'hf'`` and ``tokenizer`` to ``'t5-base'`` gives the paper's C4 set-up.

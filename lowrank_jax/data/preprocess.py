@@ -5,7 +5,7 @@ real tokens (EOS included) and 0 on padding. The model's loss is the shifted
 next-token cross-entropy: the prediction at position ``t`` of token ``t + 1`` counts
 with weight ``loss_mask[t + 1]``.
 
-``paper`` mode (arXiv 2505.22922, Sec. 2, one document per row, no packing). For a document with
+``paper`` mode (arXiv 2505.22922, experimental protocol, one document per row, no packing). For a document with
 ids ``x_0 .. x_{m-1}`` let ``n = min(m, S - 1)``; then
 
     input_ids[t] = x_t (t < n),   eos (t = n),   pad (t > n)

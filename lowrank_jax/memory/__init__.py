@@ -2,7 +2,7 @@
 
 Three ways to know what a method costs, from shapes alone (nothing is allocated):
 
-- :mod:`~lowrank_jax.memory.analytic`: the paper's formulas (arXiv 2505.22922, Sec. 5), per
+- :mod:`~lowrank_jax.memory.analytic`: the paper's formulas (arXiv 2505.22922, memory accounting), per
   target matrix, summed over a model;
 - :mod:`~lowrank_jax.memory.measured`: the bytes of the abstract train state and XLA's memory
   analysis of the compiled train step, per device;

@@ -1,6 +1,6 @@
 """The paper's memory count: bytes of weights plus optimizer state, from shapes alone.
 
-arXiv 2505.22922, Sec. 5 counts, for every target matrix ``m x n`` (the seven linears of each
+arXiv 2505.22922, memory accounting counts, for every target matrix ``m x n`` (the seven linears of each
 block) at rank ``r``::
 
     method            weights                     optimizer state (Adam)
@@ -44,7 +44,7 @@ import jax.numpy as jnp
 
 from lowrank_jax.models import LlamaConfig
 
-# The rank r of each size (arXiv 2505.22922, Sec. 2); nano takes a quarter of its width.
+# The rank r of each size (arXiv 2505.22922, experimental protocol); nano takes a quarter of its width.
 PAPER_RANKS = {"nano": 32, "60m": 128, "130m": 256, "350m": 256, "1b": 512, "7b": 1024}
 PAPER_DENSITY = 0.03  # SLTrain's delta
 INDEX_BYTES = 4  # int32 support indices

@@ -46,7 +46,7 @@ from lowrank_jax.train.methods import METHODS
 
 DTYPES = ("fp32", "bf16", "mixed")
 GB = 1e9
-CITATION = "arXiv 2505.22922, Sec. 5"  # the count: weights + optimizer state
+CITATION = "arXiv 2505.22922, memory accounting"  # the count: weights + optimizer state
 
 
 def default_methods() -> list[str]:

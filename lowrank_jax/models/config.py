@@ -86,7 +86,7 @@ PRESETS = tuple(_PRESETS)
 
 @dataclasses.dataclass(frozen=True)
 class LlamaConfig:
-  """A LLaMA of the GaLore-lineage protocol (arXiv 2505.22922, Sec. 2).
+  """A LLaMA of the GaLore-lineage protocol (arXiv 2505.22922, experimental protocol).
 
   Pre-norm RMSNorm, RoPE with the rotate-half convention, SwiGLU MLP
   ``down(silu(gate x) * up x)``, multi-head attention (no GQA), no biases, untied

@@ -10,7 +10,7 @@ Adam variant, which differs from ``optax.scale_by_adam`` in where ``eps`` sits:
 
 ``optax.scale_by_adam`` instead divides by ``sqrt(v_t / (1 - b_2^t)) + eps``.
 The leaves a low-rank method does not project use this transform, so that the
-whole optimizer reproduces the references (arXiv 2505.22922, Sec. 3).
+whole optimizer reproduces the references (arXiv 2505.22922, methods survey).
 
 >>> import jax.numpy as jnp
 >>> tx = scale_by_folded_adam(b1=0.9, b2=0.999, eps=1e-6)

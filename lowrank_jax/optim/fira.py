@@ -1,7 +1,7 @@
 r"""Fira: GaLore plus a scaled full-rank residual, under a norm-growth limiter.
 
 With ``R = P^T G``, ``N = M / (sqrt(V) + eps)`` (no bias correction) and
-``back(X) = alpha P X`` (arXiv 2505.22922, Sec. 3):
+``back(X) = alpha P X`` (arXiv 2505.22922, methods survey):
 
 .. math::
   \phi = \frac{\|N\|_r}{\|R\|_r + 10^{-8}}, \qquad

@@ -1,6 +1,6 @@
 r"""LoRO: AdamW on the factors, and every K steps an exact step on the rank-r manifold.
 
-LoRO (low-rank Riemannian optimizer; arXiv 2505.22922, Sec. 3) trains a weight given as a
+LoRO (low-rank Riemannian optimizer; arXiv 2505.22922, methods survey) trains a weight given as a
 product of factors, :math:`M = a b` with :math:`a` of shape :math:`(p, r)` and :math:`b` of
 shape :math:`(r, q)` (a scale such as :math:`\alpha / r` stays outside, as in
 :mod:`~lowrank_jax.optim.refactorize`), with ordinary AdamW steps on :math:`a` and :math:`b`,

@@ -1,6 +1,6 @@
 r"""Momentum reset: re-initialise an optimizer's state every ``every`` steps.
 
-arXiv 2505.22922, Sec. 4: right after each weight refactorization the whole Adam state
+arXiv 2505.22922, weight refactorization and momentum reset: right after each weight refactorization the whole Adam state
 is thrown away, :math:`m = v = 0` *and* the step count restarts, so the bias correction
 restarts too and the first step after a reset is exactly a fresh Adam's first step.
 

@@ -1,6 +1,6 @@
 r"""Weight refactorization: rebalance every factor pair of a low-rank model every T steps.
 
-arXiv 2505.22922, Sec. 4. For a weight parameterized as a product of two factors,
+arXiv 2505.22922, weight refactorization and momentum reset. For a weight parameterized as a product of two factors,
 :math:`W \propto L R` with :math:`L` of shape :math:`(p, r)` and :math:`R` of shape
 :math:`(r, q)` (any scale such as :math:`\alpha / r` stays outside), every :math:`T` steps
 replace the factors by the balanced factors of their product:

@@ -1,6 +1,6 @@
 r"""Quick-recovery learning rate after each restart (refactorization + momentum reset).
 
-arXiv 2505.22922, Sec. 4: right after the restart at step :math:`kT` the Adam state is
+arXiv 2505.22922, weight refactorization and momentum reset: right after the restart at step :math:`kT` the Adam state is
 fresh, so the learning rate climbs back linearly, over :math:`R` steps, from :math:`0.001`
 times to exactly the value the base schedule :math:`s` has at :math:`kT + R`:
 

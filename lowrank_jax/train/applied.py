@@ -1,7 +1,7 @@
 r"""What each update applies, for the run records: its learning rates and its method's events.
 
 The base schedule is not what a restart method applies: right after a momentum reset the
-paper's quick recovery (arXiv 2505.22922, Sec. 4) and SPAM's re-warmup scale the step down.
+paper's quick recovery (arXiv 2505.22922, weight refactorization and momentum reset) and SPAM's re-warmup scale the step down.
 So the train step logs, for the update of 0-based count :math:`t` (1-based number
 :math:`n = t + 1`), the values of this module's functions:
 

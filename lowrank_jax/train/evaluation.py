@@ -1,6 +1,6 @@
 """Validation perplexity, and the unigram baseline it must beat.
 
-Paper protocol (arXiv 2505.22922, Sec. 2): the validation stream is read until its non-pad
+Paper protocol (arXiv 2505.22922, experimental protocol): the validation stream is read until its non-pad
 token budget is reached; ``loss = mean over batches of the per-batch mean token loss`` and
 ``ppl = exp(loss)``. The reference code divides the sum of batch losses by
 ``batches + 1``, which biases the loss low; that is available only as

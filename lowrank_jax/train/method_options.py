@@ -92,7 +92,7 @@ class _ProjectedOptions(_Options):
 
 @dataclasses.dataclass(frozen=True)
 class GaLoreOptions(_ProjectedOptions):
-  """GaLore (arXiv 2505.22922, Sec. 2): Adam in a rank-``rank`` projection of each target
+  """GaLore (arXiv 2505.22922, experimental protocol): Adam in a rank-``rank`` projection of each target
   linear's gradient.
 
   Attributes:

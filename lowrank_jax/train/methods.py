@@ -3,7 +3,7 @@
 A method gets the learning-rate schedule, the :class:`OptimizerSection` and the abstract
 parameters, and returns an ``optax.GradientTransformation``. Projection methods (GaLore,
 Fira, APOLLO, GoLore) touch only the seven target linears of every block; embedding,
-lm_head and norms get plain Adam, as in the paper (arXiv 2505.22922, Sec. 2).
+lm_head and norms get plain Adam, as in the paper (arXiv 2505.22922, experimental protocol).
 
 >>> import jax.numpy as jnp
 >>> params = {"self_attn": {"q_proj": {"kernel": jnp.ones((4, 4))}}, "embed_tokens": jnp.ones((9, 4))}

@@ -93,7 +93,7 @@ def test_the_report_cites_the_paper(tmp_path):
   rows = report.memory_rows(["nano"], ["full_rank"], "bf16", [1], compile_step=False)
   with open(report.write_report(rows, str(tmp_path))[0]) as f:
     title = f.readline()
-  assert "arXiv 2505.22922, Sec. 5" in title
+  assert "arXiv 2505.22922, memory accounting" in title
 
 
 def test_the_memory_command_prints_the_table_and_fails_in_one_line(capsys):

@@ -1,6 +1,6 @@
 """The validation loss against a hand computation over the same batches.
 
-The protocol of arXiv 2505.22922, Sec. 2: within a batch, the mean negative log-likelihood
+The protocol of arXiv 2505.22922, experimental protocol: within a batch, the mean negative log-likelihood
 of every non-pad target token; over the validation budget, the mean of those batch means
 (``references_divisor`` divides their sum by batches + 1 instead, as the references do). The
 embedded corpus fills every row of a tiny run, so hand-made batches bring the padding.

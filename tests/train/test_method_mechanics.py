@@ -118,7 +118,7 @@ def schedule_by_hand(count: int) -> float:
 
 
 def recovered_by_hand(count: int) -> float:
-  """arXiv 2505.22922, Sec. 4: after the reset ending update kT, the rate climbs linearly
+  """arXiv 2505.22922, weight refactorization and momentum reset: after the reset ending update kT, the rate climbs linearly
   from 0.001 times to the schedule's value at kT + R over R updates."""
   since = count % PERIOD
   if count < PERIOD or since >= RECOVERY:
