@@ -1,6 +1,6 @@
 """A learning-rate sweep as one program against one run per rate: the train step alone.
 
-The sweep design (issue 18): ``K`` copies of the model, one per peak learning rate, stacked on a
+The sweep design: ``K`` copies of the model, one per peak learning rate, stacked on a
 leading axis and trained by one jitted step, ``jax.vmap`` of the ordinary step over the copies
 and their peak rates (the batch shared). It pays where one run leaves the machine idle (a
 small model on a GPU, or a step bound by dispatch rather than arithmetic); whether one step of
