@@ -114,6 +114,11 @@ def _adam_family(schedule, section, mesh=None) -> optax.GradientTransformation:
   return tx
 
 
+def adam_hyperparameters(section) -> dict:
+  """The section's Adam hyperparameters as the keyword arguments every method factory takes."""
+  return dict(b1=section.b1, b2=section.b2, eps=section.eps, weight_decay=section.weight_decay)
+
+
 def _relora(schedule, section, mesh=None) -> optax.GradientTransformation:
   """ReLoRA as Guitaricet/relora runs it: AdamW on every parameter whose LoRA adapters'
   moments are pruned after each merge (``options``: ``pruning``, ``prune_ratio``), with the
@@ -123,10 +128,7 @@ def _relora(schedule, section, mesh=None) -> optax.GradientTransformation:
   return optim.relora(
       applied.relora_learning_rate(schedule, section),
       section.reset_every,
-      b1=section.b1,
-      b2=section.b2,
-      eps=section.eps,
-      weight_decay=section.weight_decay,
+      **adam_hyperparameters(section),
       adapters=target_mask,
       **parse_options(ReloraOptions, section.options).factory_kwargs(),
   )
@@ -138,10 +140,7 @@ def _projected(factory: Callable, options: type) -> Method:
   def build(schedule, section, mesh=None):
     return factory(
         schedule,
-        b1=section.b1,
-        b2=section.b2,
-        eps=section.eps,
-        weight_decay=section.weight_decay,
+        **adam_hyperparameters(section),
         projection_mask=target_mask,
         **parse_options(options, section.options).factory_kwargs(mesh),
     )
@@ -157,10 +156,7 @@ def _every_parameter(factory: Callable, options: type, record: Callable, **kinds
     del mesh  # nothing to spread
     return factory(
         schedule,
-        b1=section.b1,
-        b2=section.b2,
-        eps=section.eps,
-        weight_decay=section.weight_decay,
+        **adam_hyperparameters(section),
         **parse_options(options, section.options).factory_kwargs(),
     )
 
