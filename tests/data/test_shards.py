@@ -198,7 +198,7 @@ def _corrupt(tmp_path, name, data):
     [
         (
             "bad.json.gz",
-            gzip.compress(b'{"text": "a"}\n' * 50)[:-30],
+            gzip.compress(b'{"text": "a"}\n' * 50, mtime=0)[:-30],
             "cannot be read as json lines",
         ),
         ("bad.json.gz", b"not gzip at all", "cannot be read as json lines"),
@@ -211,6 +211,15 @@ def _corrupt(tmp_path, name, data):
         ("bad.txt", b"fine\n\xff\xfe broken\n", "holds a line that is not UTF-8 at byte 5"),
         ("bad.parquet", b"PAR1 this is no parquet PAR1", "not a parquet file"),
         ("bad.tfrecord-00000-of-00001", b"\x05" * 40, "fails its length CRC"),
+    ],
+    ids=[
+        "truncated-gzip",
+        "not-gzip",
+        "bad-json",
+        "missing-field",
+        "bad-utf8",
+        "bad-parquet",
+        "bad-tfrecord",
     ],
 )
 def test_a_corrupt_shard_fails_in_one_line_naming_the_file(tmp_path, name, data, message):
