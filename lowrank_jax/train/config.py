@@ -103,6 +103,9 @@ class OptimizerSection(_Section):
   Attributes:
     method: ``adamw`` (full rank) or any method of :mod:`lowrank_jax.train.methods`.
     learning_rate: peak learning rate of the schedule.
+    learning_rates: a learning-rate sweep as one program: one copy of the model per peak
+      rate, all trained by one jitted step on the same batches, in place of
+      ``learning_rate`` (:mod:`lowrank_jax.train.sweep`). Empty: one run.
     weight_decay: decoupled weight decay.
     b1: Adam's first-moment decay.
     b2: Adam's second-moment decay.
@@ -120,6 +123,7 @@ class OptimizerSection(_Section):
   key: ClassVar[str] = "optimizer"
   method: str = "adamw"
   learning_rate: float = setting(1e-3, above=0)
+  learning_rates: tuple[float, ...] = setting((), above=0)
   weight_decay: float = setting(0.0, at_least=0)
   b1: float = setting(0.9, at_least=0, below=1)
   b2: float = setting(0.999, at_least=0, below=1)
@@ -133,6 +137,11 @@ class OptimizerSection(_Section):
   def _check_together(self):
     method = get_method(self.method)
     method.parse_options(self.options)
+    if len(set(self.learning_rates)) < len(self.learning_rates):
+      raise ValueError(
+          f"optimizer.learning_rates={list(self.learning_rates)} repeats a rate; "
+          "a sweep needs distinct rates"
+      )
     if self.refactorize_every and method.linear_kind in ("dense", "cola"):
       raise ValueError(
           f"optimizer.refactorize_every={self.refactorize_every} needs a method "
@@ -420,7 +429,7 @@ def _build(cls, values: dict[str, Any], prefix: str = ""):
     if dataclasses.is_dataclass(hint):
       kwargs[key] = _build(hint, value, f"{prefix}{key}.")
     elif typing.get_origin(hint) is tuple and isinstance(value, list):
-      kwargs[key] = tuple(value)
+      kwargs[key] = coerce(hint, tuple(value), f"{prefix}{key}")
     else:
       kwargs[key] = coerce(hint, value, f"{prefix}{key}")
   return cls(**kwargs)

@@ -88,17 +88,24 @@ def _kinds(hint) -> tuple[set, bool]:
   return {typing.get_origin(hint) or hint}, False
 
 
-def _requirement(kinds: set, bounds: Bounds, optional: bool) -> str:
+def _element(hint) -> type:
+  """The element type of a ``tuple[T, ...]`` annotation (``int`` for any other)."""
+  if typing.get_origin(hint) is tuple:
+    return typing.get_args(hint)[0]
+  return int
+
+
+def _requirement(kinds: set, bounds: Bounds, optional: bool, element: type = int) -> str:
   """``an integer >= 1``, ``a finite number in [0, 1)``, ``true or false``, ... ."""
   span = bounds.describe()
-  if int in kinds and float not in kinds:
+  if tuple in kinds:
+    text = f"a list of {'finite numbers' if element is float else 'integers'} {span}".rstrip()
+  elif int in kinds and float not in kinds:
     text = f"an integer {span}".rstrip()
   elif float in kinds:
     text = f"a finite number {span}".rstrip()
   elif bool in kinds:
     text = "true or false"
-  elif tuple in kinds:
-    text = f"a list of integers {span}".rstrip()
   elif dict in kinds:
     text = "a mapping"
   else:
@@ -106,7 +113,7 @@ def _requirement(kinds: set, bounds: Bounds, optional: bool) -> str:
   return text + (" or null" if optional else "")
 
 
-def _fits(value, kinds: set, bounds: Bounds) -> bool:
+def _fits(value, kinds: set, bounds: Bounds, element: type = int) -> bool:
   if isinstance(value, bool):
     return bool in kinds
   if isinstance(value, int) and (int in kinds or float in kinds):
@@ -114,7 +121,7 @@ def _fits(value, kinds: set, bounds: Bounds) -> bool:
   if isinstance(value, float) and float in kinds:
     return math.isfinite(value) and bounds.holds(value)
   if isinstance(value, tuple) and tuple in kinds:
-    return all(type(v) is int and bounds.holds(v) for v in value)
+    return all(type(v) in (int, element) and _fits(v, {element}, bounds) for v in value)
   return type(value) in kinds and not kinds & {int, float, tuple}
 
 
@@ -126,21 +133,26 @@ def check_fields(section, prefix: str) -> None:
     value = getattr(section, field.name)
     bounds = field.metadata.get(_BOUNDS, Bounds())
     kinds, optional = _kinds(hints[field.name])
-    key = f"{prefix}{field.name}={value!r}"
+    element = _element(hints[field.name])
+    shown = list(value) if isinstance(value, tuple) else value  # as the user writes it
+    key = f"{prefix}{field.name}={shown!r}"
     if value is None and optional:
       continue
     if bounds.choices is not None:
       if value not in bounds.choices:
         shown = ", ".join(str(c) for c in bounds.choices)
         raise ValueError(f"{key} is unknown; allowed: {shown}")
-    elif not _fits(value, kinds, bounds):
-      raise ValueError(f"{key} must be {_requirement(kinds, bounds, optional)}")
+    elif not _fits(value, kinds, bounds, element):
+      raise ValueError(f"{key} must be {_requirement(kinds, bounds, optional, element)}")
 
 
 def coerce(hint, value, key: str):
-  """A float field takes an int or a string such as ``1e-3`` (YAML 1.1 reads it as text);
-  any other value passes as it is, for :func:`check_fields` to judge."""
+  """A float field takes an int or a string such as ``1e-3`` (YAML 1.1 reads it as text), and
+  so does every entry of a list of floats; any other value passes as it is, for
+  :func:`check_fields` to judge."""
   kinds, _ = _kinds(hint)
+  if tuple in kinds and _element(hint) is float and isinstance(value, (list, tuple)):
+    return tuple(coerce(float, v, key) for v in value)
   if float not in kinds or value is None or isinstance(value, bool):
     return value
   try:

@@ -29,6 +29,8 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import json
+import math
+import os
 import signal
 import time
 
@@ -37,14 +39,14 @@ import jax
 from lowrank_jax.data import make_train_iterator, make_validation_batches
 from lowrank_jax.train import distributed
 from lowrank_jax.train.applied import EVENTS
-from lowrank_jax.train import nonfinite
+from lowrank_jax.train import nonfinite, sweep
 from lowrank_jax.train.checkpoint import Checkpointer
 from lowrank_jax.train.config import TrainConfig
 from lowrank_jax.train.evaluation import unigram_perplexity
 from lowrank_jax.train.metrics import MetricsLogger, Progress, plot_loss_curve, read_metrics
 from lowrank_jax.train.run import Run
 from lowrank_jax.train.run_dir import RunDir
-from lowrank_jax.train.state import TrainState, init_train_state, tree_bytes
+from lowrank_jax.train.state import TrainState, tree_bytes
 
 
 class StopRequest:
@@ -82,6 +84,40 @@ class StopRequest:
 
 
 @dataclasses.dataclass
+class _Copy:
+  """One trained model and its records: the run itself, or one rate of a learning-rate
+  sweep (``index`` its place on the sweep axis, its records in a subdirectory)."""
+
+  index: int | None
+  learning_rate: float
+  dir: RunDir
+  logger: MetricsLogger
+  streak: nonfinite.NonFiniteStreak
+
+  def label(self) -> str:
+    return "" if self.index is None else f" (learning rate {self.learning_rate:g})"
+
+  def own(self, tree):
+    """This copy's part of a tree of the run (its arrays of a stacked state, or metrics)."""
+    return tree if self.index is None else sweep.copy_of(tree, self.index)
+
+
+def _copies(config: TrainConfig, run_dir: RunDir, is_main: bool) -> list[_Copy]:
+  rates = config.optimizer.learning_rates
+  places = list(enumerate(rates)) if rates else [(None, config.optimizer.learning_rate)]
+  copies = []
+  for index, rate in places:
+    copy_dir = run_dir if index is None else RunDir(run_dir.file(sweep.copy_dir_name(rate)))
+    if is_main:
+      os.makedirs(copy_dir.path, exist_ok=True)
+    tensorboard = copy_dir.tensorboard if config.logging.tensorboard else None
+    logger = MetricsLogger(copy_dir.metrics, tensorboard, is_main)
+    streak = nonfinite.NonFiniteStreak(config.faults.max_bad_steps)
+    copies.append(_Copy(index, rate, copy_dir, logger, streak))
+  return copies
+
+
+@dataclasses.dataclass
 class _Window:
   """Metrics of the steps since the last log line (device arrays until fetched).
 
@@ -92,20 +128,26 @@ class _Window:
   metrics: list = dataclasses.field(default_factory=list)
   started: float = dataclasses.field(default_factory=time.perf_counter)
 
-  def flush(self) -> tuple[dict[str, float], float]:
+  def flush(self, copies: list[_Copy]) -> tuple[list[dict[str, float]], float]:
+    """Each copy's log line, and the tokens of the window (the same batches for all)."""
     fetched = jax.device_get(self.metrics)
     elapsed = time.perf_counter() - self.started
-    tokens = sum(float(m["tokens"]) for m in fetched)
-    record = {
-        "loss": sum(float(m["loss"]) for m in fetched) / len(fetched),
-        "grad_norm": float(fetched[-1]["grad_norm"]),
-        **{name: float(value) for name, value in fetched[-1].items() if name.startswith("lr")},
-        "tokens_per_s": tokens / max(elapsed, 1e-9),
-        "skipped_steps": sum(not m["finite"] for m in fetched),
-        **{name: sum(int(m[name]) for m in fetched) for name in EVENTS if name in fetched[-1]},
-    }
+    records = []
+    for copy in copies:
+      own = [copy.own(m) for m in fetched]
+      tokens = sum(float(m["tokens"]) for m in own)
+      records.append(
+          {
+              "loss": sum(float(m["loss"]) for m in own) / len(own),
+              "grad_norm": float(own[-1]["grad_norm"]),
+              **{name: float(value) for name, value in own[-1].items() if name.startswith("lr")},
+              "tokens_per_s": tokens / max(elapsed, 1e-9),
+              "skipped_steps": sum(not m["finite"] for m in own),
+              **{name: sum(int(m[name]) for m in own) for name in EVENTS if name in own[-1]},
+          }
+      )
     self.metrics, self.started = [], time.perf_counter()
-    return record, tokens
+    return records, tokens
 
 
 def train(config: TrainConfig, accept_changes: bool = False) -> dict:
@@ -148,14 +190,14 @@ def _train(config: TrainConfig, accept_changes: bool, stop_request: StopRequest)
   tokens_seen, earlier_wall_time = meta["tokens_seen"], meta["wall_time_s"]
   if is_main:  # the run continues from state.step: its config and records say so
     run_dir.start(config, changes, int(state.step))
-    run_dir.cut_metrics(int(state.step))
+  copies = _copies(config, run_dir, is_main)
+  if is_main:
+    for copy in copies:
+      copy.dir.cut_metrics(int(state.step))
   step_fn = run.train_step(
       nonfinite.make_injector(config.faults.nan_loss_steps, config.faults.inf_grad_steps)
   )
 
-  logger = MetricsLogger(
-      run_dir.metrics, run_dir.tensorboard if config.logging.tensorboard else None, is_main
-  )
   first, total = int(state.step), config.schedule.total_steps
   progress = Progress(total, first, enabled=is_main and config.logging.progress)
   note = progress.write if is_main else lambda message: None
@@ -165,17 +207,20 @@ def _train(config: TrainConfig, accept_changes: bool, stop_request: StopRequest)
   if first < total:
     note("compiling the train step (the first step waits for it)")
   window, stop, step = _Window(), None, first
-  streak = nonfinite.NonFiniteStreak(config.faults.max_bad_steps)
-  unchecked = None  # (step, finite flag) of the previous step
+  unchecked = None  # (step, finite flags) of the previous step
 
   def halted_by(checked) -> bool:
-    at_step, finite = checked[0], bool(jax.device_get(checked[1]))
-    if not finite:
-      note(
-          f"step {at_step}: non-finite loss or gradient norm, update skipped "
-          f"({streak.in_a_row + 1} in a row)"
-      )
-    return streak.observe(at_step, finite)
+    """Whether every copy has had ``faults.max_bad_steps`` non-finite steps in a row."""
+    at_step, flags = checked[0], jax.device_get(checked[1])
+    for copy in copies:
+      finite = bool(copy.own(flags))
+      if not finite:
+        note(
+            f"step {at_step}{copy.label()}: non-finite loss or gradient norm, update skipped "
+            f"({copy.streak.in_a_row + 1} in a row)"
+        )
+      copy.streak.observe(at_step, finite)
+    return all(copy.streak.in_a_row >= copy.streak.max_bad_steps for copy in copies)
 
   def wall_time() -> float:
     return earlier_wall_time + time.perf_counter() - started
@@ -193,15 +238,18 @@ def _train(config: TrainConfig, accept_changes: bool, stop_request: StopRequest)
     if step == total and not halted:
       halted, unchecked = halted_by(unchecked), None
     if step % config.logging.every == 0 or step == total or stop_request.signal or halted:
-      record, tokens = window.flush()
+      records, tokens = window.flush(copies)
       tokens_seen += tokens
-      logger.log(step, {**record, "tokens_seen": tokens_seen})
-      progress.advance_to(step, record["loss"], record["tokens_per_s"])
+      for copy, record in zip(copies, records):
+        copy.logger.log(step, {**record, "tokens_seen": tokens_seen})
+      best = min(records, key=lambda record: _finite_or_inf(record["loss"]))
+      progress.advance_to(step, best["loss"], best["tokens_per_s"])
     if halted:
       stop = "non-finite"
       break
     if config.eval.every and step % config.eval.every == 0 and step != total:
-      logger.log(step, run.evaluate(state))
+      for copy in copies:
+        copy.logger.log(step, run.evaluate(copy.own(state)))
     signalled = stop_request.agreed(step, config.logging.every)  # a log step when agreed
     if signalled:
       stop = signal.Signals(signalled).name
@@ -212,44 +260,77 @@ def _train(config: TrainConfig, accept_changes: bool, stop_request: StopRequest)
   save(int(step))
   checkpointer.wait()
 
-  summary = {
+  shared = {
       "run_dir": config.run_dir,
       "method": config.optimizer.method,
       "steps": int(step),
       "total_steps": total,
       "stopped_by": stop,
       "tokens_seen": tokens_seen,
-      "skipped_steps": streak.skipped,
       "wall_time_s": wall_time(),
       "session_wall_time_s": time.perf_counter() - started,
-      "param_bytes": tree_bytes(state.params) + tree_bytes(state.frozen),
-      "opt_state_bytes": tree_bytes(state.opt_state),
   }
-  if stop is None:
-    final = run.evaluate(state)
-    logger.log(int(step), final)
-    summary.update(final)
-    if jax.process_count() == 1:
-      train_sample = itertools.islice(make_train_iterator(config.data, run.tokenizer), 20)
-      summary["unigram_ppl"] = unigram_perplexity(
-          train_sample,
-          make_validation_batches(config.data, run.tokenizer, batch_size=config.eval.batch_size),
+  unigram = None
+  if stop is None and jax.process_count() == 1:
+    train_sample = itertools.islice(make_train_iterator(config.data, run.tokenizer), 20)
+    unigram = unigram_perplexity(
+        train_sample,
+        make_validation_batches(config.data, run.tokenizer, batch_size=config.eval.batch_size),
+    )
+  summaries = []
+  for copy in copies:
+    own = copy.own(state)
+    # A copy of a sweep whose streak reached the limit was held from then on: it stopped.
+    copy_stop = "non-finite" if copy.streak.tripped else stop
+    summary = {
+        **shared,
+        **(
+            {
+                "run_dir": copy.dir.path,
+                "sweep_run_dir": config.run_dir,
+                "learning_rate": copy.learning_rate,
+                "stopped_by": copy_stop,
+            }
+            if copy.index is not None
+            else {}
+        ),
+        "skipped_steps": copy.streak.skipped,
+        "param_bytes": tree_bytes(own.params) + tree_bytes(own.frozen),
+        "opt_state_bytes": tree_bytes(own.opt_state),
+    }
+    if copy_stop is None:
+      final = run.evaluate(own)
+      copy.logger.log(int(step), final)
+      summary.update(final)
+      if unigram is not None:
+        summary["unigram_ppl"] = unigram
+    copy.logger.close()
+    summaries.append(summary)
+    if is_main:
+      _write_summary(
+          copy.dir, summary, f"{config.optimizer.method} on {config.model.preset}{copy.label()}"
       )
-  logger.close()
   checkpointer.close()
-  if is_main:
-    with open(run_dir.summary, "w") as f:
-      json.dump(summary, f, indent=2)
-    plot_loss_curve(
-        read_metrics(run_dir.metrics),
-        run_dir.loss_curve,
-        title=f"{config.optimizer.method} on {config.model.preset}",
-    )
+  summary = summaries[0]
+  if run.peaks:
+    summary = {**shared, "learning_rates": list(run.peaks), "copies": summaries}
+    if is_main:
+      with open(run_dir.summary, "w") as f:
+        json.dump(summary, f, indent=2)
   if stop == "non-finite":
-    raise FloatingPointError(
-        f"{streak.message()}: checkpoint step {step} in " f"{checkpointer.directory}"
-    )
+    streaks = "; ".join(f"{copy.streak.message()}{copy.label()}" for copy in copies)
+    raise FloatingPointError(f"{streaks}: checkpoint step {step} in {checkpointer.directory}")
   return summary
+
+
+def _finite_or_inf(value: float) -> float:
+  return value if math.isfinite(value) else math.inf
+
+
+def _write_summary(run_dir: RunDir, summary: dict, title: str) -> None:
+  with open(run_dir.summary, "w") as f:
+    json.dump(summary, f, indent=2)
+  plot_loss_curve(read_metrics(run_dir.metrics), run_dir.loss_curve, title=title)
 
 
 def _restore_or_init(
@@ -269,5 +350,4 @@ def _restore_or_init(
         f"run_dir {config.run_dir!r} has no readable checkpoint (the unreadable "
         f"ones are in {run_dir.unreadable_checkpoints}); choose a new run_dir"
     )
-  fresh = init_train_state(run.model_config, run.tx, run.mesh, config.seed)
-  return fresh, {"tokens_seen": 0.0, "wall_time_s": 0.0}
+  return run.init_state(), {"tokens_seen": 0.0, "wall_time_s": 0.0}

@@ -44,12 +44,22 @@ class MetricsLogger:
 
 def format_summary(summary: dict) -> str:
   """The end-of-run report: the summary's entries, then the validation perplexity against
-  the unigram baseline when both were measured."""
-  width = max(map(len, summary))
+  the unigram baseline when both were measured; for a learning-rate sweep, one line per
+  copy instead, the best marked."""
+  shown = {key: value for key, value in summary.items() if key != "copies"}
+  width = max(map(len, shown))
   lines = ["", "summary"] + [
       f"  {key:<{width}}  {f'{value:,.4g}' if isinstance(value, float) else value}"
-      for key, value in summary.items()
+      for key, value in shown.items()
   ]
+  copies = summary.get("copies", [])
+  if copies and all("val_ppl" in copy for copy in copies):
+    best = min(copies, key=lambda copy: copy["val_ppl"])
+    lines += ["", "  learning rate  validation perplexity  skipped steps"] + [
+        f"  {copy['learning_rate']:<13g}  {copy['val_ppl']:<21.2f}  {copy['skipped_steps']}"
+        + ("  (best)" if copy is best else "")
+        for copy in copies
+    ]
   if "unigram_ppl" in summary:
     lines += [
         "",

@@ -81,6 +81,7 @@ class NonFiniteStreak:
     self.max_bad_steps = max_bad_steps
     self.skipped = 0
     self.in_a_row = 0
+    self.tripped = False  # the streak has reached max_bad_steps at some step
     self.first_bad = self.last_bad = None
 
   def observe(self, step: int, finite: bool) -> bool:
@@ -93,6 +94,7 @@ class NonFiniteStreak:
     if self.in_a_row == 1:
       self.first_bad = step
     self.last_bad = step
+    self.tripped |= self.in_a_row >= self.max_bad_steps
     return self.in_a_row >= self.max_bad_steps
 
   def message(self) -> str:

@@ -2,7 +2,9 @@
 
 :class:`Run` is used by the training loop and by ``lowrank-jax eval`` / ``export``: the
 tokenizer, the mesh, the schedule and optimizer, the model structure, the shardings of the
-train state and of batches, and the jitted evaluation.
+train state and of batches, and the jitted evaluation. A learning-rate sweep
+(``optimizer.learning_rates``) steps and saves its copies stacked
+(:mod:`lowrank_jax.train.sweep`); ``schedule``, ``tx`` and ``shardings`` then describe one copy.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from jax.sharding import Mesh, NamedSharding
 from lowrank_jax.data import Tokenizer, check_vocab_fits, load_tokenizer, make_validation_batches
 from lowrank_jax.models import Llama, LlamaConfig, count_params
 from lowrank_jax.train import mesh as mesh_lib
+from lowrank_jax.train import nonfinite, sweep
 from lowrank_jax.train.checkpoint import Checkpointer, UnreadableCheckpoint
 from lowrank_jax.train.config import TrainConfig
 from lowrank_jax.train.evaluation import evaluate
@@ -26,6 +29,7 @@ from lowrank_jax.train.run_dir import RunDir
 from lowrank_jax.train.state import (
     TrainState,
     abstract_train_state,
+    init_train_state,
     model_graphdef,
     train_state_shardings,
 )
@@ -104,32 +108,58 @@ class Run:
         self.graphdef, self.config.optimizer_section().reset_every, self.config.seed
     )
 
-  def record(self):
-    """``record(count)``: the learning rates and events of each update, for the metrics
-    (:mod:`lowrank_jax.train.applied`)."""
-    section = self.config.optimizer_section()
-    return get_method(section.method).record(self.schedule, section)
+  @property
+  def peaks(self) -> tuple[float, ...]:
+    """The peak rates of a learning-rate sweep's copies; empty for one run."""
+    return self.config.optimizer.learning_rates
 
   def abstract_state(self) -> TrainState:
-    return abstract_train_state(self.model_config, self.tx, self.mesh)
+    """The state as the train step takes it and a checkpoint holds it (the copies stacked
+    for a sweep): ``ShapeDtypeStruct`` leaves with shardings."""
+    one = abstract_train_state(self.model_config, self.tx, self.mesh)
+    return sweep.stacked_abstract(one, len(self.peaks)) if self.peaks else one
+
+  def init_state(self) -> TrainState:
+    """A fresh state initialised from ``seed``, every copy of a sweep the same."""
+    one = init_train_state(self.model_config, self.tx, self.mesh, self.config.seed)
+    if not self.peaks:
+      return one
+    shardings = jax.tree.map(lambda leaf: leaf.sharding, self.abstract_state())
+    return jax.jit(lambda state: sweep.stack(state, len(self.peaks)), out_shardings=shardings)(one)
+
+  def _step(self, schedule: optax.Schedule, inject, keep):
+    section = self.config.optimizer_section()
+    return make_train_step(
+        self.graphdef,
+        build_optimizer(section, schedule, self.mesh),
+        self.config.schedule.grad_accum,
+        inject,
+        self.after_update(),
+        self.mesh,
+        get_method(section.method).record(schedule, section),
+        keep,
+    )
 
   def train_step(self, inject=None):
     """The jitted train step over the run's mesh: explicit shardings, the state donated.
 
     ``inject``: testing only (:func:`~lowrank_jax.train.nonfinite.make_injector`).
     """
+    if self.peaks:
+      unit = make_schedule(1.0, self.config.schedule)  # the paper's schedule is linear in its peak
+
+      def step_at(peak):
+        return self._step(lambda count: peak * unit(count), inject, sweep.keep_if_finite)
+
+      one = abstract_train_state(self.model_config, self.tx, self.mesh)
+      step = sweep.make_sweep_step(step_at, self.peaks, one)
+    else:
+      step = self._step(self.schedule, inject, nonfinite.keep_if_finite)
+    shardings = jax.tree.map(lambda leaf: leaf.sharding, self.abstract_state())
     return jax.jit(
-        make_train_step(
-            self.graphdef,
-            self.tx,
-            self.config.schedule.grad_accum,
-            inject,
-            self.after_update(),
-            self.mesh,
-            self.record(),
-        ),
-        in_shardings=(self.shardings, self.data_sharding),
-        out_shardings=(self.shardings, mesh_lib.replicated(self.mesh)),
+        step,
+        in_shardings=(shardings, self.data_sharding),
+        out_shardings=(shardings, mesh_lib.replicated(self.mesh)),
         donate_argnums=0,
     )
 
@@ -164,6 +194,12 @@ def load_checkpoint(run_dir: str, step: int | None = None) -> tuple[Run, TrainSt
   readable older step.
   """
   run = Run.build(RunDir(run_dir).saved_config())
+  if run.peaks:
+    raise ValueError(
+        f"{run_dir!r} holds a learning-rate sweep of {len(run.peaks)} copies "
+        f"(optimizer.learning_rates={list(run.peaks)}); each copy's validation results are in "
+        "its own summary.json there"
+    )
   checkpointer = Checkpointer(RunDir(run_dir).checkpoints, run.config.checkpoint, read_only=True)
   steps = checkpointer.steps()
   if not steps:

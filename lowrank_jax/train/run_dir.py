@@ -178,13 +178,14 @@ class RunDir:
       return json.load(f)
 
   def finished_summary(self, total_steps: int) -> dict | None:
-    """The summary of a run that completed ``total_steps`` steps and holds their checkpoint,
-    else ``None``."""
+    """The summary of a run that completed ``total_steps`` steps and holds their checkpoint
+    (a copy of a learning-rate sweep: its sweep's run directory holds it), else ``None``."""
     summary = self.read_summary()
+    holder = RunDir(summary.get("sweep_run_dir", self.path)) if summary else self
     complete = (
         summary
         and summary.get("stopped_by") is None
-        and summary["steps"] == total_steps == self.newest_checkpoint_step()
+        and summary["steps"] == total_steps == holder.newest_checkpoint_step()
     )
     return summary if complete else None
 

@@ -95,6 +95,7 @@ def make_train_step(
     after_update: Callable | None = None,
     mesh: Mesh | None = None,
     record: Callable | None = None,
+    keep: Callable = nonfinite.keep_if_finite,
 ) -> Callable:
   """``step(state, batch) -> (state, metrics)``; jit it with shardings and donation.
 
@@ -109,6 +110,8 @@ def make_train_step(
     mesh: the mesh the step is jitted over (lays out the activations, see :func:`make_loss`).
     record: ``record(count) -> {"lr": ..., event: 0 or 1, ...}``, what the update of 0-based
       ``count`` applies, added to its metrics (:mod:`lowrank_jax.train.applied`).
+    keep: ``keep(finite, new, old)``, what a step keeps of the old state when it is not finite
+      (:func:`~lowrank_jax.train.sweep.keep_if_finite` for one copy of a sweep).
   """
   grad_fn = jax.value_and_grad(make_loss(graphdef, mesh), has_aux=True)
 
@@ -137,7 +140,7 @@ def make_train_step(
     frozen = state.frozen
     if after_update is not None:
       params, frozen = after_update(state.step + 1, params, frozen)
-    params, frozen, opt_state = nonfinite.keep_if_finite(
+    params, frozen, opt_state = keep(
         finite, (params, frozen, opt_state), (state.params, state.frozen, state.opt_state)
     )
     metrics = {

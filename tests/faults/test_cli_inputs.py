@@ -34,7 +34,7 @@ BAD_TRAIN_INPUTS = [
     (["schedule.total_steps=true"], "schedule.total_steps=True must be an integer >= 1"),
     (["schedule.kind=linear"], "schedule.kind='linear' is unknown; allowed: cosine, constant"),
     (["logging.progress=maybe"], "logging.progress='maybe' must be true or false"),
-    (["faults.nan_loss_steps=[0]"], "faults.nan_loss_steps=(0,) must be a list of integers >= 1"),
+    (["faults.nan_loss_steps=[0]"], "faults.nan_loss_steps=[0] must be a list of integers >= 1"),
     (["seed=-1"], "seed=-1 must be an integer >= 0"),
     (["optimizer=adamw"], "config section 'optimizer' must be a mapping, got 'adamw'"),
     (["optimizer.learning_rate=[0.1"], "override 'optimizer.learning_rate=[0.1' has a bad value"),
