@@ -10,7 +10,8 @@
                                                              weights + optimizer memory table
     lowrank-jax memory --topology v5e:16x16 [--tensor N] [--hbm-gb G] [--sizes ...] [--methods ...]
                                                              the step compiled for a pod, per chip
-    lowrank-jax benchmark GRID.yaml [--workers N] [--emit-jobs FILE] [--report-only] [key=value ...]
+    lowrank-jax benchmark GRID.yaml [--workers N] [--sweeps-as-one-program] [--emit-jobs FILE]
+                        [--report-only] [key=value ...]
                                                              run a grid of runs, table + plots
 
 ``lowrank-jax train`` with no arguments trains the embedded default: the nano LLaMA on the
@@ -138,6 +139,13 @@ def _parser() -> argparse.ArgumentParser:
   )
   benchmark.add_argument("--workers", type=int, default=1, help="cells run at the same time")
   benchmark.add_argument("--retry-failed", action="store_true", help="rerun failed cells")
+  benchmark.add_argument(
+      "--sweeps-as-one-program",
+      action="store_true",
+      help="train each round of a learning-rate search as one sweep (one process, one jitted "
+      "step over a copy of the model per rate): for a GPU or TPU that one small run leaves "
+      "idle; on a CPU, --workers 2 is faster (experiments/results/bench/sweep_bench.md)",
+  )
   benchmark.add_argument(
       "--emit-jobs",
       default=None,
@@ -288,6 +296,10 @@ def _benchmark(args) -> None:
   if args.workers < 1:
     raise ValueError(f"--workers={args.workers} must be a positive integer")
   grid = Grid.load(args.grid, args.overrides)
+  if args.emit_jobs and args.sweeps_as_one_program:
+    raise ValueError(
+        "--sweeps-as-one-program runs the grid here; --emit-jobs writes one job a cell"
+    )
   if args.emit_jobs:
     stage, lines = job_lines(grid)
     text = f"# {grid.out_dir}: {stage} stage, {len(lines)} jobs\n" + "".join(
@@ -303,7 +315,7 @@ def _benchmark(args) -> None:
   if not args.report_only:
     single_threaded_lapack()  # cells train in this process (one worker) or run `train`
     use_compilation_cache(os.path.join(grid.out_dir, "compilation_cache"))
-    run_grid(grid, args.workers, args.retry_failed)
+    run_grid(grid, args.workers, args.retry_failed, args.sweeps_as_one_program)
   paths = write_report(grid, args.out)
   with open(paths[0]) as f:
     print(f.read(), end="")

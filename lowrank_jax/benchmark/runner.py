@@ -29,7 +29,9 @@ import tqdm
 
 from lowrank_jax import errors
 from lowrank_jax.benchmark.grid import Cell, Grid
+from lowrank_jax.benchmark.jobs import Job, jobs_of
 from lowrank_jax.benchmark.results import chosen_rates, pending_sweep_cells, read_result, searches
+from lowrank_jax.train import sweep
 from lowrank_jax.train.loop import train
 from lowrank_jax.train.metrics import format_summary, read_metrics
 from lowrank_jax.train.run_dir import RunDir
@@ -38,20 +40,27 @@ QUIET = "logging.progress=false"  # a log file needs no progress bar
 ACCEPT_CHANGES = "--accept-changes"  # a grid given more steps continues its cells
 
 
-def _train_command(cell: Cell) -> list[str]:
-  return [sys.executable, "-m", "lowrank_jax", "train", ACCEPT_CHANGES, *cell.argv(), QUIET]
+def _train_command(job: Job) -> list[str]:
+  return [sys.executable, "-m", "lowrank_jax", "train", ACCEPT_CHANGES, *job.argv(), QUIET]
 
 
-def _latest(cell: Cell) -> str:
-  """The cell's newest logged step: its loss and tokens/s, for the grid's progress bar."""
-  records = read_metrics(RunDir(cell.run_dir).metrics)
-  losses = [r for r in records if "loss" in r]
-  return (
-      f"{cell.name} step {losses[-1]['step']} loss {losses[-1]['loss']:.3f} "
-      f"{losses[-1]['tokens_per_s']:,.0f} tok/s"
-      if losses
-      else cell.name
+def _latest(job: Job) -> str:
+  """The job's newest logged step: its loss (the lowest of a sweep's copies) and tokens/s,
+  for the grid's progress bar."""
+  metrics = (
+      [
+          os.path.join(job.run_dir, sweep.copy_dir_name(c.learning_rate), "metrics.jsonl")
+          for c in job.cells
+      ]
+      if job.is_sweep
+      else [RunDir(job.run_dir).metrics]
   )
+  lasts = [[r for r in read_metrics(path) if "loss" in r][-1:] for path in metrics]
+  lasts = [last[0] for last in lasts if last]
+  if not lasts:
+    return job.name
+  best = min(lasts, key=lambda r: r["loss"])
+  return f"{job.name} step {best['step']} loss {best['loss']:.3f} {best['tokens_per_s']:,.0f} tok/s"
 
 
 @contextlib.contextmanager
@@ -72,34 +81,35 @@ def _showing_progress(bar, cells, poll_s: float):
     thread.join()
 
 
-def _start(cell: Cell):
-  """Clears an old failure marker and opens the cell's log (appending: a resumed run)."""
-  run_dir = RunDir(cell.run_dir)
+def _start(job: Job):
+  """Clears an old failure marker and opens the job's log (appending: a resumed run)."""
+  run_dir = RunDir(job.run_dir)
   os.makedirs(run_dir.path, exist_ok=True)
   if os.path.exists(run_dir.failed_marker):
     os.remove(run_dir.failed_marker)
   return open(run_dir.train_log, "a")
 
 
-def _finish(cell: Cell, status: int, bar) -> None:
+def _finish(job: Job, status: int, bar) -> None:
   if status:
-    run_dir = RunDir(cell.run_dir)
+    run_dir = RunDir(job.run_dir)
     with open(run_dir.failed_marker, "w") as f:
       f.write(f"exit status {status}; see {run_dir.train_log}\n")
-    bar.write(f"{cell.name}: failed (exit status {status}), see {run_dir.train_log}")
-  bar.update(1)
+    bar.write(f"{job.name}: failed (exit status {status}), see {run_dir.train_log}")
+  job.publish()
+  bar.update(len(job.cells))
 
 
-def _train_here(cell: Cell, log) -> int:
-  """Trains ``cell`` in this process; the exit status ``lowrank-jax train`` would give."""
+def _train_here(job: Job, log) -> int:
+  """Trains ``job`` in this process; the exit status ``lowrank-jax train`` would give."""
   with contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
     try:
-      summary = train(cell.config(QUIET), accept_changes=True)
+      summary = train(job.config(QUIET), accept_changes=True)
     except errors.REPORTED as error:
       return errors.report(error)
     print(format_summary(summary), end="")
   if summary["stopped_by"] is not None:  # SIGINT/SIGTERM: saved; the grid stops here
-    raise KeyboardInterrupt(f"{cell.name} stopped by {summary['stopped_by']}")
+    raise KeyboardInterrupt(f"{job.name} stopped by {summary['stopped_by']}")
   return errors.DONE
 
 
@@ -109,8 +119,11 @@ def run_cells(
     retry_failed: bool = False,
     desc: str = "grid",
     poll_s: float = 2.0,
+    as_one_program: bool = False,
 ) -> dict[str, int]:
-  """Runs the cells that are not finished; returns ``{cell name: exit status}`` of those run.
+  """Runs the cells that are not finished; returns ``{job name: exit status}`` of the jobs
+  run (:mod:`lowrank_jax.benchmark.jobs`; with ``as_one_program`` the fresh rates of a
+  search train as one sweep).
 
   A stage without cells (a grid of one seed has no seed stage) shows no progress bar."""
   if not cells:
@@ -123,10 +136,10 @@ def run_cells(
   bar = tqdm.tqdm(
       total=len(cells), initial=len(cells) - len(todo), desc=desc, unit="run", dynamic_ncols=True
   )
-  current: list[Cell] = []  # the cells being trained, for the progress bar
+  current: list[Job] = []  # the jobs being trained, for the progress bar
   with _showing_progress(bar, current, poll_s):
     statuses = (_in_this_process if workers == 1 else _in_subprocesses)(
-        todo, workers, bar, current, poll_s
+        jobs_of(todo, as_one_program), workers, bar, current, poll_s
     )
   bar.close()
   return statuses
@@ -135,36 +148,36 @@ def run_cells(
 def _in_this_process(todo, workers, bar, current, poll_s) -> dict[str, int]:
   del workers, poll_s
   statuses = {}
-  for cell in todo:
-    current[:] = [cell]
-    with _start(cell) as log:
-      statuses[cell.name] = _train_here(cell, log)
-    _finish(cell, statuses[cell.name], bar)
+  for job in todo:
+    current[:] = [job]
+    with _start(job) as log:
+      statuses[job.name] = _train_here(job, log)
+    _finish(job, statuses[job.name], bar)
   return statuses
 
 
 def _in_subprocesses(todo, workers, bar, current, poll_s) -> dict[str, int]:
   statuses = {}
-  running: dict[str, tuple[Cell, subprocess.Popen, object]] = {}
+  running: dict[str, tuple[Job, subprocess.Popen, object]] = {}
   try:
     while todo or running:
       while todo and len(running) < workers:
-        cell = todo.pop(0)
-        log = _start(cell)
-        running[cell.name] = (
-            cell,
-            subprocess.Popen(_train_command(cell), stdout=log, stderr=subprocess.STDOUT),
+        job = todo.pop(0)
+        log = _start(job)
+        running[job.name] = (
+            job,
+            subprocess.Popen(_train_command(job), stdout=log, stderr=subprocess.STDOUT),
             log,
         )
-      current[:] = [c for c, _, _ in running.values()]
+      current[:] = [j for j, _, _ in running.values()]
       time.sleep(poll_s)
-      for name, (cell, process, log) in list(running.items()):
+      for name, (job, process, log) in list(running.items()):
         if process.poll() is None:
           continue
         log.close()
         del running[name]
         statuses[name] = process.returncode
-        _finish(cell, process.returncode, bar)
+        _finish(job, process.returncode, bar)
   finally:
     for _, process, log in running.values():  # interrupted: the runs resume next time
       process.terminate()
@@ -181,8 +194,11 @@ def use_compilation_cache(directory: str) -> None:
   jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
 
 
-def run_grid(grid: Grid, workers: int = 1, retry_failed: bool = False) -> None:
-  """Runs the searches round by round, then the other seeds at each method's chosen rate."""
+def run_grid(
+    grid: Grid, workers: int = 1, retry_failed: bool = False, as_one_program: bool = False
+) -> None:
+  """Runs the searches round by round, then the other seeds at each method's chosen rate;
+  with ``as_one_program`` each round's fresh rates of a search train as one sweep."""
   grid.check()
   if retry_failed:  # the failed cells of every search rerun once, before the searches go on
     tried = [
@@ -196,7 +212,11 @@ def run_grid(grid: Grid, workers: int = 1, retry_failed: bool = False) -> None:
     cells = pending_sweep_cells(grid)
     if not cells or ran.issuperset(c.name for c in cells):  # nothing new (e.g. stopped runs)
       break
-    ran.update(run_cells(cells, workers, desc="extensions" if round_ else "sweep"))
+    names = {c.name for c in cells}
+    run_cells(
+        cells, workers, desc="extensions" if round_ else "sweep", as_one_program=as_one_program
+    )
+    ran.update(names)
   run_cells(grid.seed_cells(chosen_rates(grid)), workers, retry_failed, desc="seeds")
 
 

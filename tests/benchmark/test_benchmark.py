@@ -21,6 +21,7 @@ from lowrank_jax.benchmark.plots import loss_curves_figure
 from lowrank_jax.benchmark.results import (
     CellResult,
     MethodRow,
+    chosen_rates,
     pending_sweep_cells,
     read_result,
     searches,
@@ -173,6 +174,27 @@ def test_subprocess_workers_train_a_cell_exactly_as_in_process(finished, tmp_pat
   statuses = run_cells(twin.sweep_cells(), workers=2, poll_s=0.2)
   assert set(statuses.values()) == {0}
   assert _summary(twin.sweep_cells()[0])["val_loss"] == _summary(cell)["val_loss"]
+
+
+def test_sweeps_as_one_program_give_the_cells_their_own_runs_results(finished, tmp_path):
+  # The search's first round trains as one sweep per method; its copies stand for the cells
+  # (links to their directories), so the search, its extension, the failed method and the
+  # seeds come out as from one run a cell.
+  grid, half = finished
+  twin = dataclasses.replace(grid, out_dir=str(tmp_path))
+  run_grid(twin, as_one_program=True)
+  assert os.path.isdir(os.path.join(twin.out_dir, "nano", "full_rank", "sweep_seed0_lr0.005_0.01"))
+  assert searches(twin) == searches(grid)
+  for cell in twin.sweep_cells():
+    alone = dataclasses.replace(cell, out_dir=grid.out_dir)
+    if cell.method == "spam":
+      assert read_result(cell).status == read_result(alone).status == "failed"
+      continue
+    assert os.path.islink(cell.run_dir) and read_result(cell).status == "done"
+    if alone.name != half.name:  # that one was trained with 3 steps first, then resumed
+      assert _summary(cell)["val_loss"] == pytest.approx(_summary(alone)["val_loss"], rel=1e-5)
+  (seed,) = twin.seed_cells(chosen_rates(twin))
+  assert not os.path.islink(seed.run_dir) and read_result(seed).status == "done"
 
 
 def test_emitted_jobs_are_the_cells_commands_stage_by_stage(tmp_path, capsys):
