@@ -294,7 +294,8 @@ def _train(config: TrainConfig, accept_changes: bool, stop_request: StopRequest)
             if copy.index is not None
             else {}
         ),
-        "skipped_steps": copy.streak.skipped,
+        # every session's, from the records (cut back to the restored step on resume)
+        "skipped_steps": sum(r.get("skipped_steps", 0) for r in read_metrics(copy.dir.metrics)),
         "param_bytes": tree_bytes(own.params) + tree_bytes(own.frozen),
         "opt_state_bytes": tree_bytes(own.opt_state),
     }

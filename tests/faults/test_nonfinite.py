@@ -69,7 +69,8 @@ def test_a_streak_of_bad_steps_stops_with_the_last_good_state(tmp_path, capsys):
   records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
   assert [r["step"] for r in records if r["skipped_steps"]] == [2, 4, 5, 6, 7]
   summary = json.loads((run_dir / "summary.json").read_text())
-  assert summary["stopped_by"] == "non-finite" and summary["skipped_steps"] == 4
+  # Step 7 ran before step 6's flag ended the streak: five updates were skipped in all.
+  assert summary["stopped_by"] == "non-finite" and summary["skipped_steps"] == 5
   states = {step: load_checkpoint(str(run_dir), step)[1] for step in (2, 4, 6, 7)}
   good = (states[4].params, states[4].opt_state)  # after step 3, the last finite one
   for step in (6, 7):
@@ -77,3 +78,13 @@ def test_a_streak_of_bad_steps_stops_with_the_last_good_state(tmp_path, capsys):
   assert int(states[7].step) == 7
   with pytest.raises(AssertionError):
     chex.assert_trees_all_equal(states[2].params, states[4].params)
+
+
+def test_the_summary_counts_the_skipped_steps_of_every_session(tmp_path):
+  run_dir = tmp_path / "run"
+  first = overrides(run_dir, "faults.nan_loss_steps=[2]", "schedule.total_steps=4")
+  assert main(["train", *first]) == 0
+  later = overrides(run_dir, "faults.nan_loss_steps=[5]", "schedule.total_steps=6")
+  assert main(["train", "--accept-changes", *later]) == 0
+  summary = json.loads((run_dir / "summary.json").read_text())
+  assert summary["steps"] == 6 and summary["skipped_steps"] == 2
