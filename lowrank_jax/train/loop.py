@@ -19,6 +19,11 @@ A non-finite step is skipped inside the jitted step; its flag is fetched one ste
 device never waits for the host) and after ``faults.max_bad_steps`` in a row the run saves
 its last good state and raises ``FloatingPointError``.
 
+A learning-rate sweep (``optimizer.learning_rates``, :mod:`lowrank_jax.train.sweep`) runs this
+same loop over its stacked copies: each copy logs, evaluates and summarises into its own
+directory, the run directory's ``summary.json`` lists them, and a copy whose non-finite streak
+reaches the limit is held while the others train on (the run stops when all have).
+
 A multi-host run (see :mod:`lowrank_jax.train.distributed`) runs this same loop in every
 process: all of them step, evaluate, save and restore checkpoints together; only process 0
 writes ``config.yaml``, metrics, the progress bar, ``summary.json`` and the plot.
@@ -96,6 +101,16 @@ class _Copy:
 
   def label(self) -> str:
     return "" if self.index is None else f" (learning rate {self.learning_rate:g})"
+
+  def identity(self, sweep_run_dir: str) -> dict:
+    """What a copy's summary says of it beyond the run's: its directory, its sweep's, its rate."""
+    if self.index is None:
+      return {}
+    return {
+        "run_dir": self.dir.path,
+        "sweep_run_dir": sweep_run_dir,
+        "learning_rate": self.learning_rate,
+    }
 
   def own(self, tree):
     """This copy's part of a tree of the run (its arrays of a stacked state, or metrics)."""
@@ -284,16 +299,8 @@ def _train(config: TrainConfig, accept_changes: bool, stop_request: StopRequest)
     copy_stop = "non-finite" if copy.streak.tripped else stop
     summary = {
         **shared,
-        **(
-            {
-                "run_dir": copy.dir.path,
-                "sweep_run_dir": config.run_dir,
-                "learning_rate": copy.learning_rate,
-                "stopped_by": copy_stop,
-            }
-            if copy.index is not None
-            else {}
-        ),
+        **copy.identity(config.run_dir),
+        "stopped_by": copy_stop,
         # every session's, from the records (cut back to the restored step on resume)
         "skipped_steps": sum(r.get("skipped_steps", 0) for r in read_metrics(copy.dir.metrics)),
         "param_bytes": tree_bytes(own.params) + tree_bytes(own.frozen),
