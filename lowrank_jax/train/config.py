@@ -188,12 +188,17 @@ class MeshSection(_Section):
     data: pure data parallelism (parameters replicated).
     fsdp: data parallelism with parameters and optimizer state sharded (ZeRO-3).
     tensor: tensor parallelism over heads and the MLP width.
+    sweep: where the copies of a learning-rate sweep go: ``replicated`` (every device holds
+      every copy of its shard, the batch split over data x fsdp) or ``data`` (the copies split
+      over the data axis, each group of devices training its own copies on the whole batch,
+      split over fsdp; one process).
   """
 
   key: ClassVar[str] = "mesh"
   data: int = setting(-1, at_least=-1)
   fsdp: int = setting(1, at_least=-1)
   tensor: int = setting(1, at_least=-1)
+  sweep: str = setting("replicated", choices=("replicated", "data"))
 
   def _check_together(self):
     sizes = (self.data, self.fsdp, self.tensor)

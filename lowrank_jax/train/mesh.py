@@ -114,9 +114,9 @@ def state_shardings(abstract_state: nnx.State, mesh: Mesh) -> nnx.State:
   return jax.tree.map(sharding, abstract_state, is_leaf=lambda x: isinstance(x, nnx.Variable))
 
 
-def batch_sharding(mesh: Mesh) -> NamedSharding:
-  """Batches are split over the data-parallel axes, the sequence axis is whole."""
-  return NamedSharding(mesh, PartitionSpec(BATCH_AXES))
+def batch_sharding(mesh: Mesh, axes: tuple[str, ...] = BATCH_AXES) -> NamedSharding:
+  """Batches are split over the data-parallel ``axes``, the sequence axis is whole."""
+  return NamedSharding(mesh, PartitionSpec(axes))
 
 
 def replicated(mesh: Mesh) -> NamedSharding:

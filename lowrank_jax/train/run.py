@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import math
 
 import jax
 import optax
@@ -56,7 +57,9 @@ class Run:
     tokenizer = load_tokenizer(config.data)
     check_vocab_fits(tokenizer, config.model_config().vocab_size)
     run = cls.without_data(config, tokenizer=tokenizer)
-    data_parallel = run.mesh.shape["data"] * run.mesh.shape["fsdp"]
+    batch_axes = run.data_sharding.spec[0]
+    batch_axes = (batch_axes,) if isinstance(batch_axes, str) else tuple(batch_axes)
+    data_parallel = math.prod(run.mesh.shape[axis] for axis in batch_axes)
     for name, batch in (
         ("data.global_batch_size", config.data.global_batch_size),
         ("eval.batch_size", config.eval.batch_size),
@@ -64,7 +67,18 @@ class Run:
       if batch % data_parallel:
         raise ValueError(
             f"{name}={batch} is not divisible by the {data_parallel} "
-            "data-parallel devices (mesh data x fsdp)"
+            f"data-parallel devices (mesh {' x '.join(batch_axes)})"
+        )
+    if run.sweep_axis is not None:
+      groups = run.mesh.shape[run.sweep_axis]
+      if len(run.peaks) % groups:
+        raise ValueError(
+            f"mesh.sweep=data splits the {len(run.peaks)} copies of optimizer.learning_rates "
+            f"over the {groups} devices of the data axis; give a multiple of {groups} rates"
+        )
+      if jax.process_count() > 1:
+        raise ValueError(
+            "mesh.sweep=data runs in one process; with several, use mesh.sweep=replicated"
         )
     return run
 
@@ -76,6 +90,7 @@ class Run:
     mesh = mesh_lib.make_mesh(config.mesh, devices)
     schedule = make_schedule(config.optimizer.learning_rate, config.schedule)
     tx = build_optimizer(config.optimizer_section(), schedule, mesh)
+    split = config.optimizer.learning_rates and config.mesh.sweep == "data"
     return cls(
         config,
         model_config,
@@ -85,7 +100,8 @@ class Run:
         tx,
         model_graphdef(model_config),
         train_state_shardings(model_config, tx, mesh),
-        mesh_lib.batch_sharding(mesh),
+        # copies split over data train on the whole batch: it splits over fsdp alone
+        mesh_lib.batch_sharding(mesh, ("fsdp",) if split else mesh_lib.BATCH_AXES),
     )
 
   def banner(self) -> str:
@@ -113,11 +129,18 @@ class Run:
     """The peak rates of a learning-rate sweep's copies; empty for one run."""
     return self.config.optimizer.learning_rates
 
+  @property
+  def sweep_axis(self) -> str | None:
+    """The mesh axis a sweep's copies are split over (``mesh.sweep``), else ``None``."""
+    return "data" if self.peaks and self.config.mesh.sweep == "data" else None
+
   def abstract_state(self) -> TrainState:
     """The state as the train step takes it and a checkpoint holds it (the copies stacked
     for a sweep): ``ShapeDtypeStruct`` leaves with shardings."""
     one = abstract_train_state(self.model_config, self.tx, self.mesh)
-    return sweep.stacked_abstract(one, len(self.peaks)) if self.peaks else one
+    if not self.peaks:
+      return one
+    return sweep.stacked_abstract(one, len(self.peaks), self.sweep_axis)
 
   def init_state(self) -> TrainState:
     """A fresh state initialised from ``seed``, every copy of a sweep the same."""
@@ -178,9 +201,10 @@ class Run:
         sharding=self.data_sharding,
         batch_size=self.config.eval.batch_size,
     )
-    return evaluate(
-        self._eval_step, state.params, state.frozen, batches, self.config.eval.references_divisor
+    params, frozen = jax.device_put(  # a sweep's copy comes from its devices' part
+        (state.params, state.frozen), (self.shardings.params, self.shardings.frozen)
     )
+    return evaluate(self._eval_step, params, frozen, batches, self.config.eval.references_divisor)
 
   def model(self, state: TrainState) -> Llama:
     return nnx.merge(self.graphdef, state.params, state.frozen)

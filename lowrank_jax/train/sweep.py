@@ -15,8 +15,9 @@ select that runs both branches at every step. So a non-finite step of one copy k
 copy's arrays (parameters, moments, projectors) while the shared counts advance: the one way
 a copy can part from the run it stands for, and only after a non-finite step of its own.
 
-The leaves with a sweep axis carry it first and replicated over the mesh, each device holding
-every copy of its shard; each copy's records go to its own directory
+The leaves with a sweep axis carry it first, replicated over the mesh (each device holds every
+copy of its shard) or split over its data axis (``mesh.sweep=data``: each group of devices
+trains its own copies on the whole batch); each copy's records go to its own directory
 (:func:`copy_dir_name`).
 
 >>> import jax.numpy as jnp
@@ -67,14 +68,14 @@ def copy_of(tree: Any, k: int) -> Any:
   return jax.tree.map(lambda leaf: leaf if is_shared(leaf) else leaf[k], tree)
 
 
-def stacked_abstract(abstract: Any, copies: int) -> Any:
+def stacked_abstract(abstract: Any, copies: int, axis: str | None = None) -> Any:
   """The ``ShapeDtypeStruct``\\ s of :func:`stack` of ``abstract`` (leaves with shardings
-  over a mesh), the sweep axis replicated."""
+  over a mesh), the sweep axis split over the mesh axis ``axis`` (``None``: replicated)."""
 
   def widen(leaf):
     if is_shared(leaf):
       return leaf
-    spec = PartitionSpec(None, *leaf.sharding.spec)
+    spec = PartitionSpec(axis, *leaf.sharding.spec)
     sharding = NamedSharding(leaf.sharding.mesh, spec)
     return jax.ShapeDtypeStruct((copies, *leaf.shape), leaf.dtype, sharding=sharding)
 

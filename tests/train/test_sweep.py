@@ -68,6 +68,37 @@ def test_the_periodic_events_stay_conds_in_the_compiled_sweep():
   assert "stablehlo.case" in text or "stablehlo.if" in text
 
 
+def test_copies_split_over_the_data_axis_train_as_replicated_ones():
+  # mesh.sweep=data: two groups of four devices, each training two of the four copies on the
+  # whole batch (split over fsdp), the same numbers as every device holding every copy.
+  rates, mesh = "optimizer.learning_rates=[0.001,0.002,0.004,0.008]", ["mesh.data=2", "mesh.fsdp=4"]
+  split = make_run("galore", rates, *mesh, "mesh.sweep=data")
+  whole = make_run("galore", rates, *mesh)
+  assert split.data_sharding.spec == jax.sharding.PartitionSpec("fsdp")
+  states = {"split": split.init_state(), "whole": whole.init_state()}
+  kernel = jax.tree.leaves(states["split"].params)[0]
+  assert kernel.sharding.spec[0] == "data" and kernel.addressable_shards[0].data.shape[0] == 2
+  steps = {"split": split.train_step(), "whole": whole.train_step()}
+  for batch in _batches(3):
+    for name in states:
+      states[name], _ = steps[name](states[name], batch)
+  for a, b in zip(_arrays(states["split"]), _arrays(states["whole"])):  # sums in other orders
+    np.testing.assert_allclose(a, b, atol=2e-4 * max(float(np.abs(b).max()), 1e-3))
+  evaluated = split.evaluate(sweep.copy_of(states["split"], 3))
+  assert evaluated == pytest.approx(whole.evaluate(sweep.copy_of(states["whole"], 3)), rel=1e-5)
+
+
+def test_copies_split_over_the_data_axis_must_fill_it():
+  with pytest.raises(ValueError, match="splits the 3 copies .* over the 2 devices of the data"):
+    make_run(
+        "galore",
+        "optimizer.learning_rates=[1,2,3]",
+        "mesh.data=2",
+        "mesh.fsdp=4",
+        "mesh.sweep=data",
+    )
+
+
 def test_a_sweep_run_writes_each_copy_and_resumes_exactly(tiny, tmp_path):
   rates = "optimizer.learning_rates=[0.002,0.02]"
   straight = tmp_path / "straight"
