@@ -117,7 +117,8 @@ class _Copy:
     return tree if self.index is None else sweep.copy_of(tree, self.index)
 
 
-def _copies(config: TrainConfig, run_dir: RunDir, is_main: bool) -> list[_Copy]:
+def _copies(config: TrainConfig, run_dir: RunDir, is_main: bool, first: int) -> list[_Copy]:
+  """The copies the run trains, from step ``first`` (their records cut back to it)."""
   rates = config.optimizer.learning_rates
   places = list(enumerate(rates)) if rates else [(None, config.optimizer.learning_rate)]
   copies = []
@@ -125,8 +126,11 @@ def _copies(config: TrainConfig, run_dir: RunDir, is_main: bool) -> list[_Copy]:
     copy_dir = run_dir if index is None else RunDir(run_dir.file(sweep.copy_dir_name(rate)))
     if is_main:
       os.makedirs(copy_dir.path, exist_ok=True)
+    if is_main:
+      copy_dir.cut_metrics(first)
     tensorboard = copy_dir.tensorboard if config.logging.tensorboard else None
-    logger = MetricsLogger(copy_dir.metrics, tensorboard, is_main)
+    purge = first + 1 if first else None
+    logger = MetricsLogger(copy_dir.metrics, tensorboard, is_main, purge_step=purge)
     streak = nonfinite.NonFiniteStreak(config.faults.max_bad_steps)
     copies.append(_Copy(index, rate, copy_dir, logger, streak))
   return copies
@@ -205,10 +209,7 @@ def _train(config: TrainConfig, accept_changes: bool, stop_request: StopRequest)
   tokens_seen, earlier_wall_time = meta["tokens_seen"], meta["wall_time_s"]
   if is_main:  # the run continues from state.step: its config and records say so
     run_dir.start(config, changes, int(state.step))
-  copies = _copies(config, run_dir, is_main)
-  if is_main:
-    for copy in copies:
-      copy.dir.cut_metrics(int(state.step))
+  copies = _copies(config, run_dir, is_main, int(state.step))
   step_fn = run.train_step(
       nonfinite.make_injector(config.faults.nan_loss_steps, config.faults.inf_grad_steps)
   )

@@ -16,16 +16,27 @@ import tqdm
 
 class MetricsLogger:
   """Appends ``{"step": s, **metrics}`` lines to ``path`` (and TensorBoard events to
-  ``tensorboard_dir`` unless it is ``None``)."""
+  ``tensorboard_dir`` unless it is ``None``).
 
-  def __init__(self, path: str, tensorboard_dir: str | None = None, enabled: bool = True):
+  ``purge_step``: a resumed run's first step; its events file starts with a session-start
+  record at that step, which tells TensorBoard to drop the earlier files' events from that
+  step on (the steps logged again), as ``metrics.jsonl`` is cut back.
+  """
+
+  def __init__(
+      self,
+      path: str,
+      tensorboard_dir: str | None = None,
+      enabled: bool = True,
+      purge_step: int | None = None,
+  ):
     self.enabled = enabled
     self.path = path
     self._writer = None
     if enabled and tensorboard_dir is not None:
       from tensorboardX import SummaryWriter  # no TensorFlow needed
 
-      self._writer = SummaryWriter(tensorboard_dir)
+      self._writer = SummaryWriter(tensorboard_dir, purge_step=purge_step)
 
   def log(self, step: int, metrics: dict[str, float]) -> None:
     if not self.enabled:

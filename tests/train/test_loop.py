@@ -97,3 +97,27 @@ def test_sigterm_saves_a_checkpoint_and_exits_cleanly(tiny, tmp_path):
   summary = json.loads((run_dir / "summary.json").read_text())
   assert summary["stopped_by"] == "SIGTERM" and 3 <= summary["steps"] < 100000
   assert os.listdir(run_dir / "checkpoints") == [str(summary["steps"])]
+
+
+def _events(path):
+  from tensorboardX.proto.event_pb2 import Event
+
+  from lowrank_jax.data.sources.tfrecord import read_frames
+
+  with open(path, "rb") as f:
+    return [Event.FromString(data) for data, _ in read_frames(f, str(path))]
+
+
+def test_a_resumed_run_tells_tensorboard_to_drop_the_steps_it_logs_again(tiny, tmp_path):
+  run_dir = tmp_path / "run"
+  config = load_config(overrides=tiny("logging.tensorboard=true", run_dir=run_dir))
+  train(config)
+  subprocess.run(["rm", "-rf", str(run_dir / "checkpoints" / "6")], check=True)
+  time.sleep(1.1)  # event files are named by the second they were opened
+  train(config)
+  first, resumed = sorted((run_dir / "tensorboard").iterdir())
+  steps = sorted({e.step for e in _events(first) if e.HasField("summary")})
+  assert steps == [1, 2, 3, 4, 5, 6]
+  starts = [e for e in _events(resumed) if e.HasField("session_log")]
+  assert [(e.step, e.session_log.status) for e in starts][:1] == [(4, starts[0].session_log.START)]
+  assert min(e.step for e in _events(resumed) if e.HasField("summary")) == 4
