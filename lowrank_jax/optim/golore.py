@@ -3,11 +3,21 @@ r"""GoLore: GaLore whose projector turns random late in training.
 Until step ``random_from_step`` GoLore is GaLore (SVD projectors refreshed
 every ``update_proj_gap`` steps); from then on each refresh draws a uniformly
 random orthonormal projector (the Q of a Gaussian matrix's QR), which makes
-the subspace method converge under noisy gradients. On every projector change
-the first moment is re-projected into the new basis and the second is carried:
+the subspace method converge under noisy gradients. On a projector change (after
+the first step) the step's update reads the first moment re-projected into the
+new basis, but the state keeps the one from before the step, neither
+re-projected nor updated, as the reference does (pkumelon/Golore's
+``peft_pretraining/golore_torch/adamw.py``, lines 108-114, bind the re-projected
+moment to a local only); the second moment is updated as on any step:
 
 .. math::
-  M \leftarrow P_\text{new}^\top P_\text{old} M, \qquad V \leftarrow V.
+  \tilde M = b_1 P_\text{new}^\top P_\text{old} M + (1 - b_1) R, \qquad
+  N = \tilde M / (\sqrt{V} + \epsilon), \qquad M \leftarrow M.
+
+So the stored first moment stays in the old basis and misses the refresh step's
+gradient (moment policy ``"reproject_once"``); the policy ``"reproject"``
+(``options=ProjectionOptions(moment_policy="reproject")``) stores :math:`\tilde M`
+instead.
 
 The switch step is ``random_from_step`` if given, else
 :math:`\lceil \text{rand\_ratio} \cdot \text{total\_steps} \rceil`: as the
@@ -96,7 +106,7 @@ def scale_by_golore(
       moment_dtype=moment_dtype,
       options=options,
       default_refresh="svd",
-      default_moment_policy="reproject",
+      default_moment_policy="reproject_once",
       random_from_step=switch_step(total_steps, rand_ratio, random_from_step),
   )
 

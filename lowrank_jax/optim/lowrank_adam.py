@@ -59,9 +59,11 @@ from lowrank_jax.optim.projection import (
 from lowrank_jax.optim.projection_options import ProjectionOptions, check_projection_options
 from lowrank_jax.optim.projector_bases import make_refresher
 from lowrank_jax.optim.projector_refresh import (
+    REPROJECTING,
     LeafRefresh,
     refresh_projectors,
     regenerate_projector,
+    stored_first_moment,
 )
 from lowrank_jax.optim.refresh_schedule import leaf_id, refresh_due, refresh_keys, stagger_offsets
 from lowrank_jax.optim.tree_utils import map_unzip
@@ -191,7 +193,7 @@ def scale_by_lowrank_adam(
       options.refresh, rank, options.oversample, options.power_iterations, random_from_step
   )
   stores_projector = (
-      store_projector or options.refresh != "gaussian" or options.moment_policy == "reproject"
+      store_projector or options.refresh != "gaussian" or options.moment_policy in REPROJECTING
   )
   uses_keys = options.refresh != "svd" or random_from_step is not None
   group_leaves = (
@@ -248,6 +250,7 @@ def scale_by_lowrank_adam(
 
   def step_leaves(grads, projectors, mus, nus, norms, plans, count, correction):
     """The five output columns (update, projector, mu, nu, norm) of a list of leaves."""
+    mus_before = mus
     if stores_projector:
       refreshed = refresh_projectors(
           grads,
@@ -267,7 +270,12 @@ def scale_by_lowrank_adam(
         leaf_update(*leaf, count, correction)
         for leaf in zip(grads, projectors, mus, nus, norms, plans)
     ]
-    return [[out[i] for out in outputs] for i in range(5)]
+    columns = [[out[i] for out in outputs] for i in range(5)]
+    columns[2] = [
+        stored_first_moment(options.moment_policy, mu, before, plan, count)
+        for mu, before, plan in zip(columns[2], mus_before, plans)
+    ]
+    return columns
 
   def update_fn(updates, state, params=None):
     del params

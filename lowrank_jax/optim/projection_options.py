@@ -37,8 +37,8 @@ class ProjectionOptions(NamedTuple):
       method's default.
     oversample: extra columns of the randomized range finder.
     power_iterations: power iterations of the randomized range finder.
-    moment_policy: ``"keep"``, ``"reset"`` or ``"reproject"`` on a refresh;
-      None takes the method's default.
+    moment_policy: ``"keep"``, ``"reset"``, ``"reproject"`` or ``"reproject_once"`` on a
+      refresh (:mod:`~lowrank_jax.optim.projector_refresh`); None takes the method's default.
     stagger: spread the matrices' refreshes over the gap.
     seed: seed of the random projections (folded with each matrix's index
       and its refresh number).

@@ -9,7 +9,9 @@ step). Which matrices are due, and their keys, come from
 **Moments on a refresh** (``moment_policy``): ``"keep"`` carries them over
 unchanged (the references), ``"reset"`` zeroes the refreshed matrix's moments
 (the bias-correction step keeps counting), ``"reproject"`` maps the first moment into the new
-basis, ``M <- P_new^T P_old M``, and keeps the second (GoLore).
+basis, ``M <- P_new^T P_old M``, and keeps the second. ``"reproject_once"`` (GoLore's reference)
+re-projects it for the refresh step's update only: the state keeps the first moment from
+before that step, neither re-projected nor updated (:func:`stored_first_moment`).
 
 >>> import jax.numpy as jnp
 >>> new, old = jnp.eye(3)[:, :2], jnp.eye(3)[:, 1:]  # the basis moved by one direction
@@ -32,14 +34,15 @@ from lowrank_jax.optim.matrix_sharding import batch_like, gather_matrices, like_
 from lowrank_jax.optim.projection import MatrixLayout, from_matrices, to_matrices
 from lowrank_jax.optim.projector_bases import Refresher
 
-MOMENT_POLICIES = ("keep", "reset", "reproject")
+MOMENT_POLICIES = ("keep", "reset", "reproject", "reproject_once")
+REPROJECTING = ("reproject", "reproject_once")  # the policies that need the old projector
 
 
 def carry_moments(policy: str, new_basis, old_basis, mu, nu):
   """Applies the moment policy to one matrix's moments ``(r, k)`` on a refresh."""
   if policy == "reset":
     return jnp.zeros_like(mu), jnp.zeros_like(nu)
-  if policy == "reproject":
+  if policy in REPROJECTING:
     dot = functools.partial(jnp.matmul, precision=lax.Precision.HIGHEST)
     change = dot(new_basis.T, old_basis.astype(jnp.float32))
     return dot(change, mu.astype(jnp.float32)).astype(mu.dtype), nu
@@ -53,6 +56,21 @@ class LeafRefresh(NamedTuple):
   layout: MatrixLayout
   due: jax.Array
   keys: jax.Array | None
+
+
+def stored_first_moment(policy: str, updated, before, plan: LeafRefresh, count: jax.Array):
+  """The first moment a step leaves in the state, given the one it ``updated``.
+
+  ``"reproject_once"`` leaves the moment from ``before`` the step on the matrices the step
+  refreshed, except at the first step (pkumelon/Golore's ``adamw.py``, where the
+  re-projected moment is bound to a local, not to ``state["exp_avg"]``); the other policies
+  store ``updated``.
+  """
+  if policy != "reproject_once":
+    return updated
+  layout = plan.layout
+  refreshed = jnp.expand_dims(plan.due.reshape(layout.batch_shape), layout.matrix_axes)
+  return jnp.where(refreshed & (count > 0), before, updated).astype(updated.dtype)
 
 
 def refresh_projectors(

@@ -245,12 +245,12 @@ def test_moment_dtype_is_configurable():
   assert lowrank_state(state).projector["tall"].dtype == jnp.float32
 
 
-def test_golore_is_galore_with_reprojection_until_the_switch():
+def test_golore_is_galore_with_reproject_once_until_the_switch():
   params = make_params()
   golore = lro.golore(0.01, random_from_step=100, **SMALL)
-  reproject = lro.ProjectionOptions(moment_policy="reproject")
-  galore = lro.galore(0.01, scale=1.0, options=reproject, **SMALL)  # GoLore's alpha: 1
-  chex.assert_trees_all_close(run(golore, params, 3)[0], run(galore, params, 3)[0], rtol=1e-5)
+  reproject_once = lro.ProjectionOptions(moment_policy="reproject_once")
+  galore = lro.galore(0.01, scale=1.0, options=reproject_once, **SMALL)  # GoLore's alpha: 1
+  chex.assert_trees_all_close(run(golore, params, 4)[0], run(galore, params, 4)[0], rtol=1e-5)
 
 
 def test_golore_projector_is_random_orthonormal_after_the_switch():
@@ -261,10 +261,8 @@ def test_golore_projector_is_random_orthonormal_after_the_switch():
   chex.assert_trees_all_close(p.T @ p, jnp.eye(2), atol=1e-5)
   svd_basis = lowrank_state(run(lro.galore(0.01, **SMALL), params, steps=3)[1]).projector["tall"]
   assert not np.allclose(np.abs(p), np.abs(svd_basis), atol=1e-2)
-  old = lowrank_state(before)
-  grad = make_grads(2)["tall"]
-  expected_mu = 0.9 * (p.T @ old.projector["tall"] @ old.mu["tall"]) + 0.1 * (p.T @ grad)
-  chex.assert_trees_all_close(lowrank_state(after).mu["tall"], expected_mu, atol=1e-5)
+  # The reference's refresh leaves the stored first moment as it was before the step.
+  chex.assert_trees_all_equal(lowrank_state(after).mu["tall"], lowrank_state(before).mu["tall"])
 
 
 def test_golore_rand_ratio_is_the_fraction_before_the_switch():
@@ -272,8 +270,8 @@ def test_golore_rand_ratio_is_the_fraction_before_the_switch():
   with 10 steps and 0.5 the refreshes at 0, 2, 4 take the SVD, the one at 6 is random."""
   params = make_params()
   golore = lro.golore(0.01, total_steps=10, rand_ratio=0.5, **SMALL)
-  reproject = lro.ProjectionOptions(moment_policy="reproject")
-  galore = lro.galore(0.01, scale=1.0, options=reproject, **SMALL)  # GoLore's alpha: 1
+  reproject_once = lro.ProjectionOptions(moment_policy="reproject_once")
+  galore = lro.galore(0.01, scale=1.0, options=reproject_once, **SMALL)  # GoLore's alpha: 1
   chex.assert_trees_all_close(run(golore, params, 6)[0], run(galore, params, 6)[0], rtol=1e-5)
   assert not np.allclose(run(golore, params, 7)[0]["tall"], run(galore, params, 7)[0]["tall"])
 
