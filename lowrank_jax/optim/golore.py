@@ -23,7 +23,9 @@ The switch step is ``random_from_step`` if given, else
 :math:`\lceil \text{rand\_ratio} \cdot \text{total\_steps} \rceil`: as the
 reference's ``--rand_ratio`` flag, ``rand_ratio`` is the fraction of training
 *before* the switch (a refresh at the 0-based step :math:`t` is random once
-:math:`t / \text{total\_steps} \ge \text{rand\_ratio}`; GoLore's own script,
+:math:`t \ge \text{rand\_ratio} \cdot \text{total\_steps}`, the product in floating
+point, as the reference's optimizer tests ``state["step"] >= rand_epoch``,
+``torchrun_main.py`` and ``golore_torch/adamw.py``; GoLore's own script,
 ``script/Go_pt.sh`` of pkumelon/Golore, uses 0.8). Defaults are the reference's
 (``GoLoreProjector``'s ``scale=1``, ``GoLoreAdamW``'s ``eps=1e-6``).
 
@@ -40,7 +42,6 @@ References:
 
 from __future__ import annotations
 
-import itertools
 import math
 
 import optax
@@ -61,9 +62,8 @@ def switch_step(total_steps: int | None, rand_ratio: float, random_from_step: in
     )
   total_steps = check_positive_int("total_steps", total_steps)
   check_range("rand_ratio", rand_ratio, 0.0)
-  # The first step passing the reference's own float test, step / total_steps >= rand_ratio.
-  below = max(math.ceil(rand_ratio * total_steps) - 1, 0)
-  return next(step for step in itertools.count(below) if step / total_steps >= rand_ratio)
+  # The first step passing the reference's own float test, step >= rand_ratio * total_steps.
+  return math.ceil(rand_ratio * total_steps)
 
 
 @shared_args

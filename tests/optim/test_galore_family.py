@@ -279,9 +279,10 @@ def test_golore_rand_ratio_is_the_fraction_before_the_switch():
 def test_golore_switch_step_from_rand_ratio():
   from lowrank_jax.optim.golore import switch_step
 
-  assert switch_step(1000, 0.8, None) == 800  # random once step / total >= rand_ratio
-  assert switch_step(999, 0.8, None) == 800  # ceil(799.2): step 799 is still below 0.8
-  assert switch_step(10, 0.7, None) == 7  # 7 / 10 >= 0.7, though ceil(0.7 * 10) is 8
+  assert switch_step(1000, 0.8, None) == 800  # random once step >= rand_ratio * total
+  assert switch_step(999, 0.8, None) == 800  # ceil(799.2): step 799 is still below 799.2
+  assert switch_step(10, 0.7, None) == 7  # 0.7 * 10 is 7.0 in floating point
+  assert switch_step(25, 0.28, None) == 8  # 0.28 * 25 is 7.000000000000001: step 7 is below
   assert switch_step(None, 0.25, 10) == 10
 
 
