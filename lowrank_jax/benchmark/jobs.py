@@ -52,6 +52,10 @@ class Job:
   def run_dir(self) -> str:
     return os.path.join(self.cells[0].out_dir, self.name)
 
+  def copy_dir(self, cell: Cell) -> RunDir:
+    """The directory of ``cell``'s copy in this sweep's run directory."""
+    return RunDir(os.path.join(self.run_dir, sweep.copy_dir_name(cell.learning_rate)))
+
   def argv(self) -> list[str]:
     """The arguments of ``lowrank-jax train`` that run this job."""
     args = self.cells[0].argv()
@@ -73,7 +77,7 @@ class Job:
     if not self.is_sweep:
       return
     for cell in self.cells:
-      copy = RunDir(os.path.join(self.run_dir, sweep.copy_dir_name(cell.learning_rate)))
+      copy = self.copy_dir(cell)
       os.makedirs(copy.path, exist_ok=True)
       if not os.path.lexists(cell.run_dir):
         os.makedirs(os.path.dirname(cell.run_dir), exist_ok=True)

@@ -31,7 +31,6 @@ from lowrank_jax import errors
 from lowrank_jax.benchmark.grid import Cell, Grid
 from lowrank_jax.benchmark.jobs import Job, jobs_of
 from lowrank_jax.benchmark.results import chosen_rates, pending_sweep_cells, read_result, searches
-from lowrank_jax.train import sweep
 from lowrank_jax.train.loop import train
 from lowrank_jax.train.metrics import format_summary, read_metrics
 from lowrank_jax.train.run_dir import RunDir
@@ -48,10 +47,7 @@ def _latest(job: Job) -> str:
   """The job's newest logged step: its loss (the lowest of a sweep's copies) and tokens/s,
   for the grid's progress bar."""
   metrics = (
-      [
-          os.path.join(job.run_dir, sweep.copy_dir_name(c.learning_rate), "metrics.jsonl")
-          for c in job.cells
-      ]
+      [job.copy_dir(cell).metrics for cell in job.cells]
       if job.is_sweep
       else [RunDir(job.run_dir).metrics]
   )

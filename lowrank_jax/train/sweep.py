@@ -116,11 +116,6 @@ def make_sweep_step(step_at: Callable, peaks: Sequence[float], abstract_state: A
   return step
 
 
-def copy_metrics(metrics: dict, k: int) -> dict:
-  """Copy ``k``'s entries of metrics that carry the sweep axis first."""
-  return {name: value[k] for name, value in metrics.items()}
-
-
 def copy_dir_name(learning_rate: float) -> str:
   """The subdirectory of the run directory holding the records of the copy at this rate."""
   return f"lr{learning_rate:g}"
