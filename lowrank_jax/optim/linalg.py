@@ -35,6 +35,7 @@ import os
 from collections.abc import Callable
 
 import jax
+import jax.numpy as jnp
 from jax import lax
 
 
@@ -103,11 +104,35 @@ qr = _platform_safe(
 )
 qr.__doc__ = "Reduced QR ``(q, r)`` of ``(..., m, n)`` matrices."
 
-svd = _platform_safe(
-    lambda m: lax.linalg.svd(m, full_matrices=False),
-    lambda m: lax.linalg.svd(m, full_matrices=False),
-)
-svd.__doc__ = "Thin SVD ``(u, s, vt)`` of ``(..., m, n)`` matrices, singular values descending."
+
+def _thin_svd(matrix: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
+  return lax.linalg.svd(matrix, full_matrices=False)
+
+
+def _converged_thin_svd(matrix: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
+  """The thin SVD by LAPACK's divide and conquer (``gesdd``), or, where that did not
+  converge, by QR iteration (``gesvd``).
+
+  ``gesdd`` can fail to converge on a matrix whose small singular values cluster near zero
+  (seen on the rank-deficient ``2r x 2r`` core of a LoRO manifold step, singular values from
+  1.1 down to 8e-8), and jaxlib then returns NaN factors. QR iteration is slower and does
+  not fail there; it runs only for a matrix whose first result is not finite, so every
+  other matrix gets exactly the divide-and-conquer result.
+  """
+  factors = _thin_svd(matrix)
+  converged = jnp.all(jnp.array([jnp.isfinite(x).all() for x in factors]))
+  return lax.cond(
+      converged,
+      lambda: factors,
+      lambda: lax.linalg.svd(matrix, full_matrices=False, algorithm=lax.linalg.SvdAlgorithm.QR),
+  )
+
+
+svd = _platform_safe(_converged_thin_svd, _thin_svd)
+svd.__doc__ = """Thin SVD ``(u, s, vt)`` of ``(..., m, n)`` matrices, singular values descending.
+
+On CPU a matrix on which LAPACK's divide-and-conquer SVD does not converge is decomposed
+again by QR iteration (:func:`_converged_thin_svd`) instead of coming back as NaN."""
 
 eigh = _platform_safe(lambda m: lax.linalg.eigh(m)[::-1], lambda m: lax.linalg.eigh(m)[::-1])
 eigh.__doc__ = "``(eigenvalues ascending, eigenvectors as columns)`` of symmetric matrices."

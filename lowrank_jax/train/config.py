@@ -277,8 +277,8 @@ class LoggingSection(_Section):
 class FaultsSection(_Section):
   """Tolerance of non-finite steps, and fault injection for tests.
 
-  A step whose loss or gradient norm is NaN or Inf is skipped (the state keeps its values);
-  see :mod:`lowrank_jax.train.nonfinite`.
+  A step whose loss, gradient norm or update norm is NaN or Inf is skipped (the state keeps
+  its values); see :mod:`lowrank_jax.train.nonfinite`.
 
   Attributes:
     max_bad_steps: stop the run (with a checkpoint of the last good state) after this many

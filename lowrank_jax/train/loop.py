@@ -232,7 +232,7 @@ def _train(config: TrainConfig, accept_changes: bool, stop_request: StopRequest)
       finite = bool(copy.own(flags))
       if not finite:
         note(
-            f"step {at_step}{copy.label()}: non-finite loss or gradient norm, update skipped "
+            f"step {at_step}{copy.label()}: non-finite loss, gradient or update, update skipped "
             f"({copy.streak.in_a_row + 1} in a row)"
         )
       copy.streak.observe(at_step, finite)

@@ -1,7 +1,10 @@
 """Non-finite steps: detected inside the jitted step, skipped, counted, and stopped after a streak.
 
-A step is *finite* when ``isfinite(loss) & isfinite(||g||_2)`` (one global norm covers every
-gradient entry: it is non-finite as soon as one entry is). A non-finite step keeps the
+A step is *finite* when ``isfinite(loss) & isfinite(||g||_2) & isfinite(||u||_2)``, with
+``g`` the gradient and ``u`` the optimizer's update (one global norm covers every entry: it is
+non-finite as soon as one entry is). The update's norm catches what the gradient's cannot: a
+finite gradient turned non-finite by the optimizer itself (a decomposition that fails inside
+a projection refresh or a manifold step). A non-finite step keeps the
 parameters, the frozen variables and the optimizer state exactly as they were
 
     params', frozen', opt_state' = where(finite, new, old)
@@ -16,7 +19,9 @@ an Inf gradient); with no steps configured it is the identity and costs nothing.
 >>> import jax.numpy as jnp
 >>> inject = make_injector(nan_loss_steps=(2,), inf_grad_steps=(3,))
 >>> loss, grads = inject(jnp.int32(2), jnp.float32(1.5), {"w": jnp.ones(2)})
->>> bool(is_finite(loss, jnp.float32(1.0)))
+>>> bool(is_finite(loss, jnp.float32(1.0), jnp.float32(0.1)))
+False
+>>> bool(is_finite(jnp.float32(2.0), jnp.float32(1.0), jnp.float32(jnp.inf)))
 False
 >>> streak = NonFiniteStreak(max_bad_steps=2)
 >>> [streak.observe(step, finite) for step, finite in [(1, True), (2, False), (3, False)]]
@@ -34,9 +39,9 @@ import jax
 import jax.numpy as jnp
 
 
-def is_finite(loss: jax.Array, grad_norm: jax.Array) -> jax.Array:
-  """Boolean scalar: the loss and the global gradient norm are both finite."""
-  return jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+def is_finite(loss: jax.Array, grad_norm: jax.Array, update_norm: jax.Array) -> jax.Array:
+  """Boolean scalar: the loss and the global norms of the gradient and the update are finite."""
+  return jnp.isfinite(loss) & jnp.isfinite(grad_norm) & jnp.isfinite(update_norm)
 
 
 def keep_if_finite(finite: jax.Array, new: Any, old: Any) -> Any:

@@ -7,7 +7,7 @@ accumulated gradient is exactly the gradient of the full-batch mean whatever ``A
 Micro-batch ``i`` takes rows ``i, i + A, i + 2A, ...``: every device keeps working on rows
 it already holds.
 
-A step whose loss or gradient norm is not finite is skipped inside the jit: the parameters,
+A step whose loss, gradient norm or update norm is not finite is skipped inside the jit: the parameters,
 frozen variables and optimizer state keep their values, only ``step`` advances, and the
 metrics carry ``finite`` (see :mod:`lowrank_jax.train.nonfinite`).
 """
@@ -136,7 +136,7 @@ def make_train_step(
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     grad_norm = optax.tree.norm(grads)
-    finite = nonfinite.is_finite(loss, grad_norm)
+    finite = nonfinite.is_finite(loss, grad_norm, optax.tree.norm(updates))
     frozen = state.frozen
     if after_update is not None:
       params, frozen = after_update(state.step + 1, params, frozen)

@@ -26,24 +26,47 @@ CONFIG = LlamaConfig.preset(
 )
 
 
+def _nan_update_at(update: int) -> optax.GradientTransformation:
+  """Turns the optimizer's ``update``-th (1-based) update into NaN: a finite gradient made
+  non-finite by the optimizer, as a failed decomposition inside a refresh would."""
+
+  def update_fn(updates, count, params=None):
+    del params
+    poison = jnp.where(count + 1 == update, jnp.nan, 0.0)
+    return jax.tree.map(lambda u: u + poison, updates), count + 1
+
+  return optax.GradientTransformation(lambda params: jnp.zeros([], jnp.int32), update_fn)
+
+
 @pytest.mark.parametrize(
-    "poison", [dict(nan_loss_steps=(2,)), dict(inf_grad_steps=(2,))], ids=["nan_loss", "inf_grad"]
+    "poison, tx, third_finite",
+    [
+        (dict(nan_loss_steps=(2,)), optax.adamw(1e-2), True),
+        (dict(inf_grad_steps=(2,)), optax.adamw(1e-2), True),
+        # the kept optimizer state makes the same update again: the third step fails too
+        ({}, optax.chain(optax.adamw(1e-2), _nan_update_at(2)), False),
+    ],
+    ids=["nan_loss", "inf_grad", "nan_update"],
 )
-def test_a_poisoned_step_leaves_the_state_unchanged(poison):
-  tx = optax.adamw(1e-2)
+def test_a_poisoned_step_leaves_the_state_unchanged(poison, tx, third_finite):
   mesh = mesh_lib.make_mesh(MeshSection(data=1), jax.devices()[:1])
   step = jax.jit(make_train_step(model_graphdef(CONFIG), tx, inject=make_injector(**poison)))
   batch = {"input_ids": jnp.arange(24).reshape(2, 12) % 32, "loss_mask": jnp.ones((2, 12))}
   first, metrics_1 = step(init_train_state(CONFIG, tx, mesh, seed=0), batch)
   second, metrics_2 = step(first, batch)
   third, metrics_3 = step(second, batch)
-  assert [bool(m["finite"]) for m in (metrics_1, metrics_2, metrics_3)] == [True, False, True]
+  assert [bool(m["finite"]) for m in (metrics_1, metrics_2, metrics_3)] == [
+      True,
+      False,
+      third_finite,
+  ]
   assert int(second.step) == 2  # the batch is consumed
   chex.assert_trees_all_equal((second.params, second.opt_state), (first.params, first.opt_state))
-  assert any(
+  moved = any(
       not np.array_equal(a, b)
       for a, b in zip(jax.tree.leaves(third.params), jax.tree.leaves(second.params))
   )
+  assert moved == third_finite
 
 
 def test_a_streak_of_bad_steps_stops_with_the_last_good_state(tmp_path, capsys):
