@@ -29,12 +29,6 @@ from lowrank_jax.benchmark import Grid
 from lowrank_jax.train.run import Run
 
 
-def _batch(config, seed: int = 0) -> dict:
-  shape = (config.data.global_batch_size, config.data.seq_len)
-  ids = jax.random.randint(jax.random.key(seed), shape, 3, config.data.vocab_size)
-  return {"input_ids": ids, "loss_mask": jnp.ones(shape, jnp.int32)}
-
-
 def contenders(grid: Grid, method: str, rates: int, steps: int):
   """``({"vmapped": run(), "sequential": run()}, losses)``: each run trains ``steps`` steps of
   every rate and leaves the last loss of every rate in ``losses`` under its name."""
@@ -43,7 +37,7 @@ def contenders(grid: Grid, method: str, rates: int, steps: int):
   listed = ",".join(f"{peak:g}" for peak in peaks)
   swept = Run.without_data(cell.config(f"optimizer.learning_rates=[{listed}]"))
   apart = [Run.without_data(cell.config(f"optimizer.learning_rate={peak:g}")) for peak in peaks]
-  batch = _batch(swept.config)
+  batch = timing.synthetic_batch(swept.config)
   sweep_step, single_steps = swept.train_step(), [run.train_step() for run in apart]
   states = {"sweep": swept.init_state(), "apart": [run.init_state() for run in apart]}
   losses = {}  # the last loss of every rate, both ways: the two must train the same copies

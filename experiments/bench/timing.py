@@ -34,6 +34,14 @@ single_threaded_lapack()
 RESULTS = os.path.join(os.path.dirname(__file__), "..", "results", "bench")
 
 
+def synthetic_batch(config, seed: int = 0) -> dict:
+  """A batch of uniform random tokens of ``config``'s global batch and sequence length, for
+  benchmarks that measure only the time of a step."""
+  shape = (config.data.global_batch_size, config.data.seq_len)
+  ids = jax.random.randint(jax.random.key(seed), shape, 3, config.data.vocab_size)
+  return {"input_ids": ids, "loss_mask": jnp.ones(shape, jnp.int32)}
+
+
 def median_seconds(
     fn: Callable[[], object],
     repeats: int,
