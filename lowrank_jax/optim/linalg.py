@@ -105,8 +105,10 @@ qr = _platform_safe(
 qr.__doc__ = "Reduced QR ``(q, r)`` of ``(..., m, n)`` matrices."
 
 
-def _thin_svd(matrix: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
-  return lax.linalg.svd(matrix, full_matrices=False)
+def _thin_svd(
+    matrix: jax.Array, algorithm: lax.linalg.SvdAlgorithm | None = None
+) -> tuple[jax.Array, jax.Array, jax.Array]:
+  return lax.linalg.svd(matrix, full_matrices=False, algorithm=algorithm)
 
 
 def _converged_thin_svd(matrix: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
@@ -119,13 +121,9 @@ def _converged_thin_svd(matrix: jax.Array) -> tuple[jax.Array, jax.Array, jax.Ar
   not fail there; it runs only for a matrix whose first result is not finite, so every
   other matrix gets exactly the divide-and-conquer result.
   """
-  factors = _thin_svd(matrix)
-  converged = jnp.all(jnp.array([jnp.isfinite(x).all() for x in factors]))
-  return lax.cond(
-      converged,
-      lambda: factors,
-      lambda: lax.linalg.svd(matrix, full_matrices=False, algorithm=lax.linalg.SvdAlgorithm.QR),
-  )
+  u, s, vt = factors = _thin_svd(matrix)
+  converged = jnp.isfinite(u).all() & jnp.isfinite(s).all() & jnp.isfinite(vt).all()
+  return lax.cond(converged, lambda: factors, lambda: _thin_svd(matrix, lax.linalg.SvdAlgorithm.QR))
 
 
 svd = _platform_safe(_converged_thin_svd, _thin_svd)

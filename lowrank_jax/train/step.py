@@ -7,9 +7,9 @@ accumulated gradient is exactly the gradient of the full-batch mean whatever ``A
 Micro-batch ``i`` takes rows ``i, i + A, i + 2A, ...``: every device keeps working on rows
 it already holds.
 
-A step whose loss, gradient norm or update norm is not finite is skipped inside the jit: the parameters,
-frozen variables and optimizer state keep their values, only ``step`` advances, and the
-metrics carry ``finite`` (see :mod:`lowrank_jax.train.nonfinite`).
+A step whose loss, gradient norm or update norm is not finite is skipped inside the jit: the
+parameters, frozen variables and optimizer state keep their values, only ``step`` advances,
+and the metrics carry ``finite`` (see :mod:`lowrank_jax.train.nonfinite`).
 """
 
 from __future__ import annotations
