@@ -138,6 +138,12 @@ def _parser() -> argparse.ArgumentParser:
       "overrides", nargs="*", metavar="key=value", help="dotted config overrides for every cell"
   )
   benchmark.add_argument("--workers", type=int, default=1, help="cells run at the same time")
+  benchmark.add_argument(
+      "--no-pinning",
+      action="store_true",
+      help="let the workers' runs share every CPU (default: with --workers N on N or more "
+      "CPUs, each worker keeps to its own block of them)",
+  )
   benchmark.add_argument("--retry-failed", action="store_true", help="rerun failed cells")
   benchmark.add_argument(
       "--sweeps-as-one-program",
@@ -315,7 +321,7 @@ def _benchmark(args) -> None:
   if not args.report_only:
     single_threaded_lapack()  # cells train in this process (one worker) or run `train`
     use_compilation_cache(os.path.join(grid.out_dir, "compilation_cache"))
-    run_grid(grid, args.workers, args.retry_failed, args.sweeps_as_one_program)
+    run_grid(grid, args.workers, args.retry_failed, args.sweeps_as_one_program, not args.no_pinning)
   paths = write_report(grid, args.out)
   with open(paths[0]) as f:
     print(f.read(), end="")

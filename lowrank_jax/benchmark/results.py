@@ -77,24 +77,39 @@ def searches(grid: Grid) -> dict[tuple[str, str], Search]:
   }
 
 
-def pending_sweep_cells(grid: Grid) -> list[Cell]:
-  """The sweep cells to run next: the unfinished rates of every search, extensions included."""
+def pending_sweep_cells(grid: Grid, states: dict | None = None) -> list[Cell]:
+  """The sweep cells to run next: the unfinished rates of every search, extensions included
+  (``states``: :func:`searches` of ``grid``, when already read)."""
+  states = searches(grid) if states is None else states
   return [
       grid.cell(size, method, rate, grid.seeds[0])
-      for (size, method), state in searches(grid).items()
+      for (size, method), state in states.items()
       for rate in state.pending
   ]
 
 
-def chosen_rates(grid: Grid) -> dict[tuple[str, str], float | None]:
+def chosen_rates(grid: Grid, states: dict | None = None) -> dict[tuple[str, str], float | None]:
   """The learning rate of each ``(size, method)`` whose search has ended with a finished run
   (a search whose runs all failed has no best; one at the config's rate has best ``None``)."""
+  states = searches(grid) if states is None else states
   return {
       pair: state.best
-      for pair, state in searches(grid).items()
+      for pair, state in states.items()
       if not state.pending
       and read_result(grid.cell(*pair, state.best, grid.seeds[0])).status == "done"
   }
+
+
+def ready_cells(grid: Grid, retry_failed: bool = False, states: dict | None = None) -> list[Cell]:
+  """Every cell that can run now: the searches' pending rates, then the other seeds of each
+  method whose search has ended (finished cells, and failed ones unless ``retry_failed``,
+  left out; ``states`` as in :func:`pending_sweep_cells`)."""
+  states = searches(grid) if states is None else states
+  ended = ("done",) if retry_failed else ("done", "failed")
+  seeds = grid.seed_cells(chosen_rates(grid, states))
+  return pending_sweep_cells(grid, states) + [
+      c for c in seeds if read_result(c).status not in ended
+  ]
 
 
 def mean_std(values: list[float]) -> tuple[float, float | None]:

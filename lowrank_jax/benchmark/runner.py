@@ -7,10 +7,13 @@ Either way a cell's output goes to its run directory's ``train.log``. A finished
 newest checkpoint, because a run directory that holds a run always resumes (a grid given
 more steps continues its cells: the runs accept the changes that may change mid-run); a
 failed one (a marker file ``failed``, e.g. a diverged run) is not retried unless
-``retry_failed``. The sweep cells run first, in rounds: each round runs the rates every
-search still waits for, and a search whose best rate sits at an edge adds the next rate past
-it for the following round (:mod:`lowrank_jax.benchmark.sweep`). Then the other seeds run at
-each method's chosen learning rate.
+``retry_failed``. A run starts as soon as what it depends on has ended: every search's
+first rates at once; the next rate past an edge when the search's best sits there
+(:mod:`lowrank_jax.benchmark.sweep`); a method's other seeds, at its chosen learning rate,
+when its search has ended. The runner asks which runs are ready each time one ends, so a
+worker never waits for another method's runs; it starts the searches' runs first (they
+unlock the rest). With several workers on a host with as many CPUs, each worker's runs keep
+to their own CPUs (:func:`cpu_blocks`).
 """
 
 from __future__ import annotations
@@ -30,7 +33,13 @@ import tqdm
 from lowrank_jax import errors
 from lowrank_jax.benchmark.grid import Cell, Grid
 from lowrank_jax.benchmark.jobs import Job, jobs_of
-from lowrank_jax.benchmark.results import chosen_rates, pending_sweep_cells, read_result, searches
+from lowrank_jax.benchmark.results import (
+    chosen_rates,
+    pending_sweep_cells,
+    read_result,
+    ready_cells,
+    searches,
+)
 from lowrank_jax.train.loop import train
 from lowrank_jax.train.metrics import format_summary, read_metrics
 from lowrank_jax.train.run_dir import RunDir
@@ -109,6 +118,28 @@ def _train_here(job: Job, log) -> int:
   return errors.DONE
 
 
+def cpu_blocks(workers: int) -> list[frozenset[int] | None]:
+  """The CPUs each of ``workers`` subprocesses is pinned to: this process's CPUs split into
+  ``workers`` equal blocks (``None``: not pinned, when there are fewer CPUs than workers or
+  the platform cannot pin).
+
+  Pinned, two runs on a 2-core machine each keep one core and its caches instead of
+  migrating between both, which makes about 9% more tokens/s in all
+  (experiments/results/bench/core_share_bench.md); the numbers they compute are the same.
+
+  >>> blocks = cpu_blocks(1)
+  >>> blocks == [None] or blocks[0] == frozenset(os.sched_getaffinity(0))
+  True
+  """
+  if not hasattr(os, "sched_setaffinity"):
+    return [None] * workers
+  cpus = sorted(os.sched_getaffinity(0))
+  share = len(cpus) // workers
+  if not share:
+    return [None] * workers
+  return [frozenset(cpus[i * share : (i + 1) * share]) for i in range(workers)]
+
+
 def run_cells(
     cells: list[Cell],
     workers: int = 1,
@@ -116,35 +147,53 @@ def run_cells(
     desc: str = "grid",
     poll_s: float = 2.0,
     as_one_program: bool = False,
+    pin_workers: bool = True,
 ) -> dict[str, int]:
   """Runs the cells that are not finished; returns ``{job name: exit status}`` of the jobs
   run (:mod:`lowrank_jax.benchmark.jobs`; with ``as_one_program`` the fresh rates of a
-  search train as one sweep).
+  search train as one sweep; ``pin_workers``: each subprocess on its own CPUs,
+  :func:`cpu_blocks`).
 
   A stage without cells (a grid of one seed has no seed stage) shows no progress bar."""
   if not cells:
     return {}
-  todo = [
-      c
-      for c in cells
-      if read_result(c).status not in (("done",) if retry_failed else ("done", "failed"))
-  ]
+  todo = [c for c in cells if read_result(c).status not in _ended(retry_failed)]
+  jobs = jobs_of(todo, as_one_program)
   bar = tqdm.tqdm(
       total=len(cells), initial=len(cells) - len(todo), desc=desc, unit="run", dynamic_ncols=True
   )
-  current: list[Job] = []  # the jobs being trained, for the progress bar
-  with _showing_progress(bar, current, poll_s):
-    statuses = (_in_this_process if workers == 1 else _in_subprocesses)(
-        jobs_of(todo, as_one_program), workers, bar, current, poll_s
-    )
+  statuses = _run_jobs(lambda: jobs, workers, bar, poll_s, pin_workers)
   bar.close()
   return statuses
 
 
-def _in_this_process(todo, workers, bar, current, poll_s) -> dict[str, int]:
-  del workers, poll_s
+def _ended(retry_failed: bool) -> tuple[str, ...]:
+  """The statuses of a cell that is not run again."""
+  return ("done",) if retry_failed else ("done", "failed")
+
+
+def _run_jobs(ready, workers: int, bar, poll_s: float, pin_workers: bool) -> dict[str, int]:
+  """Runs the jobs ``ready()`` returns, ``workers`` at a time, each once, asking again
+  whenever one ends (its results may make new ones ready) until none is ready or running."""
+  current: list[Job] = []  # the jobs being trained, for the progress bar
+  started: set[str] = set()  # the cells of every job started
+
+  def next_jobs():
+    for job in ready():
+      if started.isdisjoint(cell.name for cell in job.cells):
+        started.update(cell.name for cell in job.cells)
+        yield job
+
+  with _showing_progress(bar, current, poll_s):
+    if workers == 1:
+      return _in_this_process(next_jobs, bar, current)
+    blocks = cpu_blocks(workers) if pin_workers else [None] * workers
+    return _in_subprocesses(next_jobs, blocks, bar, current, poll_s)
+
+
+def _in_this_process(next_jobs, bar, current) -> dict[str, int]:
   statuses = {}
-  for job in todo:
+  while (job := next(next_jobs(), None)) is not None:
     current[:] = [job]
     with _start(job) as log:
       statuses[job.name] = _train_here(job, log)
@@ -152,34 +201,41 @@ def _in_this_process(todo, workers, bar, current, poll_s) -> dict[str, int]:
   return statuses
 
 
-def _in_subprocesses(todo, workers, bar, current, poll_s) -> dict[str, int]:
+def _in_subprocesses(next_jobs, blocks, bar, current, poll_s) -> dict[str, int]:
+  """Runs the jobs as subprocesses, one on each CPU block of ``blocks`` at a time."""
   statuses = {}
-  running: dict[str, tuple[Job, subprocess.Popen, object]] = {}
+  running: dict[str, tuple[Job, subprocess.Popen, object, frozenset[int] | None]] = {}
+  free, ended = list(blocks), True
   try:
-    while todo or running:
-      while todo and len(running) < workers:
-        job = todo.pop(0)
-        log = _start(job)
-        running[job.name] = (
-            job,
-            subprocess.Popen(_train_command(job), stdout=log, stderr=subprocess.STDOUT),
-            log,
-        )
-      current[:] = [j for j, _, _ in running.values()]
+    while True:
+      if ended:  # a job's results can make others ready: ask only then (it reads every run)
+        jobs = itertools.islice(next_jobs(), len(free))
+        for job, block in zip(jobs, list(free)):
+          free.remove(block)
+          log = _start(job)
+          process = subprocess.Popen(_train_command(job), stdout=log, stderr=subprocess.STDOUT)
+          if block is not None:  # before the child starts its threads: they inherit it
+            os.sched_setaffinity(process.pid, block)
+          running[job.name] = (job, process, log, block)
+      if not running:
+        return statuses
+      current[:] = [job for job, _, _, _ in running.values()]
       time.sleep(poll_s)
-      for name, (job, process, log) in list(running.items()):
+      ended = False
+      for name, (job, process, log, block) in list(running.items()):
         if process.poll() is None:
           continue
         log.close()
         del running[name]
+        free.append(block)
         statuses[name] = process.returncode
         _finish(job, process.returncode, bar)
+        ended = True
   finally:
-    for _, process, log in running.values():  # interrupted: the runs resume next time
+    for _, process, log, _ in running.values():  # interrupted: the runs resume next time
       process.terminate()
       process.wait()
       log.close()
-  return statuses
 
 
 def use_compilation_cache(directory: str) -> None:
@@ -191,10 +247,17 @@ def use_compilation_cache(directory: str) -> None:
 
 
 def run_grid(
-    grid: Grid, workers: int = 1, retry_failed: bool = False, as_one_program: bool = False
+    grid: Grid,
+    workers: int = 1,
+    retry_failed: bool = False,
+    as_one_program: bool = False,
+    pin_workers: bool = True,
 ) -> None:
-  """Runs the searches round by round, then the other seeds at each method's chosen rate;
-  with ``as_one_program`` each round's fresh rates of a search train as one sweep."""
+  """Runs every search and then each method's other seeds at its chosen rate, each run as
+  soon as the runs it depends on have ended (an extension when its search's rates have, a
+  method's seeds when its search has), so no worker waits for another method's runs; with
+  ``as_one_program`` a search's fresh rates train as one sweep, with ``pin_workers`` each
+  subprocess on its own CPUs (:func:`cpu_blocks`)."""
   grid.check()
   if retry_failed:  # the failed cells of every search rerun once, before the searches go on
     tried = [
@@ -202,18 +265,23 @@ def run_grid(
         for (size, method), state in searches(grid).items()
         for rate in state.rates
     ]
-    run_cells(tried, workers, retry_failed=True, desc="sweep")
-  ran: set[str] = set()
-  for round_ in itertools.count():
-    cells = pending_sweep_cells(grid)
-    if not cells or ran.issuperset(c.name for c in cells):  # nothing new (e.g. stopped runs)
-      break
-    names = {c.name for c in cells}
-    run_cells(
-        cells, workers, desc="extensions" if round_ else "sweep", as_one_program=as_one_program
-    )
-    ran.update(names)
-  run_cells(grid.seed_cells(chosen_rates(grid)), workers, retry_failed, desc="seeds")
+    run_cells(tried, workers, retry_failed=True, desc="sweep", pin_workers=pin_workers)
+  seeds_each = sum(len(grid.seeds_of(method)) - 1 for _, method in grid.pairs())
+  states = searches(grid)
+  ended = sum(len(state.rates) - len(state.pending) for state in states.values()) + sum(
+      read_result(c).status in _ended(retry_failed)
+      for c in grid.seed_cells(chosen_rates(grid, states))
+  )
+  bar = tqdm.tqdm(total=ended, initial=ended, desc="grid", unit="run", dynamic_ncols=True)
+
+  def ready() -> list[Job]:
+    states = searches(grid)
+    bar.total = sum(len(s.rates) for s in states.values()) + seeds_each  # grows by extensions
+    bar.refresh()
+    return jobs_of(ready_cells(grid, retry_failed, states), as_one_program)
+
+  _run_jobs(ready, workers, bar, 2.0, pin_workers)
+  bar.close()
 
 
 def job_lines(grid: Grid) -> tuple[str, list[str]]:

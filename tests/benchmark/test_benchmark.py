@@ -340,7 +340,7 @@ def test_every_curve_of_a_short_grid_is_drawn(tmp_path):
     plt.close(fig)
 
 
-def test_a_one_seed_grid_logs_every_run_and_shows_no_empty_stage(tmp_path):
+def test_a_one_seed_grid_logs_every_run_and_counts_its_runs(tmp_path):
   grid = tmp_path / "grid.yaml"
   grid.write_text(
       yaml.safe_dump(
@@ -359,7 +359,7 @@ def test_a_one_seed_grid_logs_every_run_and_shows_no_empty_stage(tmp_path):
       text=True,
   )
   assert shown.returncode == 0, shown.stderr[-2000:]
-  assert "sweep" in shown.stderr and "seeds" not in shown.stderr  # a stage of 0 runs: no bar
+  assert "grid: 100%" in shown.stderr and "1/1" in shown.stderr and "0/0" not in shown.stderr
   (cell,) = Grid.load(str(grid)).sweep_cells()
   log = _read(cell.run_dir, "train.log")
   assert log.startswith("lowrank-jax train: full_rank on nano") and "val_ppl" in log
