@@ -6,10 +6,11 @@ not use every core. This script measures how much of the 2-core machine one run 
 protocol (``experiments/grids/cpu_protocol.yaml``) already uses. Each trial starts this script
 again as worker processes, each timing ``--steps`` steps of the trainer's step of one grid
 cell (synthetic tokens, after a warm-up step that compiles), first one worker alone, then
-``--workers`` at once; the trials alternate and the medians are reported. Total tokens/s of
-``N`` workers over one worker's alone is the headroom that training ``N`` rates in one program
-has over one run at a time when the step is compute-bound; the grid runner's ``N`` workers
-already take it. Written to
+``--workers`` at once sharing every core, then ``--workers`` at once each pinned to its own
+cores (:func:`lowrank_jax.benchmark.runner.cpu_blocks`, as the grid runner does); the trials
+alternate and the medians are reported. Total tokens/s of ``N`` workers over one worker's
+alone is the headroom that training ``N`` rates in one program has over one run at a time
+when the step is compute-bound; the grid runner's ``N`` workers already take it. Written to
 ``experiments/results/bench/core_share_bench.{md,json}``.
 
 Usage::
@@ -31,6 +32,7 @@ import jax
 
 from experiments.bench import timing
 from lowrank_jax.benchmark import Grid
+from lowrank_jax.benchmark.runner import cpu_blocks
 from lowrank_jax.train.run import Run
 
 
@@ -50,8 +52,9 @@ def worker(grid_path: str, method: str, steps: int) -> None:
   print(json.dumps({"tokens_per_s": tokens / (time.perf_counter() - start)}), flush=True)
 
 
-def _at_once(count: int, args) -> list[float]:
-  """Each worker's tokens/s, ``count`` of them started together."""
+def _at_once(count: int, args, pinned: bool = False) -> list[float]:
+  """Each worker's tokens/s, ``count`` of them started together (``pinned``: each on its own
+  CPUs, as the grid runner pins its workers)."""
   command = [sys.executable, __file__, "--worker", "--grid", args.grid, "--method", args.method]
   command += ["--steps", str(args.steps)]
   env = {
@@ -61,6 +64,9 @@ def _at_once(count: int, args) -> list[float]:
   processes = [
       subprocess.Popen(command, stdout=subprocess.PIPE, text=True, env=env) for _ in range(count)
   ]
+  for process, block in zip(processes, cpu_blocks(count) if pinned else []):
+    if block is not None:
+      os.sched_setaffinity(process.pid, block)
   outputs = [process.communicate()[0] for process in processes]
   if any(process.returncode for process in processes):
     raise RuntimeError(f"a worker failed: exit codes {[p.returncode for p in processes]}")
@@ -78,12 +84,14 @@ def main():
   args = parser.parse_args()
   if args.worker:
     return worker(args.grid, args.method, args.steps)
-  alone, shared = [], []
+  alone, shared, pinned = [], [], []
   for _ in range(args.trials):
     alone.append(_at_once(1, args)[0])
     shared.append(sum(_at_once(args.workers, args)))
+    pinned.append(sum(_at_once(args.workers, args, pinned=True)))
   alone_median, shared_median = statistics.median(alone), statistics.median(shared)
-  gain = shared_median / alone_median
+  pinned_median = statistics.median(pinned)
+  gain, pinned_gain = shared_median / alone_median, pinned_median / alone_median
   timing.write_report(
       "core_share_bench",
       f"One {args.method} run of the CPU protocol alone against {args.workers} at once",
@@ -95,14 +103,24 @@ def main():
           f"the step is compute-bound (the grid runner's {args.workers} workers take it)."
       ],
       ["runs at once", "tokens/s, total", f"{args.workers} at once / 1 alone"],
-      [[1, f"{alone_median:,.0f}", ""], [args.workers, f"{shared_median:,.0f}", f"**{gain:.2f}**"]],
+      [
+          [1, f"{alone_median:,.0f}", ""],
+          [args.workers, f"{shared_median:,.0f}", f"**{gain:.2f}**"],
+          [
+              f"{args.workers}, each on its own CPUs",
+              f"{pinned_median:,.0f}",
+              f"**{pinned_gain:.2f}**",
+          ],
+      ],
       {
           "method": args.method,
           "steps": args.steps,
           "workers": args.workers,
           "alone_tokens_per_s": alone,
           "shared_tokens_per_s": shared,
+          "pinned_tokens_per_s": pinned,
           "gain": gain,
+          "pinned_gain": pinned_gain,
       },
   )
 

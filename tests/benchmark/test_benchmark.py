@@ -10,6 +10,7 @@ import sys
 
 import numpy as np
 import pytest
+import tqdm
 import yaml
 import dataclasses
 from tiny_run import TINY
@@ -24,10 +25,12 @@ from lowrank_jax.benchmark.results import (
     chosen_rates,
     pending_sweep_cells,
     read_result,
+    ready_cells,
     searches,
 )
 from lowrank_jax.benchmark.sweep import search
-from lowrank_jax.benchmark.runner import run_cells
+from lowrank_jax.benchmark import runner
+from lowrank_jax.benchmark.runner import cpu_blocks, run_cells
 from lowrank_jax.train.config import load_config
 from lowrank_jax.train.loop import train
 
@@ -174,6 +177,65 @@ def test_subprocess_workers_train_a_cell_exactly_as_in_process(finished, tmp_pat
   statuses = run_cells(twin.sweep_cells(), workers=2, poll_s=0.2)
   assert set(statuses.values()) == {0}
   assert _summary(twin.sweep_cells()[0])["val_loss"] == _summary(cell)["val_loss"]
+
+
+def test_a_methods_seeds_are_ready_while_another_search_still_runs(finished, tmp_path):
+  grid, _ = finished
+  twin = dataclasses.replace(grid, out_dir=str(tmp_path))
+  for cell in twin.sweep_cells() + twin.seed_cells(chosen_rates(grid)):
+    if cell.method == "full_rank":  # full_rank's search has ended, spam's has not begun
+      shutil.copytree(dataclasses.replace(cell, out_dir=grid.out_dir).run_dir, cell.run_dir)
+  (seed,) = twin.seed_cells(chosen_rates(twin))
+  shutil.rmtree(seed.run_dir)
+  spam = [c for c in twin.sweep_cells() if c.method == "spam"]
+  assert [c.name for c in ready_cells(twin)] == [c.name for c in spam + [seed]]
+
+
+@pytest.mark.parametrize(
+    "cpus, workers, blocks",
+    [
+        ({0, 1}, 2, [{0}, {1}]),
+        ({0, 1, 2, 3, 4}, 2, [{0, 1}, {2, 3}]),
+        ({2, 5, 7}, 3, [{2}, {5}, {7}]),
+        ({0, 1}, 3, [None, None, None]),
+    ],
+)
+def test_cpu_blocks_split_this_process_cpus_evenly(monkeypatch, cpus, workers, blocks):
+  monkeypatch.setattr(os, "sched_getaffinity", lambda pid: cpus)
+  assert cpu_blocks(workers) == [None if b is None else frozenset(b) for b in blocks]
+
+
+@pytest.mark.parametrize("pin", [True, False])
+def test_workers_keep_to_their_cpus_and_a_run_starts_when_its_results_are_ready(
+    tmp_path, monkeypatch, pin
+):
+  # Three jobs, the third ready only once one of the first two has ended; the "training" is
+  # a process that prints the CPUs it may run on.
+  grid = _grid(tmp_path)
+  first, second = grid.sweep_cells()
+  (third,) = grid.seed_cells({("nano", "full_rank"): first.learning_rate})
+  mine = sorted(os.sched_getaffinity(0))
+  blocks = [frozenset({mine[0]}), frozenset({mine[-1]})]
+  monkeypatch.setattr(runner, "cpu_blocks", lambda workers: blocks)
+  shows_cpus = "import os; print(sorted(os.sched_getaffinity(0)))"
+  monkeypatch.setattr(runner, "_train_command", lambda job: [sys.executable, "-c", shows_cpus])
+
+  def logged(cell):
+    path = os.path.join(cell.run_dir, "train.log")
+    return _read(path).splitlines() if os.path.exists(path) else []
+
+  def ready():
+    ended = any(logged(cell) for cell in (first, second))
+    return runner.jobs_of([first, second] + ([third] if ended else []))
+
+  statuses = runner._run_jobs(ready, 2, tqdm.tqdm(disable=True), 0.05, pin)
+  assert statuses == {first.name: 0, second.name: 0, third.name: 0}  # each once
+  shown = [logged(cell) for cell in (first, second, third)]
+  if pin:
+    assert shown[:2] == [[str(sorted(block))] for block in blocks]
+    assert shown[2] in shown[:2]
+  else:
+    assert shown == [[str(mine)]] * 3
 
 
 def test_sweeps_as_one_program_give_the_cells_their_own_runs_results(finished, tmp_path):
