@@ -39,6 +39,19 @@ import jax.numpy as jnp
 from jax import lax
 
 
+def _scipy_openblas() -> list[ctypes.CDLL]:
+  """SciPy's OpenBLAS libraries (jaxlib's CPU LAPACK), loaded; none when SciPy is missing or
+  its LAPACK is not OpenBLAS."""
+  try:
+    import scipy.linalg.cython_lapack  # noqa: F401  (loads the library jaxlib calls)
+  except ImportError:
+    return []
+  libs = os.path.join(os.path.dirname(os.path.dirname(scipy.linalg.__file__)), "..", "scipy.libs")
+  return [
+      ctypes.CDLL(path) for path in sorted(glob.glob(os.path.join(libs, "libscipy_openblas*.so*")))
+  ]
+
+
 @functools.cache
 def single_threaded_lapack() -> bool:
   """Sets SciPy's OpenBLAS (jaxlib's CPU LAPACK) to one thread, for the whole process; True
@@ -49,18 +62,33 @@ def single_threaded_lapack() -> bool:
   """
   if "OPENBLAS_NUM_THREADS" in os.environ:
     return False
-  try:
-    import scipy.linalg.cython_lapack  # noqa: F401  (loads the library jaxlib calls)
-  except ImportError:
-    return False
-  libs = os.path.join(os.path.dirname(os.path.dirname(scipy.linalg.__file__)), "..", "scipy.libs")
   done = False
-  for path in glob.glob(os.path.join(libs, "libscipy_openblas*.so*")):
-    setter = getattr(ctypes.CDLL(path), "scipy_openblas_set_num_threads", None)
+  for library in _scipy_openblas():
+    setter = getattr(library, "scipy_openblas_set_num_threads", None)
     if setter is not None:
       setter(1)
       done = True
   return done
+
+
+def lapack_kernel() -> str | None:
+  """The kernels SciPy's OpenBLAS chose for this CPU when it loaded (e.g. ``SkylakeX`` on an
+  AVX-512 machine, ``Haswell`` on an AVX2 one); ``None`` without OpenBLAS.
+
+  They decide the last bits of every CPU SVD and QR, so a method that decomposes (GaLore,
+  Fira, LoRO, the refactorizations) gives bitwise the same run on two machines only with
+  the same kernels; ``OPENBLAS_CORETYPE`` forces a set.
+
+  >>> kernel = lapack_kernel()
+  >>> kernel is None or (isinstance(kernel, str) and kernel != "")
+  True
+  """
+  for library in _scipy_openblas():
+    getter = getattr(library, "scipy_openblas_get_corename", None)
+    if getter is not None:
+      getter.restype = ctypes.c_char_p
+      return getter().decode().strip()
+  return None
 
 
 def _leading_replicated(x: jax.Array) -> jax.Array:

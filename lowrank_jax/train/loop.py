@@ -44,7 +44,7 @@ import jax
 from lowrank_jax.data import make_train_iterator, make_validation_batches
 from lowrank_jax.train import distributed
 from lowrank_jax.train.applied import EVENTS
-from lowrank_jax.train import nonfinite, sweep
+from lowrank_jax.train import nonfinite, provenance, sweep
 from lowrank_jax.train.checkpoint import Checkpointer
 from lowrank_jax.train.config import TrainConfig
 from lowrank_jax.train.evaluation import unigram_perplexity
@@ -285,6 +285,7 @@ def _train(config: TrainConfig, accept_changes: bool, stop_request: StopRequest)
       "tokens_seen": tokens_seen,
       "wall_time_s": wall_time(),
       "session_wall_time_s": time.perf_counter() - started,
+      "platform": provenance.platform(),  # what decides the numbers' last bits
   }
   unigram = None
   if stop is None and jax.process_count() == 1:

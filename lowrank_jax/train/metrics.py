@@ -53,16 +53,21 @@ class MetricsLogger:
       self._writer.close()
 
 
+def _shown(value) -> str:
+  if isinstance(value, float):
+    return f"{value:,.4g}"
+  if isinstance(value, dict):  # e.g. the platform: "jax 0.10.2, backend cpu, ..."
+    return ", ".join(f"{key} {item}" for key, item in value.items())
+  return str(value)
+
+
 def format_summary(summary: dict) -> str:
   """The end-of-run report: the summary's entries, then the validation perplexity against
   the unigram baseline when both were measured; for a learning-rate sweep, one line per
   copy instead, the best marked."""
   shown = {key: value for key, value in summary.items() if key != "copies"}
   width = max(map(len, shown))
-  lines = ["", "summary"] + [
-      f"  {key:<{width}}  {f'{value:,.4g}' if isinstance(value, float) else value}"
-      for key, value in shown.items()
-  ]
+  lines = ["", "summary"] + [f"  {key:<{width}}  {_shown(value)}" for key, value in shown.items()]
   copies = summary.get("copies", [])
   if copies and all("val_ppl" in copy for copy in copies):
     best = min(copies, key=lambda copy: copy["val_ppl"])

@@ -5,11 +5,15 @@ layer 2's ``down_proj`` manifold step, whose ``2r x 2r`` core has singular value
 down to 8e-8. On jaxlib's CPU LAPACK ``gesdd`` returns NaN for that core.
 """
 
+import os
 import pathlib
+import subprocess
+import sys
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from lowrank_jax.optim import linalg
 from lowrank_jax.optim.refactorize import balanced_factors
@@ -47,3 +51,15 @@ def test_the_balanced_factors_of_the_diverged_loro_step_are_finite():
   assert np.isfinite(left).all() and np.isfinite(right).all()
   np.testing.assert_allclose(left @ right, CASE["left"] @ CASE["right"], atol=1e-5)
   np.testing.assert_allclose(left.T @ left, right @ right.T, atol=1e-5)
+
+
+@pytest.mark.parametrize("kernel", ["Haswell", "Sandybridge"])
+def test_lapack_kernel_names_the_kernels_openblas_was_told_to_load(kernel):
+  shown = subprocess.run(
+      [sys.executable, "-c", "from lowrank_jax.optim import linalg; print(linalg.lapack_kernel())"],
+      env={**os.environ, "OPENBLAS_CORETYPE": kernel},
+      capture_output=True,
+      text=True,
+      check=True,
+  )
+  assert shown.stdout.strip() == kernel
