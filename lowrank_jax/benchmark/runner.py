@@ -124,7 +124,7 @@ def cpu_blocks(workers: int) -> list[frozenset[int] | None]:
   the platform cannot pin).
 
   Pinned, two runs on a 2-core machine each keep one core and its caches instead of
-  migrating between both, which makes about 9% more tokens/s in all
+  migrating between both, which makes about 8% more tokens/s in all
   (experiments/results/bench/core_share_bench.md); the numbers they compute are the same.
 
   >>> blocks = cpu_blocks(1)
