@@ -100,15 +100,19 @@ def chosen_rates(grid: Grid, states: dict | None = None) -> dict[tuple[str, str]
   }
 
 
+def ended_statuses(retry_failed: bool = False) -> tuple[str, ...]:
+  """The statuses of a cell that is not run again: done, and failed unless ``retry_failed``."""
+  return ("done",) if retry_failed else ("done", "failed")
+
+
 def ready_cells(grid: Grid, retry_failed: bool = False, states: dict | None = None) -> list[Cell]:
   """Every cell that can run now: the searches' pending rates, then the other seeds of each
   method whose search has ended (finished cells, and failed ones unless ``retry_failed``,
   left out; ``states`` as in :func:`pending_sweep_cells`)."""
   states = searches(grid) if states is None else states
-  ended = ("done",) if retry_failed else ("done", "failed")
   seeds = grid.seed_cells(chosen_rates(grid, states))
   return pending_sweep_cells(grid, states) + [
-      c for c in seeds if read_result(c).status not in ended
+      c for c in seeds if read_result(c).status not in ended_statuses(retry_failed)
   ]
 
 

@@ -35,6 +35,7 @@ from lowrank_jax.benchmark.grid import Cell, Grid
 from lowrank_jax.benchmark.jobs import Job, jobs_of
 from lowrank_jax.benchmark.results import (
     chosen_rates,
+    ended_statuses,
     pending_sweep_cells,
     read_result,
     ready_cells,
@@ -154,10 +155,10 @@ def run_cells(
   search train as one sweep; ``pin_workers``: each subprocess on its own CPUs,
   :func:`cpu_blocks`).
 
-  A stage without cells (a grid of one seed has no seed stage) shows no progress bar."""
+  No cells, no progress bar."""
   if not cells:
     return {}
-  todo = [c for c in cells if read_result(c).status not in _ended(retry_failed)]
+  todo = [c for c in cells if read_result(c).status not in ended_statuses(retry_failed)]
   jobs = jobs_of(todo, as_one_program)
   bar = tqdm.tqdm(
       total=len(cells), initial=len(cells) - len(todo), desc=desc, unit="run", dynamic_ncols=True
@@ -165,11 +166,6 @@ def run_cells(
   statuses = _run_jobs(lambda: jobs, workers, bar, poll_s, pin_workers)
   bar.close()
   return statuses
-
-
-def _ended(retry_failed: bool) -> tuple[str, ...]:
-  """The statuses of a cell that is not run again."""
-  return ("done",) if retry_failed else ("done", "failed")
 
 
 def _run_jobs(ready, workers: int, bar, poll_s: float, pin_workers: bool) -> dict[str, int]:
@@ -269,7 +265,7 @@ def run_grid(
   seeds_each = sum(len(grid.seeds_of(method)) - 1 for _, method in grid.pairs())
   states = searches(grid)
   ended = sum(len(state.rates) - len(state.pending) for state in states.values()) + sum(
-      read_result(c).status in _ended(retry_failed)
+      read_result(c).status in ended_statuses(retry_failed)
       for c in grid.seed_cells(chosen_rates(grid, states))
   )
   bar = tqdm.tqdm(total=ended, initial=ended, desc="grid", unit="run", dynamic_ncols=True)
