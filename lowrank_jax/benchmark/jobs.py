@@ -15,8 +15,8 @@ alone.
 ...             learning_rates={"galore": (0.01, 0.02)})
 >>> [job.name for job in jobs_of(grid.sweep_cells(), as_one_program=True)]
 ['nano/galore/sweep_seed0_lr0.01_0.02']
->>> jobs_of(grid.sweep_cells(), as_one_program=True)[0].argv()[-2:]
-['optimizer.learning_rates=[0.01,0.02]', 'seed=0']
+>>> jobs_of(grid.sweep_cells(), as_one_program=True)[0].argv()[-1]
+'optimizer.learning_rates=[0.01,0.02]'
 """
 
 from __future__ import annotations
@@ -46,7 +46,8 @@ class Job:
     if not self.is_sweep:
       return first.name
     rates = "_".join(f"{cell.learning_rate:g}" for cell in self.cells)
-    return f"{first.size}/{first.method}/sweep_seed{first.seed}_lr{rates}"
+    dense = "" if first.dense_learning_rate is None else f"_dense{first.dense_learning_rate:g}"
+    return f"{first.size}/{first.method}/sweep_seed{first.seed}{dense}_lr{rates}"
 
   @property
   def run_dir(self) -> str:
@@ -62,8 +63,8 @@ class Job:
     if not self.is_sweep:
       return args
     rates = ",".join(f"{cell.learning_rate:g}" for cell in self.cells)
-    kept = [a for a in args[:-1] if not a.startswith(("run_dir=", "optimizer.learning_rate="))]
-    return kept + [f"run_dir={self.run_dir}", f"optimizer.learning_rates=[{rates}]", args[-1]]
+    kept = [a for a in args if not a.startswith(("run_dir=", "optimizer.learning_rate="))]
+    return kept + [f"run_dir={self.run_dir}", f"optimizer.learning_rates=[{rates}]"]
 
   def config(self, *extra_overrides: str) -> TrainConfig:
     """The job's validated config."""
@@ -90,13 +91,14 @@ class Job:
 
 def jobs_of(cells: list[Cell], as_one_program: bool = False) -> list[Job]:
   """The jobs that run ``cells``: with ``as_one_program``, the never-run cells of one
-  ``(size, method, seed)`` as one sweep (two or more of them), the others one job a cell."""
+  ``(size, method, seed, dense rate)`` as one sweep (two or more of them), the others one
+  job a cell."""
   if not as_one_program:
     return [Job((cell,)) for cell in cells]
   groups: dict[tuple, list[Cell]] = {}
   for cell in cells:
     fresh = cell.learning_rate is not None and not os.path.lexists(cell.run_dir)
-    key = (cell.size, cell.method, cell.seed) if fresh else (cell.name,)
+    key = (cell.size, cell.method, cell.seed, cell.dense_learning_rate) if fresh else (cell.name,)
     groups.setdefault(key, []).append(cell)
   return [
       Job(tuple(sorted(group, key=lambda cell: cell.learning_rate or 0.0)))

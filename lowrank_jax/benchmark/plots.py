@@ -125,9 +125,17 @@ def plot_ppl_vs_lr(rows: list[MethodRow], out_png: str) -> None:
     ax.axis("off")
   for ax, row in zip(axes.flat, rows):
     runs = [r for r in row.sweep if r.cell.learning_rate is not None]
-    done = [(r.cell.learning_rate, float(r.summary["val_ppl"])) for r in runs if r.status == "done"]
-    if done:
-      ax.plot(*zip(*done), "o-", color="tab:blue", markersize=4)
+    dense_rates = sorted({r.cell.dense_learning_rate for r in runs}, key=lambda d: d or 0.0)
+    for dense in dense_rates:  # one line per dense rate where it is searched too
+      line = [r for r in runs if r.cell.dense_learning_rate == dense]
+      done = [
+          (r.cell.learning_rate, float(r.summary["val_ppl"])) for r in line if r.status == "done"
+      ]
+      label = f"dense {dense:g}" if len(dense_rates) > 1 else None
+      if done:
+        ax.plot(*zip(*done), "o-", markersize=4, label=label)
+    if len(dense_rates) > 1:
+      ax.legend(fontsize=6)
     failed = [r.cell.learning_rate for r in runs if r.status == "failed"]
     if failed:
       ax.plot(failed, [1.0] * len(failed), "x", color="tab:red", transform=ax.get_xaxis_transform())
@@ -135,13 +143,14 @@ def plot_ppl_vs_lr(rows: list[MethodRow], out_png: str) -> None:
       mean, std = row.ppl()
       ax.errorbar(row.learning_rate, mean, yerr=std or 0, fmt="s", color="tab:orange", capsize=3)
     ax.set_xscale("log")
-    ax.set_xticks([r.cell.learning_rate for r in runs], [f"{r.cell.learning_rate:g}" for r in runs])
+    ticks = sorted({r.cell.learning_rate for r in runs})
+    ax.set_xticks(ticks, [f"{rate:g}" for rate in ticks])
     ax.minorticks_off()
     edge = ", lr at edge" if row.at_edge else ""
     ax.set_title(
         f"{row.method} ({row.size}{edge})", fontsize=9, color="tab:red" if edge else "black"
     )
-    ax.set_xlabel("learning rate", fontsize=8)
+    ax.set_xlabel("learning rate (target matrices)", fontsize=8)
     ax.set_ylabel("validation perplexity", fontsize=8)
     ax.tick_params(labelsize=7)
     ax.grid(alpha=0.3)

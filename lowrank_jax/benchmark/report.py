@@ -4,8 +4,10 @@ Per ``(size, method)``: the chosen learning rate (marked when it sits at an edge
 search), the validation perplexity as mean ± standard deviation over the seeds at that rate,
 every rate the search tried, and the findings of :mod:`lowrank_jax.benchmark.findings`.
 
->>> rate_shown({"learning_rate": 0.01, "lr_at_edge": True})
+>>> rate_shown({"learning_rate": 0.01, "dense_learning_rate": None, "lr_at_edge": True})
 '0.01 (edge)'
+>>> rate_shown({"learning_rate": 0.002, "dense_learning_rate": 0.008, "lr_at_edge": False})
+'0.002, dense 0.008'
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ COLUMNS = (
     "size",
     "method",
     "learning_rate",
+    "dense_learning_rate",
     "lr_at_edge",
     "val_ppl_mean",
     "val_ppl_std",
@@ -41,9 +44,11 @@ def _shown(value, digits: int = 2) -> str:
 
 
 def rate_shown(record: dict) -> str:
-  """The chosen rate, ``cfg`` for the config's own, with ``(edge)`` when not bracketed."""
-  rate = record["learning_rate"]
-  return ("cfg" if rate is None else f"{rate:g}") + (" (edge)" if record["lr_at_edge"] else "")
+  """The chosen rate, ``cfg`` for the config's own, and the dense leaves' where they have
+  one of their own, with ``(edge)`` when not bracketed."""
+  rate, dense = record["learning_rate"], record["dense_learning_rate"]
+  shown = ("cfg" if rate is None else f"{rate:g}") + ("" if dense is None else f", dense {dense:g}")
+  return shown + (" (edge)" if record["lr_at_edge"] else "")
 
 
 def table_rows(rows: list[MethodRow]) -> list[dict]:

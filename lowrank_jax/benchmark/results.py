@@ -3,8 +3,9 @@
 Each finished cell has ``summary.json`` (validation loss and perplexity, tokens, wall time,
 bytes of the trained state) and ``metrics.jsonl`` (the loss curve). A method's row holds
 the learning rate chosen by its search (:mod:`lowrank_jax.benchmark.sweep`: lowest validation
-loss at the first seed), whether that rate sits at an edge of the rates tried, and the mean
-and standard deviation of the validation perplexity over the seeds run at that rate.
+loss at the first seed) and its dense leaves' rate where it has one of its own, whether the
+chosen rates sit at an edge of those tried, and the mean and standard deviation of the
+validation perplexity over the seeds run at them.
 
 >>> import math
 >>> mean_std([10.0, 12.0])
@@ -21,7 +22,7 @@ import os
 import statistics
 
 from lowrank_jax.benchmark.grid import Cell, Grid
-from lowrank_jax.benchmark.sweep import Search, search
+from lowrank_jax.benchmark.sweep import GridSearch, search_grid
 from lowrank_jax.train.metrics import read_metrics
 from lowrank_jax.train.run_dir import RunDir
 
@@ -60,43 +61,53 @@ def read_result(cell: Cell) -> CellResult:
   return CellResult(cell, "new", {})
 
 
-def searches(grid: Grid) -> dict[tuple[str, str], Search]:
-  """Where each ``(size, method)``'s learning-rate search stands, from its runs on disk."""
+def searches(grid: Grid) -> dict[tuple[str, str], GridSearch]:
+  """Where each ``(size, method)``'s search stands, from its runs on disk: a search over
+  points ``(learning rate, dense rate)``, the dense axis searched where the grid says so and
+  otherwise the one rate ``dense_rate_from``'s search chose (``None``: tied to the learning
+  rate). A method that waits for that choice is absent until its search has ended."""
   seed = grid.seeds[0]
 
-  def loss_of(size, method):
-    def loss(rate):
-      result = read_result(grid.cell(size, method, rate, seed))
+  def state(size, method, dense_rates):
+    def loss(point):
+      result = read_result(grid.cell(size, method, point[0], seed, point[1]))
       return None if result.status not in ("done", "failed") else result.val_loss
 
-    return loss
+    return search_grid((grid.rates(method), dense_rates), grid.max_extensions, loss)
 
-  return {
-      (size, method): search(grid.rates(method), grid.max_extensions, loss_of(size, method))
+  states = {
+      (size, method): state(size, method, grid.dense_rates(method) or (None,))
       for size, method in grid.pairs()
+      if not grid.waits_for_dense_rate(method)
   }
+  for size, method in grid.pairs():
+    source = grid.waits_for_dense_rate(method) and states[size, grid.dense_rate_from].best
+    if source:
+      states[size, method] = state(size, method, (source[1],))
+  return {pair: states[pair] for pair in grid.pairs() if pair in states}
 
 
 def pending_sweep_cells(grid: Grid, states: dict | None = None) -> list[Cell]:
-  """The sweep cells to run next: the unfinished rates of every search, extensions included
+  """The sweep cells to run next: the unfinished points of every search, extensions included
   (``states``: :func:`searches` of ``grid``, when already read)."""
   states = searches(grid) if states is None else states
   return [
-      grid.cell(size, method, rate, grid.seeds[0])
+      grid.cell(size, method, rate, grid.seeds[0], dense)
       for (size, method), state in states.items()
-      for rate in state.pending
+      for rate, dense in state.pending
   ]
 
 
-def chosen_rates(grid: Grid, states: dict | None = None) -> dict[tuple[str, str], float | None]:
-  """The learning rate of each ``(size, method)`` whose search has ended with a finished run
-  (a search whose runs all failed has no best; one at the config's rate has best ``None``)."""
+def chosen_rates(grid: Grid, states: dict | None = None) -> dict[tuple[str, str], tuple]:
+  """The ``(learning rate, dense rate)`` of each ``(size, method)`` whose search has ended
+  with a finished run (a search whose runs all failed has no best)."""
   states = searches(grid) if states is None else states
   return {
       pair: state.best
       for pair, state in states.items()
-      if not state.pending
-      and read_result(grid.cell(*pair, state.best, grid.seeds[0])).status == "done"
+      if state.best is not None
+      and read_result(grid.cell(*pair, state.best[0], grid.seeds[0], state.best[1])).status
+      == "done"
   }
 
 
@@ -123,8 +134,8 @@ def mean_std(values: list[float]) -> tuple[float, float | None]:
 
 @dataclasses.dataclass(frozen=True)
 class MethodRow:
-  """One ``(size, method)`` of the table: ``runs`` are its finished seeds at the chosen rate,
-  ``sweep`` its search's runs by rate, ``at_edge`` whether the rate is at an edge of them."""
+  """One ``(size, method)`` of the table: ``runs`` are its finished seeds at the chosen rates,
+  ``sweep`` its search's runs, ``at_edge`` whether a searched rate is at an edge of them."""
 
   size: str
   method: str
@@ -132,6 +143,7 @@ class MethodRow:
   runs: tuple[CellResult, ...]
   sweep: tuple[CellResult, ...]
   at_edge: bool = False
+  dense_learning_rate: float | None = None
 
   def ppl(self) -> tuple[float, float | None]:
     return mean_std([float(r.summary["val_ppl"]) for r in self.runs])
@@ -151,6 +163,7 @@ class MethodRow:
         "size": self.size,
         "method": self.method,
         "learning_rate": self.learning_rate,
+        "dense_learning_rate": self.dense_learning_rate,
         "seeds": [r.cell.seed for r in self.runs],
         "val_ppl": [float(r.summary["val_ppl"]) for r in self.runs],
         "val_ppl_mean": mean,
@@ -163,12 +176,19 @@ class MethodRow:
         "param_bytes": int(self.runs[0].summary["param_bytes"]),
         "opt_state_bytes": int(self.runs[0].summary["opt_state_bytes"]),
         "sweep": {
-            f"{r.cell.learning_rate:g}"
-            if r.cell.learning_rate is not None
-            else "cfg": (float(r.summary["val_ppl"]) if r.status == "done" else r.status)
+            self._point_name(r.cell): (
+                float(r.summary["val_ppl"]) if r.status == "done" else r.status
+            )
             for r in self.sweep
         },
     }
+
+  def _point_name(self, cell: Cell) -> str:
+    """``0.01``, ``cfg`` for the config's rate, ``0.01/0.004`` where the dense rate varies."""
+    name = "cfg" if cell.learning_rate is None else f"{cell.learning_rate:g}"
+    if len({r.cell.dense_learning_rate for r in self.sweep}) > 1:
+      name += f"/{cell.dense_learning_rate:g}"
+    return name
 
 
 def method_rows(grid: Grid) -> list[MethodRow]:
@@ -179,9 +199,13 @@ def method_rows(grid: Grid) -> list[MethodRow]:
   for size, method in grid.pairs():
     if (size, method) not in chosen:
       continue
-    rate, state = chosen[size, method], states[size, method]
-    cells = [grid.cell(size, method, rate, seed) for seed in grid.seeds_of(method)]
+    (rate, dense), state = chosen[size, method], states[size, method]
+    cells = [grid.cell(size, method, rate, seed, dense) for seed in grid.seeds_of(method)]
     runs = tuple(r for r in map(read_result, cells) if r.status == "done")
-    sweep = tuple(read_result(grid.cell(size, method, r, grid.seeds[0])) for r in state.rates)
-    rows.append(MethodRow(size, method, rate, runs, sweep, state.at_edge))
+    sweep = tuple(
+        read_result(grid.cell(size, method, r, grid.seeds[0], d)) for r, d in state.points
+    )
+    dense_searched = grid.dense_rates(method) is not None
+    at_edge = state.at_edge[0] or (dense_searched and state.at_edge[1])
+    rows.append(MethodRow(size, method, rate, runs, sweep, at_edge, dense))
   return rows

@@ -257,14 +257,14 @@ def run_grid(
   grid.check()
   if retry_failed:  # the failed cells of every search rerun once, before the searches go on
     tried = [
-        grid.cell(size, method, rate, grid.seeds[0])
+        grid.cell(size, method, rate, grid.seeds[0], dense)
         for (size, method), state in searches(grid).items()
-        for rate in state.rates
+        for rate, dense in state.points
     ]
     run_cells(tried, workers, retry_failed=True, desc="sweep", pin_workers=pin_workers)
   seeds_each = sum(len(grid.seeds_of(method)) - 1 for _, method in grid.pairs())
   states = searches(grid)
-  ended = sum(len(state.rates) - len(state.pending) for state in states.values()) + sum(
+  ended = sum(len(state.points) - len(state.pending) for state in states.values()) + sum(
       read_result(c).status in ended_statuses(retry_failed)
       for c in grid.seed_cells(chosen_rates(grid, states))
   )
@@ -272,7 +272,7 @@ def run_grid(
 
   def ready() -> list[Job]:
     states = searches(grid)
-    bar.total = sum(len(s.rates) for s in states.values()) + seeds_each  # grows by extensions
+    bar.total = sum(len(s.points) for s in states.values()) + seeds_each  # grows by extensions
     bar.refresh()
     return jobs_of(ready_cells(grid, retry_failed, states), as_one_program)
 

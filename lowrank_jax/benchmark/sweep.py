@@ -28,6 +28,7 @@ Search(rates=(0.001, 0.002), pending=(), best=0.002, at_edge=True)
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Callable, Sequence
 from typing import NamedTuple
@@ -84,12 +85,86 @@ def _beyond(inner: float, edge: float) -> float:
   return float(f"{edge * edge / inner:.4g}")
 
 
+class GridSearch(NamedTuple):
+  """Where a search over several rates at once stands (e.g. full rank's matrix and dense
+  rates): every combination of the axes' rates is a run.
+
+  Attributes:
+    axes: each axis's rates so far, ascending: the grid's and its extensions.
+    pending: the points (one rate per axis) whose runs have not ended; they run next.
+    best: the point of lowest validation loss once none is pending (``None`` while some are,
+      or when every run failed).
+    at_edge: per axis, whether the best rate is its lowest or highest and no extension is
+      left (an axis of one rate is at both edges: it was never searched).
+  """
+
+  axes: tuple[tuple[float, ...], ...]
+  pending: tuple[tuple[float, ...], ...]
+  best: tuple[float, ...] | None
+  at_edge: tuple[bool, ...]
+
+  @property
+  def points(self) -> tuple[tuple[float, ...], ...]:
+    """Every point of the search so far, in the order of the axes' product."""
+    return tuple(itertools.product(*self.axes))
+
+
+def search_grid(
+    axes: Sequence[Sequence[float]],
+    max_extensions: int,
+    loss_of: Callable[[tuple[float, ...]], float | None],
+) -> GridSearch:
+  """The state of the search over every combination of ``axes``' rates.
+
+  Each axis is bracketed on its own: while the best point's rate on an axis is that axis's
+  lowest or highest, the axis gets the next rate beyond it (as in :func:`search`), up to
+  ``max_extensions`` per axis, and every combination with the new rate runs.
+
+  >>> loss = lambda p: (p[0] - 0.004) ** 2 + (p[1] - 0.01) ** 2
+  >>> state = search_grid(((0.001, 0.002), (0.01, 0.02)), 2, loss)
+  >>> state.axes, state.best, state.at_edge
+  (((0.001, 0.002, 0.004, 0.008), (0.005, 0.01, 0.02)), (0.004, 0.01), (False, False))
+
+  Args:
+    axes: the grid's rates of each axis (any order; :func:`check_rates` ones).
+    max_extensions: how many rates each axis may add beyond its grid's edges.
+    loss_of: the validation loss of the run at a point (a rate per axis): ``None`` while it
+      has not ended, ``math.inf`` for a failed run.
+
+  Returns:
+    A :class:`GridSearch`.
+  """
+  tried = [sorted(rates) for rates in axes]
+  while True:
+    points = list(itertools.product(*tried))
+    losses = [loss_of(point) for point in points]
+    pending = tuple(point for point, loss in zip(points, losses) if loss is None)
+    if pending:
+      return GridSearch(tuple(map(tuple, tried)), pending, None, (False,) * len(tried))
+    best = points[min(range(len(points)), key=losses.__getitem__)]
+    if not math.isfinite(min(losses)):
+      return GridSearch(tuple(map(tuple, tried)), (), None, (False,) * len(tried))
+    at_edge, extended = [], False
+    for axis, (rates, grid_rates) in enumerate(zip(tried, axes)):
+      low, high = best[axis] == rates[0], best[axis] == rates[-1]
+      if len(rates) > 1 and (low or high) and len(rates) - len(grid_rates) < max_extensions:
+        tried[axis] = (
+            [_beyond(rates[1], rates[0]), *rates]
+            if low
+            else [*rates, _beyond(rates[-2], rates[-1])]
+        )
+        extended = True
+      at_edge.append(low or high)
+    if not extended:
+      return GridSearch(tuple(map(tuple, tried)), (), best, tuple(at_edge))
+
+
 def search(
     rates: Sequence[float],
     max_extensions: int,
     loss_of: Callable[[float], float | None],
 ) -> Search:
-  """The state of the search that starts at ``rates``.
+  """The state of the search that starts at ``rates``: :func:`search_grid` on one axis.
 
   Args:
     rates: the grid's rates (any order; :func:`check_rates` ones).
@@ -100,19 +175,10 @@ def search(
   Returns:
     A :class:`Search`.
   """
-  tried = sorted(rates)
-  while True:
-    losses = [loss_of(rate) for rate in tried]
-    pending = tuple(rate for rate, loss in zip(tried, losses) if loss is None)
-    if pending:
-      return Search(tuple(tried), pending, None, False)
-    index = min(range(len(tried)), key=losses.__getitem__)
-    if not math.isfinite(losses[index]):
-      return Search(tuple(tried), (), None, False)
-    low, high = index == 0, index == len(tried) - 1
-    extend = len(tried) > 1 and (low or high) and len(tried) - len(rates) < max_extensions
-    if not extend:
-      return Search(tuple(tried), (), tried[index], low or high)
-    tried = (
-        [_beyond(tried[1], tried[0]), *tried] if low else [*tried, _beyond(tried[-2], tried[-1])]
-    )
+  state = search_grid((rates,), max_extensions, lambda point: loss_of(point[0]))
+  return Search(
+      state.axes[0],
+      tuple(point[0] for point in state.pending),
+      None if state.best is None else state.best[0],
+      state.at_edge[0],
+  )

@@ -247,14 +247,25 @@ class EvalSection(_Section):
   Attributes:
     every: evaluate every this many steps (0: only at the end).
     batch_size: validation rows per batch (global).
-    references_divisor: divide the summed batch losses by (batches + 1) like the reference
-      code (biased low); off by default, which gives the correct mean.
+    mean: ``tokens``, the mean loss of every validation token (each batch weighs by its
+      non-pad tokens), or ``batches``, the mean of the batches' mean token losses as the
+      reference code takes it (a partial last batch weighs as much as a full one).
+    references_divisor: with ``mean=batches``, divide the summed batch losses by
+      (batches + 1) like the reference code (biased low); off by default.
   """
 
   key: ClassVar[str] = "eval"
   every: int = setting(0, at_least=0)
   batch_size: int = setting(64, at_least=1)
+  mean: str = setting("tokens", choices=("tokens", "batches"))
   references_divisor: bool = False
+
+  def __post_init__(self):
+    super().__post_init__()
+    if self.references_divisor and self.mean != "batches":
+      raise ValueError(
+          "eval.references_divisor=true divides a mean over batches; set eval.mean=batches"
+      )
 
 
 @dataclasses.dataclass(frozen=True)

@@ -1,10 +1,16 @@
-"""Validation perplexity, and the unigram baseline it must beat.
+r"""Validation perplexity, and the unigram baseline it must beat.
 
 Paper protocol (arXiv 2505.22922, experimental protocol): the validation stream is read until its non-pad
-token budget is reached; ``loss = mean over batches of the per-batch mean token loss`` and
-``ppl = exp(loss)``. The reference code divides the sum of batch losses by
-``batches + 1``, which biases the loss low; that is available only as
-``references_divisor=True``.
+token budget is reached and ``ppl = exp(loss)``. The loss is the mean negative log-likelihood
+of every validation token, each batch weighing by its non-pad tokens,
+
+.. math::  \text{loss} = \frac{\sum_b n_b \ell_b}{\sum_b n_b}
+
+(``mean="tokens"``), so a last, partial batch or a batch of short documents weighs what its
+tokens weigh. The reference code takes the mean over batches of each batch's mean token loss
+(``mean="batches"``), which over-weighs the tokens of small batches, and divides the sum by
+``batches + 1``, which biases the loss low (``references_divisor=True``, with
+``mean="batches"`` only).
 
 >>> import numpy as np
 >>> batches = [{"input_ids": np.array([[5, 3, 3, 4]]), "loss_mask": np.array([[1, 1, 1, 1]])}]
@@ -20,20 +26,32 @@ from collections.abc import Callable, Iterable
 import jax
 import numpy as np
 
+MEANS = ("tokens", "batches")
+
 
 def evaluate(
-    eval_step: Callable, params, frozen, batches: Iterable, references_divisor: bool = False
+    eval_step: Callable,
+    params,
+    frozen,
+    batches: Iterable,
+    mean: str = "tokens",
+    references_divisor: bool = False,
 ) -> dict[str, float]:
-  """Runs ``eval_step(params, frozen, batch) -> (mean loss, count)`` over ``batches``."""
-  losses, tokens = [], 0.0
-  for batch in batches:
-    loss, count = eval_step(params, frozen, batch)
-    losses.append(loss)
-    tokens += float(count)
-  if not losses:
+  """Runs ``eval_step(params, frozen, batch) -> (mean loss, count)`` over ``batches`` and
+  averages the batch losses as ``mean`` says (one of :data:`MEANS`)."""
+  if mean not in MEANS:
+    raise ValueError(f"mean={mean!r} is not one of {MEANS}")
+  if references_divisor and mean != "batches":
+    raise ValueError("references_divisor=True divides a mean over batches; set mean='batches'")
+  results = [eval_step(params, frozen, batch) for batch in batches]
+  if not results:
     raise ValueError("the validation stream yielded no batch; check data.validation_tokens")
-  total = float(sum(jax.device_get(losses)))
-  mean = total / (len(losses) + 1 if references_divisor else len(losses))
+  losses, counts = (np.asarray(values, np.float64) for values in zip(*jax.device_get(results)))
+  tokens = float(counts.sum())
+  if mean == "tokens":
+    mean = float((losses * counts).sum() / tokens)
+  else:
+    mean = float(losses.sum()) / (len(losses) + 1 if references_divisor else len(losses))
   return {
       "val_loss": mean,
       "val_ppl": math.exp(mean),

@@ -204,7 +204,15 @@ class Run:
     params, frozen = jax.device_put(  # a sweep's copy comes from its devices' part
         (state.params, state.frozen), (self.shardings.params, self.shardings.frozen)
     )
-    return evaluate(self._eval_step, params, frozen, batches, self.config.eval.references_divisor)
+    eval_config = self.config.eval
+    return evaluate(
+        self._eval_step,
+        params,
+        frozen,
+        batches,
+        eval_config.mean,
+        eval_config.references_divisor,
+    )
 
   def model(self, state: TrainState) -> Llama:
     return nnx.merge(self.graphdef, state.params, state.frozen)

@@ -28,7 +28,8 @@ from lowrank_jax.benchmark.results import (
     ready_cells,
     searches,
 )
-from lowrank_jax.benchmark.sweep import search
+from lowrank_jax.benchmark.sweep import search_grid
+from lowrank_jax.benchmark import results as results_module
 from lowrank_jax.benchmark import runner
 from lowrank_jax.benchmark.runner import cpu_blocks, run_cells
 from lowrank_jax.train.config import load_config
@@ -75,8 +76,8 @@ def finished(tmp_path_factory):
 
 
 def _loss_on_disk(grid, method):
-  def loss(rate):
-    result = read_result(grid.cell("nano", method, rate, grid.seeds[0]))
+  def loss(point):
+    result = read_result(grid.cell("nano", method, *point[:1], grid.seeds[0], *point[1:]))
     return result.val_loss if result.status in ("done", "failed") else None
 
   return loss
@@ -85,14 +86,15 @@ def _loss_on_disk(grid, method):
 def test_the_search_extends_past_its_edge_and_picks_the_rate_of_lowest_validation_loss(finished):
   grid, _ = finished
   state = searches(grid)["nano", "full_rank"]
-  assert len(state.rates) == 3 and not state.pending  # the grid's two, one extension
-  extension = (set(state.rates) - {0.005, 0.01}).pop()
+  rates = state.axes[0]
+  assert len(rates) == 3 and not state.pending  # the grid's two, one extension
+  extension = (set(rates) - {0.005, 0.01}).pop()
   assert extension in (0.0025, 0.02)
-  assert state == search((0.005, 0.01), 1, _loss_on_disk(grid, "full_rank"))
-  sweep = [grid.cell("nano", "full_rank", rate, 0) for rate in state.rates]
+  assert state == search_grid(((0.005, 0.01), (None,)), 1, _loss_on_disk(grid, "full_rank"))
+  sweep = [grid.cell("nano", "full_rank", rate, 0) for rate in rates]
   best = min(sweep, key=lambda c: _summary(c)["val_loss"]).learning_rate
-  assert state.best == best and state.at_edge == (best in (min(state.rates), max(state.rates)))
-  seeds = grid.seed_cells({("nano", "full_rank"): best})
+  assert state.best == (best, None) and state.at_edge[0] == (best in (min(rates), max(rates)))
+  seeds = grid.seed_cells({("nano", "full_rank"): (best, None)})
   assert [read_result(c).status for c in sweep + seeds] == ["done"] * 4
   assert _summary(seeds[0])["steps"] == 6
   write_report(grid)
@@ -101,7 +103,7 @@ def test_the_search_extends_past_its_edge_and_picks_the_rate_of_lowest_validatio
       _summary(seeds[0])["val_ppl"]
   ]
   assert row["learning_rate"] == best and row["val_ppl"] == ppl
-  assert row["lr_at_edge"] == state.at_edge and len(row["sweep"]) == 3
+  assert row["lr_at_edge"] == state.at_edge[0] and len(row["sweep"]) == 3
   assert row["val_ppl_mean"] == pytest.approx(statistics.fmean(ppl))
   assert row["val_ppl_std"] == pytest.approx(statistics.stdev(ppl))
   assert (
@@ -117,7 +119,7 @@ def test_a_grid_interrupted_in_its_search_makes_the_same_extension_on_resume(fin
   )
   for cell in twin.sweep_cells():  # the first round ended, then the grid stopped
     shutil.copytree(dataclasses.replace(cell, out_dir=grid.out_dir).run_dir, cell.run_dir)
-  (rate,) = set(searches(grid)["nano", "full_rank"].rates) - {0.005, 0.01}
+  (rate,) = set(searches(grid)["nano", "full_rank"].axes[0]) - {0.005, 0.01}
   assert [c.name for c in pending_sweep_cells(twin)] == [
       twin.cell("nano", "full_rank", rate, 0).name
   ]
@@ -212,7 +214,7 @@ def test_workers_keep_to_their_cpus_and_a_run_starts_when_its_results_are_ready(
   # a process that prints the CPUs it may run on.
   grid = _grid(tmp_path)
   first, second = grid.sweep_cells()
-  (third,) = grid.seed_cells({("nano", "full_rank"): first.learning_rate})
+  (third,) = grid.seed_cells({("nano", "full_rank"): first.rates})
   mine = sorted(os.sched_getaffinity(0))
   blocks = [frozenset({mine[0]}), frozenset({mine[-1]})]
   monkeypatch.setattr(runner, "cpu_blocks", lambda workers: blocks)
@@ -424,3 +426,96 @@ def test_a_one_seed_grid_logs_every_run_and_counts_its_runs(tmp_path):
   (cell,) = Grid.load(str(grid)).sweep_cells()
   log = _read(cell.run_dir, "train.log")
   assert log.startswith("lowrank-jax train: full_rank on nano") and "val_ppl" in log
+
+
+def test_methods_wait_for_the_dense_rate_full_ranks_two_rate_search_chooses(tmp_path, monkeypatch):
+  # Losses from a bowl instead of runs: full rank's best is (0.002, 0.008); GaLore's cells
+  # appear only once that search has ended, each at dense rate 0.008.
+  grid = _grid(
+      tmp_path,
+      methods=("full_rank", "galore"),
+      learning_rates={"full_rank": (0.001, 0.002, 0.004), "galore": (0.005, 0.01)},
+      dense_learning_rates={"full_rank": (0.004, 0.008, 0.016)},
+      dense_rate_from="full_rank",
+      max_extensions=1,
+  )
+  bowl = {0.001: 1.0, 0.002: 0.0, 0.004: 1.0, 0.016: 1.0, 0.008: 0.0, 0.005: 2.0, 0.01: 3.0}
+  ended: set[str] = set()
+
+  def fake_result(cell):
+    if cell.name not in ended:
+      return CellResult(cell, "new", {})
+    return CellResult(
+        cell, "done", {"val_loss": bowl[cell.learning_rate] + bowl.get(cell.dense_learning_rate, 0)}
+    )
+
+  monkeypatch.setattr(results_module, "read_result", fake_result)
+  first = ready_cells(grid)
+  assert {c.method for c in first} == {"full_rank"} and len(first) == 9
+  ended.update(c.name for c in first)
+  assert searches(grid)["nano", "full_rank"].best == (0.002, 0.008)
+  waiting = [c for c in ready_cells(grid) if c.method == "galore"]
+  assert [c.rates for c in waiting] == [(0.005, 0.008), (0.01, 0.008)]
+  assert all(c.argv()[-3] == "optimizer.dense_learning_rate=0.008" for c in waiting)
+
+
+@pytest.mark.parametrize(
+    "fields, message",
+    [
+        ({"dense_rate_from": "full_rank"}, "dense_rate_from='full_rank' must be a method of"),
+        ({"dense_learning_rates": {"galore": (0.01,)}}, "which is not in methods"),
+        ({"dense_learning_rates": {"full_rank": (0.01, 0.04)}}, "at most 2x"),
+        ({"overrides": ("data.seed=3",)}, "set the grid's data_seed instead"),
+        ({"data_seed": -1}, "data_seed=-1 must be an integer >= 0"),
+    ],
+)
+def test_bad_per_group_and_data_seed_grid_keys_are_one_line_errors(tmp_path, fields, message):
+  with pytest.raises(ValueError, match=message):
+    _grid(tmp_path, **fields)
+
+
+def test_a_cells_seed_varies_its_data_order_too(tmp_path):
+  grid = _grid(tmp_path, data_seed=7)
+  seeds = [grid.cell("nano", "full_rank", 0.01, seed) for seed in (0, 1, 2)]
+  assert [c.config().data.seed for c in seeds] == [7, 8, 9]
+  assert len({c.config().seed for c in seeds}) == 3
+
+
+def test_a_grid_that_extends_another_replaces_only_the_keys_it_names(tmp_path):
+  base = tmp_path / "a.yaml"
+  base.write_text(
+      yaml.safe_dump(
+          {
+              "out_dir": "runs/a",
+              "sizes": ["nano"],
+              "methods": ["full_rank", "galore"],
+              "overrides": list(TINY),
+              "learning_rates": {"galore": [0.01, 0.02]},
+          }
+      )
+  )
+  variant = tmp_path / "b.yaml"
+  variant.write_text(f"extends: {base}\nout_dir: runs/b\nlearning_rates: {{full_rank: [0.001]}}\n")
+  grid = Grid.load(str(variant))
+  assert (grid.out_dir, grid.methods, grid.overrides) == (
+      "runs/b",
+      ("full_rank", "galore"),
+      tuple(TINY),
+  )
+  assert grid.learning_rates == {"full_rank": (0.001,)}
+  loop = tmp_path / "loop.yaml"
+  loop.write_text(f"extends: {loop}\n")
+  with pytest.raises(ValueError, match="extends itself"):
+    Grid.load(str(loop))
+
+
+def test_the_committed_protocol_grids_load_and_b_searches_full_ranks_dense_rate():
+  a = Grid.load("experiments/grids/cpu_protocol.yaml")
+  b = Grid.load("experiments/grids/cpu_protocol_b.yaml")
+  assert b.overrides == a.overrides and b.method_overrides == a.method_overrides
+  assert b.dense_rate_from == "full_rank" and set(b.dense_learning_rates) == {"full_rank"}
+  assert {c.method for c in b.sweep_cells()} == {"full_rank"} and len(b.sweep_cells()) == 9
+  for path in sorted(os.listdir("experiments/grids/restarts")):
+    variant = Grid.load(os.path.join("experiments/grids/restarts", path))
+    assert variant.overrides == a.overrides and variant.seeds == (0,)
+    variant.check()

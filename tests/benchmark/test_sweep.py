@@ -1,10 +1,11 @@
-"""The learning-rate search: grid checks, extensions past an edge, the edge mark, failures."""
+"""The learning-rate search: grid checks, extensions past an edge, the edge mark, failures, and
+the search over two rates at once (a matrix rate and a dense rate)."""
 
 import math
 
 import pytest
 
-from lowrank_jax.benchmark.sweep import check_rates, search
+from lowrank_jax.benchmark.sweep import check_rates, search, search_grid
 
 
 def _parabola(optimum):
@@ -71,3 +72,42 @@ def test_the_decisions_depend_only_on_the_finished_runs():
 def test_a_bad_search_grid_is_a_one_line_error(rates, message):
   with pytest.raises(ValueError, match=message):
     check_rates("galore", rates)
+
+
+def _bowl(matrix_optimum, dense_optimum):
+  """A loss over (matrix rate, dense rate) whose minimum is at the two optima."""
+  return lambda p: _parabola(matrix_optimum)(p[0]) + 0.5 * _parabola(dense_optimum)(p[1])
+
+
+def _run_grid_to_the_end(axes, max_extensions, curve):
+  done = {}
+  while True:
+    state = search_grid(axes, max_extensions, done.get)
+    if not state.pending:
+      return state, done
+    done.update({point: curve(point) for point in state.pending})
+
+
+def test_a_two_rate_search_brackets_each_axis_and_runs_every_combination():
+  state, done = _run_grid_to_the_end(
+      ((0.001, 0.002), (0.004, 0.008, 0.016)), 2, _bowl(0.004, 0.004)
+  )
+  assert state.axes == ((0.001, 0.002, 0.004, 0.008), (0.002, 0.004, 0.008, 0.016))
+  assert set(done) == set(state.points) and len(done) == 16  # every combination ran
+  assert (state.best, state.at_edge) == ((0.004, 0.004), (False, False))
+
+
+def test_each_axis_of_a_two_rate_search_has_its_own_extensions_and_edge_mark():
+  state, _ = _run_grid_to_the_end(((0.01, 0.02), (0.001, 0.002)), 1, _bowl(1.0, 0.0015))
+  assert state.axes == ((0.01, 0.02, 0.04), (0.001, 0.002, 0.004))
+  assert (state.best, state.at_edge) == ((0.04, 0.002), (True, False))
+  fixed = search_grid(((0.01, 0.02), (None,)), 2, {(0.01, None): 2.0, (0.02, None): 1.0}.get)
+  assert fixed.axes == ((0.01, 0.02, 0.04), (None,)) and fixed.pending == ((0.04, None),)
+
+
+def test_one_axis_search_is_the_two_rate_search_with_a_fixed_second_rate():
+  losses = {0.004: 2.0, 0.008: 1.9, 0.016: 1.8, 0.032: 1.85}
+  alone = search((0.004, 0.008, 0.016), 2, losses.get)
+  both = search_grid(((0.004, 0.008, 0.016), (0.5,)), 2, lambda p: losses.get(p[0]))
+  assert both.axes[0] == alone.rates and both.best == (alone.best, 0.5)
+  assert both.at_edge[0] == alone.at_edge

@@ -1,9 +1,10 @@
 """The validation loss against a hand computation over the same batches.
 
 The protocol of arXiv 2505.22922, experimental protocol: within a batch, the mean negative log-likelihood
-of every non-pad target token; over the validation budget, the mean of those batch means
-(``references_divisor`` divides their sum by batches + 1 instead, as the references do). The
-embedded corpus fills every row of a tiny run, so hand-made batches bring the padding.
+of every non-pad target token; over the validation budget, the mean over every token (each
+batch weighing by its tokens), or as the references take it the mean of the batch means
+(``references_divisor`` divides their sum by batches + 1 instead). The embedded corpus fills
+every row of a tiny run, so hand-made batches bring the padding.
 """
 
 import math
@@ -42,12 +43,19 @@ def run_and_state():
   return run, init_train_state(run.model_config, run.tx, run.mesh, seed=3)
 
 
-def hand_losses(run, state, batches) -> tuple[list[float], float]:
+def hand_losses(run, state, batches) -> tuple[np.ndarray, np.ndarray]:
+  """Each batch's mean token loss and its count of target tokens."""
   logits = jax.jit(lambda params, frozen, ids: nnx.merge(run.graphdef, params, frozen)(ids))
   losses = [
       batch_nll_by_hand(logits(state.params, state.frozen, b["input_ids"]), b) for b in batches
   ]
-  return losses, float(sum(b["loss_mask"][:, 1:].sum() for b in batches))
+  return np.array(losses), np.array([float(b["loss_mask"][:, 1:].sum()) for b in batches])
+
+
+def mean_by_hand(losses, counts, mean: str, references_divisor: bool = False) -> float:
+  if mean == "tokens":
+    return float((losses * counts).sum() / counts.sum())
+  return float(losses.sum() / (len(losses) + references_divisor))
 
 
 def padded_batches(rows=8, seq=32, vocab=384):
@@ -62,31 +70,40 @@ def padded_batches(rows=8, seq=32, vocab=384):
   return batches
 
 
-@pytest.mark.parametrize("references_divisor", [False, True])
-def test_the_validation_loss_is_the_mean_of_batch_mean_token_nlls(
-    run_and_state, references_divisor
+@pytest.mark.parametrize(
+    "mean, references_divisor", [("tokens", False), ("batches", False), ("batches", True)]
+)
+def test_the_validation_loss_is_the_token_or_batch_mean_of_token_nlls(
+    run_and_state, mean, references_divisor
 ):
   run, state = run_and_state
-  if references_divisor:
-    config = load_config(overrides=OVERRIDES + ["eval.references_divisor=true"])
-    run = Run.without_data(config, jax.devices()[:1], run.tokenizer)
+  config = load_config(
+      overrides=OVERRIDES + [f"eval.mean={mean}", f"eval.references_divisor={references_divisor}"]
+  )
+  run = Run.without_data(config, jax.devices()[:1], run.tokenizer)
   batches = list(
       make_validation_batches(run.config.data, run.tokenizer, batch_size=run.config.eval.batch_size)
   )
-  losses, tokens = hand_losses(run, state, batches)
-  expected = sum(losses) / (len(losses) + references_divisor)
+  losses, counts = hand_losses(run, state, batches)
+  expected = mean_by_hand(losses, counts, mean, references_divisor)
   result = run.evaluate(state)
   assert result["val_batches"] == len(losses) > 1
-  assert result["val_tokens"] == tokens
+  assert result["val_tokens"] == counts.sum()
   np.testing.assert_allclose(result["val_loss"], expected, rtol=1e-5)
   np.testing.assert_allclose(result["val_ppl"], math.exp(expected), rtol=1e-5)
 
 
-def test_padding_weighs_nothing_and_each_batch_is_its_token_mean(run_and_state):
+@pytest.mark.parametrize("mean", ["tokens", "batches"])
+def test_padding_weighs_nothing_and_each_batch_is_its_token_mean(run_and_state, mean):
   run, state = run_and_state
   batches = padded_batches()
-  losses, tokens = hand_losses(run, state, batches)
+  losses, counts = hand_losses(run, state, batches)
   eval_step = jax.jit(make_eval_step(run.graphdef))
-  result = evaluate(eval_step, state.params, state.frozen, batches)
-  assert result["val_tokens"] == tokens
-  np.testing.assert_allclose(result["val_loss"], np.mean(losses), rtol=1e-5)
+  result = evaluate(eval_step, state.params, state.frozen, batches, mean)
+  assert result["val_tokens"] == counts.sum()
+  np.testing.assert_allclose(result["val_loss"], mean_by_hand(losses, counts, mean), rtol=1e-5)
+
+
+def test_a_divisor_without_a_mean_over_batches_is_refused():
+  with pytest.raises(ValueError, match="eval.mean=batches"):
+    load_config(overrides=OVERRIDES + ["eval.references_divisor=true"])
