@@ -89,8 +89,6 @@ value at the end of the re-warmup, where the reference's (with its
 True
 """
 
-from __future__ import annotations
-
 from typing import NamedTuple
 
 import jax
