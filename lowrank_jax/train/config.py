@@ -179,6 +179,11 @@ class ScheduleSection(_Section):
   kind: str = setting("cosine", choices=("cosine", "constant"))
   grad_accum: int = setting(1, at_least=1)
 
+  @property
+  def warmup_steps(self) -> int:
+    """The steps of the linear warmup, ``int(warmup_ratio * total_steps)``."""
+    return int(self.warmup_ratio * self.total_steps)
+
 
 @dataclasses.dataclass(frozen=True)
 class MeshSection(_Section):
@@ -368,10 +373,25 @@ class TrainConfig(_Section):
       raise ValueError(
           f"data.global_batch_size={batch} is not divisible by schedule.grad_accum={accum}"
       )
+    self._check_relora_warmup()
     model = self.model_config()
     if self.data.seq_len > model.max_seq_len:
       raise ValueError(
           f"data.seq_len={self.data.seq_len} exceeds the model's max_seq_len={model.max_seq_len}"
+      )
+
+  def _check_relora_warmup(self):
+    """ReLoRA's scheduler asserts ``first_warmup_steps <= restart_every`` (Guitaricet/relora@176f376
+    ``peft_pretraining/training_utils.py``): a merge inside the first warmup would prune and
+    re-warm before the rate has reached its peak."""
+    if not get_method(self.optimizer.method).merge_lora or self.schedule.kind != "cosine":
+      return
+    warmup = self.schedule.warmup_steps
+    every = self.optimizer_section().reset_every
+    if warmup > every:
+      raise ValueError(
+          f"schedule.warmup_ratio={self.schedule.warmup_ratio} warms up over {warmup} steps, "
+          f"more than ReLoRA's merge period optimizer.reset_every={every}; shorten the warmup"
       )
 
   def model_config(self) -> LlamaConfig:

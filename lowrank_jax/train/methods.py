@@ -212,7 +212,7 @@ def make_schedule(peak: float, section) -> optax.Schedule:
   """The paper's schedule: linear warmup from 0, then cosine to ``min_lr_ratio * peak``."""
   if section.kind == "constant":
     return optax.constant_schedule(peak)
-  warmup = int(section.warmup_ratio * section.total_steps)
+  warmup = section.warmup_steps
   return optax.warmup_cosine_decay_schedule(
       init_value=0.0,
       peak_value=peak,
