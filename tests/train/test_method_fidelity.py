@@ -34,3 +34,10 @@ def test_relora_configs_run_as_guitaricet_relora(size):
   config = shipped("relora", size)
   assert config.schedule.warmup_steps <= config.optimizer.reset_every
   assert config.optimizer.clip_norm == 1.0
+
+
+@pytest.mark.parametrize(
+    "size,only_lr_act", [("60m", False), ("130m", False), ("350m", True), ("1b", True)]
+)
+def test_cola_configs_drop_the_mlp_silu_where_colas_configs_do(size, only_lr_act):
+  assert shipped("cola", size).model_config().linear.only_lr_act is only_lr_act
