@@ -83,15 +83,18 @@ class ModelSection(_Section):
     unknown = sorted(set(self.overrides) - allowed)
     if unknown:
       raise ValueError(f"unknown model override {unknown[0]!r}; allowed: {sorted(allowed)}")
-    self.build()  # validates the preset and the overrides
+    # the preset and the overrides; the linear's options, which depend on the method's kind,
+    # are checked by TrainConfig.model_config
+    LlamaConfig.preset(self.preset, dtype=DtypePolicy.named(self.dtype), **self.overrides)
 
-  def build(self) -> LlamaConfig:
+  def build(self, kind: str) -> LlamaConfig:
+    """The model, its target linears of ``kind`` (the method's) with ``linear``'s options."""
     return LlamaConfig.preset(
         self.preset,
         dtype=DtypePolicy.named(self.dtype),
         scan_layers=self.scan_layers,
         remat=self.remat,
-        linear=LinearConfig(**self.linear),
+        linear=LinearConfig(**{**self.linear, "kind": kind}),
         **self.overrides,
     )
 
@@ -403,9 +406,7 @@ class TrainConfig(_Section):
           f"model.linear.kind={chosen!r} does not fit optimizer.method="
           f"{self.optimizer.method!r}, which trains {kind!r} linears"
       )
-    return dataclasses.replace(
-        self.model.build(), linear=LinearConfig(**{**self.model.linear, "kind": kind})
-    )
+    return self.model.build(kind)
 
   def optimizer_section(self) -> OptimizerSection:
     """The optimizer section with the method's defaults that depend on the run filled in:
