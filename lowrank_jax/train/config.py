@@ -171,6 +171,11 @@ class ScheduleSection(_Section):
     warmup_ratio: fraction of ``total_steps`` spent warming up linearly from 0.
     min_lr_ratio: final learning rate as a fraction of the peak.
     kind: ``cosine`` (the paper) or ``constant``.
+    cycle_steps: ``cosine`` only: repeat the warmup and cosine every this many steps, its
+      warmup ``warmup_ratio`` of a cycle, as the cyclical ``cosine`` scheduler of the
+      GaLore-lineage repositories (``--cycle_length``; the first two steps of every later
+      cycle at 1e-7 of the peak); GoLore's ``Go_pt.sh`` runs 5000 steps past its cycle of
+      10000 this way (``null``: one cycle of ``total_steps``).
     grad_accum: micro-batches accumulated per optimizer step (a global batch of 512 on any
       device count); the global batch must divide by it.
   """
@@ -181,11 +186,17 @@ class ScheduleSection(_Section):
   min_lr_ratio: float = setting(0.1, at_least=0, at_most=1)
   kind: str = setting("cosine", choices=("cosine", "constant"))
   grad_accum: int = setting(1, at_least=1)
+  cycle_steps: int | None = setting(None, at_least=1)
+
+  @property
+  def cycle_length(self) -> int:
+    """The steps of one warmup and cosine: ``cycle_steps``, else ``total_steps``."""
+    return self.cycle_steps or self.total_steps
 
   @property
   def warmup_steps(self) -> int:
-    """The steps of the linear warmup, ``int(warmup_ratio * total_steps)``."""
-    return int(self.warmup_ratio * self.total_steps)
+    """The steps of the linear warmup, ``int(warmup_ratio * cycle_length)``."""
+    return int(self.warmup_ratio * self.cycle_length)
 
 
 @dataclasses.dataclass(frozen=True)
