@@ -431,7 +431,7 @@ class TrainConfig(_Section):
         name: default if getattr(self.optimizer, name) is None else getattr(self.optimizer, name)
         for name, default in defaults.items()
     }
-    options = method.parse_options(self.optimizer.options).for_run(self.schedule.total_steps)
+    options = method.parse_options(self.optimizer.options).for_run(self.schedule)
     return dataclasses.replace(self.optimizer, options=dataclasses.asdict(options), **filled)
 
 
