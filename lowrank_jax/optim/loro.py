@@ -68,9 +68,9 @@ it runs in float32, batched over leading (stacked-layer) axes.
 Deliberate departures (``lowrank_jax/optim/README.md``): weight decay is optax's
 (:math:`p \leftarrow p - \eta (u + \lambda p)`, the factors' with the lazy scale on
 :math:`u` only), where the reference decays after the step with the bias-corrected rate on the
-factors (its scripts use :math:`\lambda = 0`); the re-warmup climbs to the base schedule's
-value at the end of the re-warmup, where the reference's (with its
-``--lr_adjust_steps -warmup`` displacement) aims at a nearby point of its cosine.
+factors (its scripts use :math:`\lambda = 0`); by default the re-warmup climbs to the base
+schedule's value at its end after every exact step; ``loro_main`` follows LORO-main's own
+curve (:mod:`~lowrank_jax.optim.loro_schedule`).
 
 >>> import jax
 >>> import jax.numpy as jnp
