@@ -53,6 +53,10 @@ class LinearConfig:
     zero_a: ``lora`` only: ``a`` starts at zero as well, as Guitaricet/relora wraps a model
       (``keep_original_weights``); the adapters then train nothing until ReLoRA's first merge
       draws a new ``a``. Off by default (arXiv 2505.22922 trains them from the start).
+    only_lr_act: ``cola`` only: the MLP drops its own SiLU, ``down(gate(x) * up(x))``, the
+      SiLU inside each CoLA linear being its only nonlinearity: alvin-zyl/CoLA's
+      ``only_lr_act`` (``ColaConfig``'s default ``True``, which its 350m, 1b and 7b configs
+      keep; its 60m and 130m configs set ``false``). Off by default (LLaMA's SwiGLU).
   """
 
   kind: str = "dense"
@@ -60,6 +64,7 @@ class LinearConfig:
   alpha: float = 32.0
   sparsity: float = 0.03
   zero_a: bool = False
+  only_lr_act: bool = False
 
   def __post_init__(self):
     if self.kind not in _REGISTRY:
@@ -76,6 +81,8 @@ class LinearConfig:
       raise ValueError(f"sparsity={self.sparsity!r} must be in (0, 1]")
     if self.zero_a and self.kind != "lora":
       raise ValueError(f"zero_a=True applies to linear kind 'lora', not {self.kind!r}")
+    if self.only_lr_act and self.kind != "cola":
+      raise ValueError(f"only_lr_act=True applies to linear kind 'cola', not {self.kind!r}")
 
 
 class Linear(Protocol):

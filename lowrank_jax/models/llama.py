@@ -139,7 +139,9 @@ class Attention(nnx.Module):
 
 
 class MLP(nnx.Module):
-  """SwiGLU: ``down(silu(gate x) * up x)``."""
+  """SwiGLU: ``down(silu(gate x) * up x)``; ``down(gate x * up x)`` with CoLA's
+  ``only_lr_act`` (:class:`~lowrank_jax.models.linear.LinearConfig`), whose linears carry
+  their own SiLU."""
 
   def __init__(self, config: LlamaConfig, *, rngs: nnx.Rngs):
     d, f = config.hidden_size, config.intermediate_size
@@ -155,9 +157,11 @@ class MLP(nnx.Module):
         layers["up_proj"],
         layers["down_proj"],
     )
+    self.only_lr_act = config.linear.only_lr_act
 
   def __call__(self, x: jax.Array) -> jax.Array:
-    return self.down_proj(jax.nn.silu(self.gate_proj(x)) * self.up_proj(x))
+    gate = self.gate_proj(x)
+    return self.down_proj((gate if self.only_lr_act else jax.nn.silu(gate)) * self.up_proj(x))
 
 
 class Block(nnx.Module):

@@ -46,8 +46,6 @@ A stored projector is the regenerated one, drawn only at its refreshes:
 True
 """
 
-from __future__ import annotations
-
 import jax
 import jax.numpy as jnp
 import optax
@@ -172,7 +170,7 @@ def scale_by_apollo(
 
 @shared_args(apollo_args=APOLLO_ARGS)
 def apollo(
-    learning_rate,
+    learning_rate: optax.ScalarOrSchedule,
     rank: int = 256,
     update_proj_gap: int = 200,
     scale: float = 1.0,
@@ -269,7 +267,7 @@ def scale_by_apollo_mini(
 
 @shared_args(apollo_args=APOLLO_ARGS)
 def apollo_mini(
-    learning_rate,
+    learning_rate: optax.ScalarOrSchedule,
     rank: int = 1,
     update_proj_gap: int = 200,
     scale: float = 128.0,

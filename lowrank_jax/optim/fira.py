@@ -28,8 +28,6 @@ References:
 (3,)
 """
 
-from __future__ import annotations
-
 import jax.numpy as jnp
 import optax
 
@@ -124,7 +122,7 @@ def scale_by_fira(
 
 @shared_args
 def fira(
-    learning_rate,
+    learning_rate: optax.ScalarOrSchedule,
     rank: int = 128,
     update_proj_gap: int = 200,
     scale: float = 0.25,

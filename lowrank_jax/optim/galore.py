@@ -26,8 +26,6 @@ References:
 {'b': (16,), 'w': (8, 16)}
 """
 
-from __future__ import annotations
-
 import optax
 
 from lowrank_jax.optim.docstrings import shared_args
@@ -91,7 +89,7 @@ def scale_by_galore(
 
 @shared_args
 def galore(
-    learning_rate,
+    learning_rate: optax.ScalarOrSchedule,
     rank: int = 128,
     update_proj_gap: int = 200,
     scale: float = 0.25,

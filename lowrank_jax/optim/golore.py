@@ -40,8 +40,6 @@ References:
 (8, 2)
 """
 
-from __future__ import annotations
-
 import math
 
 import optax
@@ -113,7 +111,7 @@ def scale_by_golore(
 
 @shared_args
 def golore(
-    learning_rate,
+    learning_rate: optax.ScalarOrSchedule,
     rank: int = 128,
     update_proj_gap: int = 200,
     scale: float = 1.0,

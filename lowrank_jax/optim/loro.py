@@ -68,9 +68,9 @@ it runs in float32, batched over leading (stacked-layer) axes.
 Deliberate departures (``lowrank_jax/optim/README.md``): weight decay is optax's
 (:math:`p \leftarrow p - \eta (u + \lambda p)`, the factors' with the lazy scale on
 :math:`u` only), where the reference decays after the step with the bias-corrected rate on the
-factors (its scripts use :math:`\lambda = 0`); the re-warmup climbs to the base schedule's
-value at the end of the re-warmup, where the reference's (with its
-``--lr_adjust_steps -warmup`` displacement) aims at a nearby point of its cosine.
+factors (its scripts use :math:`\lambda = 0`); by default the re-warmup climbs to the base
+schedule's value at its end after every exact step; ``loro_main`` follows LORO-main's own
+curve (:mod:`~lowrank_jax.optim.loro_schedule`).
 
 >>> import jax
 >>> import jax.numpy as jnp
@@ -88,8 +88,6 @@ value at the end of the re-warmup, where the reference's (with its
 >>> bool(jnp.allclose(a.T @ a, b @ b.T, atol=1e-5))  # lands on balanced factors
 True
 """
-
-from __future__ import annotations
 
 from typing import NamedTuple
 
@@ -110,6 +108,7 @@ from lowrank_jax.optim.refactorize import (
     sibling_factors,
     steps_to_factor_targets,
 )
+from lowrank_jax.optim.loro_schedule import loro_main_schedule
 from lowrank_jax.optim.relora import relora_schedule
 from lowrank_jax.optim.validation import check_positive_int, check_range
 
@@ -219,6 +218,43 @@ def _scaled_factors(
   )
 
 
+class LoroMainSchedule(NamedTuple):
+  """The run's lengths that LORO-main's own rate curve needs (:mod:`~lowrank_jax.optim.loro_schedule`).
+
+  Attributes:
+    total_steps: the base schedule's length.
+    warmup_steps: the base schedule's warmup.
+    lr_adjust_steps: LORO-main's ``--lr_adjust_steps`` (its scripts: ``-warmup``; 350m -6000).
+  """
+
+  total_steps: int
+  warmup_steps: int
+  lr_adjust_steps: int
+
+
+def loro_learning_rate(
+    learning_rate: optax.ScalarOrSchedule,
+    every: int,
+    restart_warmup_steps: int,
+    loro_main: LoroMainSchedule | None = None,
+) -> optax.Schedule:
+  """The rate :func:`loro` applies: ``learning_rate`` re-warmed linearly from 0 after every
+  exact step (:func:`~lowrank_jax.optim.relora.relora_schedule`), or with ``loro_main``
+  LORO-main's own curve (:func:`~lowrank_jax.optim.loro_schedule.loro_main_schedule`, of a
+  warmup-cosine ``learning_rate``).
+
+  >>> float(loro_learning_rate(1.0, every=4, restart_warmup_steps=2)(4))
+  0.0
+  """
+  if loro_main is None:
+    return relora_schedule(learning_rate, every, restart_warmup_steps)
+  if not callable(learning_rate):
+    raise ValueError(f"loro_main needs a warmup-cosine schedule, got {learning_rate!r}")
+  return loro_main_schedule(
+      learning_rate, every=every, restart_warmup_steps=restart_warmup_steps, **loro_main._asdict()
+  )
+
+
 def loro(
     learning_rate: optax.ScalarOrSchedule,
     every: int,
@@ -229,6 +265,7 @@ def loro(
     lazy_scale: float = 1.0,
     restart_warmup_steps: int = 5,
     pairs: PairLabels | Labels = sibling_factors(),
+    loro_main: LoroMainSchedule | None = None,
 ) -> optax.GradientTransformationExtraArgs:
   r"""LoRO: lazy Adam steps on the factors, an exact manifold step and an Adam restart every ``every``.
 
@@ -250,6 +287,8 @@ def loro(
       (default: ``a @ b`` in each module). Both factors must have full rank ``r`` on an
       exact step (the step solves with their QR's triangular parts); ``b``'s zero
       initialisation of LoRA-style adapters is therefore excluded.
+    loro_main: follow LORO-main's own rate curve instead of the linear re-warm from 0 (see
+      :func:`loro_learning_rate`).
 
   Returns:
     A transform whose ``update`` requires ``params``; its state is a
@@ -269,7 +308,7 @@ def loro(
     )
   if not callable(learning_rate):
     check_range("learning_rate", learning_rate, 0.0)
-  learning_rate = relora_schedule(learning_rate, every, restart_warmup_steps)
+  learning_rate = loro_learning_rate(learning_rate, every, restart_warmup_steps, loro_main)
   # Both branches see the same Adam direction u: the first makes the AdamW update
   # -lr (u + wd p), the second the descent -lr u that the exact step and the lazy
   # scale act on.

@@ -40,8 +40,6 @@ over the counts :math:`kK + 1, \dots, kK + W - 1`.
 [0.0, 1.0, 0.953, 0.0, 0.457, 0.914]
 """
 
-from __future__ import annotations
-
 from typing import Any, NamedTuple
 
 import jax

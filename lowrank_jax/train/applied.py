@@ -43,6 +43,7 @@ import jax.numpy as jnp
 import optax
 
 from lowrank_jax import optim
+from lowrank_jax.optim.loro import LoroMainSchedule, loro_learning_rate
 from lowrank_jax.optim.spam import rewarmup_factor
 
 Record = Callable[[jax.Array], dict[str, jax.Array]]
@@ -145,6 +146,16 @@ def stable_spam(schedule: optax.Schedule, section) -> Record:
   }
 
 
+def loro_main_of(options: dict) -> LoroMainSchedule | None:
+  """LoRO's ``options`` (``schedule: loro_main``, with the lengths ``for_run`` filled in) as
+  the :class:`~lowrank_jax.optim.loro.LoroMainSchedule` its rate needs; ``None``: the re-warm."""
+  if options.get("schedule", "rewarm") != "loro_main":
+    return None
+  adjust = options["lr_adjust_steps"]
+  warmup = options["warmup_steps"]
+  return LoroMainSchedule(options["total_steps"], warmup, -warmup if adjust is None else adjust)
+
+
 def loro(schedule: optax.Schedule, section) -> Record:
   """LoRO: the schedule re-warmed after each exact step, the exact (manifold) steps and the
   Adam restart after each; ``lr/factors``, the factors' rate (the lazy steps' scale
@@ -152,7 +163,7 @@ def loro(schedule: optax.Schedule, section) -> Record:
   every = section.options["every"]
   warmup = _option(optim.loro, section, "restart_warmup_steps")
   lazy_scale = _option(optim.loro, section, "lazy_scale")
-  learning_rate = optim.relora_schedule(schedule, every, warmup)
+  learning_rate = loro_learning_rate(schedule, every, warmup, loro_main_of(section.options))
 
   def record(count):
     exact = _ends_period(count, every)

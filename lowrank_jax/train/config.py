@@ -83,15 +83,18 @@ class ModelSection(_Section):
     unknown = sorted(set(self.overrides) - allowed)
     if unknown:
       raise ValueError(f"unknown model override {unknown[0]!r}; allowed: {sorted(allowed)}")
-    self.build()  # validates the preset and the overrides
+    # the preset and the overrides; the linear's options, which depend on the method's kind,
+    # are checked by TrainConfig.model_config
+    LlamaConfig.preset(self.preset, dtype=DtypePolicy.named(self.dtype), **self.overrides)
 
-  def build(self) -> LlamaConfig:
+  def build(self, kind: str) -> LlamaConfig:
+    """The model, its target linears of ``kind`` (the method's) with ``linear``'s options."""
     return LlamaConfig.preset(
         self.preset,
         dtype=DtypePolicy.named(self.dtype),
         scan_layers=self.scan_layers,
         remat=self.remat,
-        linear=LinearConfig(**self.linear),
+        linear=LinearConfig(**{**self.linear, "kind": kind}),
         **self.overrides,
     )
 
@@ -168,6 +171,11 @@ class ScheduleSection(_Section):
     warmup_ratio: fraction of ``total_steps`` spent warming up linearly from 0.
     min_lr_ratio: final learning rate as a fraction of the peak.
     kind: ``cosine`` (the paper) or ``constant``.
+    cycle_steps: ``cosine`` only: repeat the warmup and cosine every this many steps, its
+      warmup ``warmup_ratio`` of a cycle, as the cyclical ``cosine`` scheduler of the
+      GaLore-lineage repositories (``--cycle_length``; the first two steps of every later
+      cycle at 1e-7 of the peak); GoLore's ``Go_pt.sh`` runs 5000 steps past its cycle of
+      10000 this way (``null``: one cycle of ``total_steps``).
     grad_accum: micro-batches accumulated per optimizer step (a global batch of 512 on any
       device count); the global batch must divide by it.
   """
@@ -178,6 +186,17 @@ class ScheduleSection(_Section):
   min_lr_ratio: float = setting(0.1, at_least=0, at_most=1)
   kind: str = setting("cosine", choices=("cosine", "constant"))
   grad_accum: int = setting(1, at_least=1)
+  cycle_steps: int | None = setting(None, at_least=1)
+
+  @property
+  def cycle_length(self) -> int:
+    """The steps of one warmup and cosine: ``cycle_steps``, else ``total_steps``."""
+    return self.cycle_steps or self.total_steps
+
+  @property
+  def warmup_steps(self) -> int:
+    """The steps of the linear warmup, ``int(warmup_ratio * cycle_length)``."""
+    return int(self.warmup_ratio * self.cycle_length)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -379,10 +398,25 @@ class TrainConfig(_Section):
       raise ValueError(
           f"data.global_batch_size={batch} is not divisible by schedule.grad_accum={accum}"
       )
+    self._check_relora_warmup()
     model = self.model_config()
     if self.data.seq_len > model.max_seq_len:
       raise ValueError(
           f"data.seq_len={self.data.seq_len} exceeds the model's max_seq_len={model.max_seq_len}"
+      )
+
+  def _check_relora_warmup(self):
+    """ReLoRA's scheduler asserts ``first_warmup_steps <= restart_every`` (Guitaricet/relora@176f376
+    ``peft_pretraining/training_utils.py``): a merge inside the first warmup would prune and
+    re-warm before the rate has reached its peak."""
+    if not get_method(self.optimizer.method).merge_lora or self.schedule.kind != "cosine":
+      return
+    warmup = self.schedule.warmup_steps
+    every = self.optimizer_section().reset_every
+    if warmup > every:
+      raise ValueError(
+          f"schedule.warmup_ratio={self.schedule.warmup_ratio} warms up over {warmup} steps, "
+          f"more than ReLoRA's merge period optimizer.reset_every={every}; shorten the warmup"
       )
 
   def model_config(self) -> LlamaConfig:
@@ -394,9 +428,7 @@ class TrainConfig(_Section):
           f"model.linear.kind={chosen!r} does not fit optimizer.method="
           f"{self.optimizer.method!r}, which trains {kind!r} linears"
       )
-    return dataclasses.replace(
-        self.model.build(), linear=LinearConfig(**{**self.model.linear, "kind": kind})
-    )
+    return self.model.build(kind)
 
   def optimizer_section(self) -> OptimizerSection:
     """The optimizer section with the method's defaults that depend on the run filled in:
@@ -410,7 +442,7 @@ class TrainConfig(_Section):
         name: default if getattr(self.optimizer, name) is None else getattr(self.optimizer, name)
         for name, default in defaults.items()
     }
-    options = method.parse_options(self.optimizer.options).for_run(self.schedule.total_steps)
+    options = method.parse_options(self.optimizer.options).for_run(self.schedule)
     return dataclasses.replace(self.optimizer, options=dataclasses.asdict(options), **filled)
 
 

@@ -60,9 +60,9 @@ class _Options:
   def __post_init__(self):
     check_fields(self, PREFIX)
 
-  def for_run(self, total_steps: int) -> _Options:
-    """The options with the defaults that depend on the run's length filled in."""
-    del total_steps
+  def for_run(self, schedule) -> _Options:
+    """The options with the defaults that depend on the run's ``schedule`` section filled in."""
+    del schedule
     return self
 
   def factory_kwargs(self, mesh=None) -> dict[str, Any]:
@@ -179,10 +179,10 @@ class GoLoreOptions(GaLoreOptions):
   rand_ratio: float = setting(0.8, at_least=0)
   random_from_step: int | None = setting(None, at_least=0)
 
-  def for_run(self, total_steps: int) -> GoLoreOptions:
+  def for_run(self, schedule) -> GoLoreOptions:
     if self.total_steps is not None:
       return self
-    return dataclasses.replace(self, total_steps=total_steps)
+    return dataclasses.replace(self, total_steps=schedule.total_steps)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -235,11 +235,35 @@ class LoroOptions(_Options):
     lazy_scale: multiplies the factors' learning rate on the lazy (AdamW) steps (the
       reference's ``--loro_lr_scaler``).
     restart_warmup_steps: updates over which the rate re-warms after each restart.
+    schedule: ``rewarm`` (the base schedule, re-warmed linearly from 0 after each exact
+      step) or ``loro_main`` (LORO-main's own curve, :mod:`lowrank_jax.optim.loro_schedule`:
+      no re-warm in cycles at or before its displaced start, its displaced cosine).
+    lr_adjust_steps: ``loro_main``'s displacement ``--lr_adjust_steps`` (``null``: minus the
+      warmup, as its 60m, 130m and 1b scripts).
+    total_steps, warmup_steps: the run's, filled in from the schedule section.
   """
 
   every: int = setting(500, at_least=1)
   lazy_scale: float = setting(1.0, above=0)
   restart_warmup_steps: int = setting(5, at_least=0)
+  schedule: str = setting("rewarm", choices=("rewarm", "loro_main"))
+  lr_adjust_steps: int | None = None
+  total_steps: int | None = setting(None, at_least=1)
+  warmup_steps: int | None = setting(None, at_least=0)
+
+  def for_run(self, schedule) -> LoroOptions:
+    return dataclasses.replace(
+        self, total_steps=schedule.total_steps, warmup_steps=schedule.warmup_steps
+    )
+
+  def factory_kwargs(self, mesh=None) -> dict[str, Any]:
+    del mesh
+    kwargs = {
+        "every": self.every,
+        "lazy_scale": self.lazy_scale,
+        "restart_warmup_steps": self.restart_warmup_steps,
+    }
+    return {**kwargs, "loro_main": applied.loro_main_of(dataclasses.asdict(self))}
 
 
 @dataclasses.dataclass(frozen=True)

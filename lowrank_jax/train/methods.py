@@ -18,6 +18,7 @@ from typing import Any
 from collections.abc import Callable
 
 import jax
+import jax.numpy as jnp
 import optax
 
 from lowrank_jax import optim
@@ -209,14 +210,37 @@ def build_optimizer(section, schedule: optax.Schedule, mesh=None) -> optax.Gradi
 
 
 def make_schedule(peak: float, section) -> optax.Schedule:
-  """The paper's schedule: linear warmup from 0, then cosine to ``min_lr_ratio * peak``."""
+  """The paper's schedule: linear warmup from 0, then cosine to ``min_lr_ratio * peak``;
+  with ``section.cycle_steps``, that cycle repeated (:func:`cyclical`)."""
   if section.kind == "constant":
     return optax.constant_schedule(peak)
-  warmup = int(section.warmup_ratio * section.total_steps)
-  return optax.warmup_cosine_decay_schedule(
+  warmup, cycle = section.warmup_steps, section.cycle_length
+  one_cycle = optax.warmup_cosine_decay_schedule(
       init_value=0.0,
       peak_value=peak,
       warmup_steps=warmup,
-      decay_steps=max(section.total_steps, warmup + 1),
+      decay_steps=max(cycle, warmup + 1),
       end_value=section.min_lr_ratio * peak,
   )
+  return cyclical(one_cycle, cycle, peak) if section.cycle_steps else one_cycle
+
+
+CYCLE_RESTART_FACTOR = 1e-7  # of the peak, the first two steps of every later cycle
+
+
+def cyclical(one_cycle: optax.Schedule, cycle: int, peak: float) -> optax.Schedule:
+  """``one_cycle`` repeated every ``cycle`` steps, the first two of every later cycle at
+  1e-7 of ``peak``: ``_get_cyclical_cosine_schedule_with_min_lr_lambda`` of
+  pkumelon/Golore@7ee5a8a ``peft_pretraining/training_utils.py`` (Guitaricet/relora's).
+
+  >>> unit = optax.linear_schedule(0.0, 1.0, 4)
+  >>> [float(cyclical(unit, 4, 1.0)(t)) for t in (3, 4, 5, 6)]
+  [0.75, 1e-07, 1e-07, 0.5]
+  """
+
+  def schedule(count):
+    step = count % cycle
+    restarting = (count >= cycle) & (step < 2)
+    return jnp.where(restarting, CYCLE_RESTART_FACTOR * peak, one_cycle(step))
+
+  return schedule

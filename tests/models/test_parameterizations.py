@@ -14,6 +14,7 @@ from flax import nnx
 from lowrank_jax.models import DtypePolicy, Llama, LlamaConfig, LinearConfig, count_params, next_token_loss
 from lowrank_jax.models.hf import from_hf_llama, to_hf_llama
 from lowrank_jax.models.linear import make_linear
+from lowrank_jax.models.llama import MLP
 from lowrank_jax.models.lora import merge_lora_adapters
 from lowrank_jax.models.sltrain import SparseSupport
 
@@ -92,6 +93,20 @@ def test_cola_is_silu_of_x_a_times_b():
   hidden = x @ np.asarray(module.a[...])
   expected = hidden / (1.0 + np.exp(-hidden)) @ np.asarray(module.b[...])
   np.testing.assert_allclose(module(jnp.asarray(x)), expected, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("only_lr_act", [False, True])
+def test_cola_mlp_drops_its_silu_with_only_lr_act(only_lr_act):
+  """alvin-zyl/CoLA@91ff0d1 ``cola/modeling_cola.py``: ``down(gate(x) * up(x))`` with
+  ``only_lr_act``, else ``down(silu(gate(x)) * up(x))``."""
+  config = tiny("cola", linear=LinearConfig(kind="cola", rank=4, only_lr_act=only_lr_act))
+  mlp = MLP(config, rngs=nnx.Rngs(0))
+  x = jax.random.normal(jax.random.key(5), (3, config.hidden_size))
+  gate = mlp.gate_proj(x)
+  expected = mlp.down_proj((gate if only_lr_act else jax.nn.silu(gate)) * mlp.up_proj(x))
+  np.testing.assert_allclose(mlp(x), expected, rtol=1e-6)
+  other = mlp.down_proj((jax.nn.silu(gate) if only_lr_act else gate) * mlp.up_proj(x))
+  assert not np.allclose(mlp(x), other, rtol=1e-3)
 
 
 def assert_uniform(values, bound):
@@ -173,6 +188,7 @@ def test_rank_and_options_are_validated():
       dict(kind="sltrain", rank=2, sparsity=0),
       dict(kind="sltrain", rank=2, sparsity=1.5),
       dict(kind="nope"),
+      dict(kind="lowrank", rank=2, only_lr_act=True),
   ):
     with pytest.raises(ValueError):
       LinearConfig(**bad)
