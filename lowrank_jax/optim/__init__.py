@@ -21,6 +21,7 @@ from lowrank_jax.optim.lowrank_adam import (
     scale_by_lowrank_adam,
 )
 from lowrank_jax.optim.masking import resolve_mask, route
+from lowrank_jax.optim.param_groups import param_groups
 from lowrank_jax.optim.projection import MatrixDimensionNumbers
 from lowrank_jax.optim.projection_options import ProjectionOptions
 from lowrank_jax.optim.sharding import state_partition_specs, state_shardings

@@ -109,6 +109,14 @@ class OptimizerSection(_Section):
     learning_rates: a learning-rate sweep as one program: one copy of the model per peak
       rate, all trained by one jitted step on the same batches, in place of
       ``learning_rate`` (:mod:`lowrank_jax.train.sweep`). Empty: one run.
+    dense_learning_rate: peak learning rate of the dense leaves (embeddings, lm_head, norms:
+      every parameter outside the target linears, their factors, adapters and sparse values),
+      under the same schedule, resets and re-warmups as the matrices' (PyTorch's
+      param_groups; :mod:`lowrank_jax.train.dense_rate`). ``null``: ``learning_rate``, one
+      rate for both groups as in the references.
+    dense_learning_rates: with ``learning_rates``, the dense leaves' peak rate of each copy,
+      paired element by element (same length); empty: every copy's dense leaves take
+      ``dense_learning_rate`` (or, if that is ``null``, the copy's own rate).
     weight_decay: decoupled weight decay.
     b1: Adam's first-moment decay.
     b2: Adam's second-moment decay.
@@ -127,6 +135,8 @@ class OptimizerSection(_Section):
   method: str = "adamw"
   learning_rate: float = setting(1e-3, above=0)
   learning_rates: tuple[float, ...] = setting((), above=0)
+  dense_learning_rate: float | None = setting(None, above=0)
+  dense_learning_rates: tuple[float, ...] = setting((), above=0)
   weight_decay: float = setting(0.0, at_least=0)
   b1: float = setting(0.9, at_least=0, below=1)
   b2: float = setting(0.999, at_least=0, below=1)
@@ -140,11 +150,7 @@ class OptimizerSection(_Section):
   def _check_together(self):
     method = get_method(self.method)
     method.parse_options(self.options)
-    if len(set(self.learning_rates)) < len(self.learning_rates):
-      raise ValueError(
-          f"optimizer.learning_rates={list(self.learning_rates)} repeats a rate; "
-          "a sweep needs distinct rates"
-      )
+    self._check_rates()
     if self.refactorize_every and method.linear_kind in ("dense", "cola"):
       raise ValueError(
           f"optimizer.refactorize_every={self.refactorize_every} needs a method "
@@ -160,6 +166,32 @@ class OptimizerSection(_Section):
           f"optimizer.recovery_steps={self.recovery_steps} exceeds "
           f"optimizer.reset_every={self.reset_every}"
       )
+
+  def _check_rates(self):
+    rates, dense = list(self.learning_rates), list(self.dense_learning_rates)
+    if dense and len(dense) != len(rates):
+      raise ValueError(
+          f"optimizer.dense_learning_rates={dense} needs one rate per entry of "
+          f"optimizer.learning_rates={rates}"
+      )
+    if dense and self.dense_learning_rate is not None:
+      raise ValueError(
+          f"optimizer.dense_learning_rate={self.dense_learning_rate} and "
+          f"optimizer.dense_learning_rates={dense} both set the dense rate; keep one"
+      )
+    copies = self.copy_rates()
+    if len(set(copies)) < len(copies):
+      paired = f" with optimizer.dense_learning_rates={dense}" if dense else ""
+      raise ValueError(
+          f"optimizer.learning_rates={rates}{paired} repeats a rate; a sweep needs distinct rates"
+      )
+
+  def copy_rates(self) -> list[tuple[float, float | None]]:
+    """``(peak rate, dense leaves' peak rate)`` of each trained copy: one for a run, one per
+    entry of ``learning_rates`` for a sweep; a dense rate of ``None`` is the copy's own."""
+    rates = self.learning_rates or (self.learning_rate,)
+    dense = self.dense_learning_rates or (self.dense_learning_rate,) * len(rates)
+    return list(zip(rates, dense))
 
 
 @dataclasses.dataclass(frozen=True)

@@ -91,26 +91,35 @@ class StopRequest:
 @dataclasses.dataclass
 class _Copy:
   """One trained model and its records: the run itself, or one rate of a learning-rate
-  sweep (``index`` its place on the sweep axis, its records in a subdirectory)."""
+  sweep (``index`` its place on the sweep axis, its records in a subdirectory), with its
+  dense leaves' rate (``None``: ``learning_rate``; ``paired``: the sweep pairs each rate with
+  its own, which the directory and label name)."""
 
   index: int | None
   learning_rate: float
+  dense_learning_rate: float | None
+  paired: bool
   dir: RunDir
   logger: MetricsLogger
   streak: nonfinite.NonFiniteStreak
 
   def label(self) -> str:
-    return "" if self.index is None else f" (learning rate {self.learning_rate:g})"
+    if self.index is None:
+      return ""
+    dense = f", dense leaves {self.dense_learning_rate:g}" if self.paired else ""
+    return f" (learning rate {self.learning_rate:g}{dense})"
 
   def identity(self, sweep_run_dir: str) -> dict:
-    """What a copy's summary says of it beyond the run's: its directory, its sweep's, its rate."""
-    if self.index is None:
-      return {}
-    return {
-        "run_dir": self.dir.path,
-        "sweep_run_dir": sweep_run_dir,
+    """What a copy's summary says of it beyond the run's: its rates, and for a copy of a
+    sweep its directory and its sweep's."""
+    dense = self.dense_learning_rate
+    rates = {
         "learning_rate": self.learning_rate,
+        "dense_learning_rate": self.learning_rate if dense is None else dense,
     }
+    if self.index is None:
+      return rates
+    return {"run_dir": self.dir.path, "sweep_run_dir": sweep_run_dir, **rates}
 
   def own(self, tree):
     """This copy's part of a tree of the run (its arrays of a stacked state, or metrics)."""
@@ -119,11 +128,11 @@ class _Copy:
 
 def _copies(config: TrainConfig, run_dir: RunDir, is_main: bool, first: int) -> list[_Copy]:
   """The copies the run trains, from step ``first`` (their records cut back to it)."""
-  rates = config.optimizer.learning_rates
-  places = list(enumerate(rates)) if rates else [(None, config.optimizer.learning_rate)]
+  swept, paired = bool(config.optimizer.learning_rates), bool(config.optimizer.dense_learning_rates)
   copies = []
-  for index, rate in places:
-    copy_dir = run_dir if index is None else RunDir(run_dir.file(sweep.copy_dir_name(rate)))
+  for index, (rate, dense) in enumerate(config.optimizer.copy_rates()):
+    name = sweep.copy_dir_name(rate, dense if paired else None)
+    copy_dir = RunDir(run_dir.file(name)) if swept else run_dir
     if is_main:
       os.makedirs(copy_dir.path, exist_ok=True)
     if is_main:
@@ -132,7 +141,8 @@ def _copies(config: TrainConfig, run_dir: RunDir, is_main: bool, first: int) -> 
     purge = first + 1 if first else None
     logger = MetricsLogger(copy_dir.metrics, tensorboard, is_main, purge_step=purge)
     streak = nonfinite.NonFiniteStreak(config.faults.max_bad_steps)
-    copies.append(_Copy(index, rate, copy_dir, logger, streak))
+    place = index if swept else None
+    copies.append(_Copy(place, rate, dense, paired, copy_dir, logger, streak))
   return copies
 
 
@@ -324,6 +334,8 @@ def _train(config: TrainConfig, accept_changes: bool, stop_request: StopRequest)
   summary = summaries[0]
   if run.peaks:
     summary = {**shared, "learning_rates": list(run.peaks), "copies": summaries}
+    if config.optimizer.dense_learning_rates:
+      summary["dense_learning_rates"] = list(config.optimizer.dense_learning_rates)
     if is_main:
       with open(run_dir.summary, "w") as f:
         json.dump(summary, f, indent=2)

@@ -64,16 +64,24 @@ def _shown(value) -> str:
 def format_summary(summary: dict) -> str:
   """The end-of-run report: the summary's entries, then the validation perplexity against
   the unigram baseline when both were measured; for a learning-rate sweep, one line per
-  copy instead, the best marked."""
+  copy instead, the best marked (with its dense leaves' rate where one differs)."""
   shown = {key: value for key, value in summary.items() if key != "copies"}
   width = max(map(len, shown))
   lines = ["", "summary"] + [f"  {key:<{width}}  {_shown(value)}" for key, value in shown.items()]
   copies = summary.get("copies", [])
   if copies and all("val_ppl" in copy for copy in copies):
     best = min(copies, key=lambda copy: copy["val_ppl"])
-    lines += ["", "  learning rate  validation perplexity  skipped steps"] + [
-        f"  {copy['learning_rate']:<13g}  {copy['val_ppl']:<21.2f}  {copy['skipped_steps']}"
-        + ("  (best)" if copy is best else "")
+    grouped = any(
+        c.get("dense_learning_rate", c["learning_rate"]) != c["learning_rate"] for c in copies
+    )
+    dense = lambda copy: f"{copy['dense_learning_rate']:<10g}  " if grouped else ""
+    lines += [
+        "",
+        f"  learning rate  {'dense rate  ' * grouped}validation perplexity  skipped steps",
+    ]
+    lines += [
+        f"  {copy['learning_rate']:<13g}  {dense(copy)}{copy['val_ppl']:<21.2f}  "
+        f"{copy['skipped_steps']}" + ("  (best)" if copy is best else "")
         for copy in copies
     ]
   if "unigram_ppl" in summary:

@@ -5,6 +5,8 @@ tokenizer, the mesh, the schedule and optimizer, the model structure, the shardi
 train state and of batches, and the jitted evaluation. A learning-rate sweep
 (``optimizer.learning_rates``) steps and saves its copies stacked
 (:mod:`lowrank_jax.train.sweep`); ``schedule``, ``tx`` and ``shardings`` then describe one copy.
+A dense rate (``optimizer.dense_learning_rate``, :mod:`lowrank_jax.train.dense_rate`) scales
+the dense leaves' updates of every copy by its dense rate over its peak.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from jax.sharding import Mesh, NamedSharding
 from lowrank_jax.data import Tokenizer, check_vocab_fits, load_tokenizer, make_validation_batches
 from lowrank_jax.models import Llama, LlamaConfig, count_params
 from lowrank_jax.train import mesh as mesh_lib
-from lowrank_jax.train import nonfinite, sweep
+from lowrank_jax.train import dense_rate, nonfinite, sweep
 from lowrank_jax.train.checkpoint import Checkpointer, UnreadableCheckpoint
 from lowrank_jax.train.config import TrainConfig
 from lowrank_jax.train.evaluation import evaluate
@@ -89,7 +91,7 @@ class Run:
     model_config = config.model_config()
     mesh = mesh_lib.make_mesh(config.mesh, devices)
     schedule = make_schedule(config.optimizer.learning_rate, config.schedule)
-    tx = build_optimizer(config.optimizer_section(), schedule, mesh)
+    tx = _optimizer(config, schedule, _dense_scale(config), mesh)
     split = config.optimizer.learning_rates and config.mesh.sweep == "data"
     return cls(
         config,
@@ -150,16 +152,18 @@ class Run:
     shardings = jax.tree.map(lambda leaf: leaf.sharding, self.abstract_state())
     return jax.jit(lambda state: sweep.stack(state, len(self.peaks)), out_shardings=shardings)(one)
 
-  def _step(self, schedule: optax.Schedule, inject, keep):
+  def _step(self, schedule: optax.Schedule, scale: dense_rate.Scale, inject, keep):
+    """The step at ``schedule``, the dense leaves' updates scaled by ``scale``."""
     section = self.config.optimizer_section()
+    record = get_method(section.method).record(schedule, section)
     return make_train_step(
         self.graphdef,
-        build_optimizer(section, schedule, self.mesh),
+        _optimizer(self.config, schedule, scale, self.mesh),
         self.config.schedule.grad_accum,
         inject,
         self.after_update(),
         self.mesh,
-        get_method(section.method).record(schedule, section),
+        dense_rate.with_dense_rate(record, scale),
         keep,
     )
 
@@ -171,13 +175,14 @@ class Run:
     if self.peaks:
       unit = make_schedule(1.0, self.config.schedule)  # the paper's schedule is linear in its peak
 
-      def step_at(peak):
-        return self._step(lambda count: peak * unit(count), inject, sweep.keep_if_finite)
+      def step_at(peak, dense_peak):
+        scale = dense_rate.dense_scale(dense_peak, peak)
+        return self._step(lambda count: peak * unit(count), scale, inject, sweep.keep_if_finite)
 
       one = abstract_train_state(self.model_config, self.tx, self.mesh)
-      step = sweep.make_sweep_step(step_at, self.peaks, one)
+      step = sweep.make_sweep_step(step_at, self.config.optimizer.copy_rates(), one)
     else:
-      step = self._step(self.schedule, inject, nonfinite.keep_if_finite)
+      step = self._step(self.schedule, _dense_scale(self.config), inject, nonfinite.keep_if_finite)
     shardings = jax.tree.map(lambda leaf: leaf.sharding, self.abstract_state())
     return jax.jit(
         step,
@@ -216,6 +221,21 @@ class Run:
 
   def model(self, state: TrainState) -> Llama:
     return nnx.merge(self.graphdef, state.params, state.frozen)
+
+
+def _dense_scale(config: TrainConfig) -> dense_rate.Scale:
+  """The dense leaves' scale of one run (of a sweep: at ``learning_rate``, for the shapes)."""
+  return dense_rate.dense_scale(
+      config.optimizer.dense_learning_rate, config.optimizer.learning_rate
+  )
+
+
+def _optimizer(
+    config: TrainConfig, schedule: optax.Schedule, scale: dense_rate.Scale, mesh: Mesh
+) -> optax.GradientTransformation:
+  """The method's transform at ``schedule``, its dense leaves' updates scaled by ``scale``."""
+  tx = build_optimizer(config.optimizer_section(), schedule, mesh)
+  return dense_rate.scale_dense_updates(tx, scale)
 
 
 def load_checkpoint(run_dir: str, step: int | None = None) -> tuple[Run, TrainState, int]:

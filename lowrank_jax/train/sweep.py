@@ -1,9 +1,11 @@
 r"""A learning-rate sweep as one program: ``K`` copies of the model, one jitted step.
 
 ``optimizer.learning_rates = [eta_1, ..., eta_K]`` trains ``K`` copies of the run, copy ``k``
-at peak rate :math:`\eta_k`, all from the same initialisation and on the same batches. The
-paper's schedule is linear in its peak (warmup from 0 to :math:`\eta`, cosine down to a
-fraction of :math:`\eta`; arXiv 2505.22922, experimental protocol), so copy ``k`` applies
+at peak rate :math:`\eta_k`, all from the same initialisation and on the same batches;
+``optimizer.dense_learning_rates`` pairs each with its own peak rate of the dense leaves
+(:mod:`lowrank_jax.train.dense_rate`), and ``optimizer.dense_learning_rate`` gives all copies
+one. The paper's schedule is linear in its peak (warmup from 0 to :math:`\eta`, cosine down to
+a fraction of :math:`\eta`; arXiv 2505.22922, experimental protocol), so copy ``k`` applies
 :math:`\eta_k\,u(t)` at update :math:`t`, with :math:`u` the schedule at peak 1, and the
 sweep's step is ``jax.vmap`` of the ordinary step over the copies and their peaks.
 
@@ -29,8 +31,8 @@ trains its own copies on the whole batch); each copy's records go to its own dir
 ((), (2, 3))
 >>> copy_of(stacked, 1)["mu"].shape
 (3,)
->>> copy_dir_name(0.002)
-'lr0.002'
+>>> copy_dir_name(0.002), copy_dir_name(0.002, 0.01)
+('lr0.002', 'lr0.002_dense0.01')
 """
 
 from __future__ import annotations
@@ -92,30 +94,40 @@ def keep_if_finite(finite: jax.Array, new: Any, old: Any) -> Any:
   )
 
 
-def make_sweep_step(step_at: Callable, peaks: Sequence[float], abstract_state: Any) -> Callable:
+def make_sweep_step(
+    step_at: Callable, rates: Sequence[tuple[float, float | None]], abstract_state: Any
+) -> Callable:
   """``step(state, batch) -> (state, metrics)`` for the stacked ``state``.
 
   Args:
-    step_at: ``step_at(peak) -> step(state, batch) -> (state, metrics)``, the ordinary step at
-      peak rate ``peak`` (a traced scalar) that keeps a copy's arrays with
+    step_at: ``step_at(peak, dense_peak) -> step(state, batch) -> (state, metrics)``, the
+      ordinary step at peak rate ``peak`` and dense leaves' peak ``dense_peak`` (traced
+      scalars, or ``None`` for the dense leaves at ``peak``) that keeps a copy's arrays with
       :func:`keep_if_finite`.
-    peaks: the copies' peak rates.
+    rates: each copy's ``(peak, dense_peak)``
+      (:meth:`~lowrank_jax.train.config.OptimizerSection.copy_rates`).
     abstract_state: one copy's state (arrays or ``ShapeDtypeStruct``\\ s), for the axes.
 
   Every metric comes back with the sweep axis first.
   """
   axes = sweep_axes(abstract_state)
-  rates = jnp.asarray(peaks, jnp.float32)
+  peaks, dense_peaks = zip(*rates)
+  peaks = jnp.asarray(peaks, jnp.float32)
+  dense_peaks = None if None in dense_peaks else jnp.asarray(dense_peaks, jnp.float32)
 
   def step(state, batch):
     per_copy = jax.vmap(
-        lambda s, peak: step_at(peak)(s, batch), in_axes=(axes, 0), out_axes=(axes, 0)
+        lambda s, peak, dense_peak: step_at(peak, dense_peak)(s, batch),
+        in_axes=(axes, 0, 0),
+        out_axes=(axes, 0),
     )
-    return per_copy(state, rates)
+    return per_copy(state, peaks, dense_peaks)
 
   return step
 
 
-def copy_dir_name(learning_rate: float) -> str:
-  """The subdirectory of the run directory holding the records of the copy at this rate."""
-  return f"lr{learning_rate:g}"
+def copy_dir_name(learning_rate: float, dense_learning_rate: float | None = None) -> str:
+  """The subdirectory of the run directory holding the records of the copy at this rate (and
+  this dense leaves' rate, when the copies pair each rate with its own)."""
+  dense = "" if dense_learning_rate is None else f"_dense{dense_learning_rate:g}"
+  return f"lr{learning_rate:g}{dense}"

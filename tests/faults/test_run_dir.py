@@ -76,6 +76,9 @@ def test_changes_are_refused_unless_they_may_change_mid_run_and_are_accepted(run
   learning_rate = overrides(run_dir, "schedule.total_steps=6", "optimizer.learning_rate=0.01")
   error = one_error_line(command("train", "--accept-changes", *learning_rate))
   assert "optimizer.learning_rate (0.003 -> 0.01)" in error
+  dense = load_config(overrides=overrides(run_dir, STEPS_3, "optimizer.dense_learning_rate=0.01"))
+  with pytest.raises(ValueError, match=r"another optimizer.dense_learning_rate \(None -> 0.01\)"):
+    RunDir(str(run_dir)).changes(dense, accept_changes=True)
   assert file_hashes(run_dir) == before
 
 

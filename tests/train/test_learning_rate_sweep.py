@@ -20,6 +20,7 @@ from lowrank_jax.train.run import load_checkpoint
 from lowrank_jax.train.run_dir import RunDir
 
 RATES = [0.001, 0.004]
+DENSE_RATES = [0.01, 0.002]
 
 
 def _batches(count):
@@ -36,20 +37,23 @@ def _arrays(state):
   ]
 
 
-@pytest.mark.parametrize("method", sorted(METHODS))
-def test_each_copy_of_a_sweep_is_the_run_at_its_rate(method):
+def check_copy_is_its_run(method, swept_rates, single_rates):
   # Five steps with the projectors refreshed every 2 (and LoRO's exact step at 5): the shared
   # counts keep every periodic event where a single run has it. The second copy is checked
-  # against its own run (the first differs from it only in its rate).
-  swept = make_run(method, f"optimizer.learning_rates={RATES}")
-  single = make_run(method, f"optimizer.learning_rate={RATES[1]}")
+  # against its own run (the first differs from it only in its rates).
+  swept = make_run(method, *swept_rates)
+  single = make_run(method, *single_rates)
   state, step = swept.init_state(), swept.train_step()
   alone, alone_step = single.init_state(), single.train_step()
   for batch in _batches(5):
     state, metrics = step(state, batch)
     alone, alone_metrics = alone_step(alone, batch)
     np.testing.assert_allclose(metrics["loss"][1], alone_metrics["loss"], rtol=2e-5)
-    np.testing.assert_allclose(metrics["lr"][1], alone_metrics["lr"], rtol=1e-6)
+    assert {name for name in metrics if name.startswith("lr")} == {
+        name for name in alone_metrics if name.startswith("lr")
+    }
+    for name in (name for name in alone_metrics if name.startswith("lr")):
+      np.testing.assert_allclose(metrics[name][1], alone_metrics[name], rtol=1e-6)
   assert int(state.step) == 5
   for copy_leaf, alone_leaf in zip(_arrays(sweep.copy_of(state, 1)), _arrays(alone)):
     scale = max(float(np.abs(alone_leaf).max()), 1e-3)
@@ -57,6 +61,32 @@ def test_each_copy_of_a_sweep_is_the_run_at_its_rate(method):
   # The copies did train apart: the larger rate moved its parameters further.
   first, second = (_arrays(sweep.copy_of(state, k).params) for k in range(2))
   assert any(not np.allclose(a, b) for a, b in zip(first, second))
+
+
+@pytest.mark.parametrize("method", sorted(METHODS))
+def test_each_copy_of_a_sweep_is_the_run_at_its_rate(method):
+  check_copy_is_its_run(
+      method, [f"optimizer.learning_rates={RATES}"], [f"optimizer.learning_rate={RATES[1]}"]
+  )
+
+
+@pytest.mark.parametrize("method", ["full_rank", "galore", "low_rank_restarts", "loro"])
+def test_each_copy_is_the_run_at_its_rate_and_dense_rate(method):
+  # Each copy pairs its rate with its own dense leaves' rate: the second copy's dense rate
+  # below its rate, the first's above.
+  check_copy_is_its_run(
+      method,
+      [f"optimizer.learning_rates={RATES}", f"optimizer.dense_learning_rates={DENSE_RATES}"],
+      [f"optimizer.learning_rate={RATES[1]}", f"optimizer.dense_learning_rate={DENSE_RATES[1]}"],
+  )
+
+
+def test_every_copy_takes_the_one_dense_rate():
+  check_copy_is_its_run(
+      "galore",
+      [f"optimizer.learning_rates={RATES}", "optimizer.dense_learning_rate=0.01"],
+      [f"optimizer.learning_rate={RATES[1]}", "optimizer.dense_learning_rate=0.01"],
+  )
 
 
 def test_the_periodic_events_stay_conds_in_the_compiled_sweep():
@@ -99,35 +129,49 @@ def test_copies_split_over_the_data_axis_must_fill_it():
     )
 
 
-def test_a_sweep_run_writes_each_copy_and_resumes_exactly(tiny, tmp_path):
-  rates = "optimizer.learning_rates=[0.002,0.02]"
+@pytest.mark.parametrize(
+    "dense, names",
+    [
+        ([], {0.002: "lr0.002", 0.02: "lr0.02"}),
+        (
+            ["optimizer.dense_learning_rates=[0.01,0.004]"],
+            {0.002: "lr0.002_dense0.01", 0.02: "lr0.02_dense0.004"},
+        ),
+    ],
+)
+def test_a_sweep_run_writes_each_copy_and_resumes_exactly(tiny, tmp_path, dense, names):
+  rates = ["optimizer.learning_rates=[0.002,0.02]", *dense]
   straight = tmp_path / "straight"
-  summary = train(load_config(overrides=tiny(rates, run_dir=straight)))
+  summary = train(load_config(overrides=tiny(*rates, run_dir=straight)))
   assert summary["learning_rates"] == [0.002, 0.02]
   copies = {copy["learning_rate"]: copy for copy in summary["copies"]}
-  for rate, name in ((0.002, "lr0.002"), (0.02, "lr0.02")):
+  for rate, name in names.items():
     saved = json.loads((straight / name / "summary.json").read_text())
     assert saved == copies[rate] and saved["steps"] == 6 and "val_ppl" in saved
     assert (straight / name / "loss_curve.png").exists()
+    dense_rate = float(name.partition("_dense")[2] or rate)
+    assert saved["dense_learning_rate"] == dense_rate
+    record, *_ = read_metrics(straight / name / "metrics.jsonl")
+    assert ("lr/dense" in record) == bool(dense)
   assert copies[0.002]["val_ppl"] != copies[0.02]["val_ppl"]
   report = format_summary(summary)
   best = min(copies.values(), key=lambda copy: copy["val_ppl"])["learning_rate"]
   assert f"{best:<13g}" in next(line for line in report.splitlines() if "(best)" in line)
 
   resumed = tmp_path / "resumed"
-  train(load_config(overrides=tiny(rates, run_dir=resumed)))
+  train(load_config(overrides=tiny(*rates, run_dir=resumed)))
   subprocess.run(["rm", "-rf", str(resumed / "checkpoints" / "6")], check=True)
-  for name in ("lr0.002", "lr0.02"):  # the run died after step 3: its metrics said so
+  for name in names.values():  # the run died after step 3: its metrics said so
     lines = (resumed / name / "metrics.jsonl").read_text().splitlines()[:3]
     (resumed / name / "metrics.jsonl").write_text("\n".join(lines) + "\n")
-  train(load_config(overrides=tiny(rates, run_dir=resumed)))
-  for name in ("lr0.002", "lr0.02"):
+  train(load_config(overrides=tiny(*rates, run_dir=resumed)))
+  for name in names.values():
     assert _losses(resumed / name) == _losses(straight / name)  # bitwise: same floats
 
 
 def _losses(copy_dir):
   return [
-      (r["step"], r.get("loss"), r.get("val_loss"))
+      (r["step"], r.get("loss"), r.get("val_loss"), r.get("lr/dense"))
       for r in read_metrics(os.path.join(copy_dir, "metrics.jsonl"))
   ]
 
