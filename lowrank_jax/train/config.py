@@ -106,7 +106,12 @@ class OptimizerSection(_Section):
     learning_rates: a learning-rate sweep as one program: one copy of the model per peak
       rate, all trained by one jitted step on the same batches, in place of
       ``learning_rate`` (:mod:`lowrank_jax.train.sweep`). Empty: one run.
-    weight_decay: decoupled weight decay.
+    weight_decay: decoupled weight decay, AdamW's ``p -= lr * weight_decay * p`` at each
+      update, as in the references: on every trained leaf of every method (embedding,
+      lm_head, norms, and the target linears' kernels, model-side factors, LoRA adapters or
+      SLTrain values; a projected method's dense leaves and full kernels too). Frozen leaves
+      (a LoRA base, SLTrain's support) are not trained, so not decayed; LoRO's exact
+      manifold steps move its factors without it.
     b1: Adam's first-moment decay.
     b2: Adam's second-moment decay.
     eps: Adam's denominator term.
