@@ -117,7 +117,12 @@ class OptimizerSection(_Section):
     dense_learning_rates: with ``learning_rates``, the dense leaves' peak rate of each copy,
       paired element by element (same length); empty: every copy's dense leaves take
       ``dense_learning_rate`` (or, if that is ``null``, the copy's own rate).
-    weight_decay: decoupled weight decay.
+    weight_decay: decoupled weight decay, AdamW's ``p -= lr * weight_decay * p`` at each
+      update (``lr`` the leaf's group rate), as in the references: on every trained leaf of
+      every method (embedding, lm_head, norms, and the target linears' kernels, model-side
+      factors, LoRA adapters or SLTrain values; a projected method's dense leaves and full
+      kernels too). Frozen leaves (a LoRA base, SLTrain's support) are not trained, so not
+      decayed; LoRO's exact manifold steps move its factors without it.
     b1: Adam's first-moment decay.
     b2: Adam's second-moment decay.
     eps: Adam's denominator term.

@@ -62,6 +62,19 @@ def loss_records(run_dir) -> list[tuple[int, float]]:
     return [(r["step"], r["loss"]) for r in map(json.loads, f) if "loss" in r]
 
 
+def file_states(directory) -> dict[str, tuple[str, int] | None]:
+  """``{relative path: (sha256, mtime in ns)}`` of every file under ``directory`` and
+  ``{relative path: None}`` of every folder: a command that must leave a run directory as
+  it was leaves this the same (no file written, rewritten, touched, moved or added)."""
+  states = {}
+  for path, digest in file_hashes(directory).items():
+    states[path] = (digest, os.stat(os.path.join(directory, path)).st_mtime_ns)
+  for path in glob.glob(os.path.join(directory, "**"), recursive=True):
+    if os.path.isdir(path):
+      states[os.path.relpath(path, directory)] = None
+  return states
+
+
 def file_hashes(directory) -> dict[str, str]:
   """``{relative path: sha256}`` of every file under ``directory``."""
   hashes = {}

@@ -11,9 +11,11 @@ import pytest
 import yaml
 
 from lowrank_jax.train.config import load_config
+from lowrank_jax.train.loop import train
+from lowrank_jax.train.methods import METHODS
 from lowrank_jax.train.run_dir import RunDir
 
-from fault_helpers import file_hashes, loss_records, overrides
+from fault_helpers import file_hashes, file_states, loss_records, overrides
 
 STEPS_3 = "schedule.total_steps=3"
 
@@ -52,6 +54,29 @@ def test_another_method_is_refused_naming_the_keys_and_no_checkpoint_moves(run_d
   error = one_error_line(command("train", *overrides(run_dir, STEPS_3, *method)))
   assert "optimizer.method (adamw -> galore), optimizer.options.rank (unset -> 8)" in error
   assert file_hashes(run_dir) == before
+
+
+def test_a_method_switch_alone_is_refused_and_nothing_moves(run_dir):
+  """``adamw`` to ``full_rank`` trains the same parameters with the same options: the method
+  is the only key that differs, and it is refused all the same."""
+  before = file_states(run_dir)
+  error = one_error_line(
+      command("train", *overrides(run_dir, STEPS_3, "optimizer.method=full_rank"))
+  )
+  assert "another optimizer.method (adamw -> full_rank); choose a new run_dir" in error
+  assert file_states(run_dir) == before
+
+
+@pytest.mark.parametrize("method", sorted(set(METHODS) - {"adamw"}))
+def test_any_method_change_of_a_finished_run_is_refused_and_nothing_moves(run_dir, method):
+  """In this process, each method in place of the finished run's AdamW (a factorized one with
+  the rank it needs): refused before any checkpoint is opened."""
+  rank = ["model.linear.rank=4"] if METHODS[method].linear_kind != "dense" else []
+  config = load_config(overrides=overrides(run_dir, STEPS_3, f"optimizer.method={method}", *rank))
+  before = file_states(run_dir)
+  with pytest.raises(ValueError, match=rf"optimizer.method \(adamw -> {method}\).*new run_dir"):
+    train(config)
+  assert file_states(run_dir) == before
 
 
 def test_a_sound_checkpoint_of_another_state_is_refused_not_moved_aside(run_dir):
