@@ -161,6 +161,7 @@ class Run:
         self.mesh,
         get_method(section.method).record(schedule, section),
         keep,
+        seed=self.config.seed,
     )
 
   def train_step(self, inject=None):
