@@ -7,7 +7,10 @@ import numpy as np
 import pytest
 from flax import nnx
 
+from reference_packages import require
+
 from lowrank_jax.models import Llama, LlamaConfig, LinearConfig
+from lowrank_jax.models.dropout import dropout
 from lowrank_jax.models.linear import make_linear
 from lowrank_jax.models.llama import MLP
 from lowrank_jax.models.lora import LoRALinear
@@ -56,12 +59,25 @@ def test_lora_dropout_drops_only_the_adapter_input():
   layer = lora_layer(p)
   x = jax.random.normal(jax.random.key(2), (64, 12))
   keep = jax.random.bernoulli(key, 1 - p, x.shape)
-  dropped = np.where(keep, np.asarray(x) / (1 - p), 0.0)
+  dropped = np.where(keep, np.asarray(x) * np.float32(1 / (1 - p)), 0.0)
   expected = x @ layer.base[...] + layer.scale * (dropped @ layer.a[...]) @ layer.b[...]
   np.testing.assert_allclose(layer(x, dropout_key=key), expected, rtol=1e-5, atol=1e-6)
   assert 0.4 < 1 - keep.mean() < 0.6
   layer.b[...] = jnp.zeros_like(layer.b[...])  # no adapter: what is left is W0's path, whole
   np.testing.assert_array_equal(layer(x, dropout_key=key), x @ layer.base[...])
+
+
+def test_kept_entries_are_torch_dropouts_to_the_bit():
+  """``torch.nn.functional.dropout`` (what relora.py's ``nn.Dropout`` runs) keeps ``x`` times
+  its float32 ``1 / (1 - p)``; its masks come from torch's generator, so only where both
+  keep an entry can the values be compared, and the dropped fractions agree."""
+  torch = require("torch")
+  x, p = np.random.default_rng(0).standard_normal(20000).astype(np.float32), 0.1
+  theirs = torch.nn.functional.dropout(torch.from_numpy(x), p, training=True).numpy()
+  ours = np.asarray(dropout(jnp.asarray(x), p, jax.random.key(0)))
+  both = (theirs != 0) & (ours != 0)
+  np.testing.assert_array_equal(ours[both], theirs[both])
+  assert abs((ours == 0).mean() - (theirs == 0).mean()) < 0.01
 
 
 def test_without_a_key_or_at_rate_zero_the_forward_is_the_undropped_one_bitwise():
@@ -105,8 +121,23 @@ def test_scanned_and_listed_layers_draw_the_same_masks_and_each_layer_its_own():
   np.testing.assert_allclose(listed(IDS), scanned(IDS), rtol=1e-5, atol=1e-6)
   trained = scanned(IDS, dropout_key=key)
   np.testing.assert_allclose(listed(IDS, dropout_key=key), trained, rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(
+      blocks_by_hand(listed, lambda layer: jax.random.fold_in(key, layer)),
+      trained,
+      rtol=1e-5,
+      atol=1e-6,
+  )
+  assert not np.allclose(blocks_by_hand(listed, lambda layer: key), trained, atol=1e-4)
   assert not np.allclose(trained, scanned(IDS), atol=1e-4)
-  assert not np.allclose(trained, scanned(IDS, dropout_key=jax.random.key(9)), atol=1e-4)
+
+
+def blocks_by_hand(model, layer_key):
+  """The forward of a listed model, block ``l`` given the dropout key ``layer_key(l)``."""
+  positions = jnp.broadcast_to(jnp.arange(IDS.shape[-1]), IDS.shape)
+  x = model.embed_tokens[...][IDS]
+  for layer, block in enumerate(model.layers):
+    x = block(x, positions, layer_key(layer))
+  return model.norm(x) @ model.lm_head[...]
 
 
 @pytest.mark.parametrize(

@@ -102,6 +102,16 @@ def test_adapter_dropout_masks_follow_the_step_and_evaluation_drops_none():
     np.testing.assert_allclose(metrics["loss"], by_hand[0], rtol=1e-6)  # jitted apart: 1 ulp
     assert not np.isclose(metrics["loss"], by_hand[1], rtol=1e-4)  # the other step's masks
     train_losses.append(metrics["loss"])
+  accumulated = jax.jit(make_train_step(graphdef, tx, grad_accum=2, seed=5))
+  micro = lambda i: jax.tree.map(lambda x: x[i::2], data)  # micro-batch i: rows i, i + 2, ...
+  micro_losses = [
+      loss(params, frozen, micro(i), denominator, jax.random.fold_in(dropout_key(5, 0), i))[0]
+      for i in range(2)
+  ]
+  _, metrics = accumulated(
+      TrainState(jnp.zeros((), jnp.int32), params, frozen, tx.init(params)), data
+  )
+  np.testing.assert_allclose(metrics["loss"], sum(micro_losses), rtol=1e-6)
 
   evaluate = jax.jit(make_eval_step(graphdef))
   undropped = nnx.split(
