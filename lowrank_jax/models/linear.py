@@ -57,6 +57,11 @@ class LinearConfig:
       SiLU inside each CoLA linear being its only nonlinearity: alvin-zyl/CoLA's
       ``only_lr_act`` (``ColaConfig``'s default ``True``, which its 350m, 1b and 7b configs
       keep; its 60m and 130m configs set ``false``). Off by default (LLaMA's SwiGLU).
+    dropout: ``lora`` only: the probability, in ``[0, 1)``, that training zeroes an entry of
+      the adapter's input, ``y = x W0 + (alpha/r) (dropout(x) a) b``, the frozen path
+      untouched: Guitaricet/relora@176f376's ``lora_dropout=0.1`` (``relora.py``). ``0`` by
+      default, as the paper's repository runs ReLoRA (``--lora_dropout`` 0.0); evaluation
+      never drops (:mod:`lowrank_jax.models.dropout`).
   """
 
   kind: str = "dense"
@@ -65,6 +70,7 @@ class LinearConfig:
   sparsity: float = 0.03
   zero_a: bool = False
   only_lr_act: bool = False
+  dropout: float = 0.0
 
   def __post_init__(self):
     if self.kind not in _REGISTRY:
@@ -83,6 +89,14 @@ class LinearConfig:
       raise ValueError(f"zero_a=True applies to linear kind 'lora', not {self.kind!r}")
     if self.only_lr_act and self.kind != "cola":
       raise ValueError(f"only_lr_act=True applies to linear kind 'cola', not {self.kind!r}")
+    if (
+        isinstance(self.dropout, bool)
+        or not isinstance(self.dropout, numbers.Real)
+        or not 0 <= self.dropout < 1
+    ):
+      raise ValueError(f"dropout={self.dropout!r} must be a number in [0, 1)")
+    if self.dropout and self.kind != "lora":
+      raise ValueError(f"dropout={self.dropout!r} applies to linear kind 'lora', not {self.kind!r}")
 
 
 class Linear(Protocol):

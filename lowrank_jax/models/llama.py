@@ -20,6 +20,12 @@ hidden states between blocks are constrained to FSDP's activation layout, the ba
 split over the mesh's ``data`` and ``fsdp`` axes (:func:`shard_activation_batch`); without
 one XLA's propagation follows the weights' ``embed`` sharding and gathers whole batches.
 
+Training passes ``dropout_key`` for LoRA's adapter dropout (``LinearConfig.dropout``): block
+``l`` gets ``fold_in(dropout_key, l)`` (scanned or not, the same masks) and its ``i``-th target
+linear (q, k, v, o, gate, up, down) ``fold_in`` of that with ``i``, so every adapter draws its
+own mask, as each of Guitaricet/relora's ``ReLoRaLinear`` has its own ``nn.Dropout``.
+Evaluation passes none and drops nothing; with ``dropout`` 0 the key is ignored.
+
 >>> import jax.numpy as jnp
 >>> from flax import nnx
 >>> from lowrank_jax.models import Llama, LlamaConfig
@@ -30,6 +36,7 @@ one XLA's propagation follows the weights' ``embed`` sharding and gathers whole 
 
 from __future__ import annotations
 
+import functools
 import math
 
 import jax
@@ -90,6 +97,13 @@ def rotary_embedding(x: jax.Array, positions: jax.Array, theta: float) -> jax.Ar
   return out.astype(x.dtype)
 
 
+def _project(linear, x: jax.Array, dropout_key: jax.Array | None, index: int) -> jax.Array:
+  """``linear(x)``; in training the ``index``-th linear of its block gets its own dropout key."""
+  if dropout_key is None:
+    return linear(x)
+  return linear(x, dropout_key=jax.random.fold_in(dropout_key, index))
+
+
 def _linears(config: LlamaConfig, rngs: nnx.Rngs, **shapes: tuple[int, int, tuple[str, str]]):
   policy = config.dtype
   return {
@@ -128,14 +142,17 @@ class Attention(nnx.Module):
         config.rope_theta,
     )
 
-  def __call__(self, x: jax.Array, positions: jax.Array) -> jax.Array:
+  def __call__(
+      self, x: jax.Array, positions: jax.Array, dropout_key: jax.Array | None = None
+  ) -> jax.Array:
     batch, seq, _ = x.shape
     split = lambda t: t.reshape(batch, seq, self.num_heads, self.head_dim)
-    q = rotary_embedding(split(self.q_proj(x)), positions, self.rope_theta)
-    k = rotary_embedding(split(self.k_proj(x)), positions, self.rope_theta)
-    v = split(self.v_proj(x))
+    project = lambda linear, h, index: _project(linear, h, dropout_key, index)
+    q = rotary_embedding(split(project(self.q_proj, x, 0)), positions, self.rope_theta)
+    k = rotary_embedding(split(project(self.k_proj, x, 1)), positions, self.rope_theta)
+    v = split(project(self.v_proj, x, 2))
     out = jax.nn.dot_product_attention(q, k, v, is_causal=True)
-    return self.o_proj(out.reshape(batch, seq, self.num_heads * self.head_dim))
+    return project(self.o_proj, out.reshape(batch, seq, self.num_heads * self.head_dim), 3)
 
 
 class MLP(nnx.Module):
@@ -159,9 +176,11 @@ class MLP(nnx.Module):
     )
     self.only_lr_act = config.linear.only_lr_act
 
-  def __call__(self, x: jax.Array) -> jax.Array:
-    gate = self.gate_proj(x)
-    return self.down_proj((gate if self.only_lr_act else jax.nn.silu(gate)) * self.up_proj(x))
+  def __call__(self, x: jax.Array, dropout_key: jax.Array | None = None) -> jax.Array:
+    project = lambda linear, h, index: _project(linear, h, dropout_key, index)
+    gate = project(self.gate_proj, x, 4)
+    hidden = (gate if self.only_lr_act else jax.nn.silu(gate)) * project(self.up_proj, x, 5)
+    return project(self.down_proj, hidden, 6)
 
 
 class Block(nnx.Module):
@@ -176,9 +195,11 @@ class Block(nnx.Module):
     self.post_attention_layernorm = norm()
     self.mlp = MLP(config, rngs=rngs)
 
-  def __call__(self, x: jax.Array, positions: jax.Array) -> jax.Array:
-    x = x + self.self_attn(self.input_layernorm(x), positions)
-    return x + self.mlp(self.post_attention_layernorm(x))
+  def __call__(
+      self, x: jax.Array, positions: jax.Array, dropout_key: jax.Array | None = None
+  ) -> jax.Array:
+    x = x + self.self_attn(self.input_layernorm(x), positions, dropout_key)
+    return x + self.mlp(self.post_attention_layernorm(x), dropout_key)
 
 
 def _stacked_blocks(config: LlamaConfig, rngs: nnx.Rngs) -> Block:
@@ -193,7 +214,8 @@ def _stacked_blocks(config: LlamaConfig, rngs: nnx.Rngs) -> Block:
 
 
 class Llama(nnx.Module):
-  """The decoder-only LLaMA; ``__call__(input_ids, positions=None)`` returns float32 logits."""
+  """The decoder-only LLaMA; ``__call__(input_ids, positions=None, *, dropout_key=None)``
+  returns float32 logits (``dropout_key``: training's, for LoRA's adapter dropout)."""
 
   def __init__(self, config: LlamaConfig, *, rngs: nnx.Rngs):
     self.config = config
@@ -220,7 +242,13 @@ class Llama(nnx.Module):
         ("embed", "vocab"),
     )
 
-  def __call__(self, input_ids: jax.Array, positions: jax.Array | None = None) -> jax.Array:
+  def __call__(
+      self,
+      input_ids: jax.Array,
+      positions: jax.Array | None = None,
+      *,
+      dropout_key: jax.Array | None = None,
+  ) -> jax.Array:
     config = self.config
     if input_ids.shape[-1] > config.max_seq_len:
       raise ValueError(
@@ -229,22 +257,34 @@ class Llama(nnx.Module):
     if positions is None:
       positions = jnp.broadcast_to(jnp.arange(input_ids.shape[-1]), input_ids.shape)
     x = jnp.take(self.embed_tokens[...], input_ids, axis=0).astype(config.dtype.compute)
-    x = self._run_blocks(shard_activation_batch(x), positions)
+    if not config.linear.dropout:
+      dropout_key = None
+    x = self._run_blocks(shard_activation_batch(x), positions, dropout_key)
     x = self.norm(x)
     return matmul(x, self.lm_head[...].astype(config.dtype.compute)).astype(jnp.float32)
 
-  def _run_blocks(self, x: jax.Array, positions: jax.Array) -> jax.Array:
-    apply = lambda block, h: shard_activation_batch(block(h, positions))
+  def _run_blocks(
+      self, x: jax.Array, positions: jax.Array, dropout_key: jax.Array | None
+  ) -> jax.Array:
+    apply = lambda block, h, key: shard_activation_batch(block(h, positions, key))
     if self.config.remat:
       apply = nnx.remat(apply)
+    layer_keys = (
+        None
+        if dropout_key is None
+        else jax.vmap(functools.partial(jax.random.fold_in, dropout_key))(
+            jnp.arange(self.config.num_layers)
+        )
+    )
     if not self.config.scan_layers:
-      for block in self.layers:
-        x = apply(block, x)
+      for index, block in enumerate(self.layers):
+        x = apply(block, x, None if layer_keys is None else layer_keys[index])
       return x
     graphdef, stacked = nnx.split(self.layers)
 
-    def body(h, block_state):
-      return apply(nnx.merge(graphdef, block_state), h), None
+    def body(h, block_state_and_key):
+      block_state, key = block_state_and_key
+      return apply(nnx.merge(graphdef, block_state), h, key), None
 
-    x, _ = jax.lax.scan(body, x, stacked)
+    x, _ = jax.lax.scan(body, x, (stacked, layer_keys))
     return x

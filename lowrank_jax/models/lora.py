@@ -10,6 +10,9 @@ the paper's ``W = W0 + (alpha/r) B A`` with ``a = A^T``, ``b = B^T`` (see
 optimizer and the gradient see) excludes it, while ``nnx.state(model)`` and checkpoints keep it.
 ReLoRA restarts (:func:`merge_lora_adapters`) merge ``(alpha/r) a b`` into ``W0`` every few
 thousand steps and start a new adapter; its optimizer side is :mod:`lowrank_jax.optim.relora`.
+With ``LinearConfig.dropout = p`` a training call (one given a ``dropout_key``) computes
+``x W0 + (alpha/r) (dropout(x) a) b``, as Guitaricet/relora@176f376's ``ReLoRaLinear.forward``
+(``relora.py``): only the adapter's input is dropped (:mod:`lowrank_jax.models.dropout`).
 
 >>> import jax.numpy as jnp
 >>> from flax import nnx
@@ -32,6 +35,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from lowrank_jax.models.annotated_param import param
+from lowrank_jax.models.dropout import dropout
 from lowrank_jax.models.lowrank import LowRankLinear, kaiming_uniform
 from lowrank_jax.models.matmul import matmul
 
@@ -54,7 +58,7 @@ class LoRALinear(LowRankLinear):
     param_dtype: storage dtype of ``W0`` and the factors.
     compute_dtype: dtype of the matrix products.
     rngs: draws ``W0`` and ``a`` from ``rngs.params()``.
-    config: the :class:`LinearConfig` (``rank``, ``alpha``, ``zero_a``).
+    config: the :class:`LinearConfig` (``rank``, ``alpha``, ``zero_a``, ``dropout``).
   """
 
   def __init__(
@@ -90,9 +94,15 @@ class LoRALinear(LowRankLinear):
     )
     if config.zero_a:
       self.a[...] = jnp.zeros_like(self.a[...])
+    self.dropout = config.dropout
 
-  def __call__(self, x: jax.Array) -> jax.Array:
-    dense = matmul(x.astype(self.compute_dtype), self.base[...].astype(self.compute_dtype))
+  def __call__(self, x: jax.Array, dropout_key: jax.Array | None = None) -> jax.Array:
+    """``x W0 + (alpha/r) (x a) b``; with ``dropout_key`` (training) and a nonzero
+    ``dropout``, the adapter sees ``dropout(x)`` drawn from that key, ``W0`` still ``x``."""
+    x = x.astype(self.compute_dtype)
+    dense = matmul(x, self.base[...].astype(self.compute_dtype))
+    if dropout_key is not None and self.dropout:
+      x = dropout(x, self.dropout, dropout_key)
     return dense + super().__call__(x)
 
   def dense_kernel(self) -> jax.Array:

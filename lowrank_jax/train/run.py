@@ -165,6 +165,7 @@ class Run:
         self.mesh,
         dense_rate.with_dense_rate(record, scale),
         keep,
+        seed=self.config.seed,
     )
 
   def train_step(self, inject=None):

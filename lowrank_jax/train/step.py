@@ -10,6 +10,11 @@ it already holds.
 A step whose loss, gradient norm or update norm is not finite is skipped inside the jit: the
 parameters, frozen variables and optimizer state keep their values, only ``step`` advances,
 and the metrics carry ``finite`` (see :mod:`lowrank_jax.train.nonfinite`).
+
+LoRA's adapter dropout (``model.linear.dropout``) draws the masks of the update of 0-based step
+``s`` from :func:`dropout_key` ``(seed, s)``, micro-batch ``i`` from its ``fold_in`` with ``i``:
+a pure function of the step, so a resumed run draws the masks of the uninterrupted one and
+every copy of a learning-rate sweep those of the run it stands for. Evaluation drops nothing.
 """
 
 from __future__ import annotations
@@ -35,21 +40,36 @@ def _target_count(batch: Batch) -> jax.Array:
   return batch["loss_mask"][:, 1:].astype(jnp.float32).sum()
 
 
+_DROPOUT_STREAM = 0x44524F50  # "DROP": keeps the masks' keys apart from the merges' (same seed)
+
+
+def dropout_key(seed: int, step: jax.Array) -> jax.Array:
+  """The key of the adapter dropout masks of the update of 0-based ``step``.
+
+  >>> a, b = dropout_key(0, 3), dropout_key(0, 3)
+  >>> bool((jax.random.key_data(a) == jax.random.key_data(b)).all())
+  True
+  """
+  return jax.random.fold_in(jax.random.fold_in(jax.random.key(seed), _DROPOUT_STREAM), step)
+
+
 def make_loss(graphdef: nnx.GraphDef, mesh: Mesh | None = None) -> Callable:
-  """``loss(params, frozen, batch, denominator) -> (sum of target losses / denominator, count)``.
+  """``loss(params, frozen, batch, denominator, dropout_key=None) -> (sum of target losses /
+  denominator, count)``.
 
   With ``mesh`` the model runs under it as the ambient mesh, which lays out its activations
-  (:func:`~lowrank_jax.models.llama.shard_activation_batch`).
+  (:func:`~lowrank_jax.models.llama.shard_activation_batch`). ``dropout_key``: training's,
+  for the LoRA adapters' input dropout; ``None`` (evaluation) drops nothing.
   """
 
-  def loss(params, frozen, batch, denominator):
+  def loss(params, frozen, batch, denominator, dropout_key=None):
     model = nnx.merge(graphdef, params, frozen)
     with (
         contextlib.nullcontext()
         if mesh is None
         else jax.sharding.use_abstract_mesh(mesh.abstract_mesh)
     ):
-      logits = model(batch["input_ids"])
+      logits = model(batch["input_ids"], dropout_key=dropout_key)
     mean, count = next_token_loss(logits, batch["input_ids"], batch["loss_mask"])
     return mean * count / denominator, count
 
@@ -96,6 +116,7 @@ def make_train_step(
     mesh: Mesh | None = None,
     record: Callable | None = None,
     keep: Callable = nonfinite.keep_if_finite,
+    seed: int = 0,
 ) -> Callable:
   """``step(state, batch) -> (state, metrics)``; jit it with shardings and donation.
 
@@ -112,23 +133,30 @@ def make_train_step(
       ``count`` applies, added to its metrics (:mod:`lowrank_jax.train.applied`).
     keep: ``keep(finite, new, old)``, what a step keeps of the old state when it is not finite
       (:func:`~lowrank_jax.train.sweep.keep_if_finite` for one copy of a sweep).
+    seed: the seed of the adapter dropout masks (:func:`dropout_key`).
   """
   grad_fn = jax.value_and_grad(make_loss(graphdef, mesh), has_aux=True)
 
   def step(state: TrainState, batch: Batch):
     denominator = jnp.maximum(_target_count(batch), 1.0)
+    key = dropout_key(seed, state.step)
     if grad_accum == 1:
-      (loss, count), grads = grad_fn(state.params, state.frozen, batch, denominator)
+      (loss, count), grads = grad_fn(state.params, state.frozen, batch, denominator, key)
     else:
 
-      def accumulate(carry, micro):
-        (loss, count), grads = grad_fn(state.params, state.frozen, micro, denominator)
+      def accumulate(carry, micro_and_index):
+        micro, index = micro_and_index
+        (loss, count), grads = grad_fn(
+            state.params, state.frozen, micro, denominator, jax.random.fold_in(key, index)
+        )
         grads = jax.tree.map(lambda g: g.astype(jnp.float32), grads)
         return jax.tree.map(jnp.add, carry, (loss, count, grads)), None
 
       zeros = jax.tree.map(lambda p: jnp.zeros(p.shape, jnp.float32), state.params)
       (loss, count, grads), _ = jax.lax.scan(
-          accumulate, (0.0, 0.0, zeros), _micro_batches(batch, grad_accum)
+          accumulate,
+          (0.0, 0.0, zeros),
+          (_micro_batches(batch, grad_accum), jnp.arange(grad_accum)),
       )
       grads = jax.tree.map(lambda g, p: g.astype(p.dtype), grads, state.params)
     if inject is not None:

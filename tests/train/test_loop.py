@@ -27,9 +27,15 @@ def logged_records(run_dir) -> list[dict]:
   ]
 
 
-def test_a_resumed_run_gives_the_uninterrupted_losses_bitwise(tiny, tmp_path):
+# ReLoRA with its adapters' input dropout: the masks of a step are keyed by the step
+RELORA_DROPOUT = ["optimizer.method=relora", "optimizer.reset_every=2", "model.linear.rank=4"]
+RELORA_DROPOUT += ["optimizer.options.restart_warmup_steps=1", "model.linear.dropout=0.1"]
+
+
+@pytest.mark.parametrize("method", [[], RELORA_DROPOUT], ids=["full_rank", "relora_dropout"])
+def test_a_resumed_run_gives_the_uninterrupted_losses_bitwise(tiny, tmp_path, method):
   straight = tmp_path / "straight"
-  summary = train(load_config(overrides=tiny(run_dir=straight)))
+  summary = train(load_config(overrides=tiny(*method, run_dir=straight)))
   assert summary["steps"] == 6
   final = read_metrics(os.path.join(straight, "metrics.jsonl"))[-1]
   assert final["step"] == 6 and final["val_loss"] == summary["val_loss"]
@@ -39,14 +45,16 @@ def test_a_resumed_run_gives_the_uninterrupted_losses_bitwise(tiny, tmp_path):
 
   resumed = tmp_path / "resumed"
   train(
-      load_config(overrides=tiny("schedule.total_steps=6", "checkpoint.every=3", run_dir=resumed))
+      load_config(
+          overrides=tiny(*method, "schedule.total_steps=6", "checkpoint.every=3", run_dir=resumed)
+      )
   )
   # Pretend the run died after step 3: keep only that checkpoint and its metrics.
   for step in ("6",):
     subprocess.run(["rm", "-rf", str(resumed / "checkpoints" / step)], check=True)
   lines = (resumed / "metrics.jsonl").read_text().splitlines()[:3]
   (resumed / "metrics.jsonl").write_text("\n".join(lines) + "\n")
-  train(load_config(overrides=tiny(run_dir=resumed)))
+  train(load_config(overrides=tiny(*method, run_dir=resumed)))
   # bitwise, every key: loss, grad_norm, lr, tokens_seen, skipped_steps, val_*
   assert logged_records(resumed) == logged_records(straight)
 

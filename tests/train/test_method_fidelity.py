@@ -40,6 +40,19 @@ def test_relora_configs_run_as_guitaricet_relora(size):
   config = shipped("relora", size)
   assert config.schedule.warmup_steps <= config.optimizer.reset_every
   assert config.optimizer.clip_norm == 1.0
+  assert config.model_config().linear.dropout == 0.1  # torchrun_main.py's lora_dropout
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_lora_configs_keep_the_adapters_undropped(size):
+  """The paper's repository has no LoRA; its ``--lora_dropout`` defaults to 0.0."""
+  assert shipped("lora", size).model_config().linear.dropout == 0.0
+
+
+def test_adapter_dropout_of_a_method_without_adapters_is_a_one_line_error():
+  with pytest.raises(ValueError) as error:
+    load_config(overrides=["optimizer.method=galore", "model.linear.dropout=0.1"])
+  assert str(error.value) == "dropout=0.1 applies to linear kind 'lora', not 'dense'"
 
 
 @pytest.mark.parametrize(
