@@ -8,8 +8,9 @@ ReLoRA's adapters see their input through dropout (Guitaricet/relora@176f376
 
 so ``E[dropout(x)] = x`` and the layer needs no rescaling at evaluation, where it is the
 identity. Kept entries are ``x * s`` with ``s`` rounded to ``x``'s dtype first, as torch
-multiplies by its noise ``m / (1 - p)`` (``x / (1 - p)`` would differ in the last bit). The mask is a pure function of ``key``: a step drawn again from the same key (a
-resumed run, a rematerialised backward pass) drops the same entries.
+multiplies by its noise ``m / (1 - p)``: the same floats as its dropout's. The mask is a pure
+function of ``key``: a step drawn again from the same key (a resumed run, a rematerialised
+backward pass) drops the same entries.
 
 >>> import jax
 >>> import jax.numpy as jnp
