@@ -229,13 +229,14 @@ class Llama(nnx.Module):
   def __init__(self, config: LlamaConfig, *, rngs: nnx.Rngs):
     self.config = config
     policy = config.dtype
-    self.embed_tokens = param(
+    vocab_matrix = lambda *axes: param(
         rngs,
         nnx.initializers.normal(config.init_std),
-        (config.vocab_size, config.hidden_size),
+        tuple({"vocab": config.vocab_size, "embed": config.hidden_size}[a] for a in axes),
         policy.param,
-        ("vocab", "embed"),
+        axes,
     )
+    self.embed_tokens = vocab_matrix("vocab", "embed")
     if config.scan_layers:
       self.layers = _stacked_blocks(config, rngs)
     else:
@@ -244,13 +245,7 @@ class Llama(nnx.Module):
         config.hidden_size, config.rms_norm_eps, param_dtype=policy.param, rngs=rngs
     )
     if not config.tie_word_embeddings:
-      self.lm_head = param(
-          rngs,
-          nnx.initializers.normal(config.init_std),
-          (config.hidden_size, config.vocab_size),
-          policy.param,
-          ("embed", "vocab"),
-      )
+      self.lm_head = vocab_matrix("embed", "vocab")
 
   def output_kernel(self) -> jax.Array:
     """The ``(embed, vocab)`` matrix of the logits: ``lm_head``, or ``E^T`` when tied."""
