@@ -9,7 +9,8 @@ For input ids ``x`` of shape ``(batch, seq)``::
 
 with ``n`` an RMSNorm, causal softmax attention over ``num_heads`` heads (keys and values
 shared by groups of ``num_heads // num_kv_heads`` of them with grouped-query attention),
-``lm_head = E^T`` with tied embeddings, and RoPE in the rotate-half convention (the one of HF transformers, so weights move across unchanged).
+``lm_head = E^T`` with tied embeddings, and RoPE in the rotate-half convention (the one of
+HF transformers, so weights move across unchanged).
 Module names follow HF's ``LlamaForCausalLM`` (``self_attn.q_proj``, ``mlp.gate_proj``,
 ``input_layernorm``, ...), which makes the weight mapping of :mod:`lowrank_jax.models.hf`
 mechanical.
