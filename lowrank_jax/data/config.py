@@ -21,6 +21,7 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+import os
 
 SOURCES = ("embedded", "tfds", "hf", "files", "shards")
 MODES = ("paper", "packed")
@@ -31,6 +32,11 @@ DEFAULT_DATASETS = {"tfds": "c4/en:3.1.0", "hf": "allenai/c4"}
 def _require_positive(name: str, value: int) -> None:
   if not isinstance(value, int) or value < 1:
     raise ValueError(f"{name}={value!r} must be a positive integer.")
+
+
+def is_hugging_face_tokenizer_path(name: str) -> bool:
+  """Whether the tokenizer ``name`` is a ``.json`` file path or an existing directory."""
+  return name.endswith(".json") or os.path.isdir(name)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -58,7 +64,8 @@ class DataConfig:
     validation_split: the split read for validation (tfds and hf).
     tokenizer: ``'embedded'`` (a SentencePiece model trained on the embedded corpus,
       cached on disk), ``'t5-base'`` (the paper's, through transformers with
-      ``local_files_only=True``) or the path of a SentencePiece ``.model`` file.
+      ``local_files_only=True``), the path of a SentencePiece ``.model`` file, or a
+      Hugging Face tokenizer directory or ``tokenizer.json`` (offline; an export's).
     vocab_size: vocabulary size of the embedded tokenizer (ignored otherwise).
     seq_len: tokens per row, at least 2.
     mode: ``'paper'`` (one document per row, EOS appended, truncated and right-padded,
@@ -106,10 +113,14 @@ class DataConfig:
       raise ValueError(f"source={self.source!r} is unknown; allowed: {SOURCES}.")
     if self.mode not in MODES:
       raise ValueError(f"mode={self.mode!r} is unknown; allowed: {MODES}.")
-    if self.tokenizer not in NAMED_TOKENIZERS and not self.tokenizer.endswith(".model"):
+    if not (
+        self.tokenizer in NAMED_TOKENIZERS
+        or self.tokenizer.endswith(".model")
+        or is_hugging_face_tokenizer_path(self.tokenizer)
+    ):
       raise ValueError(
-          f"tokenizer={self.tokenizer!r} is unknown; allowed: {NAMED_TOKENIZERS} or"
-          " the path of a SentencePiece '.model' file."
+          f"tokenizer={self.tokenizer!r} is unknown; allowed: {NAMED_TOKENIZERS}, the path of"
+          " a SentencePiece '.model' file, or a Hugging Face tokenizer directory or '.json'."
       )
     if not isinstance(self.seq_len, int) or self.seq_len < 2:
       raise ValueError(

@@ -16,6 +16,12 @@ appends EOS itself) and ``decode(ids) -> str``.
   id; a 32,000-row model should load t5-base's ``spiece.model`` by path instead, which
   cannot emit them.
 * a path ending in ``.model``: any SentencePiece model.
+* a Hugging Face tokenizer, offline: a directory holding ``tokenizer.json`` (as
+  ``lowrank-jax export`` writes it, or a hub checkpoint's), or a ``tokenizer.json`` file,
+  read beside its ``tokenizer_config.json`` if there is one. A lone ``tokenizer.json`` names
+  no special tokens: its EOS is the first added special token among :data:`EOS_PIECES`. A
+  tokenizer without a pad token (Llama 3, TinyLlama) pads with its EOS id: padded positions
+  carry no loss, so any valid id serves.
 
 Both kinds also ``save_pretrained(directory)`` for ``transformers.AutoTokenizer`` (what
 ``lowrank-jax export`` puts beside the weights); a SentencePiece model is converted to a
@@ -23,7 +29,7 @@ Both kinds also ``save_pretrained(directory)`` for ``transformers.AutoTokenizer`
 
 Example:
   >>> from lowrank_jax.data.tokenizers import check_vocab_fits, load_tokenizer
-  >>> from lowrank_jax.data.config import DataConfig
+  >>> from lowrank_jax.data.config import DataConfig, is_hugging_face_tokenizer_path
   >>> tokenizer = load_tokenizer(DataConfig(vocab_size=8192))
   >>> tokenizer.vocab_size, tokenizer.pad_id, tokenizer.eos_id
   (8192, 0, 1)
@@ -43,10 +49,12 @@ from collections.abc import Sequence
 
 import sentencepiece as spm
 
-from lowrank_jax.data.config import DataConfig
+from lowrank_jax.data.config import DataConfig, is_hugging_face_tokenizer_path
 from lowrank_jax.data import tokenizer_training
 
 T5_BASE = "t5-base"
+HF_TOKENIZER_FILE = "tokenizer.json"
+EOS_PIECES = ("</s>", "<|endoftext|>", "<|end_of_text|>", "<eos>")
 
 
 @runtime_checkable
@@ -149,12 +157,13 @@ class HuggingFaceTokenizer:
   """A ``transformers`` tokenizer behind the pipeline's protocol.
 
   Args:
-    tokenizer: a loaded ``PreTrainedTokenizerBase`` with pad and EOS tokens.
+    tokenizer: a loaded ``PreTrainedTokenizerBase`` with an EOS token (without a pad token
+      it pads with the EOS id).
   """
 
   def __init__(self, tokenizer):
-    if tokenizer.pad_token_id is None or tokenizer.eos_token_id is None:
-      raise ValueError(f"tokenizer {tokenizer.name_or_path!r} needs pad and eos tokens.")
+    if tokenizer.eos_token_id is None:
+      raise ValueError(f"tokenizer {tokenizer.name_or_path!r} needs an eos token.")
     self._tokenizer = tokenizer
 
   @property
@@ -163,7 +172,8 @@ class HuggingFaceTokenizer:
 
   @property
   def pad_id(self) -> int:
-    return self._tokenizer.pad_token_id
+    pad = self._tokenizer.pad_token_id
+    return self._tokenizer.eos_token_id if pad is None else pad
 
   @property
   def eos_id(self) -> int:
@@ -204,13 +214,46 @@ def _local_hugging_face_tokenizer(name: str) -> HuggingFaceTokenizer:
     ) from None
 
 
+def _hugging_face_tokenizer_files(path: str) -> HuggingFaceTokenizer:
+  """The ``transformers`` fast tokenizer of a directory or a ``tokenizer.json``, offline."""
+  transformers = _import_transformers(f"tokenizer={path!r}")
+  directory = path if os.path.isdir(path) else os.path.dirname(path) or "."
+  if not os.path.isfile(path if path.endswith(".json") else os.path.join(path, HF_TOKENIZER_FILE)):
+    raise ValueError(f"tokenizer={path!r}: no {HF_TOKENIZER_FILE} there.")
+  if os.path.isfile(os.path.join(directory, "tokenizer_config.json")) and (
+      os.path.isdir(path) or os.path.basename(path) == HF_TOKENIZER_FILE
+  ):
+    return HuggingFaceTokenizer(
+        transformers.AutoTokenizer.from_pretrained(directory, local_files_only=True)
+    )
+  try:
+    tokenizer = transformers.PreTrainedTokenizerFast(tokenizer_file=path)
+  except Exception as error:  # the tokenizers library raises its own exception type
+    reason = str(error).splitlines()[0]
+    raise ValueError(
+        f"tokenizer={path!r} is not a Hugging Face tokenizer.json ({reason})"
+    ) from None
+  special = {t.content for t in tokenizer.added_tokens_decoder.values() if t.special}
+  eos = next((piece for piece in EOS_PIECES if piece in special), None)
+  if eos is None:
+    raise ValueError(
+        f"tokenizer={path!r} names no EOS among its special tokens {sorted(special)[:5]};"
+        f" expected one of {EOS_PIECES}, or pass its directory with tokenizer_config.json."
+    )
+  tokenizer.eos_token = eos
+  if "<pad>" in special:
+    tokenizer.pad_token = "<pad>"
+  return HuggingFaceTokenizer(tokenizer)
+
+
 def load_tokenizer(config: DataConfig) -> Tokenizer:
   """Returns the tokenizer named by ``config.tokenizer``.
 
   Args:
     config: its ``tokenizer`` is ``'embedded'`` (trained on first use with
-      ``config.vocab_size`` pieces, then read from the cache), ``'t5-base'`` or the
-      path of a SentencePiece ``.model`` file.
+      ``config.vocab_size`` pieces, then read from the cache), ``'t5-base'``, the
+      path of a SentencePiece ``.model`` file, or a Hugging Face tokenizer directory or
+      ``tokenizer.json``.
 
   Returns:
     A :class:`Tokenizer`.
@@ -221,6 +264,8 @@ def load_tokenizer(config: DataConfig) -> Tokenizer:
     )
   if config.tokenizer == T5_BASE:
     return _local_hugging_face_tokenizer(T5_BASE)
+  if is_hugging_face_tokenizer_path(config.tokenizer):
+    return _hugging_face_tokenizer_files(config.tokenizer)
   return SentencePieceTokenizer.from_file(config.tokenizer)
 
 

@@ -11,7 +11,8 @@ block) at rank ``r``::
     LoRA / ReLoRA     mn + (m + n) r              2 (m + n) r
     SLTrain           (m + n) r + s               2 ((m + n) r + s),  s = int(delta mn)
 
-and every other parameter (embedding, lm_head, norms: ``2 V d + (2 L + 1) d`` entries) as its
+and every other parameter (embedding, lm_head, norms: ``2 V d + (2 L + 1) d`` entries, ``V d``
+fewer with tied embeddings) as its
 weights plus two Adam moments. Bytes are ``bytes-per-entry x entries`` in the policy's
 parameter dtype, plus SLTrain's ``s`` int32 support indices per matrix (4 bytes each), which
 the paper writes as "(+ indices)".
@@ -158,15 +159,17 @@ FORMULAS: dict[str, MatrixFormula] = {
 
 
 def target_shapes(config: LlamaConfig) -> list[tuple[int, int]]:
-  """``(in, out)`` of the seven target linears of every block, for all blocks."""
-  d, f = config.hidden_size, config.intermediate_size
-  return [(d, d)] * 4 * config.num_layers + [(d, f), (d, f), (f, d)] * config.num_layers
+  """``(in, out)`` of the seven target linears of every block, for all blocks (k and v are
+  ``d x kv_size``, narrower than ``d`` with grouped-query attention)."""
+  return list(config.target_linears.values()) * config.num_layers
 
 
 def non_target_entries(config: LlamaConfig) -> int:
-  """Embedding, lm_head and norm weights: ``2 V d + (2 L + 1) d``."""
+  """Embedding, lm_head and norm weights: ``2 V d + (2 L + 1) d`` (``V d`` for both
+  matrices with tied embeddings)."""
   d = config.hidden_size
-  return 2 * config.vocab_size * d + (2 * config.num_layers + 1) * d
+  matrices = 1 if config.tie_word_embeddings else 2
+  return matrices * config.vocab_size * d + (2 * config.num_layers + 1) * d
 
 
 def analytic_memory(

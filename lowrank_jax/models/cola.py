@@ -21,6 +21,14 @@ does not preserve ``silu(x a) b``).
 >>> x = jnp.ones((3, 6))
 >>> bool(jnp.allclose(layer(x), jax.nn.silu(x @ layer.a[...]) @ layer.b[...]))
 True
+
+Started from a pretrained kernel ``W`` (``model.init_from``), CoLA cannot compute ``x W``
+exactly: ``silu(x a) b`` is not linear in ``x`` at any rank. :meth:`CoLALinear.load_dense`
+takes the balanced truncated SVD factors ``a = U_r sqrt(S_r)``, ``b = 2 sqrt(S_r) V_r^T``,
+the 2 undoing silu's slope 1/2 at 0: the layer's first-order term at ``x = 0`` is then
+``x U_r S_r V_r^T``, and what remains is silu's curvature, ``(x a)^2 / 4`` to second
+order, which is not small for ordinary activations. A CoLA model started from a dense
+checkpoint therefore begins near, not at, the checkpoint's loss.
 """
 
 from __future__ import annotations
@@ -32,7 +40,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from lowrank_jax.models.annotated_param import param
-from lowrank_jax.models.lowrank import checked_rank
+from lowrank_jax.models.lowrank import checked_rank, svd_factors
 from lowrank_jax.models.matmul import matmul
 
 if TYPE_CHECKING:  # the config is read, never built, here; linear.py imports this file
@@ -90,6 +98,13 @@ class CoLALinear(nnx.Module):
     dtype = self.compute_dtype
     hidden = jax.nn.silu(matmul(x.astype(dtype), self.a[...].astype(dtype)))
     return matmul(hidden, self.b[...].astype(dtype))
+
+  def load_dense(self, kernel: jax.Array) -> None:
+    """The SVD factors of ``kernel``, ``b`` doubled for silu's slope at 0 (an approximation,
+    see the module docstring); batched over stacked layers."""
+    left, right = svd_factors(kernel, self.a[...].shape[-1])
+    self.a[...] = left.astype(self.a[...].dtype)
+    self.b[...] = (2.0 * right).astype(self.b[...].dtype)
 
   def dense_kernel(self) -> jax.Array:
     """Raises: ``silu(x a) b`` is nonlinear in ``x``, so CoLA has no dense kernel."""

@@ -89,18 +89,25 @@ class LlamaConfig:
   """A LLaMA of the GaLore-lineage protocol (arXiv 2505.22922, experimental protocol).
 
   Pre-norm RMSNorm, RoPE with the rotate-half convention, SwiGLU MLP
-  ``down(silu(gate x) * up x)``, multi-head attention (no GQA), no biases, untied
-  embedding and lm_head, every Linear and Embedding weight drawn from N(0, init_std).
+  ``down(silu(gate x) * up x)``, multi-head attention, no biases, untied embedding and
+  lm_head, every Linear and Embedding weight drawn from N(0, init_std). Two options of the
+  LLaMA family beyond the paper's protocol, for checkpoints such as Llama 3, TinyLlama or
+  SmolLM (``model.init_from``): grouped-query attention (``num_kv_heads``) and tied embeddings.
 
   Attributes:
     vocab_size: number of token ids (32000 for the paper's t5-base tokenizer).
     hidden_size: model width d.
     intermediate_size: SwiGLU inner width.
     num_heads: attention heads; the head dimension is ``hidden_size // num_heads``.
+    num_kv_heads: key/value heads of grouped-query attention, a divisor of ``num_heads``
+      (each serves ``num_heads // num_kv_heads`` query heads); ``None``: ``num_heads``
+      (multi-head attention, the paper).
     num_layers: transformer blocks.
     max_seq_len: longest sequence the model accepts (RoPE has no table, this is a check).
     rms_norm_eps: RMSNorm epsilon.
     rope_theta: RoPE base.
+    tie_word_embeddings: the logits use the embedding's transpose, ``logits = h E^T``, in
+      place of a separate lm_head (HF's ``tie_word_embeddings``).
     init_std: standard deviation of the normal initialiser of Linear and Embedding weights.
     scan_layers: store the blocks stacked on a leading ``layers`` axis and run them with
       ``lax.scan`` (fast compiles for deep models); ``False`` keeps a Python list of blocks.
@@ -114,9 +121,11 @@ class LlamaConfig:
   intermediate_size: int = 1376
   num_heads: int = 8
   num_layers: int = 8
+  num_kv_heads: int | None = None
   max_seq_len: int = 1024
   rms_norm_eps: float = 1e-6
   rope_theta: float = 10000.0
+  tie_word_embeddings: bool = False
   init_std: float = 0.02
   scan_layers: bool = False
   remat: bool = False
@@ -139,6 +148,13 @@ class LlamaConfig:
       raise ValueError(
           f"hidden_size={self.hidden_size} is not divisible by " f"num_heads={self.num_heads}"
       )
+    kv_heads = self.num_kv_heads
+    if kv_heads is not None and (
+        not isinstance(kv_heads, int) or kv_heads < 1 or self.num_heads % kv_heads
+    ):
+      raise ValueError(
+          f"num_kv_heads={kv_heads!r} must be a positive divisor of num_heads={self.num_heads}"
+      )
     if (self.hidden_size // self.num_heads) % 2:
       raise ValueError(f"head dimension {self.hidden_size // self.num_heads} must be even for RoPE")
     for field in ("rms_norm_eps", "rope_theta", "init_std"):
@@ -148,6 +164,30 @@ class LlamaConfig:
   @property
   def head_dim(self) -> int:
     return self.hidden_size // self.num_heads
+
+  @property
+  def kv_heads(self) -> int:
+    """Key/value heads: ``num_kv_heads``, or ``num_heads`` without grouped-query attention."""
+    return self.num_heads if self.num_kv_heads is None else self.num_kv_heads
+
+  @property
+  def kv_size(self) -> int:
+    """Width of the key and value projections: ``kv_heads * head_dim``."""
+    return self.kv_heads * self.head_dim
+
+  @property
+  def target_linears(self) -> dict[str, tuple[int, int]]:
+    """``(in, out)`` of the seven target linears of a block, by module name (HF's)."""
+    d, f, kv = self.hidden_size, self.intermediate_size, self.kv_size
+    return {
+        "q_proj": (d, d),
+        "k_proj": (d, kv),
+        "v_proj": (d, kv),
+        "o_proj": (d, d),
+        "gate_proj": (d, f),
+        "up_proj": (d, f),
+        "down_proj": (f, d),
+    }
 
   @classmethod
   def preset(cls, name: str, **overrides: Any) -> LlamaConfig:

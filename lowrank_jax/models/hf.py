@@ -4,7 +4,8 @@ HF stores each linear as ``weight`` of shape ``(out, in)`` under names such as
 ``model.layers.3.self_attn.q_proj.weight``; we store the ``(in, out)`` kernel under the
 same module path (our modules are named after HF's), with the blocks either in a list or
 stacked on a leading axis. Both use RoPE's rotate-half convention, so q and k need no
-permutation. The lm_head is untied.
+permutation. Grouped-query attention (``num_key_value_heads``) and tied embeddings
+(``tie_word_embeddings``, no ``lm_head.weight`` written) map both ways.
 
 >>> from flax import nnx
 >>> from lowrank_jax.models import Llama, LlamaConfig
@@ -21,10 +22,12 @@ ours, refusing what our LLaMA cannot represent:
 
 >>> llama_config_from_hf(hf_config) == config
 True
->>> llama_config_from_hf({**hf_config, "num_key_value_heads": 2})
+>>> llama_config_from_hf({**hf_config, "num_key_value_heads": 2}).num_kv_heads
+2
+>>> llama_config_from_hf({**hf_config, "hidden_act": "gelu"})
 Traceback (most recent call last):
 ...
-ValueError: HF config num_key_value_heads=2 is not supported: our LLaMA has num_key_value_heads = num_attention_heads (4; no grouped-query attention).
+ValueError: HF config hidden_act='gelu' is not supported: our LLaMA has hidden_act = 'silu' (SwiGLU).
 """
 
 from __future__ import annotations
@@ -34,13 +37,12 @@ import os
 from typing import Any
 from collections.abc import Mapping
 
-import jax
+import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
 from lowrank_jax.models.config import LlamaConfig
 from lowrank_jax.models.llama import Llama, RMSNorm
-from lowrank_jax.models.params import abstract_model
 
 Path = tuple[Any, ...]
 
@@ -71,7 +73,7 @@ def hf_config_dict(config: LlamaConfig) -> dict[str, Any]:
       "hidden_size": config.hidden_size,
       "intermediate_size": config.intermediate_size,
       "num_attention_heads": config.num_heads,
-      "num_key_value_heads": config.num_heads,
+      "num_key_value_heads": config.kv_heads,
       "num_hidden_layers": config.num_layers,
       "head_dim": config.head_dim,
       "max_position_embeddings": config.max_seq_len,
@@ -81,7 +83,7 @@ def hf_config_dict(config: LlamaConfig) -> dict[str, Any]:
       "hidden_act": "silu",
       "attention_bias": False,
       "mlp_bias": False,
-      "tie_word_embeddings": False,
+      "tie_word_embeddings": config.tie_word_embeddings,
       "initializer_range": config.init_std,
       "pad_token_id": 0,
       "eos_token_id": 1,
@@ -113,17 +115,16 @@ def llama_config_from_hf(hf_config, **overrides: Any) -> LlamaConfig:
       ``dtype``, ``linear``) or that should differ.
 
   Raises:
-    ValueError: a feature our LLaMA lacks (grouped-query attention, tied embeddings,
-      biases, another activation or head size, scaled RoPE), naming the HF key.
+    ValueError: a feature our LLaMA lacks (biases, another activation or head size, scaled
+      RoPE), naming the HF key.
   """
   values = hf_config.to_dict() if hasattr(hf_config, "to_dict") else dict(hf_config)
   heads, hidden = values["num_attention_heads"], values["hidden_size"]
+  kv_heads = values.get("num_key_value_heads") or heads
   required = {
       "model_type": ("llama", "'llama'"),
-      "num_key_value_heads": (heads, f"num_attention_heads ({heads}; no grouped-query attention)"),
       "head_dim": (hidden // heads, f"hidden_size // num_attention_heads ({hidden // heads})"),
       "hidden_act": ("silu", "'silu' (SwiGLU)"),
-      "tie_word_embeddings": (False, "False (our lm_head is untied)"),
       "attention_bias": (False, "False (no biases)"),
       "mlp_bias": (False, "False (no biases)"),
   }
@@ -140,6 +141,8 @@ def llama_config_from_hf(hf_config, **overrides: Any) -> LlamaConfig:
           "intermediate_size": values["intermediate_size"],
           "num_heads": heads,
           "num_layers": values["num_hidden_layers"],
+          "num_kv_heads": None if kv_heads == heads else kv_heads,
+          "tie_word_embeddings": bool(values.get("tie_word_embeddings", False)),
           "max_seq_len": values["max_position_embeddings"],
           "rms_norm_eps": float(values["rms_norm_eps"]),
           "rope_theta": _hf_rope_theta(values),
@@ -152,14 +155,14 @@ def llama_config_from_hf(hf_config, **overrides: Any) -> LlamaConfig:
 def to_hf_llama(model: Llama) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
   """Returns ``(state_dict, hf_config_dict)`` in ``LlamaForCausalLM``'s layout (float32 numpy).
 
-  Linears of any parameterization are exported as their effective dense weight.
+  Linears of any parameterization are exported as their effective dense weight. With tied
+  embeddings there is no ``lm_head.weight`` (HF ties it to the embedding on load).
   """
   config = model.config
   # (module path, value, whether it is an (in, out) kernel that HF stores transposed)
-  entries: list[tuple[Path, Any, bool]] = [
-      (("embed_tokens",), model.embed_tokens[...], False),
-      (("lm_head",), model.lm_head[...], True),
-  ]
+  entries: list[tuple[Path, Any, bool]] = [(("embed_tokens",), model.embed_tokens[...], False)]
+  if not config.tie_word_embeddings:
+    entries.append((("lm_head",), model.lm_head[...], True))
   for path, node in nnx.iter_graph(model):
     if isinstance(node, RMSNorm):
       entries.append((tuple(path), node.weight[...], False))
@@ -176,25 +179,84 @@ def to_hf_llama(model: Llama) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
   return tensors, hf_config_dict(config)
 
 
-def _as_numpy(value) -> np.ndarray:
-  if hasattr(value, "detach"):  # a torch tensor, possibly bf16
+def as_float32_numpy(value) -> np.ndarray:
+  """A torch tensor (any dtype, bf16 included) or array as a float32 numpy array."""
+  if hasattr(value, "detach"):
     return value.detach().float().cpu().numpy()
   return np.asarray(value, np.float32)
 
 
-def from_hf_llama(state_dict_or_model, config: LlamaConfig | None = None) -> Llama:
+def load_hf_weights(model: Llama, tensors: Mapping[str, Any]) -> None:
+  """Sets every parameter of ``model`` from HF tensors, in place; traceable (``jax.jit``).
+
+  Embedding, norms and lm_head are copied; each target linear gets its HF kernel through
+  its kind's ``load_dense`` (dense copies it; the factorized kinds set their factors from
+  its truncated SVD, see :mod:`lowrank_jax.models.linear`). What a kind draws at random
+  (LoRA's ``a``, SLTrain's support) keeps the model's initialisation. With tied embeddings
+  an ``lm_head.weight`` (HF's ``state_dict()`` lists the shared tensor twice) is ignored.
+
+  Args:
+    model: a model of the checkpoint's architecture, any linear kind.
+    tensors: HF tensor names to arrays (``as_float32_numpy`` of a torch state dict).
+
+  Raises:
+    ValueError: a tensor is missing, unexpected or of the wrong shape, naming it.
+  """
+  config = model.config
+  used = set()
+
+  def hf_value(module_path: Path, is_kernel: bool, expected: tuple[int, ...]):
+    per_layer = []
+    for layer_path in _layer_paths(module_path, config):
+      key = _hf_key(layer_path)
+      if key not in tensors:
+        raise ValueError(f"HF state dict has no tensor {key!r} needed for {module_path}")
+      used.add(key)
+      value = jnp.asarray(tensors[key])
+      per_layer.append(value.T if is_kernel else value)
+    value = jnp.stack(per_layer) if _is_stacked(module_path, config) else per_layer[0]
+    if value.shape != tuple(expected):
+      raise ValueError(
+          f"tensor for {module_path} has shape {value.shape}; the config expects {expected}"
+      )
+    return value
+
+  def copy_into(variable, module_path: Path, is_kernel: bool):
+    current = variable[...]
+    variable[...] = hf_value(module_path, is_kernel, current.shape).astype(current.dtype)
+
+  copy_into(model.embed_tokens, ("embed_tokens",), False)
+  if config.tie_word_embeddings:
+    used.add("lm_head.weight")
+  else:
+    copy_into(model.lm_head, ("lm_head",), True)
+  for path, node in nnx.iter_graph(model):
+    if isinstance(node, RMSNorm):
+      copy_into(node.weight, tuple(path), False)
+    elif callable(getattr(node, "load_dense", None)):
+      layers = (config.num_layers,) if _is_stacked(tuple(path), config) else ()
+      node.load_dense(hf_value(tuple(path), True, layers + config.target_linears[path[-1]]))
+  unexpected = sorted(set(tensors) - used)
+  if unexpected:
+    raise ValueError(f"HF state dict has tensors the config does not use: {unexpected[:5]}")
+
+
+def from_hf_llama(
+    state_dict_or_model, config: LlamaConfig | None = None, *, seed: int = 0
+) -> Llama:
   """Builds our model from an HF ``LlamaForCausalLM`` or its state dict.
 
   Args:
     state_dict_or_model: a ``LlamaForCausalLM`` (anything with ``state_dict()``) or a mapping
       from HF tensor names to torch tensors or arrays.
-    config: our config of the same architecture; its dtype policy sets the parameter dtype.
-      Default: converted from the model's ``config`` (:func:`llama_config_from_hf`), which a
-      bare state dict lacks.
+    config: our config of the same architecture; its dtype policy sets the parameter dtype
+      and its ``linear`` the parameterization (:func:`load_hf_weights`). Default: converted
+      from the model's ``config`` (:func:`llama_config_from_hf`), which a bare state dict lacks.
+    seed: draws what the linear kind initialises at random (LoRA's ``a``, SLTrain's support).
 
   Raises:
-    ValueError: a tensor is missing, unexpected, or of the wrong shape, the config's
-      linears are not dense, or a state dict comes without a config.
+    ValueError: a tensor is missing, unexpected, or of the wrong shape, or a state dict
+      comes without a config.
   """
   if config is None:
     if not hasattr(state_dict_or_model, "config"):
@@ -203,47 +265,17 @@ def from_hf_llama(state_dict_or_model, config: LlamaConfig | None = None) -> Lla
           "llama_config_from_hf(transformers.LlamaConfig.from_pretrained(...)) gives it"
       )
     config = llama_config_from_hf(state_dict_or_model.config)
-  if config.linear.kind != "dense":
-    raise ValueError(
-        f"from_hf_llama loads dense weights; config.linear.kind="
-        f"{config.linear.kind!r} is not 'dense'"
-    )
   source: Mapping[str, Any] = (
       state_dict_or_model.state_dict()
       if hasattr(state_dict_or_model, "state_dict")
       else state_dict_or_model
   )
-  source = {k: v for k, v in source.items() if not k.endswith("rotary_emb.inv_freq")}
-  graphdef, params, rest = nnx.split(abstract_model(config), nnx.Param, ...)
-  used = set()
-
-  def load(param_path: Path, abstract: jax.ShapeDtypeStruct):
-    module_path = param_path[:-1] if param_path[-1] in ("kernel", "weight") else param_path
-    is_kernel = param_path[-1] == "kernel" or param_path == ("lm_head",)
-    per_layer = []
-    for layer_path in _layer_paths(module_path, config):
-      key = _hf_key(layer_path)
-      if key not in source:
-        raise ValueError(f"HF state dict has no tensor {key!r} needed for {param_path}")
-      used.add(key)
-      value = _as_numpy(source[key])
-      per_layer.append(value.T if is_kernel else value)
-    value = np.stack(per_layer) if _is_stacked(module_path, config) else per_layer[0]
-    if value.shape != abstract.shape:
-      raise ValueError(
-          f"tensor for {param_path} has shape {value.shape}; the config expects "
-          f"{abstract.shape}"
-      )
-    return jax.numpy.asarray(value, abstract.dtype)
-
-  flat = nnx.to_flat_state(params)
-  loaded = nnx.from_flat_state(
-      [(path, var.replace(load(path, var.get_value()))) for path, var in flat]
-  )
-  unexpected = sorted(set(source) - used)
-  if unexpected:
-    raise ValueError(f"HF state dict has tensors the config does not use: {unexpected[:5]}")
-  return nnx.merge(graphdef, loaded, rest)
+  tensors = {
+      k: as_float32_numpy(v) for k, v in source.items() if not k.endswith("rotary_emb.inv_freq")
+  }
+  model = Llama(config, rngs=nnx.Rngs(seed))
+  load_hf_weights(model, tensors)
+  return model
 
 
 def _readable_as_umask_allows(path: str) -> None:

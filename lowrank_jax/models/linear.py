@@ -5,7 +5,9 @@ Each of the seven target linears of a block (q, k, v, o, gate, up, down) is buil
 ``nnx.Module`` with the :class:`Linear` interface:
 
 * ``__call__(x)``: ``x @ W`` with ``W`` the effective ``(in, out)`` kernel;
-* ``dense_kernel()``: that effective kernel, materialised (for export and inspection).
+* ``dense_kernel()``: that effective kernel, materialised (for export and inspection);
+* ``load_dense(kernel)``: start from a pretrained ``(in, out)`` kernel (``model.init_from``):
+  dense copies it, each factorized kind sets its factors as its file's docstring says.
 
 Built-in kinds: ``dense`` (one trainable ``(in, out)`` kernel, this file) and the factorized
 ``lowrank``, ``lora``, ``sltrain`` and ``cola`` (one file each; they need
@@ -108,6 +110,9 @@ class Linear(Protocol):
   def dense_kernel(self) -> jax.Array:
     ...
 
+  def load_dense(self, kernel: jax.Array) -> None:
+    ...
+
 
 class DenseLinear(nnx.Module):
   """``y = x W`` with one trainable kernel ``W`` of shape ``(in, out)``, N(0, init_std)."""
@@ -135,6 +140,10 @@ class DenseLinear(nnx.Module):
 
   def dense_kernel(self) -> jax.Array:
     return self.kernel[...]
+
+  def load_dense(self, kernel: jax.Array) -> None:
+    """Copies the pretrained ``(in, out)`` kernel (batched over stacked layers)."""
+    self.kernel[...] = kernel.astype(self.kernel[...].dtype)
 
 
 _REGISTRY: dict[str, Callable[..., Linear]] = {

@@ -7,8 +7,10 @@ For input ids ``x`` of shape ``(batch, seq)``::
     h_l = a_l + down(silu(gate(n(a_l))) * up(n(a_l)))
     logits = lm_head(n(h_L))
 
-with ``n`` an RMSNorm, causal softmax attention over ``num_heads`` heads and RoPE in the
-rotate-half convention (the one of HF transformers, so weights move across unchanged).
+with ``n`` an RMSNorm, causal softmax attention over ``num_heads`` heads (keys and values
+shared by groups of ``num_heads // num_kv_heads`` of them with grouped-query attention),
+``lm_head = E^T`` with tied embeddings, and RoPE in the rotate-half convention (the one of
+HF transformers, so weights move across unchanged).
 Module names follow HF's ``LlamaForCausalLM`` (``self_attn.q_proj``, ``mlp.gate_proj``,
 ``input_layernorm``, ...), which makes the weight mapping of :mod:`lowrank_jax.models.hf`
 mechanical.
@@ -104,40 +106,42 @@ def _project(linear, x: jax.Array, dropout_key: jax.Array | None, index: int) ->
   return linear(x, dropout_key=jax.random.fold_in(dropout_key, index))
 
 
-def _linears(config: LlamaConfig, rngs: nnx.Rngs, **shapes: tuple[int, int, tuple[str, str]]):
+def _linears(config: LlamaConfig, rngs: nnx.Rngs, **axes: tuple[str, str]):
+  """The target linears named in ``axes`` (their logical axes), of the config's shapes."""
   policy = config.dtype
   return {
       name: make_linear(
           config.linear,
-          fan_in,
-          fan_out,
-          axes,
+          *config.target_linears[name],
+          name_axes,
           init_std=config.init_std,
           param_dtype=policy.param,
           compute_dtype=policy.compute,
           rngs=rngs,
       )
-      for name, (fan_in, fan_out, axes) in shapes.items()
+      for name, name_axes in axes.items()
   }
 
 
 class Attention(nnx.Module):
-  """Causal multi-head self-attention with RoPE and no biases."""
+  """Causal self-attention with RoPE and no biases; grouped-query where ``num_kv_heads``
+  is below ``num_heads`` (``jax.nn.dot_product_attention`` repeats each key/value head
+  for its group of query heads)."""
 
   def __init__(self, config: LlamaConfig, *, rngs: nnx.Rngs):
-    d = config.hidden_size
     layers = _linears(
         config,
         rngs,
-        q_proj=(d, d, ("embed", "heads")),
-        k_proj=(d, d, ("embed", "heads")),
-        v_proj=(d, d, ("embed", "heads")),
-        o_proj=(d, d, ("heads", "embed")),
+        q_proj=("embed", "heads"),
+        k_proj=("embed", "heads"),
+        v_proj=("embed", "heads"),
+        o_proj=("heads", "embed"),
     )
     self.q_proj, self.k_proj = layers["q_proj"], layers["k_proj"]
     self.v_proj, self.o_proj = layers["v_proj"], layers["o_proj"]
-    self.num_heads, self.head_dim, self.rope_theta = (
+    self.num_heads, self.kv_heads, self.head_dim, self.rope_theta = (
         config.num_heads,
+        config.kv_heads,
         config.head_dim,
         config.rope_theta,
     )
@@ -146,11 +150,15 @@ class Attention(nnx.Module):
       self, x: jax.Array, positions: jax.Array, dropout_key: jax.Array | None = None
   ) -> jax.Array:
     batch, seq, _ = x.shape
-    split = lambda t: t.reshape(batch, seq, self.num_heads, self.head_dim)
+    split = lambda t, heads: t.reshape(batch, seq, heads, self.head_dim)
     project = lambda linear, h, index: _project(linear, h, dropout_key, index)
-    q = rotary_embedding(split(project(self.q_proj, x, 0)), positions, self.rope_theta)
-    k = rotary_embedding(split(project(self.k_proj, x, 1)), positions, self.rope_theta)
-    v = split(project(self.v_proj, x, 2))
+    q = rotary_embedding(
+        split(project(self.q_proj, x, 0), self.num_heads), positions, self.rope_theta
+    )
+    k = rotary_embedding(
+        split(project(self.k_proj, x, 1), self.kv_heads), positions, self.rope_theta
+    )
+    v = split(project(self.v_proj, x, 2), self.kv_heads)
     out = jax.nn.dot_product_attention(q, k, v, is_causal=True)
     return project(self.o_proj, out.reshape(batch, seq, self.num_heads * self.head_dim), 3)
 
@@ -161,13 +169,12 @@ class MLP(nnx.Module):
   their own SiLU."""
 
   def __init__(self, config: LlamaConfig, *, rngs: nnx.Rngs):
-    d, f = config.hidden_size, config.intermediate_size
     layers = _linears(
         config,
         rngs,
-        gate_proj=(d, f, ("embed", "mlp")),
-        up_proj=(d, f, ("embed", "mlp")),
-        down_proj=(f, d, ("mlp", "embed")),
+        gate_proj=("embed", "mlp"),
+        up_proj=("embed", "mlp"),
+        down_proj=("mlp", "embed"),
     )
     self.gate_proj, self.up_proj, self.down_proj = (
         layers["gate_proj"],
@@ -215,18 +222,22 @@ def _stacked_blocks(config: LlamaConfig, rngs: nnx.Rngs) -> Block:
 
 class Llama(nnx.Module):
   """The decoder-only LLaMA; ``__call__(input_ids, positions=None, *, dropout_key=None)``
-  returns float32 logits (``dropout_key``: training's, for LoRA's adapter dropout)."""
+  returns float32 logits (``dropout_key``: training's, for LoRA's adapter dropout).
+
+  With ``config.tie_word_embeddings`` the model has no ``lm_head`` parameter: the logits are
+  ``h E^T`` (one ``(vocab, embed)`` matrix, trained by both uses)."""
 
   def __init__(self, config: LlamaConfig, *, rngs: nnx.Rngs):
     self.config = config
     policy = config.dtype
-    self.embed_tokens = param(
+    vocab_matrix = lambda *axes: param(
         rngs,
         nnx.initializers.normal(config.init_std),
-        (config.vocab_size, config.hidden_size),
+        tuple({"vocab": config.vocab_size, "embed": config.hidden_size}[a] for a in axes),
         policy.param,
-        ("vocab", "embed"),
+        axes,
     )
+    self.embed_tokens = vocab_matrix("vocab", "embed")
     if config.scan_layers:
       self.layers = _stacked_blocks(config, rngs)
     else:
@@ -234,13 +245,14 @@ class Llama(nnx.Module):
     self.norm = RMSNorm(
         config.hidden_size, config.rms_norm_eps, param_dtype=policy.param, rngs=rngs
     )
-    self.lm_head = param(
-        rngs,
-        nnx.initializers.normal(config.init_std),
-        (config.hidden_size, config.vocab_size),
-        policy.param,
-        ("embed", "vocab"),
-    )
+    if not config.tie_word_embeddings:
+      self.lm_head = vocab_matrix("embed", "vocab")
+
+  def output_kernel(self) -> jax.Array:
+    """The ``(embed, vocab)`` matrix of the logits: ``lm_head``, or ``E^T`` when tied."""
+    if self.config.tie_word_embeddings:
+      return self.embed_tokens[...].T
+    return self.lm_head[...]
 
   def __call__(
       self,
@@ -261,7 +273,7 @@ class Llama(nnx.Module):
       dropout_key = None
     x = self._run_blocks(shard_activation_batch(x), positions, dropout_key)
     x = self.norm(x)
-    return matmul(x, self.lm_head[...].astype(config.dtype.compute)).astype(jnp.float32)
+    return matmul(x, self.output_kernel().astype(config.dtype.compute)).astype(jnp.float32)
 
   def _run_blocks(
       self, x: jax.Array, positions: jax.Array, dropout_key: jax.Array | None

@@ -24,6 +24,15 @@ With ``LinearConfig.dropout = p`` a training call (one given a ``dropout_key``) 
 ['a', 'b']
 >>> bool((layer.dense_kernel() == layer.base[...]).all())  # b = 0 at init
 True
+
+Started from a pretrained kernel (``model.init_from``), :meth:`LoRALinear.load_dense` makes it
+``W0`` and leaves the adapters as LoRA initialises them (``a`` drawn, ``b = 0``): the model
+computes the pretrained function at step 0 and the adapters learn an update to it, which is
+LoRA's own setting (Hu et al. 2021) and ReLoRA's warm start from a full-rank checkpoint
+(Guitaricet/relora@176f376 ``torchrun_main.py``: ``--warmed_up_model`` is loaded, then
+``ReLoRaModel`` keeps those weights as ``W0``, ``peft_pretraining/relora.py``).
+PiSSA's alternative (adapters from the top singular pairs, ``W0`` the residual) changes
+which directions train first; it is not what either reference does.
 """
 
 from __future__ import annotations
@@ -109,6 +118,10 @@ class LoRALinear(LowRankLinear):
     """``W0 + (alpha / r) a b``, computed in float32, in the parameters' dtype."""
     kernel = self.base[...].astype(jnp.float32) + self.low_rank_kernel()
     return kernel.astype(self.base[...].dtype)
+
+  def load_dense(self, kernel: jax.Array) -> None:
+    """``W0 <-`` the pretrained kernel; the adapters keep their initialisation (``b = 0``)."""
+    self.base[...] = kernel.astype(self.base[...].dtype)
 
   def merge_and_reinit(self, key: jax.Array) -> None:
     """ReLoRA's restart: ``W0 <- W0 + (alpha/r) a b``, ``a <- U(+-1/sqrt(in))``, ``b <- 0``.

@@ -23,6 +23,12 @@ are ``(in_axis, "rank")`` and ``("rank", out_axis)``.
 >>> x = jnp.ones((3, 6))
 >>> bool(jnp.allclose(layer(x), x @ layer.dense_kernel(), atol=1e-6))
 True
+
+Started from a pretrained kernel ``W`` (``model.init_from``), :meth:`LowRankLinear.load_dense`
+sets the factors from its truncated SVD ``W ~ U_r S_r V_r^T``, balanced and divided by the
+scale: ``a = U_r sqrt(S_r / s)``, ``b = sqrt(S_r / s) V_r^T`` with ``s = alpha / r``, so that
+``s a b = U_r S_r V_r^T``, the best rank-``r`` approximation of ``W`` (Eckart-Young); exact at
+``r = min(in, out)``.
 """
 
 from __future__ import annotations
@@ -67,6 +73,23 @@ def checked_rank(config: LinearConfig, in_features: int, out_features: int) -> i
   return config.rank
 
 
+def svd_factors(kernel: jax.Array, rank: int) -> tuple[jax.Array, jax.Array]:
+  """``(U_r sqrt(S_r), sqrt(S_r) V_r^T)`` of the truncated SVD of ``kernel``, in float32.
+
+  Their product is the best rank-``r`` approximation of ``kernel`` (Eckart-Young), and the
+  two factors have equal singular values (balanced). Batched over leading axes.
+
+  >>> import jax.numpy as jnp
+  >>> w = jnp.arange(12.0).reshape(3, 4)  # rank 2
+  >>> left, right = svd_factors(w, 2)
+  >>> left.shape, right.shape, bool(jnp.allclose(left @ right, w, atol=1e-4))
+  ((3, 2), (2, 4), True)
+  """
+  u, s, vt = jnp.linalg.svd(kernel.astype(jnp.float32), full_matrices=False)
+  root = jnp.sqrt(s[..., :rank])
+  return u[..., :, :rank] * root[..., None, :], root[..., :, None] * vt[..., :rank, :]
+
+
 class LowRankLinear(nnx.Module):
   """``y = (alpha / r) (x a) b``: the paper's Low-Rank parameterization.
 
@@ -109,6 +132,14 @@ class LowRankLinear(nnx.Module):
     dtype = self.compute_dtype
     hidden = matmul(x.astype(dtype), self.a[...].astype(dtype)) * jnp.asarray(self.scale, dtype)
     return matmul(hidden, self.b[...].astype(dtype))
+
+  def load_dense(self, kernel: jax.Array) -> None:
+    """Sets ``a`` and ``b`` so that ``(alpha / r) a b`` is the rank-``r`` truncated SVD of
+    ``kernel`` (``(in, out)``, batched over stacked layers); see the module docstring."""
+    left, right = svd_factors(kernel, self.a[...].shape[-1])
+    unscale = 1.0 / jnp.sqrt(jnp.float32(self.scale))
+    self.a[...] = (left * unscale).astype(self.a[...].dtype)
+    self.b[...] = (right * unscale).astype(self.b[...].dtype)
 
   def low_rank_kernel(self, dtype=jnp.float32) -> jax.Array:
     """``(alpha / r) a b`` computed in ``dtype`` (float32 by default); batched over any

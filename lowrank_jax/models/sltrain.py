@@ -30,6 +30,12 @@ kernel with delta = 0.03 and rank 128 on CPU.
 ((6,), (6,))
 >>> int((layer.dense_kernel() != 0).sum())  # b = 0 at init: only S is nonzero
 6
+
+Started from a pretrained kernel ``W`` (``model.init_from``), :meth:`SLTrainLinear.load_dense`
+sets the low-rank part as Low-Rank does (the rank-``r`` truncated SVD, ``(alpha / r) a b =
+U_r S_r V_r^T``) and the sparse values to the residual ``W - U_r S_r V_r^T`` at the fixed
+support: the best the parameterization holds with that support, exact at ``r = min(in, out)``
+(the residual is then zero) or at ``delta = 1``.
 """
 
 from __future__ import annotations
@@ -115,6 +121,16 @@ class SLTrainLinear(LowRankLinear):
     )
     self.values = param(
         rngs, uniform_init(1.0 / math.sqrt(in_features)), shape, param_dtype, ("sparse",)
+    )
+
+  def load_dense(self, kernel: jax.Array) -> None:
+    """Low-rank part from the truncated SVD of ``kernel``, sparse values from the residual
+    at the support (batched over stacked layers); see the module docstring."""
+    super().load_dense(kernel)
+    residual = kernel.astype(jnp.float32) - self.low_rank_kernel()
+    flat = residual.reshape(residual.shape[:-2] + (-1,))
+    self.values[...] = jnp.take_along_axis(flat, self.support[...], axis=-1).astype(
+        self.values[...].dtype
     )
 
   def _kernel(self, dtype) -> jax.Array:

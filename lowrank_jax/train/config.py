@@ -32,6 +32,8 @@ import yaml
 
 from lowrank_jax.data.config import DataConfig
 from lowrank_jax.models import DtypePolicy, LinearConfig, LlamaConfig
+from lowrank_jax.models.hf import llama_config_from_hf
+from lowrank_jax.models.hf_checkpoint import read_hf_config
 from lowrank_jax.train.config_sources import merge, parse_override, read_yaml_file
 from lowrank_jax.train.fields import check_fields, coerce, setting
 from lowrank_jax.train.methods import PAPER_RESTART_EVERY, get_method
@@ -62,6 +64,12 @@ class ModelSection(_Section):
     remat: rematerialise blocks in the backward pass.
     linear: the linear parameterization, the fields of :class:`LinearConfig` (e.g. ``rank``).
     overrides: any other :class:`LlamaConfig` field, e.g. ``{num_layers: 2}``.
+    init_from: a local HF LLaMA directory (``config.json`` and safetensors, sharded or not;
+      an export of ours is one) whose weights the model starts from at step 0, for any
+      method (:func:`lowrank_jax.models.hf.load_hf_weights`: dense copied, factorized kinds
+      from a truncated SVD). The architecture is then the checkpoint's ``config.json``, not
+      ``preset``; ``overrides`` may only change ``max_seq_len`` (a bound, no weight) or
+      repeat the checkpoint's values. A new run only: a run with a checkpoint resumes from it.
   """
 
   key: ClassVar[str] = "model"
@@ -71,6 +79,7 @@ class ModelSection(_Section):
   remat: bool = False
   linear: dict = setting({})
   overrides: dict = setting({})
+  init_from: str = ""
 
   def _check_together(self):
     DtypePolicy.named(self.dtype)
@@ -83,20 +92,31 @@ class ModelSection(_Section):
     unknown = sorted(set(self.overrides) - allowed)
     if unknown:
       raise ValueError(f"unknown model override {unknown[0]!r}; allowed: {sorted(allowed)}")
-    # the preset and the overrides; the linear's options, which depend on the method's kind,
-    # are checked by TrainConfig.model_config
-    LlamaConfig.preset(self.preset, dtype=DtypePolicy.named(self.dtype), **self.overrides)
+    # the preset (or init_from's config.json) and the overrides; the linear's options, which
+    # depend on the method's kind, are checked by TrainConfig.model_config
+    self._architecture(dtype=DtypePolicy.named(self.dtype))
 
   def build(self, kind: str) -> LlamaConfig:
     """The model, its target linears of ``kind`` (the method's) with ``linear``'s options."""
-    return LlamaConfig.preset(
-        self.preset,
+    return self._architecture(
         dtype=DtypePolicy.named(self.dtype),
         scan_layers=self.scan_layers,
         remat=self.remat,
         linear=LinearConfig(**{**self.linear, "kind": kind}),
-        **self.overrides,
     )
+
+  def _architecture(self, **ours) -> LlamaConfig:
+    """The preset with the overrides, or ``init_from``'s ``config.json`` where they agree."""
+    if not self.init_from:
+      return LlamaConfig.preset(self.preset, **ours, **self.overrides)
+    checkpoint = llama_config_from_hf(read_hf_config(self.init_from), **ours)
+    for key, value in self.overrides.items():
+      if key != "max_seq_len" and value != getattr(checkpoint, key):
+        raise ValueError(
+            f"model.overrides.{key}={value!r} differs from model.init_from's config.json "
+            f"({key}={getattr(checkpoint, key)!r}): the architecture is the checkpoint's"
+        )
+    return dataclasses.replace(checkpoint, **self.overrides)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -230,6 +230,8 @@ def _train(config: TrainConfig, accept_changes: bool, stop_request: StopRequest)
   if resumed:
     changed = f" with {', '.join(c.describe() for c in changes)}" if changes else ""
     note(f"resuming {config.run_dir} at step {first}{changed}")
+    if config.model.init_from and first:
+      note(f"model.init_from={config.model.init_from!r} is not read: the checkpoint wins")
   if first < total:
     note("compiling the train step (the first step waits for it)")
   window, stop, step = _Window(), None, first

@@ -22,6 +22,7 @@ from jax.sharding import Mesh, NamedSharding
 
 from lowrank_jax.data import Tokenizer, check_vocab_fits, load_tokenizer, make_validation_batches
 from lowrank_jax.models import Llama, LlamaConfig, count_params
+from lowrank_jax.models.hf_checkpoint import read_hf_tensors
 from lowrank_jax.train import mesh as mesh_lib
 from lowrank_jax.train import dense_rate, nonfinite, sweep
 from lowrank_jax.train.checkpoint import Checkpointer, UnreadableCheckpoint
@@ -111,12 +112,18 @@ class Run:
     config, devices = self.config, self.mesh.devices.flat
     processes = f" in {jax.process_count()} processes" if jax.process_count() > 1 else ""
     return (
-        f"lowrank-jax train: {config.optimizer.method} on {config.model.preset} "
+        f"lowrank-jax train: {config.optimizer.method} on {self.model_name} "
         f"({count_params(self.model_config):,} parameters, {config.model.dtype}), "
         f"{self.mesh.size} {devices[0].platform} device{'s' * (self.mesh.size > 1)}{processes} "
         f"(mesh {' x '.join(f'{axis} {size}' for axis, size in self.mesh.shape.items())}), "
         f"run dir {config.run_dir}"
     )
+
+  @property
+  def model_name(self) -> str:
+    """The preset, or ``the model of <dir>`` for one started from an HF checkpoint."""
+    init_from = self.config.model.init_from
+    return f"the model of {init_from}" if init_from else self.config.model.preset
 
   def after_update(self):
     """The model-side work of the method after an update (ReLoRA's merge), or ``None``."""
@@ -145,8 +152,11 @@ class Run:
     return sweep.stacked_abstract(one, len(self.peaks), self.sweep_axis)
 
   def init_state(self) -> TrainState:
-    """A fresh state initialised from ``seed``, every copy of a sweep the same."""
-    one = init_train_state(self.model_config, self.tx, self.mesh, self.config.seed)
+    """A fresh state initialised from ``seed`` (and from ``model.init_from``'s weights if
+    given), every copy of a sweep the same."""
+    init_from = self.config.model.init_from
+    pretrained = read_hf_tensors(init_from) if init_from else None
+    one = init_train_state(self.model_config, self.tx, self.mesh, self.config.seed, pretrained)
     if not self.peaks:
       return one
     shardings = jax.tree.map(lambda leaf: leaf.sharding, self.abstract_state())

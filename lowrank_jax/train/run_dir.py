@@ -209,6 +209,11 @@ class RunDir:
       return []
     changes = differences(resolved_dict(self.saved_config()), resolved_dict(config))
     refused = [c for c in changes if not c.amendable]
+    if any(c.key == "model.init_from" for c in refused):
+      raise ValueError(
+          f"model.init_from starts a new run only: run_dir {self.path!r} holds a run, which "
+          "continues from its own checkpoint (the checkpoint wins); choose a new run_dir"
+      )
     if refused:
       raise ValueError(
           f"run_dir {self.path!r} holds a run that cannot continue with another "

@@ -8,6 +8,7 @@ host ever holds a full copy (how a 7B state is made on a pod).
 from __future__ import annotations
 
 from typing import Any, NamedTuple
+from collections.abc import Mapping
 
 import jax
 import jax.numpy as jnp
@@ -16,6 +17,7 @@ from flax import nnx
 from jax.sharding import Mesh
 
 from lowrank_jax.models import Llama, LlamaConfig, abstract_model
+from lowrank_jax.models.hf import load_hf_weights
 from lowrank_jax.optim import state_shardings as optimizer_state_shardings
 from lowrank_jax.train import mesh as mesh_lib
 
@@ -59,17 +61,33 @@ def train_state_shardings(
   )
 
 
-def _fresh_state(config: LlamaConfig, tx: optax.GradientTransformation, seed: int) -> TrainState:
-  _, params, frozen = _split(Llama(config, rngs=nnx.Rngs(seed)))
+def _fresh_state(
+    config: LlamaConfig,
+    tx: optax.GradientTransformation,
+    seed: int,
+    pretrained: Mapping[str, Any] | None = None,
+) -> TrainState:
+  model = Llama(config, rngs=nnx.Rngs(seed))
+  if pretrained is not None:
+    load_hf_weights(model, pretrained)
+  _, params, frozen = _split(model)
   return TrainState(jnp.zeros((), jnp.int32), params, frozen, tx.init(params))
 
 
 def init_train_state(
-    config: LlamaConfig, tx: optax.GradientTransformation, mesh: Mesh, seed: int
+    config: LlamaConfig,
+    tx: optax.GradientTransformation,
+    mesh: Mesh,
+    seed: int,
+    pretrained: Mapping[str, Any] | None = None,
 ) -> TrainState:
-  """A fresh, sharded train state (model initialised from ``seed``)."""
+  """A fresh, sharded train state: the model initialised from ``seed``, then, given
+  ``pretrained`` HF tensors (``model.init_from``), loaded from them inside the same jit,
+  which shards the result (the tensors are its arguments, not constants in its program)."""
   shardings = train_state_shardings(config, tx, mesh)
-  return jax.jit(lambda: _fresh_state(config, tx, seed), out_shardings=shardings)()
+  return jax.jit(lambda tensors: _fresh_state(config, tx, seed, tensors), out_shardings=shardings)(
+      pretrained
+  )
 
 
 def abstract_train_state(

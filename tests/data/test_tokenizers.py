@@ -135,3 +135,34 @@ def test_a_transformers_tokenizer_exports_its_own_files(reference_t5_tokenizer, 
   exported = _auto_tokenizer(tmp_path)
   for text in [GENESIS, *EDGE_CASES]:
     assert exported.encode(text) == reference_t5_tokenizer.encode(text)
+
+
+@pytest.mark.parametrize("where", ["directory", "tokenizer.json beside its config", "lone .json"])
+def test_an_exported_tokenizer_loads_back_as_the_sentencepiece_original(tokenizer, tmp_path, where):
+  require("transformers")
+  tokenizer.save_pretrained(tmp_path / "export")
+  lone = tmp_path / "lone" / "renamed.json"
+  lone.parent.mkdir()
+  lone.write_bytes((tmp_path / "export" / "tokenizer.json").read_bytes())
+  path = {
+      "directory": tmp_path / "export",
+      "tokenizer.json beside its config": tmp_path / "export" / "tokenizer.json",
+      "lone .json": lone,
+  }[where]
+  loaded = load_tokenizer(DataConfig(tokenizer=str(path)))
+  assert (loaded.vocab_size, loaded.pad_id, loaded.eos_id) == (8192, 0, 1)
+  texts = [verse for chapter in bible.chapter_verses("validation") for verse in chapter][:300]
+  for text in texts + EDGE_CASES:
+    assert loaded.encode(text) == tokenizer.encode(text), text
+  assert loaded.decode(tokenizer.encode(GENESIS) + [1]) == GENESIS
+
+
+def test_a_tokenizer_json_without_an_eos_is_named(tmp_path):
+  tokenizers = require("tokenizers")
+  bare = tokenizers.Tokenizer(tokenizers.models.WordLevel({"a": 0, "[UNK]": 1}, "[UNK]"))
+  bare.save(str(tmp_path / "tokenizer.json"))
+  with pytest.raises(ValueError, match="names no EOS among its special tokens"):
+    load_tokenizer(DataConfig(tokenizer=str(tmp_path / "tokenizer.json")))
+  (tmp_path / "empty").mkdir()
+  with pytest.raises(ValueError, match="no tokenizer.json there"):
+    load_tokenizer(DataConfig(tokenizer=str(tmp_path / "empty")))

@@ -1,5 +1,6 @@
 """The paper's memory count against the abstract train state, and its sharding over 8 devices."""
 
+import dataclasses
 import os
 import subprocess
 import sys
@@ -28,6 +29,17 @@ def test_measured_state_bytes_equal_the_analytic_count_on_nano(method):
   assert measured.optimizer == analytic.optimizer_bytes
   # What the count leaves out is a handful of scalars per matrix: under 0.5% of the state.
   assert 0 < measured.extras < 0.005 * measured.total
+
+
+@pytest.mark.parametrize("method", ["full_rank", "galore", "low_rank", "lora", "sltrain"])
+def test_the_count_follows_grouped_query_attention_and_tied_embeddings(method):
+  config = case_config("nano", method, "fp32", devices=1, fsdp=1)
+  overrides = {**config.model.overrides, "num_kv_heads": 1, "tie_word_embeddings": True}
+  config = dataclasses.replace(config, model=dataclasses.replace(config.model, overrides=overrides))
+  measured = measure_state(memory_run(config))
+  analytic = analytic_memory(config.model_config(), method, PAPER_RANKS["nano"])
+  assert measured.weights == analytic.weight_bytes
+  assert measured.optimizer == analytic.optimizer_bytes
 
 
 def test_the_1b_bf16_state_is_the_papers_headline_from_abstract_shapes():

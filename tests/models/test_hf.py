@@ -27,19 +27,19 @@ CONFIG = dict(
 )
 
 
-def hf_model(seed=0):
+def hf_model(seed=0, kv_heads=4, tied=False):
   torch.manual_seed(seed)
   config = transformers.LlamaConfig(
       vocab_size=101,
       hidden_size=64,
       intermediate_size=96,
       num_attention_heads=4,
-      num_key_value_heads=4,
+      num_key_value_heads=kv_heads,
       num_hidden_layers=2,
       max_position_embeddings=32,
       rms_norm_eps=1e-6,
       rope_theta=10000.0,
-      tie_word_embeddings=False,
+      tie_word_embeddings=tied,
       attn_implementation="eager",
   )
   model = transformers.LlamaForCausalLM(config).eval()
@@ -75,6 +75,32 @@ def test_imported_weights_give_hf_logits_on_a_right_padded_batch(scan_layers):
   ours = from_hf_llama(reference, LlamaConfig(**CONFIG, scan_layers=scan_layers))
   logits = np.asarray(nnx.jit(lambda m, x: m(x))(ours, jnp.asarray(ids)))
   assert_logits_match(logits, hf_logits(reference, ids, mask), mask)
+
+
+GQA_AND_TIED = [(1, False), (2, False), (4, True), (2, True)]  # (key/value heads, tied)
+
+
+@pytest.mark.parametrize("kv_heads, tied", GQA_AND_TIED)
+def test_grouped_query_attention_and_tied_embeddings_give_hf_logits(kv_heads, tied):
+  reference = hf_model(kv_heads=kv_heads, tied=tied)
+  ids, mask = right_padded_batch()
+  ours = from_hf_llama(reference)
+  assert (ours.config.kv_heads, ours.config.tie_word_embeddings) == (kv_heads, tied)
+  assert hasattr(ours, "lm_head") is not tied
+  logits = np.asarray(nnx.jit(lambda m, x: m(x))(ours, jnp.asarray(ids)))
+  assert_logits_match(logits, hf_logits(reference, ids, mask), mask)
+
+
+@pytest.mark.parametrize("kv_heads, tied", GQA_AND_TIED)
+def test_grouped_query_and_tied_exports_load_in_transformers(tmp_path, kv_heads, tied):
+  config = LlamaConfig(**CONFIG, num_kv_heads=kv_heads, tie_word_embeddings=tied, scan_layers=True)
+  ours = Llama(config, rngs=nnx.Rngs(3))
+  export_hf(ours, tmp_path / "export")
+  loaded = transformers.LlamaForCausalLM.from_pretrained(tmp_path / "export").eval()
+  assert loaded.config.num_key_value_heads == kv_heads
+  assert loaded.config.tie_word_embeddings == tied
+  ids, mask = right_padded_batch()
+  assert_logits_match(np.asarray(ours(jnp.asarray(ids))), hf_logits(loaded, ids, mask), mask)
 
 
 def test_export_round_trips_through_from_pretrained(tmp_path):
@@ -142,8 +168,6 @@ def test_a_model_imports_without_a_hand_written_config():
 @pytest.mark.parametrize(
     "change, key",
     [
-        ({"num_key_value_heads": 2}, "num_key_value_heads=2"),
-        ({"tie_word_embeddings": True}, "tie_word_embeddings=True"),
         ({"hidden_act": "gelu"}, "hidden_act='gelu'"),
         ({"attention_bias": True}, "attention_bias=True"),
         ({"head_dim": 32}, "head_dim=32"),
