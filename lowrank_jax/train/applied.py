@@ -6,7 +6,9 @@ So the train step logs, for the update of 0-based count :math:`t` (1-based numbe
 :math:`n = t + 1`), the values of this module's functions:
 
 * ``lr``: the rate the update multiplies its step by, recovery and re-warmup included;
-  a parameter group whose rate differs gets its own ``lr/<group>`` (LoRO's factors);
+  a parameter group whose rate differs gets its own ``lr/<group>`` (LoRO's factors; the
+  dense leaves' ``lr/dense`` with ``optimizer.dense_learning_rate``,
+  :mod:`lowrank_jax.train.dense_rate`);
 * one 0/1 flag per event of the method, summed over a logging window in ``metrics.jsonl``:
 
   - ``momentum_reset``: the Adam moments and their count restart in update :math:`n`, a
