@@ -36,13 +36,18 @@ def _arrays(state):
   ]
 
 
-@pytest.mark.parametrize("method", sorted(METHODS))
-def test_each_copy_of_a_sweep_is_the_run_at_its_rate(method):
+# every method, and ReLoRA with its adapters' dropout (the copies draw the run's masks)
+CASES = {method: (method, ()) for method in sorted(METHODS)}
+CASES["relora_dropout"] = ("relora", ("model.linear.dropout=0.1",))
+
+
+@pytest.mark.parametrize("method,extra", CASES.values(), ids=CASES)
+def test_each_copy_of_a_sweep_is_the_run_at_its_rate(method, extra):
   # Five steps with the projectors refreshed every 2 (and LoRO's exact step at 5): the shared
   # counts keep every periodic event where a single run has it. The second copy is checked
   # against its own run (the first differs from it only in its rate).
-  swept = make_run(method, f"optimizer.learning_rates={RATES}")
-  single = make_run(method, f"optimizer.learning_rate={RATES[1]}")
+  swept = make_run(method, f"optimizer.learning_rates={RATES}", *extra)
+  single = make_run(method, f"optimizer.learning_rate={RATES[1]}", *extra)
   state, step = swept.init_state(), swept.train_step()
   alone, alone_step = single.init_state(), single.train_step()
   for batch in _batches(5):
