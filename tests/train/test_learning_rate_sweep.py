@@ -63,10 +63,17 @@ def check_copy_is_its_run(method, swept_rates, single_rates):
   assert any(not np.allclose(a, b) for a, b in zip(first, second))
 
 
-@pytest.mark.parametrize("method", sorted(METHODS))
-def test_each_copy_of_a_sweep_is_the_run_at_its_rate(method):
+# every method, and ReLoRA with its adapters' dropout (the copies draw the run's masks)
+CASES = {method: (method, ()) for method in sorted(METHODS)}
+CASES["relora_dropout"] = ("relora", ("model.linear.dropout=0.1",))
+
+
+@pytest.mark.parametrize("method,extra", CASES.values(), ids=CASES)
+def test_each_copy_of_a_sweep_is_the_run_at_its_rate(method, extra):
   check_copy_is_its_run(
-      method, [f"optimizer.learning_rates={RATES}"], [f"optimizer.learning_rate={RATES[1]}"]
+      method,
+      [f"optimizer.learning_rates={RATES}", *extra],
+      [f"optimizer.learning_rate={RATES[1]}", *extra],
   )
 
 
