@@ -48,6 +48,7 @@ from lowrank_jax.train import nonfinite, provenance, sweep
 from lowrank_jax.train.checkpoint import Checkpointer
 from lowrank_jax.train.config import TrainConfig
 from lowrank_jax.train.evaluation import unigram_perplexity
+from lowrank_jax.train.periods import periods_past_the_run
 from lowrank_jax.train.metrics import MetricsLogger, Progress, plot_loss_curve, read_metrics
 from lowrank_jax.train.run import Run
 from lowrank_jax.train.run_dir import RunDir
@@ -191,6 +192,7 @@ def train(config: TrainConfig, accept_changes: bool = False) -> dict:
 def _train(config: TrainConfig, accept_changes: bool, stop_request: StopRequest) -> dict:
   started = time.perf_counter()
   run_dir = RunDir(config.run_dir)
+  config = run_dir.keeping_horizon(config)
   changes = run_dir.changes(config, accept_changes)  # reads only
   is_main = jax.process_index() == 0
   finished = run_dir.finished_summary(config.schedule.total_steps)
@@ -220,7 +222,12 @@ def _train(config: TrainConfig, accept_changes: bool, stop_request: StopRequest)
   if resumed:
     changed = f" with {', '.join(c.describe() for c in changes)}" if changes else ""
     note(f"resuming {config.run_dir} at step {first}{changed}")
+    schedule = run_dir.schedule_note(config, first)
+    if schedule and changes:
+      note(schedule)
   if first < total:
+    for warning in periods_past_the_run(config):
+      note(f"warning: {warning}")
     note("compiling the train step (the first step waits for it)")
   window, stop, step = _Window(), None, first
   unchecked = None  # (step, finite flags) of the previous step

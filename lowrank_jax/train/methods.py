@@ -14,6 +14,7 @@ lm_head and norms get plain Adam, as in the paper (arXiv 2505.22922, experimenta
 from __future__ import annotations
 
 import dataclasses
+import inspect
 from typing import Any
 from collections.abc import Callable
 
@@ -83,6 +84,15 @@ class Method:
   def takes_reset_every(self) -> bool:
     """``optimizer.reset_every`` applies: the Adam family's resets, ReLoRA's merges."""
     return self.build in (_adam_family, _relora)
+
+  @property
+  def default_eps(self) -> float:
+    """Adam's ``eps`` where ``optimizer.eps`` is unset: its factory's default (the
+    reference code's: galore-torch's, Fira's, APOLLO's and SPAM's AdamW take 1e-6), else
+    PyTorch's and optax's AdamW's 1e-8."""
+    if self.factory is None:
+      return 1e-8
+    return inspect.signature(self.factory).parameters["eps"].default
 
   @property
   def option_names(self) -> tuple[str, ...]:
@@ -202,21 +212,26 @@ def get_method(name: str) -> Method:
 def build_optimizer(section, schedule: optax.Schedule, mesh=None) -> optax.GradientTransformation:
   """The transform of ``section.method``, with global-norm clipping first if configured;
   ``mesh`` is the run's (a projected method may spread its refreshes over it)."""
-  tx = get_method(section.method).build(schedule, section, mesh)
+  method = get_method(section.method)
+  if section.eps is None:
+    section = dataclasses.replace(section, eps=method.default_eps)
+  tx = method.build(schedule, section, mesh)
   if section.clip_norm is not None:
     tx = optax.chain(optax.clip_by_global_norm(section.clip_norm), tx)
   return tx
 
 
 def make_schedule(peak: float, section) -> optax.Schedule:
-  """The paper's schedule: linear warmup from 0, then cosine to ``min_lr_ratio * peak``."""
+  """The paper's schedule: linear warmup from 0, then cosine to ``min_lr_ratio * peak`` over
+  the horizon ``decay_steps`` (default ``total_steps``), the final rate after it."""
   if section.kind == "constant":
     return optax.constant_schedule(peak)
-  warmup = int(section.warmup_ratio * section.total_steps)
+  horizon = section.decay_steps or section.total_steps
+  warmup = int(section.warmup_ratio * horizon)
   return optax.warmup_cosine_decay_schedule(
       init_value=0.0,
       peak_value=peak,
       warmup_steps=warmup,
-      decay_steps=max(section.total_steps, warmup + 1),
+      decay_steps=max(horizon, warmup + 1),
       end_value=section.min_lr_ratio * peak,
   )

@@ -37,16 +37,25 @@ import dataclasses
 import json
 import os
 import time
+from collections.abc import Sequence
 from typing import Any
 
 import yaml
 
-from lowrank_jax.train.config import TrainConfig, load_config, resolved_dict, to_dict
+from lowrank_jax.train.config import (
+    TrainConfig,
+    load_config,
+    merged_values,
+    resolved_dict,
+    to_dict,
+)
+from lowrank_jax.train.methods import make_schedule
 
 # Keys (or sections, ending in ".") a continued run may take new values of when asked to:
 # they change how long the run goes and what it records, not what a step computes.
 AMENDABLE = (
     "schedule.total_steps",
+    "schedule.decay_steps",
     "eval.",
     "logging.",
     "checkpoint.",
@@ -60,6 +69,25 @@ AMENDABLE = (
 # bar, and the processes (a coordinator's address differs at every launch).
 SESSION_KEYS = ("run_dir", "logging.progress", "distributed.")
 MISSING = "unset"
+
+
+def requested_config(paths: Sequence[str] = (), overrides: Sequence[str] = ()) -> TrainConfig:
+  """The config ``lowrank-jax train`` asks for: the YAML ``paths`` and ``key=value``
+  ``overrides`` laid over the config of the run their ``run_dir`` holds (its session keys
+  back at their defaults), or over the defaults when it holds none. So ``train run_dir=X``
+  continues X as it was, and each key given is a change to it, checked by
+  :meth:`RunDir.changes`."""
+  run_dir = RunDir(str(merged_values(paths, overrides).get("run_dir")))
+  if not run_dir.holds_run():
+    return load_config(paths, overrides)
+  values, defaults = to_dict(run_dir.saved_config()), to_dict(TrainConfig())
+  for key in SESSION_KEYS:
+    *sections, name = key.rstrip(".").split(".")
+    inner, default = values, defaults
+    for section in sections:
+      inner, default = inner[section], default[section]
+    inner[name] = default[name]
+  return load_config(paths, overrides, base=values)
 
 
 def _matches(key: str, patterns: tuple[str, ...]) -> bool:
@@ -196,6 +224,26 @@ class RunDir:
     steps = [int(name) for name in os.listdir(self.checkpoints) if name.isdigit()]
     return max(steps, default=None)
 
+  def keeping_horizon(self, config: TrainConfig) -> TrainConfig:
+    """``config`` with the horizon of the schedule of the run held here, when ``config``
+    names none (``schedule.decay_steps`` unset) and would move it by changing
+    ``schedule.total_steps``.
+
+    The cosine then ends where it did, and steps past it run at the final rate: an extended
+    run's rate goes on continuously instead of jumping to a re-stretched cosine's.
+    """
+    if config.schedule.decay_steps is not None or not self.holds_run():
+      return config
+    saved = self.saved_config().schedule
+    horizon = saved.decay_steps
+    if horizon is None and saved.total_steps != config.schedule.total_steps:
+      horizon = saved.total_steps
+    if horizon is None:
+      return config
+    return dataclasses.replace(
+        config, schedule=dataclasses.replace(config.schedule, decay_steps=horizon)
+    )
+
   def changes(self, config: TrainConfig, accept_changes: bool = False) -> list[Change]:
     """What ``config`` changes of the run held here (``[]`` for a new run); reads only.
 
@@ -227,6 +275,23 @@ class RunDir:
           f"the run in {self.path!r} has taken"
       )
     return changes
+
+  def schedule_note(self, config: TrainConfig, step: int) -> str | None:
+    """What the schedule does past ``step`` when the run held here takes more steps than it
+    had horizon (``None`` otherwise): the note printed on resuming."""
+    section = config.schedule
+    horizon = section.decay_steps or section.total_steps
+    if section.kind == "constant" or horizon >= section.total_steps:
+      return None
+    rate = make_schedule(1.0, section)
+    stretched = make_schedule(1.0, dataclasses.replace(section, decay_steps=None))
+    return (
+        f"the schedule keeps its horizon of {horizon} steps (schedule.decay_steps): the rate "
+        f"goes on from {rate(step):.3g} x peak at step {step}, and steps "
+        f"{max(horizon, step) + 1} to {section.total_steps} run at its final rate, "
+        f"{rate(horizon):.3g} x peak; schedule.decay_steps={section.total_steps} would stretch "
+        f"the cosine instead, the rate jumping to {stretched(step):.3g} x peak"
+    )
 
   def start(self, config: TrainConfig, changes: list[Change], step: int) -> None:
     """Writes ``config.yaml`` of a new run, or records the accepted ``changes`` of a
