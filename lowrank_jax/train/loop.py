@@ -49,7 +49,13 @@ from lowrank_jax.train.checkpoint import Checkpointer
 from lowrank_jax.train.config import TrainConfig
 from lowrank_jax.train.evaluation import unigram_perplexity
 from lowrank_jax.train.periods import periods_past_the_run
-from lowrank_jax.train.metrics import MetricsLogger, Progress, plot_loss_curve, read_metrics
+from lowrank_jax.train.metrics import (
+    MetricsLogger,
+    Progress,
+    plot_loss_curve,
+    plot_loss_curves,
+    read_metrics,
+)
 from lowrank_jax.train.run import Run
 from lowrank_jax.train.run_dir import RunDir
 from lowrank_jax.train.state import TrainState, tree_bytes
@@ -334,6 +340,11 @@ def _train(config: TrainConfig, accept_changes: bool, stop_request: StopRequest)
     if is_main:
       with open(run_dir.summary, "w") as f:
         json.dump(summary, f, indent=2)
+      plot_loss_curves(
+          {f"lr {copy.learning_rate:g}": read_metrics(copy.dir.metrics) for copy in copies},
+          run_dir.loss_curve,
+          title=f"{config.optimizer.method} on {config.model.preset}: learning-rate sweep",
+      )
   if stop == "non-finite":
     streaks = "; ".join(f"{copy.streak.message()}{copy.label()}" for copy in copies)
     raise FloatingPointError(f"{streaks}: checkpoint step {step} in {checkpointer.directory}")

@@ -191,7 +191,10 @@ class RunDir:
       ValueError: the directory holds no run.
     """
     if not self.holds_run():
-      raise ValueError(f"{self.path!r} is not a run directory: it has no config.yaml")
+      raise ValueError(
+          f"{self.path!r} is not a run directory: it has no config.yaml (a copy of a "
+          "learning-rate sweep is named RUN_DIR/lr<rate>)"
+      )
     with open(self.config) as f:
       saved = yaml.safe_load(f)
     try:
