@@ -37,8 +37,7 @@ import dataclasses
 import os
 from collections.abc import Sequence
 
-import yaml
-
+from lowrank_jax.benchmark.grid_file import read_grid_file
 from lowrank_jax.benchmark.sweep import check_rates
 from lowrank_jax.models import PRESETS
 from lowrank_jax.train.config import TrainConfig, load_config
@@ -130,15 +129,7 @@ class Grid:
   @classmethod
   def load(cls, path: str, extra_overrides: Sequence[str] = ()) -> Grid:
     """Reads a grid YAML file; ``extra_overrides`` apply to every cell, after the file's."""
-    try:
-      with open(path) as f:
-        values = yaml.safe_load(f) or {}
-    except FileNotFoundError:
-      raise ValueError(f"grid file {path!r} does not exist") from None
-    fields = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(values) - fields)
-    if unknown:
-      raise ValueError(f"unknown grid key {unknown[0]!r} in {path}; allowed: {sorted(fields)}")
+    values = read_grid_file(path, cls)  # YAML, keys and types: one line naming the key
     tuples = {
         key: tuple(values[key])
         for key in ("sizes", "methods", "seeds", "configs", "overrides")

@@ -57,7 +57,7 @@ from lowrank_jax.train.metrics import (
     read_metrics,
 )
 from lowrank_jax.train.run import Run
-from lowrank_jax.train.run_dir import RunDir
+from lowrank_jax.train.run_dir import RunDir, SweepCopy
 from lowrank_jax.train.state import TrainState, tree_bytes
 
 
@@ -197,6 +197,9 @@ def train(config: TrainConfig, accept_changes: bool = False) -> dict:
 
 def _train(config: TrainConfig, accept_changes: bool, stop_request: StopRequest) -> dict:
   started = time.perf_counter()
+  copy = SweepCopy.at(config.run_dir)
+  if copy is not None:
+    _make_a_run_of(copy, config.run_dir)
   run_dir = RunDir(config.run_dir)
   config = run_dir.keeping_horizon(config)
   changes = run_dir.changes(config, accept_changes)  # reads only
@@ -359,6 +362,34 @@ def _write_summary(run_dir: RunDir, summary: dict, title: str) -> None:
   with open(run_dir.summary, "w") as f:
     json.dump(summary, f, indent=2)
   plot_loss_curve(read_metrics(run_dir.metrics), run_dir.loss_curve, title=title)
+
+
+def _make_a_run_of(copy: SweepCopy, path: str) -> None:
+  """Makes the directory ``path`` of a sweep's ``copy`` a run of its own, which continues as
+  the run at its rate would: its config and a checkpoint of its state (the data position,
+  tokens and wall time the sweep's) at the sweep's newest step; its records are kept."""
+  if jax.process_count() > 1:
+    raise ValueError(f"run_dir {path!r} is a copy of a sweep: continue it in one process")
+  sweep_config = RunDir(copy.sweep_dir).saved_config()
+  sweep_run = Run.build(sweep_config)
+  batches = make_train_iterator(
+      sweep_config.data, sweep_run.tokenizer, sharding=sweep_run.data_sharding
+  )
+  sweep_dir = RunDir(copy.sweep_dir)
+  stored = Checkpointer(sweep_dir.checkpoints, sweep_config.checkpoint, read_only=True)
+  restored = stored.restore_newest(
+      sweep_run.abstract_state(), batches, sweep_dir.unreadable_checkpoints
+  )
+  stored.close()
+  if restored is None:
+    raise ValueError(f"the sweep in {copy.sweep_dir!r} has no checkpoint to continue {path!r}")
+  step, state, meta = restored
+  own = RunDir(path)
+  saver = Checkpointer(own.checkpoints, sweep_config.checkpoint)
+  saver.save(step, sweep.copy_of(state, copy.index(sweep_run.peaks)), batches, meta)
+  saver.wait()
+  saver.close()
+  own.start(copy.config(sweep_config), [], step)  # last: config.yaml makes it a run
 
 
 def _restore_or_init(

@@ -28,8 +28,7 @@ from lowrank_jax.train.checkpoint import Checkpointer, UnreadableCheckpoint
 from lowrank_jax.train.config import TrainConfig, load_config, to_dict
 from lowrank_jax.train.evaluation import evaluate
 from lowrank_jax.train.methods import build_optimizer, get_method, make_schedule
-from lowrank_jax.train.run_dir import RunDir
-from lowrank_jax.train.sweep_copy import SweepCopy
+from lowrank_jax.train.run_dir import RunDir, SweepCopy
 from lowrank_jax.train.state import (
     TrainState,
     abstract_train_state,

@@ -8,6 +8,7 @@ names its files through :class:`RunDir`::
       config_history.jsonl    each accepted change on resume: step, key, old and new value
       checkpoints/STEP/       orbax checkpoints: train state, data position, tokens, wall time
       unreadable_checkpoints/STEP/   checkpoints that failed their integrity check (kept)
+      lr<rate>/               a learning-rate sweep's copy: its records (:class:`SweepCopy`)
       metrics.jsonl           one line per logged step and per validation
       summary.json            the run so far: wall time and tokens summed over its sessions
       loss_curve.png, tensorboard/
@@ -50,6 +51,7 @@ from lowrank_jax.train.config import (
     to_dict,
 )
 from lowrank_jax.train.methods import make_schedule
+from lowrank_jax.train.sweep import copy_dir_name
 
 # Keys (or sections, ending in ".") a continued run may take new values of when asked to:
 # they change how long the run goes and what it records, not what a step computes.
@@ -74,13 +76,19 @@ MISSING = "unset"
 def requested_config(paths: Sequence[str] = (), overrides: Sequence[str] = ()) -> TrainConfig:
   """The config ``lowrank-jax train`` asks for: the YAML ``paths`` and ``key=value``
   ``overrides`` laid over the config of the run their ``run_dir`` holds (its session keys
-  back at their defaults), or over the defaults when it holds none. So ``train run_dir=X``
+  back at their defaults; a sweep's copy: the run at its rate), or over the defaults when it
+  holds none. So ``train run_dir=X``
   continues X as it was, and each key given is a change to it, checked by
   :meth:`RunDir.changes`."""
-  run_dir = RunDir(str(merged_values(paths, overrides).get("run_dir")))
-  if not run_dir.holds_run():
+  path = str(merged_values(paths, overrides).get("run_dir"))
+  copy = SweepCopy.at(path)
+  if copy is not None:
+    saved = copy.config(RunDir(copy.sweep_dir).saved_config())
+  elif RunDir(path).holds_run():
+    saved = RunDir(path).saved_config()
+  else:
     return load_config(paths, overrides)
-  values, defaults = to_dict(run_dir.saved_config()), to_dict(TrainConfig())
+  values, defaults = to_dict(saved), to_dict(TrainConfig())
   for key in SESSION_KEYS:
     *sections, name = key.rstrip(".").split(".")
     inner, default = values, defaults
@@ -328,3 +336,39 @@ class RunDir:
     with open(partial, "w") as f:
       f.writelines(kept)
     os.replace(partial, self.metrics)
+
+
+@dataclasses.dataclass(frozen=True)
+class SweepCopy:
+  """A copy of a learning-rate sweep, ``SWEEP_DIR/lr<rate>``, read as the run at its rate.
+
+  A sweep (:mod:`lowrank_jax.train.sweep`) keeps one checkpoint of all its copies in its own
+  run directory and each copy's records in ``lr<rate>/``. ``train``, ``eval`` and ``export``
+  name a copy by that directory: its config is the sweep's with ``optimizer.learning_rate`` the
+  copy's (and no ``learning_rates``), its state its part of the sweep's checkpoint.
+  """
+
+  sweep_dir: str
+  learning_rate: float
+
+  @classmethod
+  def at(cls, path: str) -> SweepCopy | None:
+    """The copy whose directory ``path`` is (its parent holds a sweep with a rate of that
+    name), else ``None``."""
+    parent = RunDir(os.path.dirname(os.path.normpath(path)))
+    if os.path.exists(RunDir(path).config) or not parent.holds_run():
+      return None
+    rates = parent.saved_config().optimizer.learning_rates
+    named = [rate for rate in rates if copy_dir_name(rate) == os.path.basename(path.rstrip("/"))]
+    return cls(parent.path, named[0]) if named else None
+
+  def config(self, sweep_config: TrainConfig) -> TrainConfig:
+    """The sweep's config as the run of this copy alone."""
+    optimizer = dataclasses.replace(
+        sweep_config.optimizer, learning_rate=self.learning_rate, learning_rates=()
+    )
+    return dataclasses.replace(sweep_config, optimizer=optimizer)
+
+  def index(self, peaks: Sequence[float]) -> int:
+    """This copy's place on the sweep axis of a sweep with ``peaks``."""
+    return list(peaks).index(self.learning_rate)
