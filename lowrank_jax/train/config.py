@@ -390,10 +390,12 @@ class TrainConfig(_Section):
     return dataclasses.replace(self.model.build(), linear=linear)
 
   def optimizer_section(self) -> OptimizerSection:
-    """The optimizer section with the method's defaults that depend on the run filled in:
-    the restart periods, and the options' (e.g. GoLore's length of training)."""
+    """The optimizer section with the method's defaults filled in: Adam's ``eps``, the
+    restart periods, and the options' that depend on the run (e.g. GoLore's length of
+    training)."""
     method = get_method(self.optimizer.method)
     defaults = {
+        "eps": method.default_eps,
         "refactorize_every": PAPER_RESTART_EVERY if method.restarts else 0,
         "reset_every": PAPER_RESTART_EVERY if method.restarts or method.merge_lora else 0,
     }
@@ -478,7 +480,6 @@ def resolved_dict(config: TrainConfig) -> dict:
   method = get_method(config.optimizer.method)
   options = method.parse_options(config.optimizer.options)
   values["optimizer"]["options"] = dataclasses.asdict(options)
-  if config.optimizer.eps is None:
-    values["optimizer"]["eps"] = method.default_eps
+  values["optimizer"]["eps"] = config.optimizer_section().eps
   values["model"]["linear"] = used_linear_fields(config.model_config().linear)
   return values

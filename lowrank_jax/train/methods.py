@@ -212,10 +212,7 @@ def get_method(name: str) -> Method:
 def build_optimizer(section, schedule: optax.Schedule, mesh=None) -> optax.GradientTransformation:
   """The transform of ``section.method``, with global-norm clipping first if configured;
   ``mesh`` is the run's (a projected method may spread its refreshes over it)."""
-  method = get_method(section.method)
-  if section.eps is None:
-    section = dataclasses.replace(section, eps=method.default_eps)
-  tx = method.build(schedule, section, mesh)
+  tx = get_method(section.method).build(schedule, section, mesh)
   if section.clip_norm is not None:
     tx = optax.chain(optax.clip_by_global_norm(section.clip_norm), tx)
   return tx
