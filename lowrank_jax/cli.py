@@ -21,8 +21,8 @@
 King James Bible with an offline tokenizer, in a few minutes on a CPU. A run directory that
 holds a run continues it: its ``config.yaml`` is the base the files and ``key=value`` pairs
 change, and a change is checked as :mod:`lowrank_jax.train.run_dir` says. A copy of a
-learning-rate sweep, ``RUN_DIR/lr<rate>``, is a run for ``eval`` and ``export``. Flags and
-``key=value`` pairs mix in any order.
+learning-rate sweep, ``RUN_DIR/lr<rate>``, is a run for ``train``, ``eval`` and ``export``.
+Flags and ``key=value`` pairs mix in any order.
 
 Every error is one line on stderr, ``lowrank-jax: error: ...``, without a traceback. Bad
 input (config, data, tokenizer, mesh, run directory, checkpoint) exits with status 2
