@@ -2,9 +2,12 @@
 
     lowrank-jax train [--config FILE ...] [--accept-changes] [key=value ...]
                                                              train (or resume) a run
+    lowrank-jax train run_dir=RUN_DIR [--accept-changes] [key=value ...]
+                                                             continue RUN_DIR, keys changed
     lowrank-jax train --print-config [--config FILE ...] [key=value ...]
                                                              every key: value and meaning
-    lowrank-jax eval --checkpoint RUN_DIR [--step N]         validation perplexity
+    lowrank-jax eval --checkpoint RUN_DIR [--step N] [data.key=value ...]
+                                                             validation perplexity
     lowrank-jax export --checkpoint RUN_DIR --out DIR        HF LlamaForCausalLM + tokenizer
     lowrank-jax memory [--sizes ...] [--methods ...] [--dtype bf16] [--devices 1 8] [--out DIR]
                                                              weights + optimizer memory table
@@ -16,7 +19,10 @@
 
 ``lowrank-jax train`` with no arguments trains the embedded default: the nano LLaMA on the
 King James Bible with an offline tokenizer, in a few minutes on a CPU. A run directory that
-holds a run continues it, with the same config only; see :mod:`lowrank_jax.train.run_dir`.
+holds a run continues it: its ``config.yaml`` is the base the files and ``key=value`` pairs
+change, and a change is checked as :mod:`lowrank_jax.train.run_dir` says. A copy of a
+learning-rate sweep, ``RUN_DIR/lr<rate>``, is a run for ``train``, ``eval`` and ``export``.
+Flags and ``key=value`` pairs mix in any order.
 
 Every error is one line on stderr, ``lowrank-jax: error: ...``, without a traceback. Bad
 input (config, data, tokenizer, mesh, run directory, checkpoint) exits with status 2
@@ -81,6 +87,13 @@ def _parser() -> argparse.ArgumentParser:
         help="a run directory made by `lowrank-jax train`",
     )
     command.add_argument("--step", type=int, default=None, help="checkpoint step (default: newest)")
+    if name == "eval":
+      command.add_argument(
+          "overrides",
+          nargs="*",
+          metavar="key=value",
+          help="data.* or eval.* keys to score other data, e.g. data.validation_paths=[f.txt]",
+      )
     if name == "export":
       command.add_argument("--out", required=True, metavar="DIR", help="a new or empty directory")
   memory = commands.add_parser("memory", help="analytic against measured memory, per method")
@@ -178,12 +191,12 @@ def _train(args) -> None:
 
   from lowrank_jax.optim.linalg import single_threaded_lapack
   from lowrank_jax.train.annotated import annotated_yaml
-  from lowrank_jax.train.config import load_config
   from lowrank_jax.train.loop import train
   from lowrank_jax.train.metrics import format_summary
+  from lowrank_jax.train.run_dir import requested_config
 
   single_threaded_lapack()  # this process is ours: LAPACK on one thread of XLA's pool
-  config = load_config(args.config, args.overrides)
+  config = requested_config(args.config, args.overrides)
   if args.print_config:
     print(annotated_yaml(config), end="")
     return
@@ -196,7 +209,7 @@ def _train(args) -> None:
 def _eval(args) -> None:
   from lowrank_jax.train.run import load_checkpoint
 
-  run, state, step = load_checkpoint(args.checkpoint, args.step)
+  run, state, step = load_checkpoint(args.checkpoint, args.step, args.overrides)
   print(json.dumps({"step": step, **run.evaluate(state)}))
 
 
@@ -205,8 +218,13 @@ def _export(args) -> None:
   from lowrank_jax.train.run import load_checkpoint
 
   run, state, step = load_checkpoint(args.checkpoint, args.step)
-  export_hf(run.model(state), args.out, pad_id=run.tokenizer.pad_id, eos_id=run.tokenizer.eos_id)
-  run.tokenizer.save_pretrained(args.out)
+  try:
+    export_hf(run.model(state), args.out, pad_id=run.tokenizer.pad_id, eos_id=run.tokenizer.eos_id)
+    run.tokenizer.save_pretrained(args.out)
+  except ImportError as error:  # the hf extra is missing: a setup to fix, not a crash
+    raise ValueError(
+        f"export needs the hf extra (pip install 'lowrank-jax[hf]'): {error}"
+    ) from None
   print(f"exported step {step} of {args.checkpoint} (weights and tokenizer) to {args.out}")
 
 
@@ -328,8 +346,28 @@ def _benchmark(args) -> None:
   print("wrote " + ", ".join(paths))
 
 
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+  """The command's arguments, its flags and ``key=value`` pairs in any order.
+
+  ``argparse`` mixes optionals and a ``nargs="*"`` positional only in
+  ``parse_intermixed_args``, which a parser with subcommands refuses: the subcommand's own
+  parser parses what follows its name.
+
+  >>> parse_args(["train", "run_dir=g", "--accept-changes", "schedule.total_steps=14"]).overrides
+  ['run_dir=g', 'schedule.total_steps=14']
+  """
+  argv = sys.argv[1:] if argv is None else list(argv)
+  parser = _parser()
+  commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+  if not argv or argv[0] not in commands.choices:
+    return parser.parse_args(argv)  # --help, or the error naming the commands
+  args = commands.choices[argv[0]].parse_intermixed_args(argv[1:])
+  args.command = argv[0]
+  return args
+
+
 def main(argv: list[str] | None = None) -> int:
-  args = _parser().parse_args(argv)
+  args = parse_args(argv)
   try:
     {"train": _train, "eval": _eval, "export": _export, "memory": _memory, "benchmark": _benchmark}[
         args.command

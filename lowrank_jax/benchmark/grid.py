@@ -51,8 +51,7 @@ import dataclasses
 import os
 from collections.abc import Sequence
 
-import yaml
-
+from lowrank_jax.benchmark.grid_file import read_grid_file
 from lowrank_jax.benchmark.sweep import check_rates
 from lowrank_jax.models import PRESETS
 from lowrank_jax.train.config import TrainConfig, load_config
@@ -104,21 +103,6 @@ class Cell:
     """The cell's validated config (raises ``ValueError`` naming a bad value)."""
     args = [arg for arg in self.argv() if arg != "--config"]
     return load_config(args[: len(self.configs)], args[len(self.configs) :] + list(extra_overrides))
-
-
-def _read_grid_file(path: str, extended: tuple[str, ...] = ()) -> dict:
-  """The keys of the grid file ``path``, those of the grid it ``extends`` under them."""
-  if path in extended:
-    raise ValueError(f"grid file {path!r} extends itself through {list(extended)}")
-  try:
-    with open(path) as f:
-      values = yaml.safe_load(f) or {}
-  except FileNotFoundError:
-    raise ValueError(f"grid file {path!r} does not exist") from None
-  base = values.pop("extends", None)
-  if base is None:
-    return values
-  return {**_read_grid_file(base, (*extended, path)), **values}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -193,11 +177,7 @@ class Grid:
     A file with ``extends: <grid file>`` is that grid with the file's keys in place of its
     own (each key replaced whole), so a protocol's variant states only what differs.
     """
-    values = _read_grid_file(path)
-    fields = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(values) - fields)
-    if unknown:
-      raise ValueError(f"unknown grid key {unknown[0]!r} in {path}; allowed: {sorted(fields)}")
+    values = read_grid_file(path, cls)  # YAML, keys and types: one line naming the key
     tuples = {
         key: tuple(values[key])
         for key in ("sizes", "methods", "seeds", "configs", "overrides")

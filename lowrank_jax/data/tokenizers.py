@@ -104,7 +104,14 @@ class SentencePieceTokenizer:
     if not os.path.isfile(path):
       raise ValueError(f"tokenizer={str(path)!r} is not a file.")
     with open(path, "rb") as model:
-      return cls(model.read())
+      proto = model.read()
+    try:
+      return cls(proto)
+    except RuntimeError:  # SentencePiece's parse failure, an INTERNAL status
+      raise ValueError(
+          f"tokenizer={str(path)!r} is not a SentencePiece model (a .model file); data.tokenizer "
+          "takes 'embedded', 't5-base' or the path of one"
+      ) from None
 
   @property
   def vocab_size(self) -> int:

@@ -20,6 +20,7 @@ import typing
 
 import yaml
 
+from lowrank_jax.models import LinearConfig
 from lowrank_jax.train.config import TrainConfig, resolved_dict
 from lowrank_jax.train.methods import get_method
 
@@ -60,7 +61,8 @@ def _own_attribute_docs(cls: type) -> dict[str, str]:
 
 
 def key_meanings(config: TrainConfig) -> dict[str, str]:
-  """``{dotted key: meaning}`` of every key of ``config``, the method's options included."""
+  """``{dotted key: meaning}`` of every key of ``config``, the method's options and the
+  linear's fields included."""
   meanings = {}
 
   def walk(cls: type, prefix: str) -> None:
@@ -79,6 +81,8 @@ def key_meanings(config: TrainConfig) -> dict[str, str]:
   options = get_method(config.optimizer.method).options
   for name, meaning in attribute_docs(options).items():
     meanings[f"optimizer.options.{name}"] = meaning
+  for name, meaning in attribute_docs(LinearConfig).items():
+    meanings[f"model.linear.{name}"] = meaning
   return meanings
 
 

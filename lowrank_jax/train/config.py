@@ -31,11 +31,12 @@ from collections.abc import Sequence
 import yaml
 
 from lowrank_jax.data.config import DataConfig
-from lowrank_jax.models import DtypePolicy, LinearConfig, LlamaConfig
+from lowrank_jax.models import DtypePolicy, LlamaConfig
 from lowrank_jax.models.hf import llama_config_from_hf
 from lowrank_jax.models.hf_checkpoint import read_hf_config
 from lowrank_jax.train.config_sources import merge, parse_override, read_yaml_file
 from lowrank_jax.train.fields import check_fields, coerce, setting
+from lowrank_jax.train.linear_keys import check_linear_keys, method_linear, used_linear_fields
 from lowrank_jax.train.methods import PAPER_RESTART_EVERY, get_method
 
 
@@ -62,7 +63,8 @@ class ModelSection(_Section):
     dtype: dtype policy name: ``fp32``, ``bf16`` (pure bf16, the paper) or ``mixed``.
     scan_layers: stack the blocks and run them with ``lax.scan``.
     remat: rematerialise blocks in the backward pass.
-    linear: the linear parameterization, the fields of :class:`LinearConfig` (e.g. ``rank``).
+    linear: the linear parameterization of a model-side method (low_rank, lora, sltrain,
+      cola, ...), the fields of :class:`LinearConfig` its kind uses (e.g. ``rank``).
     overrides: any other :class:`LlamaConfig` field, e.g. ``{num_layers: 2}``.
     init_from: a local HF LLaMA directory (``config.json`` and safetensors, sharded or not;
       an export of ours is one) whose weights the model starts from at step 0, for any
@@ -83,6 +85,7 @@ class ModelSection(_Section):
 
   def _check_together(self):
     DtypePolicy.named(self.dtype)
+    check_linear_keys(self.linear)
     allowed = {f.name for f in dataclasses.fields(LlamaConfig)} - {
         "dtype",
         "linear",
@@ -96,13 +99,12 @@ class ModelSection(_Section):
     # depend on the method's kind, are checked by TrainConfig.model_config
     self._architecture(dtype=DtypePolicy.named(self.dtype))
 
-  def build(self, kind: str) -> LlamaConfig:
-    """The model, its target linears of ``kind`` (the method's) with ``linear``'s options."""
+  def build(self) -> LlamaConfig:
+    """The model with dense linears: :meth:`TrainConfig.model_config` sets the method's."""
     return self._architecture(
         dtype=DtypePolicy.named(self.dtype),
         scan_layers=self.scan_layers,
         remat=self.remat,
-        linear=LinearConfig(**{**self.linear, "kind": kind}),
     )
 
   def _architecture(self, **ours) -> LlamaConfig:
@@ -145,7 +147,9 @@ class OptimizerSection(_Section):
       decayed; LoRO's exact manifold steps move its factors without it.
     b1: Adam's first-moment decay.
     b2: Adam's second-moment decay.
-    eps: Adam's denominator term.
+    eps: Adam's denominator term (``null``: the method's reference value, its
+      :mod:`lowrank_jax.optim` factory's default: 1e-6 for GaLore, Fira, APOLLO, GoLore, SPAM
+      and LoRO, 1e-8 for the others).
     clip_norm: clip the global gradient norm to this value (``null``: no clipping, the paper).
     options: the method's own options, declared by its options class in
       :mod:`lowrank_jax.train.method_options` (e.g. ``rank``, ``update_proj_gap``, ``scale``).
@@ -165,7 +169,7 @@ class OptimizerSection(_Section):
   weight_decay: float = setting(0.0, at_least=0)
   b1: float = setting(0.9, at_least=0, below=1)
   b2: float = setting(0.999, at_least=0, below=1)
-  eps: float = setting(1e-8, above=0)
+  eps: float | None = setting(None, above=0)
   clip_norm: float | None = setting(None, above=0)
   options: dict = setting({})
   refactorize_every: int | None = setting(None, at_least=0)
@@ -225,7 +229,10 @@ class ScheduleSection(_Section):
 
   Attributes:
     total_steps: optimizer steps of the run.
-    warmup_ratio: fraction of ``total_steps`` spent warming up linearly from 0.
+    decay_steps: the steps the warmup and the cosine span (``null``: ``total_steps``); past
+      them the rate stays at its final value. A run extended with ``--accept-changes`` keeps
+      the horizon it had here, so that its rate goes on from where it was.
+    warmup_ratio: fraction of the horizon spent warming up linearly from 0.
     min_lr_ratio: final learning rate as a fraction of the peak.
     kind: ``cosine`` (the paper) or ``constant``.
     cycle_steps: ``cosine`` only: repeat the warmup and cosine every this many steps, its
@@ -239,6 +246,7 @@ class ScheduleSection(_Section):
 
   key: ClassVar[str] = "schedule"
   total_steps: int = setting(1000, at_least=1)
+  decay_steps: int | None = setting(None, at_least=1)
   warmup_ratio: float = setting(0.1, at_least=0, below=1)
   min_lr_ratio: float = setting(0.1, at_least=0, at_most=1)
   kind: str = setting("cosine", choices=("cosine", "constant"))
@@ -247,8 +255,9 @@ class ScheduleSection(_Section):
 
   @property
   def cycle_length(self) -> int:
-    """The steps of one warmup and cosine: ``cycle_steps``, else ``total_steps``."""
-    return self.cycle_steps or self.total_steps
+    """The steps of one warmup and cosine: ``cycle_steps``, else the horizon
+    ``decay_steps``, else ``total_steps``."""
+    return self.cycle_steps or self.decay_steps or self.total_steps
 
   @property
   def warmup_steps(self) -> int:
@@ -478,20 +487,17 @@ class TrainConfig(_Section):
 
   def model_config(self) -> LlamaConfig:
     """The model, its target linears parameterized as the method needs (e.g. low-rank)."""
-    kind = get_method(self.optimizer.method).linear_kind
-    chosen = self.model.linear.get("kind", kind)
-    if chosen != kind:
-      raise ValueError(
-          f"model.linear.kind={chosen!r} does not fit optimizer.method="
-          f"{self.optimizer.method!r}, which trains {kind!r} linears"
-      )
-    return self.model.build(kind)
+    method = self.optimizer.method
+    linear = method_linear(get_method(method), method, self.model.linear)
+    return dataclasses.replace(self.model.build(), linear=linear)
 
   def optimizer_section(self) -> OptimizerSection:
-    """The optimizer section with the method's defaults that depend on the run filled in:
-    the restart periods, and the options' (e.g. GoLore's length of training)."""
+    """The optimizer section with the method's defaults filled in: Adam's ``eps``, the
+    restart periods, and the options' that depend on the run (e.g. GoLore's length of
+    training)."""
     method = get_method(self.optimizer.method)
     defaults = {
+        "eps": method.default_eps,
         "refactorize_every": PAPER_RESTART_EVERY if method.restarts else 0,
         "reset_every": PAPER_RESTART_EVERY if method.restarts or method.merge_lora else 0,
     }
@@ -548,12 +554,19 @@ def load_config(
   Values start from ``base`` (default: the defaults of :class:`TrainConfig`, the embedded
   nano run), so a file or override changes only the keys it names.
   """
+  return _build(TrainConfig, merged_values(paths, overrides, base))
+
+
+def merged_values(
+    paths: Sequence[str] = (), overrides: Sequence[str] = (), base: dict | None = None
+) -> dict:
+  """The nested values :func:`load_config` builds its config from, unchecked."""
   values = to_dict(TrainConfig()) if base is None else base
   for path in paths:
     values = merge(values, read_yaml_file(path))
   for override in overrides:
     values = merge(values, parse_override(override))
-  return _build(TrainConfig, values)
+  return values
 
 
 def to_dict(config: TrainConfig) -> dict:
@@ -562,9 +575,13 @@ def to_dict(config: TrainConfig) -> dict:
 
 
 def resolved_dict(config: TrainConfig) -> dict:
-  """:func:`to_dict` with every option of the method, its defaults included: an option left
-  unset and one set to its default describe the same run."""
+  """:func:`to_dict` with every option of the method and every ``model.linear`` field its
+  kind uses, defaults included, and the method's ``eps`` when unset: a value left unset and
+  one set to its default describe the same run."""
   values = to_dict(config)
-  options = get_method(config.optimizer.method).parse_options(config.optimizer.options)
+  method = get_method(config.optimizer.method)
+  options = method.parse_options(config.optimizer.options)
   values["optimizer"]["options"] = dataclasses.asdict(options)
+  values["optimizer"]["eps"] = config.optimizer_section().eps
+  values["model"]["linear"] = used_linear_fields(config.model_config().linear)
   return values

@@ -39,8 +39,8 @@ def _yaml_problem(error: yaml.YAMLError) -> str:
   return where + problem
 
 
-def read_yaml_file(path: str) -> dict:
-  """The mapping of config keys in the YAML file ``path``.
+def read_yaml_file(path: str, what: str = "config file") -> dict:
+  """The mapping of config keys in the YAML file ``path`` (a ``what``, in the errors).
 
   Raises:
     ValueError: one line naming the file (and the line) when it is missing, unreadable,
@@ -50,29 +50,29 @@ def read_yaml_file(path: str) -> dict:
     with open(path, "rb") as f:
       raw = f.read()
   except FileNotFoundError:
-    raise ValueError(f"config file {path!r} does not exist") from None
+    raise ValueError(f"{what} {path!r} does not exist") from None
   except OSError as error:
-    raise ValueError(f"config file {path!r} cannot be read: {error.strerror}") from None
+    raise ValueError(f"{what} {path!r} cannot be read: {error.strerror}") from None
   if b"\0" in raw:
     line = raw[: raw.index(b"\0")].count(b"\n") + 1
-    raise ValueError(f"config file {path!r} is binary, not YAML text (a NUL byte on line {line})")
+    raise ValueError(f"{what} {path!r} is binary, not YAML text (a NUL byte on line {line})")
   try:
     text = raw.decode("utf-8")
   except UnicodeDecodeError as error:
     line = raw[: error.start].count(b"\n") + 1
     raise ValueError(
-        f"config file {path!r}, line {line}: byte 0x{raw[error.start]:02x} is not UTF-8; "
+        f"{what} {path!r}, line {line}: byte 0x{raw[error.start]:02x} is not UTF-8; "
         "save the file as UTF-8 text"
     ) from None
   try:
     values = yaml.safe_load(text)
   except yaml.YAMLError as error:
-    raise ValueError(f"config file {path!r}, {_yaml_problem(error)}") from None
+    raise ValueError(f"{what} {path!r}, {_yaml_problem(error)}") from None
   if values is None:
     return {}
   if not isinstance(values, dict):
     raise ValueError(
-        f"config file {path!r} must hold a mapping of config keys (e.g. 'optimizer: ...'), "
+        f"{what} {path!r} must hold a mapping of keys (e.g. 'optimizer: ...'), "
         f"not a {type(values).__name__}"
     )
   return values

@@ -48,9 +48,16 @@ from lowrank_jax.train import nonfinite, provenance, sweep
 from lowrank_jax.train.checkpoint import Checkpointer
 from lowrank_jax.train.config import TrainConfig
 from lowrank_jax.train.evaluation import unigram_perplexity
-from lowrank_jax.train.metrics import MetricsLogger, Progress, plot_loss_curve, read_metrics
+from lowrank_jax.train.periods import periods_past_the_run
+from lowrank_jax.train.metrics import (
+    MetricsLogger,
+    Progress,
+    plot_loss_curve,
+    plot_loss_curves,
+    read_metrics,
+)
 from lowrank_jax.train.run import Run
-from lowrank_jax.train.run_dir import RunDir
+from lowrank_jax.train.run_dir import RunDir, SweepCopy
 from lowrank_jax.train.state import TrainState, tree_bytes
 
 
@@ -200,7 +207,11 @@ def train(config: TrainConfig, accept_changes: bool = False) -> dict:
 
 def _train(config: TrainConfig, accept_changes: bool, stop_request: StopRequest) -> dict:
   started = time.perf_counter()
+  copy = SweepCopy.at(config.run_dir)
+  if copy is not None:
+    _make_a_run_of(copy, config.run_dir)
   run_dir = RunDir(config.run_dir)
+  config = run_dir.keeping_horizon(config)
   changes = run_dir.changes(config, accept_changes)  # reads only
   is_main = jax.process_index() == 0
   finished = run_dir.finished_summary(config.schedule.total_steps)
@@ -232,7 +243,12 @@ def _train(config: TrainConfig, accept_changes: bool, stop_request: StopRequest)
     note(f"resuming {config.run_dir} at step {first}{changed}")
     if config.model.init_from and first:
       note(f"model.init_from={config.model.init_from!r} is not read: the checkpoint wins")
+    schedule = run_dir.schedule_note(config, first)
+    if schedule and changes:
+      note(schedule)
   if first < total:
+    for warning in periods_past_the_run(config):
+      note(f"warning: {warning}")
     note("compiling the train step (the first step waits for it)")
   window, stop, step = _Window(), None, first
   unchecked = None  # (step, finite flags) of the previous step
@@ -341,6 +357,11 @@ def _train(config: TrainConfig, accept_changes: bool, stop_request: StopRequest)
     if is_main:
       with open(run_dir.summary, "w") as f:
         json.dump(summary, f, indent=2)
+      plot_loss_curves(
+          {os.path.basename(copy.dir.path): read_metrics(copy.dir.metrics) for copy in copies},
+          run_dir.loss_curve,
+          title=f"{config.optimizer.method} on {config.model.preset}: learning-rate sweep",
+      )
   if stop == "non-finite":
     streaks = "; ".join(f"{copy.streak.message()}{copy.label()}" for copy in copies)
     raise FloatingPointError(f"{streaks}: checkpoint step {step} in {checkpointer.directory}")
@@ -355,6 +376,34 @@ def _write_summary(run_dir: RunDir, summary: dict, title: str) -> None:
   with open(run_dir.summary, "w") as f:
     json.dump(summary, f, indent=2)
   plot_loss_curve(read_metrics(run_dir.metrics), run_dir.loss_curve, title=title)
+
+
+def _make_a_run_of(copy: SweepCopy, path: str) -> None:
+  """Makes the directory ``path`` of a sweep's ``copy`` a run of its own, which continues as
+  the run at its rate would: its config and a checkpoint of its state (the data position,
+  tokens and wall time the sweep's) at the sweep's newest step; its records are kept."""
+  if jax.process_count() > 1:
+    raise ValueError(f"run_dir {path!r} is a copy of a sweep: continue it in one process")
+  sweep_config = RunDir(copy.sweep_dir).saved_config()
+  sweep_run = Run.build(sweep_config)
+  batches = make_train_iterator(
+      sweep_config.data, sweep_run.tokenizer, sharding=sweep_run.data_sharding
+  )
+  sweep_dir = RunDir(copy.sweep_dir)
+  stored = Checkpointer(sweep_dir.checkpoints, sweep_config.checkpoint, read_only=True)
+  restored = stored.restore_newest(
+      sweep_run.abstract_state(), batches, sweep_dir.unreadable_checkpoints
+  )
+  stored.close()
+  if restored is None:
+    raise ValueError(f"the sweep in {copy.sweep_dir!r} has no checkpoint to continue {path!r}")
+  step, state, meta = restored
+  own = RunDir(path)
+  saver = Checkpointer(own.checkpoints, sweep_config.checkpoint)
+  saver.save(step, sweep.copy_of(state, copy.position), batches, meta)
+  saver.wait()
+  saver.close()
+  own.start(copy.config(sweep_config), [], step)  # last: config.yaml makes it a run
 
 
 def _restore_or_init(

@@ -14,6 +14,7 @@ lm_head and norms get plain Adam, as in the paper (arXiv 2505.22922, experimenta
 from __future__ import annotations
 
 import dataclasses
+import inspect
 from typing import Any
 from collections.abc import Callable
 
@@ -84,6 +85,15 @@ class Method:
   def takes_reset_every(self) -> bool:
     """``optimizer.reset_every`` applies: the Adam family's resets, ReLoRA's merges."""
     return self.build in (_adam_family, _relora)
+
+  @property
+  def default_eps(self) -> float:
+    """Adam's ``eps`` where ``optimizer.eps`` is unset: its factory's default (the
+    reference code's: galore-torch's, Fira's, APOLLO's and SPAM's AdamW take 1e-6), else
+    PyTorch's and optax's AdamW's 1e-8."""
+    if self.factory is None:
+      return 1e-8
+    return inspect.signature(self.factory).parameters["eps"].default
 
   @property
   def option_names(self) -> tuple[str, ...]:

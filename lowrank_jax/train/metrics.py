@@ -137,19 +137,34 @@ def sparse_curve_markers(points: int) -> dict:
 
 def plot_loss_curve(records: Iterable[dict], out_png: str, title: str = "") -> None:
   """Training loss (and validation loss where present) against step, saved as a PNG."""
+  plot_loss_curves({"": records}, out_png, title)
+
+
+def plot_loss_curves(curves: dict[str, Iterable[dict]], out_png: str, title: str = "") -> None:
+  """The training (and validation) loss of every named record list, one figure: a
+  learning-rate sweep's copies side by side."""
   import matplotlib
 
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
 
-  records = list(records)
-  train = [(r["step"], r["loss"]) for r in records if "loss" in r]
-  val = [(r["step"], r["val_loss"]) for r in records if "val_loss" in r]
   fig, ax = plt.subplots(figsize=(7, 4.5))
-  if train:
-    ax.plot(*zip(*train), label="train loss", linewidth=1, **sparse_curve_markers(len(train)))
-  if val:
-    ax.plot(*zip(*val), "o-", label="validation loss")
+  for name, records in curves.items():
+    records = list(records)
+    train = [(r["step"], r["loss"]) for r in records if "loss" in r]
+    val = [(r["step"], r["val_loss"]) for r in records if "val_loss" in r]
+    prefix, color = (f"{name} " if name else ""), {}
+    if train:
+      line, *_ = ax.plot(
+          *zip(*train),
+          label=f"{prefix}train loss",
+          linewidth=1,
+          **sparse_curve_markers(len(train)),
+      )
+      if name:  # a copy's validation points take its training curve's colour
+        color = {"color": line.get_color()}
+    if val:
+      ax.plot(*zip(*val), "o-", label=f"{prefix}validation loss", **color)
   ax.set_xlabel("step")
   ax.set_ylabel("cross-entropy (nats)")
   ax.set_title(title)

@@ -14,6 +14,8 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
+import os
+from collections.abc import Sequence
 
 import jax
 import optax
@@ -26,10 +28,10 @@ from lowrank_jax.models.hf_checkpoint import read_hf_tensors
 from lowrank_jax.train import mesh as mesh_lib
 from lowrank_jax.train import dense_rate, nonfinite, sweep
 from lowrank_jax.train.checkpoint import Checkpointer, UnreadableCheckpoint
-from lowrank_jax.train.config import TrainConfig
+from lowrank_jax.train.config import TrainConfig, load_config, to_dict
 from lowrank_jax.train.evaluation import evaluate
 from lowrank_jax.train.methods import build_optimizer, get_method, make_schedule
-from lowrank_jax.train.run_dir import RunDir
+from lowrank_jax.train.run_dir import RunDir, SweepCopy
 from lowrank_jax.train.state import (
     TrainState,
     abstract_train_state,
@@ -249,20 +251,49 @@ def _optimizer(
   return dense_rate.scale_dense_updates(tx, scale)
 
 
-def load_checkpoint(run_dir: str, step: int | None = None) -> tuple[Run, TrainState, int]:
-  """``(run, state, step)`` of the newest (or the given) checkpoint of ``run_dir``.
+# The keys ``lowrank-jax eval`` may change: which data it scores and how it batches them.
+EVAL_OVERRIDES = ("data.", "eval.")
+
+
+def load_checkpoint(
+    run_dir: str, step: int | None = None, overrides: Sequence[str] = ()
+) -> tuple[Run, TrainState, int]:
+  """``(run, state, step)`` of the newest (or the given) checkpoint of ``run_dir``: a run
+  directory, or a copy of a learning-rate sweep (``SWEEP_DIR/lr<rate>``, its state taken from
+  the sweep's checkpoint). ``overrides`` (``data.*`` and ``eval.*`` keys) change the data the
+  run evaluates, e.g. another split or files.
 
   Reads only. An unreadable checkpoint raises
   :class:`~lowrank_jax.train.checkpoint.UnreadableCheckpoint` naming it and the newest
   readable older step.
   """
-  run = Run.build(RunDir(run_dir).saved_config())
-  if run.peaks:
+  for override in overrides:
+    if not override.startswith(EVAL_OVERRIDES):
+      raise ValueError(
+          f"{override!r} would change the checkpoint's run; eval takes only data.* and eval.* "
+          "keys (another split, files or shards, another batch size)"
+      )
+  copy = SweepCopy.at(run_dir)
+  holder = copy.sweep_dir if copy else run_dir  # a sweep's checkpoint holds its copies
+  saved = RunDir(holder).saved_config()
+  if saved.optimizer.learning_rates and not copy:
+    rates = saved.optimizer.learning_rates
     raise ValueError(
-        f"{run_dir!r} holds a learning-rate sweep of {len(run.peaks)} copies "
-        f"(optimizer.learning_rates={list(run.peaks)}); each copy's validation results are in "
-        "its own summary.json there"
+        f"{run_dir!r} holds a learning-rate sweep of {len(rates)} copies "
+        f"(optimizer.learning_rates={list(rates)}); name one copy's directory, e.g. "
+        f"{os.path.join(run_dir, sweep.copy_dir_name(rates[0], *saved.optimizer.dense_learning_rates[:1]))}"
     )
+  config = load_config(overrides=overrides, base=to_dict(copy.config(saved) if copy else saved))
+  run = Run.build(config)
+  stored = Run.without_data(saved) if copy else run
+  state, step = _restore(stored, holder, step)
+  if copy:
+    state = sweep.copy_of(state, copy.position)
+  return run, state, step
+
+
+def _restore(run: Run, run_dir: str, step: int | None) -> tuple[TrainState, int]:
+  """The state of ``run`` at checkpoint ``step`` (default: the newest) of ``run_dir``."""
   checkpointer = Checkpointer(RunDir(run_dir).checkpoints, run.config.checkpoint, read_only=True)
   steps = checkpointer.steps()
   if not steps:
@@ -281,4 +312,4 @@ def load_checkpoint(run_dir: str, step: int | None = None) -> tuple[Run, TrainSt
     )
     raise UnreadableCheckpoint(step, error.path, f"{error.reason}; {offer}") from None
   checkpointer.close()
-  return run, state, step
+  return state, step

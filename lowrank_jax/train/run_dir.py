@@ -8,6 +8,7 @@ names its files through :class:`RunDir`::
       config_history.jsonl    each accepted change on resume: step, key, old and new value
       checkpoints/STEP/       orbax checkpoints: train state, data position, tokens, wall time
       unreadable_checkpoints/STEP/   checkpoints that failed their integrity check (kept)
+      lr<rate>/               a learning-rate sweep's copy: its records (:class:`SweepCopy`)
       metrics.jsonl           one line per logged step and per validation
       summary.json            the run so far: wall time and tokens summed over its sessions
       loss_curve.png, tensorboard/
@@ -37,16 +38,26 @@ import dataclasses
 import json
 import os
 import time
+from collections.abc import Sequence
 from typing import Any
 
 import yaml
 
-from lowrank_jax.train.config import TrainConfig, load_config, resolved_dict, to_dict
+from lowrank_jax.train.config import (
+    TrainConfig,
+    load_config,
+    merged_values,
+    resolved_dict,
+    to_dict,
+)
+from lowrank_jax.train.methods import make_schedule
+from lowrank_jax.train.sweep import copy_dir_name
 
 # Keys (or sections, ending in ".") a continued run may take new values of when asked to:
 # they change how long the run goes and what it records, not what a step computes.
 AMENDABLE = (
     "schedule.total_steps",
+    "schedule.decay_steps",
     "eval.",
     "logging.",
     "checkpoint.",
@@ -60,6 +71,31 @@ AMENDABLE = (
 # bar, and the processes (a coordinator's address differs at every launch).
 SESSION_KEYS = ("run_dir", "logging.progress", "distributed.")
 MISSING = "unset"
+
+
+def requested_config(paths: Sequence[str] = (), overrides: Sequence[str] = ()) -> TrainConfig:
+  """The config ``lowrank-jax train`` asks for: the YAML ``paths`` and ``key=value``
+  ``overrides`` laid over the config of the run their ``run_dir`` holds (its session keys
+  back at their defaults; a sweep's copy: the run at its rate), or over the defaults when it
+  holds none. So ``train run_dir=X``
+  continues X as it was, and each key given is a change to it, checked by
+  :meth:`RunDir.changes`."""
+  path = str(merged_values(paths, overrides).get("run_dir"))
+  copy = SweepCopy.at(path)
+  if copy is not None:
+    saved = copy.config(RunDir(copy.sweep_dir).saved_config())
+  elif RunDir(path).holds_run():
+    saved = RunDir(path).saved_config()
+  else:
+    return load_config(paths, overrides)
+  values, defaults = to_dict(saved), to_dict(TrainConfig())
+  for key in SESSION_KEYS:
+    *sections, name = key.rstrip(".").split(".")
+    inner, default = values, defaults
+    for section in sections:
+      inner, default = inner[section], default[section]
+    inner[name] = default[name]
+  return load_config(paths, overrides, base=values)
 
 
 def _matches(key: str, patterns: tuple[str, ...]) -> bool:
@@ -163,7 +199,10 @@ class RunDir:
       ValueError: the directory holds no run.
     """
     if not self.holds_run():
-      raise ValueError(f"{self.path!r} is not a run directory: it has no config.yaml")
+      raise ValueError(
+          f"{self.path!r} is not a run directory: it has no config.yaml (a copy of a "
+          "learning-rate sweep is named RUN_DIR/lr<rate>)"
+      )
     with open(self.config) as f:
       saved = yaml.safe_load(f)
     try:
@@ -195,6 +234,26 @@ class RunDir:
       return None
     steps = [int(name) for name in os.listdir(self.checkpoints) if name.isdigit()]
     return max(steps, default=None)
+
+  def keeping_horizon(self, config: TrainConfig) -> TrainConfig:
+    """``config`` with the horizon of the schedule of the run held here, when ``config``
+    names none (``schedule.decay_steps`` unset) and would move it by changing
+    ``schedule.total_steps``.
+
+    The cosine then ends where it did, and steps past it run at the final rate: an extended
+    run's rate goes on continuously instead of jumping to a re-stretched cosine's.
+    """
+    if config.schedule.decay_steps is not None or not self.holds_run():
+      return config
+    saved = self.saved_config().schedule
+    horizon = saved.decay_steps
+    if horizon is None and saved.total_steps != config.schedule.total_steps:
+      horizon = saved.total_steps
+    if horizon is None:
+      return config
+    return dataclasses.replace(
+        config, schedule=dataclasses.replace(config.schedule, decay_steps=horizon)
+    )
 
   def changes(self, config: TrainConfig, accept_changes: bool = False) -> list[Change]:
     """What ``config`` changes of the run held here (``[]`` for a new run); reads only.
@@ -233,6 +292,23 @@ class RunDir:
       )
     return changes
 
+  def schedule_note(self, config: TrainConfig, step: int) -> str | None:
+    """What the schedule does past ``step`` when the run held here takes more steps than it
+    had horizon (``None`` otherwise): the note printed on resuming."""
+    section = config.schedule
+    horizon = section.decay_steps or section.total_steps
+    if section.kind == "constant" or horizon >= section.total_steps:
+      return None
+    rate = make_schedule(1.0, section)
+    stretched = make_schedule(1.0, dataclasses.replace(section, decay_steps=None))
+    return (
+        f"the schedule keeps its horizon of {horizon} steps (schedule.decay_steps): the rate "
+        f"goes on from {rate(step):.3g} x peak at step {step}, and steps "
+        f"{max(horizon, step) + 1} to {section.total_steps} run at its final rate, "
+        f"{rate(horizon):.3g} x peak; schedule.decay_steps={section.total_steps} would stretch "
+        f"the cosine instead, the rate jumping to {stretched(step):.3g} x peak"
+    )
+
   def start(self, config: TrainConfig, changes: list[Change], step: int) -> None:
     """Writes ``config.yaml`` of a new run, or records the accepted ``changes`` of a
     continued one (restored at ``step``) and makes ``config.yaml`` the new config."""
@@ -265,3 +341,47 @@ class RunDir:
     with open(partial, "w") as f:
       f.writelines(kept)
     os.replace(partial, self.metrics)
+
+
+@dataclasses.dataclass(frozen=True)
+class SweepCopy:
+  """A copy of a learning-rate sweep, ``SWEEP_DIR/lr<rate>`` (``lr<rate>_dense<rate>`` where
+  the sweep pairs each rate with a dense leaves' rate), read as the run at its rates.
+
+  A sweep (:mod:`lowrank_jax.train.sweep`) keeps one checkpoint of all its copies in its own
+  run directory and each copy's records in ``lr<rate>/``. ``train``, ``eval`` and ``export``
+  name a copy by that directory: its config is the sweep's with ``optimizer.learning_rate`` the
+  copy's (and no ``learning_rates``), its state its part of the sweep's checkpoint.
+  """
+
+  sweep_dir: str
+  position: int  # the copy's place on the sweep's axis of copies
+  learning_rate: float
+  dense_learning_rate: float | None = None  # its own, where the sweep pairs the two rates
+
+  @classmethod
+  def at(cls, path: str) -> SweepCopy | None:
+    """The copy whose directory ``path`` is (its parent holds a sweep with a copy of that
+    name), else ``None``."""
+    parent = RunDir(os.path.dirname(os.path.normpath(path)))
+    if os.path.exists(RunDir(path).config) or not parent.holds_run():
+      return None
+    optimizer = parent.saved_config().optimizer
+    dense = optimizer.dense_learning_rates or (None,) * len(optimizer.learning_rates)
+    name = os.path.basename(path.rstrip("/"))
+    for position, rates in enumerate(zip(optimizer.learning_rates, dense)):
+      if copy_dir_name(*rates) == name:
+        return cls(parent.path, position, *rates)
+    return None
+
+  def config(self, sweep_config: TrainConfig) -> TrainConfig:
+    """The sweep's config as the run of this copy alone."""
+    optimizer = sweep_config.optimizer
+    optimizer = dataclasses.replace(
+        optimizer,
+        learning_rate=self.learning_rate,
+        learning_rates=(),
+        dense_learning_rate=self.dense_learning_rate or optimizer.dense_learning_rate,
+        dense_learning_rates=(),
+    )
+    return dataclasses.replace(sweep_config, optimizer=optimizer)

@@ -1,6 +1,9 @@
 """Bad inputs across the CLI: each a one-line ``lowrank-jax: error:`` naming the value, exit
 status 2, no traceback, and nothing written (no new run directory, an old one unchanged)."""
 
+import os
+import sys
+
 import pytest
 
 from lowrank_jax.cli import main
@@ -58,6 +61,25 @@ BAD_TRAIN_INPUTS = [
         "tokenizer vocab_size=384 does not fit the model's " "vocab_size=256",
     ),
     (["data.tokenizer=/nonexistent/spm.model"], "tokenizer='/nonexistent/spm.model'"),
+    (["data.tokenizer={not_spm}"], "is not a SentencePiece model (a .model file)"),
+    (
+        ["model.linear.alhpa=3"],
+        "unknown config key 'model.linear.alhpa'; allowed: model.linear.alpha",
+    ),
+    (
+        ["optimizer.method=galore", "model.linear.rank=32"],
+        "model.linear.rank=32 means nothing to optimizer.method='galore', which trains dense "
+        "linears (they take no model.linear key); did you mean optimizer.options.rank=32?",
+    ),
+    (
+        ["optimizer.method=low_rank", "model.linear.rank=8", "model.linear.sparsity=0.1"],
+        "model.linear.sparsity=0.1 means nothing to optimizer.method='low_rank'",
+    ),
+    (["optimizer.method=low_rank"], "'lowrank' linears, which need model.linear.rank"),
+    (
+        ["optimizer.method=low_rank", "model.linear.rank=8", "model.linear.alpha=-1"],
+        "model.linear.alpha=-1 must be positive",
+    ),
     (["model.preset=3b"], "model preset '3b' is unknown"),
     (["model.dtype=fp8"], "dtype policy 'fp8' is unknown"),
     (["schedule.total_steps=0"], "schedule.total_steps=0"),
@@ -77,8 +99,8 @@ BAD_CONFIG_FILES = [
     (b"optimizer:\n\tmethod: galore\n", "line 2, column 1: a tab, where YAML allows only spaces"),
     (b"optimizer:\n  method: [galore\n", "line 3, column 1: "),
     (b"optimizer: {method: galore\nschedule: 1\n", "line 2"),
-    (b"- optimizer.method=galore\n", "must hold a mapping of config keys"),
-    (b"3\n", "must hold a mapping of config keys (e.g. 'optimizer: ...'), not a int"),
+    (b"- optimizer.method=galore\n", "must hold a mapping of keys"),
+    (b"3\n", "must hold a mapping of keys (e.g. 'optimizer: ...'), not a int"),
     (b"optimizer:\n  method: gal\xe9re\n", "line 2: byte 0xe9 is not UTF-8"),
     (b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR", "is binary, not YAML text (a NUL byte on line 3)"),
     (b"optimizer:\n  learning_rate: .inf\n", "optimizer.learning_rate=inf must be a finite number"),
@@ -99,8 +121,10 @@ def error_line(capsys) -> str:
 def test_bad_train_input(extra, expected, tmp_path, capsys):
   empty = tmp_path / "empty.txt"
   empty.touch()
+  not_spm = tmp_path / "tokenizer.model"
+  not_spm.write_text("a text file, not a serialized SentencePiece model")
   run_dir = tmp_path / "run"
-  extra = [e.format(empty=empty) for e in extra]
+  extra = [e.format(empty=empty, not_spm=not_spm) for e in extra]
   assert main(["train", *overrides(run_dir, *extra)]) == 2
   assert expected in error_line(capsys)
   assert not run_dir.exists()
@@ -169,3 +193,46 @@ def test_a_run_dir_that_is_a_file_is_refused_and_kept(tmp_path, capsys):
 def test_eval_of_a_directory_that_is_not_a_run(tmp_path, capsys):
   assert main(["eval", "--checkpoint", str(tmp_path / "nowhere")]) == 2
   assert "nowhere" in error_line(capsys)
+
+
+def test_export_without_the_hf_extra_is_one_line(finished, tmp_path, monkeypatch, capsys):
+  """safetensors (the hf extra) cannot be imported: a setup to fix, exit 2, nothing written."""
+  monkeypatch.setitem(sys.modules, "safetensors.numpy", None)  # import raises ImportError
+  assert main(["export", "--checkpoint", str(finished / "run"), "--out", str(tmp_path / "hf")]) == 2
+  assert "export needs the hf extra (pip install 'lowrank-jax[hf]')" in error_line(capsys)
+  assert not (tmp_path / "hf").exists()
+
+
+def test_eval_refuses_a_key_that_would_change_the_run(finished, capsys):
+  argv = ["eval", "--checkpoint", str(finished / "run"), "optimizer.learning_rate=0.1"]
+  assert main(argv) == 2
+  assert "eval takes only data.* and eval.* keys" in error_line(capsys)
+
+
+# (a grid file's text, what the error says besides the file's name)
+BAD_GRID_FILES = [
+    ("out_dir: [x\n", "line 2, column 1: expected ',' or ']'"),
+    ("sizes: [nano]\nmethods: [full_rank]\n", "misses the required key 'out_dir'"),
+    ("out_dir: x\nsizes: nano\nmethods: [full_rank]\n", "sizes='nano' must be a list of strings"),
+    (
+        "out_dir: x\nsizes: [nano]\nmethods: [full_rank]\nseeds: [0.5]\n",
+        "must be a list of integers",
+    ),
+    ("out_dir: x\nsizes: [nano]\nmethods: [full_rank]\nmax_extensions: two\n", "an integer"),
+    (
+        "out_dir: x\nsizes: [nano]\nmethods: [full_rank]\nmethod_overrides: {full_rank: a=1}\n",
+        "method_overrides['full_rank']='a=1' must be a list of strings",
+    ),
+    ("out_dir: x\nsizes: [nano]\nmethods: [full_rank]\nseed: [0]\n", "unknown grid key 'seed'"),
+    ("- out_dir\n", "must hold a mapping of keys"),
+]
+
+
+@pytest.mark.parametrize("text,expected", BAD_GRID_FILES, ids=[e for _, e in BAD_GRID_FILES])
+def test_a_bad_grid_file_is_one_line_before_anything_runs(text, expected, tmp_path, capsys):
+  path = tmp_path / "grid.yaml"
+  path.write_text(text)
+  assert main(["benchmark", str(path)]) == 2
+  line = error_line(capsys)
+  assert expected in line and str(path) in line
+  assert os.listdir(tmp_path) == ["grid.yaml"]

@@ -130,7 +130,8 @@ def test_more_steps_continue_the_records_exactly_and_are_recorded(run_dir):
   assert 0.5 * first["wall_time_s"] < earlier <= first["wall_time_s"]  # up to the final eval
   assert yaml.safe_load((run_dir / "config.yaml").read_text())["schedule"]["total_steps"] == 6
   (record,) = map(json.loads, (run_dir / "config_history.jsonl").read_text().splitlines())
-  assert record["step"] == 3 and record["changes"] == {"schedule.total_steps": [3, 6]}
+  assert record["step"] == 3  # the cosine keeps its horizon: the rate goes on continuously
+  assert record["changes"] == {"schedule.decay_steps": [None, 3], "schedule.total_steps": [3, 6]}
 
 
 def test_an_option_set_to_its_default_is_no_change(tmp_path):
