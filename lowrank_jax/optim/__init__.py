@@ -10,19 +10,19 @@ from lowrank_jax.optim.stable_spam import ScaleByStableSpamState, scale_by_stabl
 
 # GaLore family (projection core, routing, state sharding).
 from lowrank_jax.optim.adam import FoldedAdamState, scale_by_folded_adam
-from lowrank_jax.optim.distributed_refresh import spread_over_devices
+from lowrank_jax.optim._projection.distributed_refresh import spread_over_devices
 from lowrank_jax.optim.apollo import apollo, apollo_mini, scale_by_apollo, scale_by_apollo_mini
 from lowrank_jax.optim.fira import fira, scale_by_fira
 from lowrank_jax.optim.galore import galore, scale_by_galore
 from lowrank_jax.optim.golore import golore, scale_by_golore
-from lowrank_jax.optim.lowrank_adam import (
+from lowrank_jax.optim._projection.lowrank_adam import (
     LowRankAdamState,
     find_lowrank_states,
     scale_by_lowrank_adam,
 )
-from lowrank_jax.optim.masking import resolve_mask, route
+from lowrank_jax.optim._projection.masking import resolve_mask, route
 from lowrank_jax.optim.param_groups import param_groups
-from lowrank_jax.optim.projection import MatrixDimensionNumbers
+from lowrank_jax.optim._projection.projection import MatrixDimensionNumbers
 from lowrank_jax.optim.projection_options import ProjectionOptions
 from lowrank_jax.optim.sharding import state_partition_specs, state_shardings
 

@@ -29,7 +29,7 @@ import jax.numpy as jnp
 import optax
 
 from lowrank_jax.optim.tree_utils import map_unzip
-from lowrank_jax.optim.validation import check_range
+from lowrank_jax.optim._checks import check_range
 
 
 class FoldedAdamState(NamedTuple):
@@ -114,3 +114,20 @@ def scale_by_folded_adam(
     return new_updates, FoldedAdamState(optax.safe_increment(state.count), mu, nu)
 
   return optax.GradientTransformation(init_fn, update_fn)
+
+
+def with_decoupled_weight_decay(
+    scale_by: optax.GradientTransformation, learning_rate, weight_decay, mask
+) -> optax.GradientTransformation:
+  """``chain(scale_by, add_decayed_weights(weight_decay, mask), scale_by_learning_rate(lr))``.
+
+  The update is ``-lr * (u + weight_decay * p)``: AdamW's decoupled decay
+  ``p -= lr * wd * p`` as in the references (which decay the already-updated
+  parameter, a difference of order ``lr^2 * wd``).
+  """
+  check_range("weight_decay", weight_decay, 0.0)
+  return optax.chain(
+      scale_by,
+      optax.add_decayed_weights(weight_decay, mask),
+      optax.scale_by_learning_rate(learning_rate),
+  )

@@ -50,15 +50,15 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from lowrank_jax.optim import projection
+from lowrank_jax.optim._projection import projection
 from lowrank_jax.optim.docstrings import shared_args
-from lowrank_jax.optim.lowrank_adam import (
+from lowrank_jax.optim._projection.lowrank_adam import (
     LowRankStep,
     norm_growth_factor,
     scale_by_projected_method,
-    with_decoupled_weight_decay,
 )
-from lowrank_jax.optim.validation import check_choice, check_range
+from lowrank_jax.optim.adam import with_decoupled_weight_decay
+from lowrank_jax.optim._checks import check_choice, check_range
 
 PROJECTIONS = {"random": "gaussian", "svd": "svd"}
 APOLLO_ARGS = """\

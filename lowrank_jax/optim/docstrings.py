@@ -30,7 +30,7 @@ eps: added to ``sqrt(nu)`` (the references' placement), 1e-6 in the GaLore famil
 projection_mask: which leaves are projected: None (every leaf with ndim >= 2),
   a pytree of bools, or a callable on the params; the other leaves get the
   references' Adam with the same hyperparameters (see
-  :mod:`lowrank_jax.optim.masking`).
+  :mod:`lowrank_jax.optim._projection.masking`).
 moment_dtype: storage dtype of all Adam moments (e.g. ``jnp.bfloat16``);
   None keeps each parameter's dtype. Arithmetic and SVDs are float32.
 options: :class:`~lowrank_jax.optim.projection_options.ProjectionOptions`: side

@@ -11,7 +11,7 @@ With ``R = P^T G``, ``N = M / (sqrt(V) + eps)`` (no bias correction) and
 where the norms run over the rank axis, so ``phi`` has one entry per row or
 column of the kept axis (``max(m, n)`` entries with the ``"std"`` side), and
 ``limit`` is the norm-growth limiter
-(:func:`~lowrank_jax.optim.lowrank_adam.norm_growth_factor`, gamma 1.01); the
+(:func:`~lowrank_jax.optim._projection.lowrank_adam.norm_growth_factor`, gamma 1.01); the
 update costs two projection matmuls (see :func:`fira_method`). Extra
 state: one float32 norm per matrix. This reproduces ``fira.FiraAdamW``; as
 there, the residual is taken against ``alpha``-scaled ``back(R)``.
@@ -31,15 +31,15 @@ References:
 import jax.numpy as jnp
 import optax
 
-from lowrank_jax.optim import projection
+from lowrank_jax.optim._projection import projection
 from lowrank_jax.optim.docstrings import shared_args
-from lowrank_jax.optim.lowrank_adam import (
+from lowrank_jax.optim._projection.lowrank_adam import (
     LowRankStep,
     norm_growth_factor,
     scale_by_projected_method,
-    with_decoupled_weight_decay,
 )
-from lowrank_jax.optim.validation import check_range
+from lowrank_jax.optim.adam import with_decoupled_weight_decay
+from lowrank_jax.optim._checks import check_range
 
 
 def fira_method(scale, gamma):

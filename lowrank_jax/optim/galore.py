@@ -1,6 +1,6 @@
 r"""GaLore: Adam on gradients projected onto their top singular subspace.
 
-For each projected matrix ``G`` (see :mod:`lowrank_jax.optim.projection` for
+For each projected matrix ``G`` (see :mod:`lowrank_jax.optim._projection.projection` for
 the side rule and the refresh), with ``R = P^T G`` and Adam moments on ``R``:
 
 .. math::
@@ -29,12 +29,12 @@ References:
 import optax
 
 from lowrank_jax.optim.docstrings import shared_args
-from lowrank_jax.optim.lowrank_adam import (
+from lowrank_jax.optim._projection.lowrank_adam import (
     LowRankStep,
     scale_by_projected_method,
-    with_decoupled_weight_decay,
 )
-from lowrank_jax.optim.validation import check_range
+from lowrank_jax.optim.adam import with_decoupled_weight_decay
+from lowrank_jax.optim._checks import check_range
 
 
 def galore_method(scale):
@@ -67,7 +67,7 @@ def scale_by_galore(
   Returns:
     An ``optax.GradientTransformation``; its state is an ``optax.PartitionState``
     with ``inner_states["projected"]`` holding a
-    :class:`~lowrank_jax.optim.lowrank_adam.LowRankAdamState` and
+    :class:`~lowrank_jax.optim._projection.lowrank_adam.LowRankAdamState` and
     ``inner_states["dense"]`` a
     :class:`~lowrank_jax.optim.adam.FoldedAdamState`.
   """

@@ -46,8 +46,9 @@ import optax
 
 from lowrank_jax.optim.docstrings import shared_args
 from lowrank_jax.optim.galore import galore_method
-from lowrank_jax.optim.lowrank_adam import scale_by_projected_method, with_decoupled_weight_decay
-from lowrank_jax.optim.validation import check_positive_int, check_range
+from lowrank_jax.optim._projection.lowrank_adam import scale_by_projected_method
+from lowrank_jax.optim.adam import with_decoupled_weight_decay
+from lowrank_jax.optim._checks import check_positive_int, check_range
 
 
 def switch_step(total_steps: int | None, rand_ratio: float, random_from_step: int | None) -> int:

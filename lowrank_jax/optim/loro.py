@@ -110,7 +110,7 @@ from lowrank_jax.optim.refactorize import (
 )
 from lowrank_jax.optim.loro_schedule import loro_main_schedule
 from lowrank_jax.optim.relora import relora_schedule
-from lowrank_jax.optim.validation import check_positive_int, check_range
+from lowrank_jax.optim._checks import check_positive_int, check_range
 
 _HIGHEST = jax.lax.Precision.HIGHEST
 

@@ -46,10 +46,10 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from lowrank_jax.optim.masking import resolve_mask
+from lowrank_jax.optim._projection.masking import resolve_mask
 from lowrank_jax.optim.refactorize import _resharded_like, _unsharded_matrix
 from lowrank_jax.optim.restart_schedule import rewarm_after_restarts
-from lowrank_jax.optim.validation import check_choice, check_positive_int, check_range
+from lowrank_jax.optim._checks import check_choice, check_positive_int, check_range
 
 PRUNINGS = ("random", "magnitude")
 

@@ -77,9 +77,9 @@ import optax
 from lowrank_jax.optim import spike_aware
 from lowrank_jax.optim.adam import bias_correction, check_adam_hyperparameters, update_moments
 from lowrank_jax.optim.docstrings import shared_args
-from lowrank_jax.optim.lowrank_adam import with_decoupled_weight_decay
+from lowrank_jax.optim.adam import with_decoupled_weight_decay
 from lowrank_jax.optim.tree_utils import map_unzip
-from lowrank_jax.optim.validation import check_range
+from lowrank_jax.optim._checks import check_range
 
 # The reference scales the step by 1 - _REWARMUP_DEPTH at the bottom of the
 # cosine; the step on a reset step is therefore about 1% of the full one.

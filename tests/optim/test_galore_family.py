@@ -12,8 +12,8 @@ import pytest
 
 import lowrank_jax.optim as lro
 from lowrank_jax.optim.apollo import scaled_norm
-from lowrank_jax.optim.lowrank_adam import LowRankAdamState, LowRankStep, norm_growth_factor
-from lowrank_jax.optim.projection import matrix_layout, MatrixDimensionNumbers
+from lowrank_jax.optim._projection.lowrank_adam import LowRankAdamState, LowRankStep, norm_growth_factor
+from lowrank_jax.optim._projection.projection import matrix_layout, MatrixDimensionNumbers
 
 SHAPES = {"tall": (8, 16), "stack": (3, 8, 16), "bias": (16,)}  # wide: parity tests
 SMALL = dict(rank=2, update_proj_gap=2)
