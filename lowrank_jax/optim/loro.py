@@ -258,6 +258,7 @@ def loro_learning_rate(
 def loro(
     learning_rate: optax.ScalarOrSchedule,
     every: int,
+    *,
     b1: float = 0.9,
     b2: float = 0.999,
     eps: float = 1e-6,

@@ -70,7 +70,7 @@ from lowrank_jax.optim.tree_utils import map_unzip
 from lowrank_jax.optim._checks import check_positive_int
 
 
-class LowRankAdamState(NamedTuple):
+class ScaleByLowRankAdamState(NamedTuple):
   """State of :func:`scale_by_lowrank_adam` (one entry per projected leaf).
 
   Attributes:
@@ -93,13 +93,13 @@ class LowRankAdamState(NamedTuple):
   norm: optax.Updates
 
 
-def find_lowrank_states(opt_state: Any) -> list[LowRankAdamState]:
-  """Every :class:`LowRankAdamState` inside an optimizer state, in tree order.
+def find_lowrank_states(opt_state: Any) -> list[ScaleByLowRankAdamState]:
+  """Every :class:`ScaleByLowRankAdamState` inside an optimizer state, in tree order.
 
   The public methods nest it as ``chain -> partition -> masked``; this finds
   it whatever the wrapping (``inject_hyperparams``, ``MultiSteps``, ...).
   """
-  is_state = lambda x: isinstance(x, LowRankAdamState)
+  is_state = lambda x: isinstance(x, ScaleByLowRankAdamState)
   return [x for x in jax.tree.leaves(opt_state, is_leaf=is_state) if is_state(x)]
 
 
@@ -183,7 +183,7 @@ def scale_by_lowrank_adam(
       model's projectors cost more than projecting its gradients).
 
   Returns:
-    An ``optax.GradientTransformation`` with state :class:`LowRankAdamState`.
+    An ``optax.GradientTransformation`` with state :class:`ScaleByLowRankAdamState`.
   """
   rank = check_positive_int("rank", rank)
   gap = check_positive_int("update_proj_gap", update_proj_gap)
@@ -223,7 +223,7 @@ def scale_by_lowrank_adam(
       )
 
     parts = map_unzip(4, leaf_init, params, layouts_of(params))
-    return LowRankAdamState(jnp.zeros([], jnp.int32), *parts)
+    return ScaleByLowRankAdamState(jnp.zeros([], jnp.int32), *parts)
 
   def leaf_update(grad, projector, mu, nu, norm, plan: LeafRefresh, count, correction):
     layout = plan.layout
@@ -302,7 +302,7 @@ def scale_by_lowrank_adam(
     if group_leaves:
       outputs = [leaf_groups.unstack(column, groups) for column in outputs]
     new_updates, *parts = (treedef.unflatten(column) for column in outputs)
-    return new_updates, LowRankAdamState(optax.safe_increment(count), *parts)
+    return new_updates, ScaleByLowRankAdamState(optax.safe_increment(count), *parts)
 
   return optax.GradientTransformation(init_fn, update_fn)
 
