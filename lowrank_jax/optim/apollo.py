@@ -267,8 +267,8 @@ def apollo(
 APOLLO_MINI_SETTINGS = {"rank": 1, "scale": 128.0, "scale_type": "tensor"}
 
 scale_by_apollo_mini = functools.partial(scale_by_apollo, **APOLLO_MINI_SETTINGS)
-scale_by_apollo_mini.__doc__ = r"""APOLLO-Mini's rescaling: :func:`scale_by_apollo` with rank 1, scale 128 and
-  the tensor-wise ratio ``s = ||N||_F / (||R||_F + 1e-8)``, one per matrix.
+scale_by_apollo_mini.__doc__ = r"""APOLLO-Mini's rescaling: :func:`scale_by_apollo` with rank 1,
+  scale 128 and the tensor-wise ratio ``s = ||N||_F / (||R||_F + 1e-8)``, one per matrix.
 
   Its arguments are :func:`scale_by_apollo`'s, all passed by keyword (``rank``, ``scale``
   and ``scale_type`` are set by keyword, so a positional one would collide). State: two
@@ -276,7 +276,7 @@ scale_by_apollo_mini.__doc__ = r"""APOLLO-Mini's rescaling: :func:`scale_by_apol
   """
 
 apollo_mini = functools.partial(apollo, **APOLLO_MINI_SETTINGS)
-apollo_mini.__doc__ = r"""APOLLO-Mini-AdamW: :func:`apollo` with rank 1, scale 128 and the tensor-wise ratio.
+apollo_mini.__doc__ = r"""APOLLO-Mini-AdamW: :func:`apollo` at rank 1, scale 128, tensor-wise ratio.
 
   .. math::
     u = \frac{\sqrt{1 - b_2^t}}{1 - b_1^t}\, \sqrt{128}\;

@@ -30,7 +30,8 @@ class ProjectionOptions(NamedTuple):
     dimension_numbers: None (the last two axes are ``(in, out)``), one
       :class:`MatrixDimensionNumbers` for every leaf, a pytree of them with the
       params' structure, or a callable returning such a pytree from the params.
-    refresh: how the projector is recomputed (:mod:`~lowrank_jax.optim._projection.projector_bases`):
+    refresh: how the projector is recomputed
+      (:mod:`~lowrank_jax.optim._projection.projector_bases`):
       ``"svd"`` (the top-``r`` singular subspace, as the references; computed through the
       Gram matrix's eigendecomposition on CPUs and NVIDIA GPUs, where that is faster),
       ``"eigh"``, ``"randomized"``, ``"gaussian"`` or ``"orthonormal"``; None takes the
@@ -38,7 +39,8 @@ class ProjectionOptions(NamedTuple):
     oversample: extra columns of the randomized range finder.
     power_iterations: power iterations of the randomized range finder.
     moment_policy: ``"keep"``, ``"reset"``, ``"reproject"`` or ``"reproject_once"`` on a
-      refresh (:mod:`~lowrank_jax.optim._projection.projector_refresh`); None takes the method's default.
+      refresh (:mod:`~lowrank_jax.optim._projection.projector_refresh`); None takes the
+      method's default.
     stagger: spread the matrices' refreshes over the gap.
     seed: seed of the random projections (folded with each matrix's index
       and its refresh number).

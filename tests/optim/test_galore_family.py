@@ -12,7 +12,11 @@ import pytest
 
 import lowrank_jax.optim as lro
 from lowrank_jax.optim.apollo import scaled_norm
-from lowrank_jax.optim._projection.lowrank_adam import ScaleByLowRankAdamState, LowRankStep, norm_growth_factor
+from lowrank_jax.optim._projection.lowrank_adam import (
+    LowRankStep,
+    ScaleByLowRankAdamState,
+    norm_growth_factor,
+)
 from lowrank_jax.optim._projection.projection import matrix_layout, MatrixDimensionNumbers
 
 SHAPES = {"tall": (8, 16), "stack": (3, 8, 16), "bias": (16,)}  # wide: parity tests

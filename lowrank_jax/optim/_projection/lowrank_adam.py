@@ -65,7 +65,12 @@ from lowrank_jax.optim._projection.projector_refresh import (
     regenerate_projector,
     stored_first_moment,
 )
-from lowrank_jax.optim._projection.refresh_schedule import leaf_id, refresh_due, refresh_keys, stagger_offsets
+from lowrank_jax.optim._projection.refresh_schedule import (
+    leaf_id,
+    refresh_due,
+    refresh_keys,
+    stagger_offsets,
+)
 from lowrank_jax.optim.tree_utils import map_unzip
 from lowrank_jax.optim._checks import check_positive_int
 
