@@ -3,9 +3,11 @@
 Every public method ``lowrank_jax.optim.<name>(learning_rate, ...)`` returns an
 ``optax.GradientTransformation``; ``scale_by_<name>(...)`` is the same update
 without weight decay and learning rate, for users who build their own chain
-(optax's idioms: the core hyperparameters by position, the others by keyword; the
-state of ``scale_by_<name>`` is ``ScaleBy<Name>State``). The projection engine the
-GaLore family shares is the private package ``lowrank_jax.optim._projection``.
+(optax's idioms: the core hyperparameters by position, the others by keyword; a
+state is ``ScaleBy<Transform>State``, after the ``scale_by_<transform>`` that keeps
+it: the GaLore family's projected leaves hold a ``ScaleByLowRankAdamState``). The
+projection engine the GaLore family shares is the private package
+``lowrank_jax.optim._projection``.
 """
 
 from lowrank_jax.optim.spam import ScaleBySpamState, scale_by_spam, spam
