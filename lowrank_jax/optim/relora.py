@@ -207,7 +207,7 @@ def relora(
       updates :math:`kK + 1` that precede each merge).
     restart_every: :math:`K`, the merge period (Python int >= 1); merge the adapters with
       :func:`~lowrank_jax.models.lora.merge_lora_adapters` after the same updates.
-    b1: Adam's first-moment decay, in [0, 1) (torch AdamW's default).
+    b1: Adam's first-moment decay, in [0, 1).
     b2: Adam's second-moment decay, in [0, 1).
     eps: added to Adam's bias-corrected ``sqrt(v)`` (PyTorch AdamW's placement), >= 0.
     weight_decay: :math:`\lambda`, decoupled weight decay, >= 0.
