@@ -12,7 +12,7 @@ projectors ``(B, p, r)`` in the sharding the optimizer state gives them
 
 * naive: ``vmap`` of the refresh, placed by XLA: every device decomposes every matrix
   (gathering them first when they are sharded);
-* spread: :func:`lowrank_jax.optim.distributed_refresh.spread_over_devices` over all
+* spread: :func:`lowrank_jax.optim._projection.distributed_refresh.spread_over_devices` over all
   three mesh axes: each device decomposes ``ceil(B / 8)`` whole matrices.
 
 The report (``experiments/results/bench/distributed_refresh_bench[_quick][_<layouts>].*``)
@@ -45,7 +45,7 @@ from jax.sharding import AxisType, NamedSharding  # noqa: E402
 from jax.sharding import PartitionSpec as P  # noqa: E402
 
 from experiments.bench import timing  # noqa: E402
-from lowrank_jax.optim import distributed_refresh, projector_bases  # noqa: E402
+from lowrank_jax.optim._projection import distributed_refresh, projector_bases  # noqa: E402
 from lowrank_jax.optim.sharding import leaf_spec  # noqa: E402
 
 AXES = ("data", "fsdp", "tensor")

@@ -3,7 +3,7 @@
 For each shape (the 1B model's ``(2048, 2048)`` attention and ``(2048, 5461)`` MLP
 kernels, rank 512) a realistic gradient is built: a full-rank matrix with a decaying
 spectrum, ``G = X diag(s) Y^T`` with Gaussian ``X, Y`` and ``s_i = (1 + i / 16)^-1``,
-plus a little isotropic noise. Each refresh of :mod:`lowrank_jax.optim.projection`
+plus a little isotropic noise. Each refresh of :mod:`lowrank_jax.optim._projection.projection`
 (``svd``, the randomized range finder with its default oversampling and one power
 iteration, the Gram-matrix eigh) is jitted and timed (interleaved medians); its quality
 is the captured gradient energy ``||P^T G||_F^2 / ||U_r^T G||_F^2``, with ``U_r`` the
@@ -25,7 +25,7 @@ import jax.numpy as jnp
 
 from experiments.bench import timing
 from lowrank_jax.optim import linalg
-from lowrank_jax.optim import projector_bases
+from lowrank_jax.optim._projection import projector_bases
 
 SHAPES_1B = [(2048, 2048), (2048, 5461)]
 

@@ -34,7 +34,7 @@ import jax.numpy as jnp
 from experiments.bench import timing
 from experiments.bench.optim_bench import LLAMA_60M, QUICK, random_tree, target_shapes
 from lowrank_jax import optim
-from lowrank_jax.optim import refresh_schedule
+from lowrank_jax.optim._projection import refresh_schedule
 
 
 def step_times(

@@ -29,10 +29,11 @@ import jax.numpy as jnp
 import optax
 
 from lowrank_jax.optim.tree_utils import map_unzip
-from lowrank_jax.optim.validation import check_range
+from lowrank_jax.optim._renamed import renamed_attributes
+from lowrank_jax.optim._checks import check_range
 
 
-class FoldedAdamState(NamedTuple):
+class ScaleByFoldedAdamState(NamedTuple):
   """State of :func:`scale_by_folded_adam`.
 
   Attributes:
@@ -76,7 +77,7 @@ def update_moments(grad: jax.Array, mu: jax.Array, nu: jax.Array, b1, b2, eps):
 
 
 def scale_by_folded_adam(
-    b1: float = 0.9, b2: float = 0.999, eps: float = 1e-6, moment_dtype=None
+    b1: float = 0.9, b2: float = 0.999, eps: float = 1e-6, *, moment_dtype=None
 ) -> optax.GradientTransformation:
   """Rescales updates by the references' Adam (bias correction in the step size).
 
@@ -94,7 +95,7 @@ def scale_by_folded_adam(
 
   def init_fn(params):
     zeros = lambda p: jnp.zeros(p.shape, moment_dtype or p.dtype)
-    return FoldedAdamState(
+    return ScaleByFoldedAdamState(
         jnp.zeros([], jnp.int32), jax.tree.map(zeros, params), jax.tree.map(zeros, params)
     )
 
@@ -111,6 +112,27 @@ def scale_by_folded_adam(
       )
 
     new_updates, mu, nu = map_unzip(3, leaf_update, updates, state.mu, state.nu)
-    return new_updates, FoldedAdamState(optax.safe_increment(state.count), mu, nu)
+    return new_updates, ScaleByFoldedAdamState(optax.safe_increment(state.count), mu, nu)
 
   return optax.GradientTransformation(init_fn, update_fn)
+
+
+def with_decoupled_weight_decay(
+    scale_by: optax.GradientTransformation, learning_rate, weight_decay, mask
+) -> optax.GradientTransformation:
+  """``chain(scale_by, add_decayed_weights(weight_decay, mask), scale_by_learning_rate(lr))``.
+
+  The update is ``-lr * (u + weight_decay * p)``: AdamW's decoupled decay
+  ``p -= lr * wd * p`` as in the references (which decay the already-updated
+  parameter, a difference of order ``lr^2 * wd``).
+  """
+  check_range("weight_decay", weight_decay, 0.0)
+  return optax.chain(
+      scale_by,
+      optax.add_decayed_weights(weight_decay, mask),
+      optax.scale_by_learning_rate(learning_rate),
+  )
+
+
+# The state's name before it followed optax's ``ScaleBy<Method>State``.
+__getattr__ = renamed_attributes(__name__, {"FoldedAdamState": ScaleByFoldedAdamState})

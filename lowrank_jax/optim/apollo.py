@@ -46,31 +46,22 @@ A stored projector is the regenerated one, drawn only at its refreshes:
 True
 """
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import optax
 
-from lowrank_jax.optim import projection
-from lowrank_jax.optim.docstrings import shared_args
-from lowrank_jax.optim.lowrank_adam import (
+from lowrank_jax.optim._projection import projection
+from lowrank_jax.optim._projection.lowrank_adam import (
     LowRankStep,
     norm_growth_factor,
     scale_by_projected_method,
-    with_decoupled_weight_decay,
 )
-from lowrank_jax.optim.validation import check_choice, check_range
+from lowrank_jax.optim.adam import with_decoupled_weight_decay
+from lowrank_jax.optim._checks import check_choice, check_range
 
 PROJECTIONS = {"random": "gaussian", "svd": "svd"}
-APOLLO_ARGS = """\
-projection: ``"random"`` (Gaussian, regenerated, not stored) or ``"svd"``
-  (GaLore's projector, stored; the top singular subspace, computed through the
-  Gram matrix's eigendecomposition on CPUs and NVIDIA GPUs).
-scale_front: apply ``sqrt(scale)`` before the limiter (reference flag).
-gamma: the norm-growth limiter's growth bound; None disables the limiter
-  (the reference's ``disable_nl``).
-store_projector: keep the random projector in the state, drawn only at its
-  refreshes (as the reference), instead of regenerating it every step: faster
-  (no per-step draw), ``p x r`` more floats per matrix."""
 SCALE_TYPES = ("channel", "tensor")
 
 
@@ -117,11 +108,11 @@ def apollo_method(scale, scale_type: str, scale_front: bool, gamma):
   return method
 
 
-@shared_args(apollo_args=APOLLO_ARGS)
 def scale_by_apollo(
     rank: int = 256,
     update_proj_gap: int = 200,
     scale: float = 1.0,
+    *,
     b1: float = 0.9,
     b2: float = 0.999,
     eps: float = 1e-6,
@@ -134,17 +125,46 @@ def scale_by_apollo(
     gamma: float | None = 1.01,
     store_projector: bool = False,
 ) -> optax.GradientTransformation:
-  """APOLLO's rescaling of the gradients (no learning rate, no weight decay).
+  r"""APOLLO's rescaling of the gradients (no learning rate, no weight decay).
+
+  The raw gradient scaled by how much a low-rank Adam rescales its projection
+  ``R = P^T G`` (``N = M / (sqrt(V) + eps)``), per channel or per matrix:
+
+  .. math::
+    s = \frac{\|N\|}{\|R\| + 10^{-8}}, \qquad
+    u = \frac{\sqrt{1 - b_2^t}}{1 - b_1^t}\, \sqrt{\mathrm{scale}}\;
+      \mathrm{limit}_\gamma(s \odot G).
 
   Args:
-    {shared_args}
+    rank: projection rank ``r`` (a Python int), at most the smaller side of every projected
+      matrix (checked at init); list it in ``static_args`` of ``optax.inject_hyperparams``.
+    update_proj_gap: redraw (or refresh) the projectors every this many steps (int >= 1).
     scale: the update is multiplied by ``sqrt(scale)`` (>= 0).
-    scale_type: ``"channel"`` (one ratio per row/column) or ``"tensor"``.
-    {apollo_args}
+    b1: Adam's first-moment decay, in [0, 1).
+    b2: Adam's second-moment decay, in [0, 1).
+    eps: added to ``sqrt(V)`` (the references' placement), >= 0.
+    projection_mask: which leaves are projected: None (every leaf with ndim >= 2), a pytree of
+      bools, or a callable on the params; the others get the references' Adam.
+    moment_dtype: storage dtype of all Adam moments; None keeps each parameter's dtype.
+    options: :class:`~lowrank_jax.optim.ProjectionOptions`; None: the ``projection``'s
+      refresh and ``moment_policy="keep"``.
+    projection: ``"random"`` (Gaussian, regenerated from its key, not stored) or ``"svd"``
+      (GaLore's projector, stored).
+    scale_type: ``"channel"`` (one ratio per row/column) or ``"tensor"`` (one per matrix).
+    scale_front: apply ``sqrt(scale)`` before the limiter (the reference's flag).
+    gamma: the norm-growth limiter's growth bound (>= 1); None disables the limiter (the
+      reference's ``disable_nl``).
+    store_projector: keep the random projector in the state, drawn only at its refreshes (as
+      the reference): no per-step draw, ``p x r`` more floats per matrix.
 
   Returns:
-    An ``optax.GradientTransformation`` (state as :func:`scale_by_galore`'s;
-    ``projector`` is ``optax.MaskedNode`` for the random projection).
+    An ``optax.GradientTransformation`` (state as :func:`scale_by_galore`'s; ``projector`` is
+    ``optax.MaskedNode`` for the regenerated random projection).
+
+  >>> import jax.numpy as jnp
+  >>> state = scale_by_apollo(rank=2).init({"w": jnp.ones((8, 16))})
+  >>> state.inner_states["projected"].inner_state.mu["w"].shape
+  (2, 16)
   """
   check_range("scale", scale, 0.0)
   check_choice("projection", projection, PROJECTIONS)
@@ -168,12 +188,12 @@ def scale_by_apollo(
   )
 
 
-@shared_args(apollo_args=APOLLO_ARGS)
 def apollo(
     learning_rate: optax.ScalarOrSchedule,
     rank: int = 256,
     update_proj_gap: int = 200,
     scale: float = 1.0,
+    *,
     b1: float = 0.9,
     b2: float = 0.999,
     eps: float = 1e-6,
@@ -188,14 +208,34 @@ def apollo(
     gamma: float | None = 1.01,
     store_projector: bool = False,
 ) -> optax.GradientTransformation:
-  """APOLLO-AdamW: ``chain(scale_by_apollo, add_decayed_weights, scale_by_learning_rate)``.
+  r"""APOLLO-AdamW: ``chain(scale_by_apollo, add_decayed_weights, scale_by_learning_rate)``.
+
+  The parameter moves by ``-learning_rate * (u + weight_decay * p)`` with ``u`` the update of
+  :func:`scale_by_apollo`:
+
+  .. math::
+    u = \frac{\sqrt{1 - b_2^t}}{1 - b_1^t}\, \sqrt{\mathrm{scale}}\;
+      \mathrm{limit}_\gamma\left(\frac{\|N\|}{\|R\| + 10^{-8}} \odot G\right).
 
   Args:
-    {alias_args}
-    {shared_args}
-    scale: the update is multiplied by ``sqrt(scale)``.
-    scale_type: ``"channel"`` (one ratio per row/column) or ``"tensor"``.
-    {apollo_args}
+    learning_rate: a float or an optax schedule.
+    rank: projection rank ``r`` (a Python int), at most the smaller side of every projected
+      matrix.
+    update_proj_gap: redraw (or refresh) the projectors every this many steps (int >= 1).
+    scale: the update is multiplied by ``sqrt(scale)`` (>= 0).
+    b1: Adam's first-moment decay, in [0, 1).
+    b2: Adam's second-moment decay, in [0, 1).
+    eps: added to ``sqrt(V)`` (the references' placement), >= 0.
+    weight_decay: decoupled weight decay (``p -= lr * wd * p``), >= 0.
+    mask: the leaves weight decay applies to, as optax's ``mask``; None decays every leaf.
+    projection_mask: which leaves are projected (None: every leaf with ndim >= 2).
+    moment_dtype: storage dtype of all Adam moments; None keeps each parameter's dtype.
+    options: :class:`~lowrank_jax.optim.ProjectionOptions`; None: APOLLO's defaults.
+    projection: ``"random"`` (Gaussian, regenerated) or ``"svd"`` (GaLore's projector).
+    scale_type: ``"channel"`` (one ratio per row/column) or ``"tensor"`` (one per matrix).
+    scale_front: apply ``sqrt(scale)`` before the limiter (the reference's flag).
+    gamma: the norm-growth limiter's growth bound (>= 1); None disables the limiter.
+    store_projector: keep the random projector in the state, drawn only at its refreshes.
 
   Returns:
     An ``optax.GradientTransformation``.
@@ -205,17 +245,17 @@ def apollo(
           rank,
           update_proj_gap,
           scale,
-          b1,
-          b2,
-          eps,
-          projection_mask,
-          moment_dtype,
-          options,
-          projection,
-          scale_type,
-          scale_front,
-          gamma,
-          store_projector,
+          b1=b1,
+          b2=b2,
+          eps=eps,
+          projection_mask=projection_mask,
+          moment_dtype=moment_dtype,
+          options=options,
+          projection=projection,
+          scale_type=scale_type,
+          scale_front=scale_front,
+          gamma=gamma,
+          store_projector=store_projector,
       ),
       learning_rate,
       weight_decay,
@@ -223,93 +263,27 @@ def apollo(
   )
 
 
-@shared_args(apollo_args=APOLLO_ARGS)
-def scale_by_apollo_mini(
-    rank: int = 1,
-    update_proj_gap: int = 200,
-    scale: float = 128.0,
-    b1: float = 0.9,
-    b2: float = 0.999,
-    eps: float = 1e-6,
-    projection_mask=None,
-    moment_dtype=None,
-    options=None,
-    projection: str = "random",
-    scale_front: bool = False,
-    gamma: float | None = 1.01,
-) -> optax.GradientTransformation:
-  """APOLLO-Mini: :func:`scale_by_apollo` with rank 1, scale 128, tensor-wise ratio.
+# APOLLO-Mini is APOLLO with these settings (rank 1, scale 128, one ratio per matrix).
+APOLLO_MINI_SETTINGS = {"rank": 1, "scale": 128.0, "scale_type": "tensor"}
 
-  Args:
-    {shared_args}
-    scale: the update is multiplied by ``sqrt(scale)`` (default 128).
-    {apollo_args}
+scale_by_apollo_mini = functools.partial(scale_by_apollo, **APOLLO_MINI_SETTINGS)
+scale_by_apollo_mini.__doc__ = r"""APOLLO-Mini's rescaling: :func:`scale_by_apollo` with rank 1,
+  scale 128 and the tensor-wise ratio ``s = ||N||_F / (||R||_F + 1e-8)``, one per matrix.
 
-  Returns:
-    An ``optax.GradientTransformation``.
+  Its arguments are :func:`scale_by_apollo`'s, all passed by keyword (``rank``, ``scale``
+  and ``scale_type`` are set by keyword, so a positional one would collide). State: two
+  ``max(m, n) x 1`` moments and one norm per ``m x n`` matrix.
   """
-  return scale_by_apollo(
-      rank,
-      update_proj_gap,
-      scale,
-      b1,
-      b2,
-      eps,
-      projection_mask,
-      moment_dtype,
-      options,
-      projection,
-      "tensor",
-      scale_front,
-      gamma,
-  )
 
+apollo_mini = functools.partial(apollo, **APOLLO_MINI_SETTINGS)
+apollo_mini.__doc__ = r"""APOLLO-Mini-AdamW: :func:`apollo` at rank 1, scale 128, tensor-wise ratio.
 
-@shared_args(apollo_args=APOLLO_ARGS)
-def apollo_mini(
-    learning_rate: optax.ScalarOrSchedule,
-    rank: int = 1,
-    update_proj_gap: int = 200,
-    scale: float = 128.0,
-    b1: float = 0.9,
-    b2: float = 0.999,
-    eps: float = 1e-6,
-    weight_decay: float = 0.0,
-    mask=None,
-    projection_mask=None,
-    moment_dtype=None,
-    options=None,
-    projection: str = "random",
-    scale_front: bool = False,
-    gamma: float | None = 1.01,
-) -> optax.GradientTransformation:
-  """APOLLO-Mini-AdamW (rank 1, scale 128, tensor-wise ratio).
+  .. math::
+    u = \frac{\sqrt{1 - b_2^t}}{1 - b_1^t}\, \sqrt{128}\;
+      \mathrm{limit}_\gamma\left(\frac{\|N\|_F}{\|R\|_F + 10^{-8}}\, G\right),
 
-  Args:
-    {alias_args}
-    {shared_args}
-    scale: the update is multiplied by ``sqrt(scale)`` (default 128).
-    {apollo_args}
-
-  Returns:
-    An ``optax.GradientTransformation``.
+  the moments of a rank-1 random projection as its whole state (SGD-like memory). Its
+  arguments are :func:`apollo`'s; past ``learning_rate`` all are passed by keyword (``rank``,
+  ``scale`` and ``scale_type`` are set by keyword, so a positional one would collide), e.g.
+  ``apollo_mini(lr, scale=192.0)``, the 130M setting of APOLLO's scripts.
   """
-  return with_decoupled_weight_decay(
-      scale_by_apollo_mini(
-          rank,
-          update_proj_gap,
-          scale,
-          b1,
-          b2,
-          eps,
-          projection_mask,
-          moment_dtype,
-          options,
-          projection,
-          scale_front,
-          gamma,
-      ),
-      learning_rate,
-      weight_decay,
-      mask,
-  )

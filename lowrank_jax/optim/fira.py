@@ -11,7 +11,7 @@ With ``R = P^T G``, ``N = M / (sqrt(V) + eps)`` (no bias correction) and
 where the norms run over the rank axis, so ``phi`` has one entry per row or
 column of the kept axis (``max(m, n)`` entries with the ``"std"`` side), and
 ``limit`` is the norm-growth limiter
-(:func:`~lowrank_jax.optim.lowrank_adam.norm_growth_factor`, gamma 1.01); the
+(:func:`~lowrank_jax.optim._projection.lowrank_adam.norm_growth_factor`, gamma 1.01); the
 update costs two projection matmuls (see :func:`fira_method`). Extra
 state: one float32 norm per matrix. This reproduces ``fira.FiraAdamW``; as
 there, the residual is taken against ``alpha``-scaled ``back(R)``.
@@ -31,15 +31,14 @@ References:
 import jax.numpy as jnp
 import optax
 
-from lowrank_jax.optim import projection
-from lowrank_jax.optim.docstrings import shared_args
-from lowrank_jax.optim.lowrank_adam import (
+from lowrank_jax.optim._projection import projection
+from lowrank_jax.optim._projection.lowrank_adam import (
     LowRankStep,
     norm_growth_factor,
     scale_by_projected_method,
-    with_decoupled_weight_decay,
 )
-from lowrank_jax.optim.validation import check_range
+from lowrank_jax.optim.adam import with_decoupled_weight_decay
+from lowrank_jax.optim._checks import check_range
 
 
 def fira_method(scale, gamma):
@@ -73,11 +72,11 @@ def fira_method(scale, gamma):
   return method
 
 
-@shared_args
 def scale_by_fira(
     rank: int = 128,
     update_proj_gap: int = 200,
     scale: float = 0.25,
+    *,
     b1: float = 0.9,
     b2: float = 0.999,
     eps: float = 1e-6,
@@ -86,16 +85,40 @@ def scale_by_fira(
     options=None,
     gamma: float = 1.01,
 ) -> optax.GradientTransformation:
-  """Fira's rescaling of the gradients (no learning rate, no weight decay).
+  r"""Fira's rescaling of the gradients (no learning rate, no weight decay).
+
+  GaLore's step plus the residual ``G - alpha P R`` scaled by Adam's per-channel ratio
+  ``phi = ||N||_r / (||R||_r + 1e-8)``, its norm growth limited to ``gamma`` per step:
+
+  .. math::
+    u = \frac{\sqrt{1 - b_2^t}}{1 - b_1^t} \left(\alpha P N
+      + \mathrm{limit}_\gamma(\phi \odot (G - \alpha P R))\right),
+    \qquad N = \frac{M}{\sqrt{V} + \epsilon}.
 
   Args:
-    {shared_args}
+    rank: projection rank ``r`` (a Python int), at most the smaller side of every projected
+      matrix (checked at init); list it in ``static_args`` of ``optax.inject_hyperparams``.
+    update_proj_gap: refresh the projectors every this many steps (Python int >= 1).
     scale: ``alpha``, multiplies the projected-back parts (>= 0; 0.0625 at 1B).
-    gamma: the norm-growth limiter's maximal growth per step (> 1 limits less).
+    b1: Adam's first-moment decay, in [0, 1).
+    b2: Adam's second-moment decay, in [0, 1).
+    eps: added to ``sqrt(V)`` (the references' placement), >= 0.
+    projection_mask: which leaves are projected: None (every leaf with ndim >= 2), a pytree of
+      bools, or a callable on the params; the others get the references' Adam.
+    moment_dtype: storage dtype of all Adam moments; None keeps each parameter's dtype.
+    options: :class:`~lowrank_jax.optim.ProjectionOptions` (its ``refresh`` must give an
+      orthonormal projector, not ``"gaussian"``); None: ``refresh="svd"``,
+      ``moment_policy="keep"``.
+    gamma: the norm-growth limiter's maximal growth per step (>= 1; larger limits less).
 
   Returns:
-    An ``optax.GradientTransformation`` (state as :func:`scale_by_galore`'s,
-    with the limiter's norms in ``LowRankAdamState.norm``).
+    An ``optax.GradientTransformation`` (state as :func:`scale_by_galore`'s, with the
+    limiter's norms in ``ScaleByLowRankAdamState.norm``).
+
+  >>> import jax.numpy as jnp
+  >>> state = scale_by_fira(rank=2).init({"w": jnp.ones((3, 8, 16))})
+  >>> state.inner_states["projected"].inner_state.norm["w"].shape
+  (3,)
   """
   check_range("scale", scale, 0.0)
   check_range("gamma", gamma, 1.0)
@@ -120,12 +143,12 @@ def scale_by_fira(
   )
 
 
-@shared_args
 def fira(
     learning_rate: optax.ScalarOrSchedule,
     rank: int = 128,
     update_proj_gap: int = 200,
     scale: float = 0.25,
+    *,
     b1: float = 0.9,
     b2: float = 0.999,
     eps: float = 1e-6,
@@ -136,20 +159,46 @@ def fira(
     options=None,
     gamma: float = 1.01,
 ) -> optax.GradientTransformation:
-  """Fira-AdamW: ``chain(scale_by_fira, add_decayed_weights, scale_by_learning_rate)``.
+  r"""Fira-AdamW: ``chain(scale_by_fira, add_decayed_weights, scale_by_learning_rate)``.
+
+  The parameter moves by ``-learning_rate * (u + weight_decay * p)`` with ``u`` the update of
+  :func:`scale_by_fira`:
+
+  .. math::
+    u = \frac{\sqrt{1 - b_2^t}}{1 - b_1^t} \left(\alpha P N
+      + \mathrm{limit}_\gamma(\phi \odot (G - \alpha P R))\right).
 
   Args:
-    {alias_args}
-    {shared_args}
-    scale: ``alpha`` (0.25 by default, 0.0625 at 1B).
-    gamma: the norm-growth limiter's maximal growth per step.
+    learning_rate: a float or an optax schedule.
+    rank: projection rank ``r`` (a Python int), at most the smaller side of every projected
+      matrix.
+    update_proj_gap: refresh the projectors every this many steps (Python int >= 1).
+    scale: ``alpha`` (0.25 by default, 0.0625 at 1B), >= 0.
+    b1: Adam's first-moment decay, in [0, 1).
+    b2: Adam's second-moment decay, in [0, 1).
+    eps: added to ``sqrt(V)`` (the references' placement), >= 0.
+    weight_decay: decoupled weight decay (``p -= lr * wd * p``), >= 0.
+    mask: the leaves weight decay applies to, as optax's ``mask``; None decays every leaf.
+    projection_mask: which leaves are projected (None: every leaf with ndim >= 2).
+    moment_dtype: storage dtype of all Adam moments; None keeps each parameter's dtype.
+    options: :class:`~lowrank_jax.optim.ProjectionOptions` (an orthonormal ``refresh``).
+    gamma: the norm-growth limiter's maximal growth per step (>= 1).
 
   Returns:
     An ``optax.GradientTransformation``.
   """
   return with_decoupled_weight_decay(
       scale_by_fira(
-          rank, update_proj_gap, scale, b1, b2, eps, projection_mask, moment_dtype, options, gamma
+          rank,
+          update_proj_gap,
+          scale,
+          b1=b1,
+          b2=b2,
+          eps=eps,
+          projection_mask=projection_mask,
+          moment_dtype=moment_dtype,
+          options=options,
+          gamma=gamma,
       ),
       learning_rate,
       weight_decay,

@@ -44,10 +44,10 @@ import math
 
 import optax
 
-from lowrank_jax.optim.docstrings import shared_args
 from lowrank_jax.optim.galore import galore_method
-from lowrank_jax.optim.lowrank_adam import scale_by_projected_method, with_decoupled_weight_decay
-from lowrank_jax.optim.validation import check_positive_int, check_range
+from lowrank_jax.optim._projection.lowrank_adam import scale_by_projected_method
+from lowrank_jax.optim.adam import with_decoupled_weight_decay
+from lowrank_jax.optim._checks import check_positive_int, check_range
 
 
 def switch_step(total_steps: int | None, rand_ratio: float, random_from_step: int | None) -> int:
@@ -64,11 +64,11 @@ def switch_step(total_steps: int | None, rand_ratio: float, random_from_step: in
   return math.ceil(rand_ratio * total_steps)
 
 
-@shared_args
 def scale_by_golore(
     rank: int = 128,
     update_proj_gap: int = 200,
     scale: float = 1.0,
+    *,
     b1: float = 0.9,
     b2: float = 0.999,
     eps: float = 1e-6,
@@ -79,18 +79,37 @@ def scale_by_golore(
     rand_ratio: float = 0.8,
     random_from_step: int | None = None,
 ) -> optax.GradientTransformation:
-  """GoLore's rescaling of the gradients (no learning rate, no weight decay).
+  r"""GoLore's rescaling of the gradients (no learning rate, no weight decay).
+
+  GaLore's update, ``u = alpha (sqrt(1 - b2^t) / (1 - b1^t)) P M / (sqrt(V) + eps)``, whose
+  refreshes draw a uniformly random orthonormal ``P`` from the switch step on (SVD before),
+  with the first moment re-projected for the refresh step only (see the module docstring).
 
   Args:
-    {shared_args}
-    scale: ``alpha``, multiplies the projected-back update (>= 0).
+    rank: projection rank ``r`` (a Python int), at most the smaller side of every projected
+      matrix (checked at init); list it in ``static_args`` of ``optax.inject_hyperparams``.
+    update_proj_gap: refresh the projectors every this many steps (Python int >= 1).
+    scale: ``alpha``, multiplies the projected-back update (>= 0; the reference's 1).
+    b1: Adam's first-moment decay, in [0, 1).
+    b2: Adam's second-moment decay, in [0, 1).
+    eps: added to ``sqrt(V)`` (the references' placement), >= 0.
+    projection_mask: which leaves are projected: None (every leaf with ndim >= 2), a pytree of
+      bools, or a callable on the params; the others get the references' Adam.
+    moment_dtype: storage dtype of all Adam moments; None keeps each parameter's dtype.
+    options: :class:`~lowrank_jax.optim.ProjectionOptions`; None: ``refresh="svd"`` before
+      the switch, ``moment_policy="reproject_once"``.
     total_steps: the length of training, used with ``rand_ratio``.
-    rand_ratio: fraction of the training before the switch to random projectors
-      (>= 0; 1 or more: never), the reference's ``--rand_ratio``.
+    rand_ratio: fraction of the training before the switch to random projectors (>= 0; 1 or
+      more: never), the reference's ``--rand_ratio``.
     random_from_step: the switch step itself (overrides the two above).
 
   Returns:
     An ``optax.GradientTransformation`` (state as :func:`scale_by_galore`'s).
+
+  >>> import jax.numpy as jnp
+  >>> state = scale_by_golore(rank=2, random_from_step=10).init({"w": jnp.ones((8, 16))})
+  >>> state.inner_states["projected"].inner_state.projector["w"].shape
+  (8, 2)
   """
   check_range("scale", scale, 0.0)
   return scale_by_projected_method(
@@ -109,12 +128,12 @@ def scale_by_golore(
   )
 
 
-@shared_args
 def golore(
     learning_rate: optax.ScalarOrSchedule,
     rank: int = 128,
     update_proj_gap: int = 200,
     scale: float = 1.0,
+    *,
     b1: float = 0.9,
     b2: float = 0.999,
     eps: float = 1e-6,
@@ -127,15 +146,27 @@ def golore(
     rand_ratio: float = 0.8,
     random_from_step: int | None = None,
 ) -> optax.GradientTransformation:
-  """GoLore-AdamW: ``chain(scale_by_golore, add_decayed_weights, scale_by_learning_rate)``.
+  r"""GoLore-AdamW: ``chain(scale_by_golore, add_decayed_weights, scale_by_learning_rate)``.
+
+  The parameter moves by ``-learning_rate * (u + weight_decay * p)`` with ``u`` the update of
+  :func:`scale_by_golore`, GaLore's with random projectors from the switch step on.
 
   Args:
-    {alias_args}
-    {shared_args}
-    scale: ``alpha``.
+    learning_rate: a float or an optax schedule.
+    rank: projection rank ``r`` (a Python int), at most the smaller side of every projected
+      matrix.
+    update_proj_gap: refresh the projectors every this many steps (Python int >= 1).
+    scale: ``alpha`` (the reference's 1), >= 0.
+    b1: Adam's first-moment decay, in [0, 1).
+    b2: Adam's second-moment decay, in [0, 1).
+    eps: added to ``sqrt(V)`` (the references' placement), >= 0.
+    weight_decay: decoupled weight decay (``p -= lr * wd * p``), >= 0.
+    mask: the leaves weight decay applies to, as optax's ``mask``; None decays every leaf.
+    projection_mask: which leaves are projected (None: every leaf with ndim >= 2).
+    moment_dtype: storage dtype of all Adam moments; None keeps each parameter's dtype.
+    options: :class:`~lowrank_jax.optim.ProjectionOptions`; None: GoLore's defaults.
     total_steps: the length of training, used with ``rand_ratio``.
-    rand_ratio: fraction of the training before the switch to random projectors
-      (>= 0; 1 or more: never), the reference's ``--rand_ratio``.
+    rand_ratio: fraction of the training before the switch to random projectors (>= 0).
     random_from_step: the switch step itself (overrides the two above).
 
   Returns:
@@ -146,15 +177,15 @@ def golore(
           rank,
           update_proj_gap,
           scale,
-          b1,
-          b2,
-          eps,
-          projection_mask,
-          moment_dtype,
-          options,
-          total_steps,
-          rand_ratio,
-          random_from_step,
+          b1=b1,
+          b2=b2,
+          eps=eps,
+          projection_mask=projection_mask,
+          moment_dtype=moment_dtype,
+          options=options,
+          total_steps=total_steps,
+          rand_ratio=rand_ratio,
+          random_from_step=random_from_step,
       ),
       learning_rate,
       weight_decay,

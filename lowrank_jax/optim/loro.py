@@ -110,7 +110,7 @@ from lowrank_jax.optim.refactorize import (
 )
 from lowrank_jax.optim.loro_schedule import loro_main_schedule
 from lowrank_jax.optim.relora import relora_schedule
-from lowrank_jax.optim.validation import check_positive_int, check_range
+from lowrank_jax.optim._checks import check_positive_int, check_range
 
 _HIGHEST = jax.lax.Precision.HIGHEST
 
@@ -258,6 +258,7 @@ def loro_learning_rate(
 def loro(
     learning_rate: optax.ScalarOrSchedule,
     every: int,
+    *,
     b1: float = 0.9,
     b2: float = 0.999,
     eps: float = 1e-6,

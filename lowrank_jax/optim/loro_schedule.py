@@ -31,7 +31,7 @@ peak at step 7750 where the base has 0.232).
 import jax.numpy as jnp
 import optax
 
-from lowrank_jax.optim.validation import check_positive_int
+from lowrank_jax.optim._checks import check_positive_int
 
 _REWARM_START = 1e-6  # LORO-main's eps: the re-warmups start at this fraction of the peak
 

@@ -29,7 +29,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from lowrank_jax.optim.validation import check_positive_int
+from lowrank_jax.optim._checks import check_positive_int
 
 
 class PeriodicState(NamedTuple):

@@ -14,11 +14,11 @@ from __future__ import annotations
 
 from typing import Any, NamedTuple
 
-from lowrank_jax.optim import distributed_refresh
-from lowrank_jax.optim.projection import SIDES, DimensionNumbers
-from lowrank_jax.optim.projector_bases import REFRESHES
-from lowrank_jax.optim.projector_refresh import MOMENT_POLICIES
-from lowrank_jax.optim.validation import check_choice, check_positive_int
+from lowrank_jax.optim._projection import distributed_refresh
+from lowrank_jax.optim._projection.projection import SIDES, DimensionNumbers
+from lowrank_jax.optim._projection.projector_bases import REFRESHES
+from lowrank_jax.optim._projection.projector_refresh import MOMENT_POLICIES
+from lowrank_jax.optim._checks import check_choice, check_positive_int
 
 
 class ProjectionOptions(NamedTuple):
@@ -30,7 +30,8 @@ class ProjectionOptions(NamedTuple):
     dimension_numbers: None (the last two axes are ``(in, out)``), one
       :class:`MatrixDimensionNumbers` for every leaf, a pytree of them with the
       params' structure, or a callable returning such a pytree from the params.
-    refresh: how the projector is recomputed (:mod:`~lowrank_jax.optim.projector_bases`):
+    refresh: how the projector is recomputed
+      (:mod:`~lowrank_jax.optim._projection.projector_bases`):
       ``"svd"`` (the top-``r`` singular subspace, as the references; computed through the
       Gram matrix's eigendecomposition on CPUs and NVIDIA GPUs, where that is faster),
       ``"eigh"``, ``"randomized"``, ``"gaussian"`` or ``"orthonormal"``; None takes the
@@ -38,7 +39,8 @@ class ProjectionOptions(NamedTuple):
     oversample: extra columns of the randomized range finder.
     power_iterations: power iterations of the randomized range finder.
     moment_policy: ``"keep"``, ``"reset"``, ``"reproject"`` or ``"reproject_once"`` on a
-      refresh (:mod:`~lowrank_jax.optim.projector_refresh`); None takes the method's default.
+      refresh (:mod:`~lowrank_jax.optim._projection.projector_refresh`); None takes the
+      method's default.
     stagger: spread the matrices' refreshes over the gap.
     seed: seed of the random projections (folded with each matrix's index
       and its refresh number).
@@ -46,11 +48,11 @@ class ProjectionOptions(NamedTuple):
       parameter's dtype (as the references). Refreshes are float32 anyway.
     refresh_axes: mesh axes to spread the refreshes over, each device
       decomposing whole matrices of its slice of every leaf's batch (see
-      :mod:`lowrank_jax.optim.distributed_refresh`); None: where XLA puts them.
+      :mod:`lowrank_jax.optim._projection.distributed_refresh`); None: where XLA puts them.
     refresh_mesh: the mesh of ``refresh_axes``; None takes the ambient one
       (``jax.set_mesh``). Without a mesh, or on one device, nothing is spread.
     group_leaves: run the leaves of equal layout as one stacked batch (see
-      :mod:`lowrank_jax.optim.leaf_groups`): fewer, larger kernels, for one copy of
+      :mod:`lowrank_jax.optim._projection.leaf_groups`): fewer, larger kernels, for one copy of
       the gradients; None groups when JAX's default backend is a GPU.
   """
 

@@ -46,10 +46,11 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from lowrank_jax.optim.masking import resolve_mask
+from lowrank_jax.optim._projection.masking import resolve_mask
 from lowrank_jax.optim.refactorize import _resharded_like, _unsharded_matrix
 from lowrank_jax.optim.restart_schedule import rewarm_after_restarts
-from lowrank_jax.optim.validation import check_choice, check_positive_int, check_range
+from lowrank_jax.optim._renamed import renamed_attributes
+from lowrank_jax.optim._checks import check_choice, check_positive_int, check_range
 
 PRUNINGS = ("random", "magnitude")
 
@@ -97,8 +98,8 @@ def prune(x: jax.Array, ratio: float, pruning: str, key: jax.Array) -> jax.Array
   return _resharded_like(jnp.where(keep, full, jnp.zeros_like(full)), x)
 
 
-class ReLoRAState(NamedTuple):
-  """State of :func:`relora`.
+class ScaleByReLoRAState(NamedTuple):
+  """State of :func:`scale_by_relora`.
 
   Attributes:
     count: int32 scalar, the number of updates taken.
@@ -111,6 +112,7 @@ class ReLoRAState(NamedTuple):
 
 def scale_by_relora(
     restart_every: int,
+    *,
     b1: float = 0.9,
     b2: float = 0.999,
     eps: float = 1e-8,
@@ -124,13 +126,25 @@ def scale_by_relora(
 
   Args:
     restart_every: :math:`K` (Python int >= 1).
-    b1, b2: Adam's decays, in [0, 1).
+    b1: Adam's first-moment decay, in [0, 1).
+    b2: Adam's second-moment decay, in [0, 1).
     eps: added to Adam's bias-corrected ``sqrt(v)`` (PyTorch AdamW's placement), >= 0.
     prune_ratio: the fraction pruned, in [0, 1].
     pruning: ``"random"`` (the reference's default) or ``"magnitude"``.
     adapters: which leaves are LoRA adapters: a tree of bools like the params or a function
       of the params returning one (default: every leaf with two or more axes).
     seed: seeds the random pruning (folded with the update count).
+
+  Returns:
+    An ``optax.GradientTransformation`` with state :class:`ScaleByReLoRAState`.
+
+  >>> import jax.numpy as jnp
+  >>> tx = scale_by_relora(2, prune_ratio=1.0)
+  >>> state = tx.init({"w": jnp.ones((2, 2))})
+  >>> for _ in range(3):
+  ...   _, state = tx.update({"w": jnp.ones((2, 2))}, state)
+  >>> state.adam.mu["w"].tolist()  # pruned after update 3 (k = 1, K = 2)
+  [[0.0, 0.0], [0.0, 0.0]]
   """
   restart_every = check_positive_int("restart_every", restart_every)
   check_range("b1", b1, 0.0, 1.0)
@@ -141,7 +155,7 @@ def scale_by_relora(
   adam = optax.scale_by_adam(b1, b2, eps)
 
   def init_fn(params):
-    return ReLoRAState(count=jnp.zeros([], jnp.int32), adam=adam.init(params))
+    return ScaleByReLoRAState(count=jnp.zeros([], jnp.int32), adam=adam.init(params))
 
   def update_fn(updates, state, params=None):
     updates, adam_state = adam.update(updates, state.adam, params)
@@ -164,7 +178,7 @@ def scale_by_relora(
 
     due = (state.count % restart_every == 0) & (state.count > 0)
     adam_state = jax.lax.cond(due, pruned, lambda s: s, adam_state)
-    return updates, ReLoRAState(count=optax.safe_increment(state.count), adam=adam_state)
+    return updates, ScaleByReLoRAState(count=optax.safe_increment(state.count), adam=adam_state)
 
   return optax.GradientTransformation(init_fn, update_fn)
 
@@ -172,6 +186,7 @@ def scale_by_relora(
 def relora(
     learning_rate: optax.ScalarOrSchedule,
     restart_every: int,
+    *,
     b1: float = 0.9,
     b2: float = 0.999,
     eps: float = 1e-8,
@@ -181,23 +196,47 @@ def relora(
     adapters: Any = None,
     seed: int = 0,
 ) -> optax.GradientTransformation:
-  """AdamW whose ``adapters``' moments are pruned after updates :math:`kK + 1`, as ReLoRA's.
+  r"""AdamW whose ``adapters``' moments are pruned after updates :math:`kK + 1`, as ReLoRA's.
+
+  The parameter moves by :math:`-\eta(t) (u + \lambda p)` with :math:`u` PyTorch AdamW's
+  direction, :math:`m / (\sqrt{v / (1 - b_2^t)} + \epsilon) / (1 - b_1^t)`, and the adapters'
+  :math:`m, v` pruned right after updates :math:`kK + 1` (:math:`k \ge 1`).
 
   Args:
     learning_rate: a float or a schedule, typically :func:`relora_schedule` (0 on the
       updates :math:`kK + 1` that precede each merge).
     restart_every: :math:`K`, the merge period (Python int >= 1); merge the adapters with
       :func:`~lowrank_jax.models.lora.merge_lora_adapters` after the same updates.
-    b1, b2, eps, prune_ratio, pruning, adapters, seed: as in :func:`scale_by_relora`
-      (defaults: torch's AdamW and the reference's default reset).
-    weight_decay: decoupled weight decay, >= 0.
+    b1: Adam's first-moment decay, in [0, 1).
+    b2: Adam's second-moment decay, in [0, 1).
+    eps: added to Adam's bias-corrected ``sqrt(v)`` (PyTorch AdamW's placement), >= 0.
+    weight_decay: :math:`\lambda`, decoupled weight decay, >= 0.
+    prune_ratio: the fraction of the adapters' moments pruned, in [0, 1] (the reference's
+      default reset, 0.999).
+    pruning: ``"random"`` (the reference's default) or ``"magnitude"``.
+    adapters: which leaves are LoRA adapters: a tree of bools like the params or a function
+      of the params returning one (default: every leaf with two or more axes).
+    seed: seeds the random pruning (folded with the update count).
 
   Returns:
-    The optimizer; its state is ``(ReLoRAState, ...)``.
+    The optimizer; its state is ``(ScaleByReLoRAState, ...)``.
   """
   check_range("weight_decay", weight_decay, 0.0)
   return optax.chain(
-      scale_by_relora(restart_every, b1, b2, eps, prune_ratio, pruning, adapters, seed),
+      scale_by_relora(
+          restart_every,
+          b1=b1,
+          b2=b2,
+          eps=eps,
+          prune_ratio=prune_ratio,
+          pruning=pruning,
+          adapters=adapters,
+          seed=seed,
+      ),
       optax.add_decayed_weights(weight_decay),
       optax.scale_by_learning_rate(learning_rate),
   )
+
+
+# The state's name before it followed optax's ``ScaleBy<Method>State``.
+__getattr__ = renamed_attributes(__name__, {"ReLoRAState": ScaleByReLoRAState})

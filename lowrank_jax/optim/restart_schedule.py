@@ -35,7 +35,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from lowrank_jax.optim.validation import check_positive_int
+from lowrank_jax.optim._checks import check_positive_int
 
 # The paper's recovery starts at this fraction of the target learning rate.
 _RECOVERY_START = 0.001

@@ -76,10 +76,9 @@ import optax
 
 from lowrank_jax.optim import spike_aware
 from lowrank_jax.optim.adam import bias_correction, check_adam_hyperparameters, update_moments
-from lowrank_jax.optim.docstrings import shared_args
-from lowrank_jax.optim.lowrank_adam import with_decoupled_weight_decay
+from lowrank_jax.optim.adam import with_decoupled_weight_decay
 from lowrank_jax.optim.tree_utils import map_unzip
-from lowrank_jax.optim.validation import check_range
+from lowrank_jax.optim._checks import check_range
 
 # The reference scales the step by 1 - _REWARMUP_DEPTH at the bottom of the
 # cosine; the step on a reset step is therefore about 1% of the full one.
@@ -120,6 +119,7 @@ def scale_by_spam(
     b1: float = 0.9,
     b2: float = 0.999,
     eps: float = 1e-6,
+    *,
     spike_threshold: float = 5000.0,
     reset_interval: int = 500,
     warmup_steps: int = 50,
@@ -197,12 +197,12 @@ def scale_by_spam(
   return optax.GradientTransformation(init_fn, update_fn)
 
 
-@shared_args
 def spam(
     learning_rate: optax.ScalarOrSchedule,
     b1: float = 0.9,
     b2: float = 0.999,
     eps: float = 1e-6,
+    *,
     weight_decay: float = 0.0,
     spike_threshold: float = 5000.0,
     reset_interval: int = 500,
@@ -211,21 +211,45 @@ def spam(
     moment_dtype: Any = None,
     mask: Any = None,
 ) -> optax.GradientTransformation:
-  """SPAM with decoupled weight decay: ``chain(scale_by_spam, add_decayed_weights, lr)``.
+  r"""SPAM with decoupled weight decay: ``chain(scale_by_spam, add_decayed_weights, lr)``.
 
-  Defaults are the authors' ``SPAM`` class defaults (``pytorch_optimizer.SPAM``'s too). The weight
-  decay is multiplied by the learning rate, not by the re-warmup factor.
+  The parameter moves by :math:`-\eta (u + \lambda p)`, with :math:`u` the update of
+  :func:`scale_by_spam`, Adam on spike-clipped gradients with moment resets every :math:`T`
+  steps and a cosine re-warmup :math:`s_n` of the step size after each:
+
+  .. math::
+    u = s_n \, \frac{\sqrt{1 - \beta_2^n}}{1 - \beta_1^n} \, \frac{m}{\sqrt{v} + \epsilon}.
+
+  Defaults are the authors' ``SPAM`` class defaults (``pytorch_optimizer.SPAM``'s too). The
+  weight decay is multiplied by the learning rate, not by the re-warmup factor.
 
   Args:
-    {alias_args}
-    b1, b2, eps, spike_threshold, reset_interval, warmup_steps,
-      spike_grace_steps, moment_dtype: as in :func:`scale_by_spam`.
+    learning_rate: a float or an optax schedule :math:`\eta` (> 0).
+    b1: decay of the first moment, in [0, 1).
+    b2: decay of the second moment, in [0, 1).
+    eps: added to :math:`\sqrt{v}` in the denominator, >= 0.
+    weight_decay: :math:`\lambda`, decoupled weight decay (``p -= lr * wd * p``), >= 0.
+    spike_threshold: :math:`\theta`: an entry with :math:`g^2 > \theta v` is clipped to
+      :math:`\operatorname{sign}(g)\sqrt{\theta v}`; 0 turns clipping off. >= 0.
+    reset_interval: :math:`T`: the moments are zeroed at steps :math:`T, 2T, \dots`, >= 1.
+    warmup_steps: :math:`W`: length of the re-warmup after each reset, >= 0.
+    spike_grace_steps: :math:`K`: no clipping for the first :math:`K` steps and the first
+      :math:`K` after each reset, >= 2.
+    moment_dtype: dtype of both moments; ``None`` uses each param's dtype.
+    mask: the leaves weight decay applies to, as optax's ``mask``; None decays every leaf.
 
   Returns:
     An ``optax.GradientTransformation``.
   """
   spike_aware.check_learning_rate(learning_rate)
   spike_aware_update = scale_by_spam(
-      b1, b2, eps, spike_threshold, reset_interval, warmup_steps, spike_grace_steps, moment_dtype
+      b1,
+      b2,
+      eps,
+      spike_threshold=spike_threshold,
+      reset_interval=reset_interval,
+      warmup_steps=warmup_steps,
+      spike_grace_steps=spike_grace_steps,
+      moment_dtype=moment_dtype,
   )
   return with_decoupled_weight_decay(spike_aware_update, learning_rate, weight_decay, mask)

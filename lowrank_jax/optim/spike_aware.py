@@ -7,7 +7,7 @@ periodic reset of the moments. What they share lives here:
   are zeroed at the start of every step with ``n mod T == 0``, decided inside
   ``jit`` by a ``jnp.where`` on that scalar predicate (no Python-side counting);
 * the argument checks that the generic ones in
-  :mod:`lowrank_jax.optim.validation` do not cover (step counts, which may be
+  :mod:`lowrank_jax.optim._checks` do not cover (step counts, which may be
   traced, the moment dtype, the learning rate).
 
 Numbers that may arrive as jax arrays (``optax.inject_hyperparams`` turns every
@@ -30,7 +30,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from lowrank_jax.optim.validation import check_range
+from lowrank_jax.optim._checks import check_range
 
 
 def check_step_count(name: str, value: Any, minimum: int = 0) -> None:

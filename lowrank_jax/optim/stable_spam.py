@@ -91,10 +91,9 @@ import optax
 
 from lowrank_jax.optim import spike_aware
 from lowrank_jax.optim.adam import check_adam_hyperparameters, update_moments
-from lowrank_jax.optim.docstrings import shared_args
-from lowrank_jax.optim.lowrank_adam import with_decoupled_weight_decay
+from lowrank_jax.optim.adam import with_decoupled_weight_decay
 from lowrank_jax.optim.tree_utils import map_unzip
-from lowrank_jax.optim.validation import check_range
+from lowrank_jax.optim._checks import check_range
 
 
 class ScaleByStableSpamState(NamedTuple):
@@ -138,6 +137,7 @@ def scale_by_stable_spam(
     b1: float = 0.9,
     b2: float = 0.999,
     eps: float = 1e-8,
+    *,
     gamma1: float = 0.7,
     gamma2: float = 0.9,
     theta: float = 0.999,
@@ -266,12 +266,12 @@ def scale_by_stable_spam(
   return optax.GradientTransformation(init_fn, update_fn)
 
 
-@shared_args
 def stable_spam(
     learning_rate: optax.ScalarOrSchedule,
     b1: float = 0.9,
     b2: float = 0.999,
     eps: float = 1e-8,
+    *,
     weight_decay: float = 0.0,
     gamma1: float = 0.7,
     gamma2: float = 0.9,
@@ -283,12 +283,31 @@ def stable_spam(
     eta_min: float = 0.5,
     authors_resets: bool = False,
 ) -> optax.GradientTransformation:
-  """Stable-SPAM with decoupled weight decay: ``chain(scale_by_stable_spam, add_decayed_weights, lr)``.
+  r"""Stable-SPAM with decoupled weight decay: ``chain(scale_by_stable_spam, decay, lr)``.
+
+  The parameter moves by :math:`-\eta (u + \lambda p)`, with :math:`u` the update of
+  :func:`scale_by_stable_spam`: Adam, restarted every :math:`T` steps, on gradients clipped
+  to an EMA of their maximum (AdaClip) and rescaled to an EMA of their norm (AdaGN),
+
+  .. math::
+    u = \frac{1}{1 - \beta_1^t} \, \frac{m}{\sqrt{v} / \sqrt{1 - \beta_2^t} + \epsilon}.
 
   Args:
-    {alias_args}
-    b1, b2, eps, gamma1, gamma2, theta, reset_interval, moment_dtype, total_steps,
-      eta_min, authors_resets: as in :func:`scale_by_stable_spam`.
+    learning_rate: a float or an optax schedule :math:`\eta` (> 0).
+    b1: decay of Adam's first moment, in [0, 1).
+    b2: decay of Adam's second moment, in [0, 1).
+    eps: added in the Adam denominator and in the AdaGN ratio, >= 0.
+    weight_decay: :math:`\lambda`, decoupled weight decay (``p -= lr * wd * p``), >= 0.
+    gamma1: decay of the EMA of the gradient norm (AdaGN), in [0, 1).
+    gamma2: decay of the EMA of the squared gradient norm (AdaGN), in [0, 1).
+    theta: decay of the EMA of :math:`\max |g|` (AdaClip), in [0, 1); 0 turns clipping off.
+    reset_interval: :math:`T`: Adam's moments and bias correction restart at steps
+      :math:`T, 2T, \dots`, >= 1.
+    moment_dtype: dtype of Adam's moments; ``None`` uses each param's dtype.
+    mask: the leaves weight decay applies to, as optax's ``mask``; None decays every leaf.
+    total_steps: :math:`T_\text{total}` of the momentum decay, >= 1; ``None`` turns it off.
+    eta_min: the factor the momentum decay aims at, in [0, 1].
+    authors_resets: reset as the authors' code does (see :func:`scale_by_stable_spam`).
 
   Returns:
     An ``optax.GradientTransformation``.
@@ -298,13 +317,13 @@ def stable_spam(
       b1,
       b2,
       eps,
-      gamma1,
-      gamma2,
-      theta,
-      reset_interval,
-      moment_dtype,
-      total_steps,
-      eta_min,
-      authors_resets,
+      gamma1=gamma1,
+      gamma2=gamma2,
+      theta=theta,
+      reset_interval=reset_interval,
+      moment_dtype=moment_dtype,
+      total_steps=total_steps,
+      eta_min=eta_min,
+      authors_resets=authors_resets,
   )
   return with_decoupled_weight_decay(stabilized_update, learning_rate, weight_decay, mask)

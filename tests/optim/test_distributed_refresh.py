@@ -11,8 +11,8 @@ from jax.sharding import AxisType, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 import lowrank_jax.optim as lro
-from lowrank_jax.optim import distributed_refresh as dr
-from lowrank_jax.optim import projector_bases
+from lowrank_jax.optim._projection import distributed_refresh as dr
+from lowrank_jax.optim._projection import projector_bases
 
 AXES = ("data", "fsdp", "tensor")
 RANK = 4

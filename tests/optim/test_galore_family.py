@@ -12,8 +12,12 @@ import pytest
 
 import lowrank_jax.optim as lro
 from lowrank_jax.optim.apollo import scaled_norm
-from lowrank_jax.optim.lowrank_adam import LowRankAdamState, LowRankStep, norm_growth_factor
-from lowrank_jax.optim.projection import matrix_layout, MatrixDimensionNumbers
+from lowrank_jax.optim._projection.lowrank_adam import (
+    LowRankStep,
+    ScaleByLowRankAdamState,
+    norm_growth_factor,
+)
+from lowrank_jax.optim._projection.projection import matrix_layout, MatrixDimensionNumbers
 
 SHAPES = {"tall": (8, 16), "stack": (3, 8, 16), "bias": (16,)}  # wide: parity tests
 SMALL = dict(rank=2, update_proj_gap=2)
@@ -44,7 +48,7 @@ def run(tx, params, steps=3, dtype=jnp.float32):
   return updates, state
 
 
-def lowrank_state(state) -> LowRankAdamState:
+def lowrank_state(state) -> ScaleByLowRankAdamState:
   """The low-rank part of an alias's state (chain -> partition -> masked)."""
   (found,) = lro.find_lowrank_states(state)
   assert found is state[0].inner_states["projected"].inner_state

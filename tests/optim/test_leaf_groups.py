@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 import lowrank_jax.optim as lro
-from lowrank_jax.optim import leaf_groups
-from lowrank_jax.optim.projection import MatrixLayout
+from lowrank_jax.optim._projection import leaf_groups
+from lowrank_jax.optim._projection.projection import MatrixLayout
 
 # Two groups of equal layout (a, b, d and c, e), a lone stacked leaf and a 1-D leaf that
 # goes to the dense Adam; the (16, 8) leaves project the other axis.

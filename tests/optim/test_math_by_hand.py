@@ -100,7 +100,7 @@ def galore_by_hand(grads, scale):
 
 def test_galore_steps_by_hand():
   grads = gradients(3)
-  updates, _ = run(lro.scale_by_galore(RANK, GAP, 0.25, B1, B2, EPS), grads)
+  updates, _ = run(lro.scale_by_galore(RANK, GAP, 0.25, b1=B1, b2=B2, eps=EPS), grads)
   for got, expected in zip(updates, galore_by_hand(grads, 0.25)):
     assert_close(got, expected)
 
@@ -120,7 +120,7 @@ def test_fira_steps_by_hand():
     residuals.append(phi * (g - alpha * p @ r))
   divisors = limited([np.linalg.norm(s) for s in residuals])
   assert divisors[2] > 1.5  # the limiter acts on the spike
-  updates, _ = run(lro.scale_by_fira(RANK, GAP, alpha, B1, B2, EPS), grads)
+  updates, _ = run(lro.scale_by_fira(RANK, GAP, alpha, b1=B1, b2=B2, eps=EPS), grads)
   for t, (got, d, s, c) in enumerate(zip(updates, directions, residuals, divisors), 1):
     assert_close(got, folded_correction(t) * (d + s / c), t)
 
@@ -132,7 +132,7 @@ def test_apollo_steps_by_hand(scale_type, rank, scale):
   limiter on ``|s G|``. The random projector is read from the state."""
   grads = gradients(4, spike=2)
   tx = lro.scale_by_apollo(
-      rank, GAP, scale, B1, B2, EPS, scale_type=scale_type, store_projector=True
+      rank, GAP, scale, b1=B1, b2=B2, eps=EPS, scale_type=scale_type, store_projector=True
   )
   updates, state = run(tx, grads)
   (lowrank_state,) = lro.find_lowrank_states(state)
@@ -154,7 +154,9 @@ def test_apollo_steps_by_hand(scale_type, rank, scale):
 def test_apollo_mini_is_the_tensor_wise_rank_1_apollo_with_scale_128():
   grads = gradients(3)
   mini, _ = run(lro.scale_by_apollo_mini(update_proj_gap=GAP, b1=B1, b2=B2, eps=EPS), grads)
-  tensor, _ = run(lro.scale_by_apollo(1, GAP, 128.0, B1, B2, EPS, scale_type="tensor"), grads)
+  tensor, _ = run(
+      lro.scale_by_apollo(1, GAP, 128.0, b1=B1, b2=B2, eps=EPS, scale_type="tensor"), grads
+  )
   np.testing.assert_allclose(mini, tensor, rtol=1e-6)
 
 
@@ -166,7 +168,15 @@ def test_spam_steps_by_hand():
   each reset (global ``n`` in the bias correction)."""
   interval, warmup, grace, theta = 4, 2, 2, 5.0
   grads = gradients(9, spike=6)
-  tx = lro.scale_by_spam(B1, B2, EPS, theta, interval, warmup, grace)
+  tx = lro.scale_by_spam(
+      B1,
+      B2,
+      EPS,
+      spike_threshold=theta,
+      reset_interval=interval,
+      warmup_steps=warmup,
+      spike_grace_steps=grace,
+  )
   updates, _ = run(tx, grads)
   m = v = np.zeros(SHAPE)
   clipped_any = False
@@ -193,7 +203,9 @@ def test_stable_spam_steps_by_hand():
   correction) restarted at updates ``n = kT``, eps on the corrected ``sqrt(v)``."""
   interval, gamma1, gamma2, theta, eps = 3, 0.7, 0.9, 0.999, 1e-8
   grads = gradients(7, spike=4)
-  tx = lro.scale_by_stable_spam(B1, B2, eps, gamma1, gamma2, theta, interval)
+  tx = lro.scale_by_stable_spam(
+      B1, B2, eps, gamma1=gamma1, gamma2=gamma2, theta=theta, reset_interval=interval
+  )
   updates, _ = run(tx, grads)
   m = v = np.zeros(SHAPE)
   max_ema = norm_ema = norm_sq_ema = 0.0

@@ -6,6 +6,7 @@ The check restates optax's own (``optax/contrib/_common_test.py``,
 factory whose annotation is anything else, a string included.
 """
 
+import importlib
 import inspect
 
 import jax
@@ -60,3 +61,70 @@ def test_a_constant_schedule_trains_as_its_float(name):
   jax.tree.map(lambda x, y: np.testing.assert_allclose(x, y, rtol=1e-6), with_float, with_schedule)
   moved = jax.tree.map(lambda x, y: bool((x != y).any()), with_float, params)
   assert any(jax.tree.leaves(moved))
+
+
+# optax's idiom (optax/_src/alias.py): the core hyperparameters by position, the rest by keyword.
+POSITIONAL = {
+    "galore": ("learning_rate", "rank", "update_proj_gap", "scale"),
+    "fira": ("learning_rate", "rank", "update_proj_gap", "scale"),
+    "apollo": ("learning_rate", "rank", "update_proj_gap", "scale"),
+    "golore": ("learning_rate", "rank", "update_proj_gap", "scale"),
+    "spam": ("learning_rate", "b1", "b2", "eps"),
+    "stable_spam": ("learning_rate", "b1", "b2", "eps"),
+    "relora": ("learning_rate", "restart_every"),
+    "loro": ("learning_rate", "every"),
+    "scale_by_galore": ("rank", "update_proj_gap", "scale"),
+    "scale_by_fira": ("rank", "update_proj_gap", "scale"),
+    "scale_by_apollo": ("rank", "update_proj_gap", "scale"),
+    "scale_by_golore": ("rank", "update_proj_gap", "scale"),
+    "scale_by_spam": ("b1", "b2", "eps"),
+    "scale_by_stable_spam": ("b1", "b2", "eps"),
+    "scale_by_relora": ("restart_every",),
+    "scale_by_folded_adam": ("b1", "b2", "eps"),
+}
+
+
+def _parameters(name):
+  return inspect.signature(getattr(optim, name)).parameters.values()
+
+
+@pytest.mark.parametrize("name", sorted(POSITIONAL))
+def test_arguments_past_the_core_hyperparameters_are_keyword_only(name):
+  positional = tuple(p.name for p in _parameters(name) if p.kind == p.POSITIONAL_OR_KEYWORD)
+  assert positional == POSITIONAL[name]
+  assert all(p.kind == p.KEYWORD_ONLY for p in _parameters(name) if p.name not in positional)
+
+
+@pytest.mark.parametrize("name", sorted(POSITIONAL))
+def test_every_argument_is_documented_in_the_factorys_own_docstring(name):
+  documented = getattr(optim, name).__doc__
+  missing = [p.name for p in _parameters(name) if f"\n    {p.name}:" not in documented]
+  assert not missing, missing
+
+
+@pytest.mark.parametrize(
+    "mini, full", [("apollo_mini", "apollo"), ("scale_by_apollo_mini", "scale_by_apollo")]
+)
+def test_apollo_mini_is_a_partial_of_apollo_with_its_own_docstring(mini, full):
+  variant = getattr(optim, mini)
+  assert variant.func is getattr(optim, full)
+  assert variant.keywords == {"rank": 1, "scale": 128.0, "scale_type": "tensor"}
+  assert "APOLLO-Mini" in variant.__doc__
+
+
+@pytest.mark.parametrize(
+    "module, old, new",
+    [
+        ("lowrank_jax.optim", "LowRankAdamState", "ScaleByLowRankAdamState"),
+        ("lowrank_jax.optim", "FoldedAdamState", "ScaleByFoldedAdamState"),
+        ("lowrank_jax.optim", "ReLoRAState", "ScaleByReLoRAState"),
+        ("lowrank_jax.optim.adam", "FoldedAdamState", "ScaleByFoldedAdamState"),
+        ("lowrank_jax.optim.relora", "ReLoRAState", "ScaleByReLoRAState"),
+    ],
+)
+def test_the_states_old_names_still_resolve_with_a_deprecation_warning(module, old, new):
+  module = importlib.import_module(module)
+  with pytest.warns(DeprecationWarning, match=new):
+    assert getattr(module, old) is getattr(optim, new)
+  with pytest.raises(AttributeError):
+    module.NoSuchState  # noqa: B018

@@ -90,7 +90,7 @@ def run_ours():
     updates, state = update(jax.tree.map(jnp.asarray, g), state, params)
     params = optax.apply_updates(params, updates)
     lowrank = state[0].inner_states["projected"].inner_state  # the module docstring's path
-    assert isinstance(lowrank, lro.LowRankAdamState)
+    assert isinstance(lowrank, lro.ScaleByLowRankAdamState)
     snapshot = {"params": params, **lowrank._asdict()}
     history.append(jax.tree.map(np.asarray, snapshot))
   return history

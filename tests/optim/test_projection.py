@@ -9,14 +9,14 @@ import pytest
 
 import lowrank_jax.optim as lro
 from lowrank_jax.optim import linalg
-from lowrank_jax.optim import (
+from lowrank_jax.optim import projection_options
+from lowrank_jax.optim._projection import (
     projection,
-    projection_options,
     projector_bases,
     projector_refresh,
     refresh_schedule,
 )
-from lowrank_jax.optim.lowrank_adam import scale_by_lowrank_adam
+from lowrank_jax.optim._projection.lowrank_adam import scale_by_lowrank_adam
 
 DEFAULT = projection.MatrixDimensionNumbers()
 

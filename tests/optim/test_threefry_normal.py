@@ -9,7 +9,7 @@ import pytest
 
 import jax.extend.random as jex_random
 
-from lowrank_jax.optim.threefry_normal import counter_bits, standard_normal
+from lowrank_jax.optim._projection.threefry_normal import counter_bits, standard_normal
 
 
 @pytest.mark.parametrize("size", [1, 2, 7, 1000, 4097])

@@ -26,8 +26,8 @@ from tiny_run import TINY
 
 from lowrank_jax.data import load_tokenizer, make_train_iterator
 from lowrank_jax.optim import (
-    FoldedAdamState,
-    LowRankAdamState,
+    ScaleByFoldedAdamState,
+    ScaleByLowRankAdamState,
     ScaleBySpamState,
     ScaleByStableSpamState,
 )
@@ -205,7 +205,12 @@ def leaf(tree, names=EMBEDDING) -> np.ndarray:
 
 def adam_direction(opt_state, names=EMBEDDING) -> np.ndarray:
   """A leaf's Adam direction in the update that left ``opt_state``'s moments."""
-  classes = (optax.ScaleByAdamState, FoldedAdamState, ScaleBySpamState, ScaleByStableSpamState)
+  classes = (
+      optax.ScaleByAdamState,
+      ScaleByFoldedAdamState,
+      ScaleBySpamState,
+      ScaleByStableSpamState,
+  )
   (adam,) = states_of(opt_state, classes)
   c = int(adam.count)
   mu, nu = leaf(adam.mu, names), leaf(adam.nu, names)
@@ -292,7 +297,7 @@ def gradients_by_hand(run: Run, states) -> list:
 
 def projector_of(opt_state, names):
   """A projected leaf's projector ``P`` in ``opt_state``; ``None`` for a leaf Adam takes whole."""
-  projected = states_of(opt_state, LowRankAdamState)
+  projected = states_of(opt_state, ScaleByLowRankAdamState)
   found = leaves_named(projected[0].projector, names) if projected else []
   return found[0] if found else None
 
@@ -368,7 +373,7 @@ def test_each_update_decays_every_leaf_decoupled(case):
       case.method, (f"optimizer.weight_decay={DECAY}", "schedule.kind=constant", *case.overrides)
   )
   gradients = gradients_by_hand(run, states)
-  folded = bool(states_of(states[0].opt_state, FoldedAdamState))  # the references' Adam
+  folded = bool(states_of(states[0].opt_state, ScaleByFoldedAdamState))  # the references' Adam
   checked = [(names, case.dense_peak) for names in DENSE_LEAVES]
   checked += [(names, case.target_peak) for names in case.targets]
   for names, peak in checked:
@@ -444,8 +449,8 @@ def test_factors_are_balanced_after_each_refactorization_only(method):
 def test_projectors_change_at_the_logged_refreshes_only(method):
   _, states, metrics = traced(method)
   for before, after, step_metrics in zip(states[1:], states[2:], metrics[1:]):
-    (old,) = states_of(before.opt_state, LowRankAdamState)
-    (new,) = states_of(after.opt_state, LowRankAdamState)
+    (old,) = states_of(before.opt_state, ScaleByLowRankAdamState)
+    (new,) = states_of(after.opt_state, ScaleByLowRankAdamState)
     changed = [not np.array_equal(a, b) for a, b in zip(*map(jax.tree.leaves, (old, new)))]
     projectors_changed = [
         not np.array_equal(a, b)
@@ -473,7 +478,7 @@ def test_apollo_mini_moments_restart_at_the_logged_refreshes_only():
   """With ``moment_policy=reset`` a refresh shows as moments one update old."""
   _, states, metrics = traced("apollo_mini")
   for after, step_metrics in zip(states[1:], metrics):
-    (projected,) = states_of(after.opt_state, LowRankAdamState)
+    (projected,) = states_of(after.opt_state, ScaleByLowRankAdamState)
     assert fresh_moments(projected.mu, projected.nu) == bool(step_metrics["refresh"])
 
 
@@ -518,7 +523,7 @@ def test_loro_exact_steps_balance_the_factors_and_restart_adam_at_the_logged_ste
   moved by their Adam step at the logged factor rate."""
   _, states, metrics = traced("loro")
   for before, after, step_metrics in zip(states, states[1:], metrics):
-    (adam,) = states_of(after.opt_state, FoldedAdamState)
+    (adam,) = states_of(after.opt_state, ScaleByFoldedAdamState)
     if int(step_metrics["manifold_step"]):
       assert balanced(after.params)
       assert int(adam.count) == 0 and not any(np.any(m) for m in jax.tree.leaves(adam.mu))

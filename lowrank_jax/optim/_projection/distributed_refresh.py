@@ -2,7 +2,7 @@ r"""The projection refresh spread over devices: each device decomposes whole mat
 
 A refresh decomposes every matrix of a batch ``G`` of shape ``(B, m, n)`` (a
 layer stack, or any leaf in the layout of
-:func:`lowrank_jax.optim.projection.to_matrices`). Left to XLA, a decomposition
+:func:`lowrank_jax.optim._projection.projection.to_matrices`). Left to XLA, a decomposition
 of sharded matrices is computed on every device after an all-gather: each of the
 ``D`` devices gathers all ``B m n`` floats (at once for a batched decomposition,
 one matrix per step of the CPU loop of :mod:`lowrank_jax.optim.linalg`) and does

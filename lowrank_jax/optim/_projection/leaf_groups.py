@@ -15,8 +15,8 @@ Leaf lists hold ``optax.MaskedNode`` where a leaf has no entry (a projector that
 stored, a norm that is not kept); a group of those stays a ``MaskedNode``.
 
 >>> import jax.numpy as jnp
->>> from lowrank_jax.optim.projection import MatrixLayout
->>> from lowrank_jax.optim.projector_refresh import LeafRefresh
+>>> from lowrank_jax.optim._projection.projection import MatrixLayout
+>>> from lowrank_jax.optim._projection.projector_refresh import LeafRefresh
 >>> layouts = [MatrixLayout((4, 6), 0, 1, 2), MatrixLayout((6, 4), 1, 0, 2),
 ...            MatrixLayout((4, 6), 0, 1, 2)]
 >>> leaves = [jnp.zeros((4, 6)), jnp.ones((6, 4)), jnp.full((4, 6), 2.0)]
@@ -38,8 +38,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from lowrank_jax.optim.projection import MatrixLayout
-from lowrank_jax.optim.projector_refresh import LeafRefresh
+from lowrank_jax.optim._projection.projection import MatrixLayout
+from lowrank_jax.optim._projection.projector_refresh import LeafRefresh
 
 Groups = list[list[int]]
 

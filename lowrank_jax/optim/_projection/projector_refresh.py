@@ -3,8 +3,8 @@
 The refresh runs inside ``lax.cond`` on a scalar predicate, outside any
 ``vmap`` (a batched predicate would become a select and pay the decomposition every
 step). Which matrices are due, and their keys, come from
-:mod:`~lowrank_jax.optim.refresh_schedule`; their new bases from
-:mod:`~lowrank_jax.optim.projector_bases`.
+:mod:`~lowrank_jax.optim._projection.refresh_schedule`; their new bases from
+:mod:`~lowrank_jax.optim._projection.projector_bases`.
 
 **Moments on a refresh** (``moment_policy``): ``"keep"`` carries them over
 unchanged (the references), ``"reset"`` zeroes the refreshed matrix's moments
@@ -29,10 +29,10 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from lowrank_jax.optim import distributed_refresh
-from lowrank_jax.optim.matrix_sharding import batch_like, gather_matrices, like_sharding
-from lowrank_jax.optim.projection import MatrixLayout, from_matrices, to_matrices
-from lowrank_jax.optim.projector_bases import Refresher
+from lowrank_jax.optim._projection import distributed_refresh
+from lowrank_jax.optim._projection.matrix_sharding import batch_like, gather_matrices, like_sharding
+from lowrank_jax.optim._projection.projection import MatrixLayout, from_matrices, to_matrices
+from lowrank_jax.optim._projection.projector_bases import Refresher
 
 MOMENT_POLICIES = ("keep", "reset", "reproject", "reproject_once")
 REPROJECTING = ("reproject", "reproject_once")  # the policies that need the old projector

@@ -26,10 +26,10 @@ moments, and a sharding rule can keep the mesh axis of every axis that kept its
 size (see :mod:`lowrank_jax.optim.sharding`). A refresh sees the leaf as a flat
 batch of matrices (:func:`to_matrices`).
 
-The projector is computed by :mod:`~lowrank_jax.optim.projector_bases`, refreshed on the
-schedule of :mod:`~lowrank_jax.optim.refresh_schedule` by
-:mod:`~lowrank_jax.optim.projector_refresh`; :mod:`~lowrank_jax.optim.projection_options`
-holds the options users set.
+The projector is computed by :mod:`~lowrank_jax.optim._projection.projector_bases`,
+refreshed on the schedule of :mod:`~lowrank_jax.optim._projection.refresh_schedule` by
+:mod:`~lowrank_jax.optim._projection.projector_refresh`;
+:mod:`~lowrank_jax.optim.projection_options` holds the options users set.
 
 >>> import jax.numpy as jnp
 >>> layout = matrix_layout((16, 8), MatrixDimensionNumbers(), side="std", rank=2)

@@ -1,6 +1,6 @@
 r"""The engine of the GaLore family: Adam on projected gradients.
 
-For every projected matrix (see :mod:`lowrank_jax.optim.projection`) one step is
+For every projected matrix (see :mod:`lowrank_jax.optim._projection.projection`) one step is
 
 .. math::
   P &\leftarrow \mathrm{refresh}(G) \quad \text{every } T \text{ steps (behind lax.cond)}, \\
@@ -16,7 +16,7 @@ float32 norm per matrix for the norm-growth limiter.
 
 :func:`scale_by_lowrank_adam` only handles the leaves it is given: every leaf
 must be a batch of matrices. The public methods wrap it with
-:func:`lowrank_jax.optim.masking.route`, which sends the other leaves to
+:func:`lowrank_jax.optim._projection.masking.route`, which sends the other leaves to
 :func:`lowrank_jax.optim.adam.scale_by_folded_adam`.
 
 >>> import jax.numpy as jnp, optax
@@ -41,15 +41,15 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from lowrank_jax.optim import leaf_groups
+from lowrank_jax.optim._projection import leaf_groups
 from lowrank_jax.optim.adam import (
     bias_correction,
     check_adam_hyperparameters,
     scale_by_folded_adam,
     update_moments,
 )
-from lowrank_jax.optim.masking import Mask, route
-from lowrank_jax.optim.projection import (
+from lowrank_jax.optim._projection.masking import Mask, route
+from lowrank_jax.optim._projection.projection import (
     MatrixLayout,
     matrix_layout,
     project,
@@ -57,20 +57,25 @@ from lowrank_jax.optim.projection import (
     resolve_dimension_numbers,
 )
 from lowrank_jax.optim.projection_options import ProjectionOptions, check_projection_options
-from lowrank_jax.optim.projector_bases import make_refresher
-from lowrank_jax.optim.projector_refresh import (
+from lowrank_jax.optim._projection.projector_bases import make_refresher
+from lowrank_jax.optim._projection.projector_refresh import (
     REPROJECTING,
     LeafRefresh,
     refresh_projectors,
     regenerate_projector,
     stored_first_moment,
 )
-from lowrank_jax.optim.refresh_schedule import leaf_id, refresh_due, refresh_keys, stagger_offsets
+from lowrank_jax.optim._projection.refresh_schedule import (
+    leaf_id,
+    refresh_due,
+    refresh_keys,
+    stagger_offsets,
+)
 from lowrank_jax.optim.tree_utils import map_unzip
-from lowrank_jax.optim.validation import check_positive_int, check_range
+from lowrank_jax.optim._checks import check_positive_int
 
 
-class LowRankAdamState(NamedTuple):
+class ScaleByLowRankAdamState(NamedTuple):
   """State of :func:`scale_by_lowrank_adam` (one entry per projected leaf).
 
   Attributes:
@@ -93,13 +98,13 @@ class LowRankAdamState(NamedTuple):
   norm: optax.Updates
 
 
-def find_lowrank_states(opt_state: Any) -> list[LowRankAdamState]:
-  """Every :class:`LowRankAdamState` inside an optimizer state, in tree order.
+def find_lowrank_states(opt_state: Any) -> list[ScaleByLowRankAdamState]:
+  """Every :class:`ScaleByLowRankAdamState` inside an optimizer state, in tree order.
 
   The public methods nest it as ``chain -> partition -> masked``; this finds
   it whatever the wrapping (``inject_hyperparams``, ``MultiSteps``, ...).
   """
-  is_state = lambda x: isinstance(x, LowRankAdamState)
+  is_state = lambda x: isinstance(x, ScaleByLowRankAdamState)
   return [x for x in jax.tree.leaves(opt_state, is_leaf=is_state) if is_state(x)]
 
 
@@ -183,7 +188,7 @@ def scale_by_lowrank_adam(
       model's projectors cost more than projecting its gradients).
 
   Returns:
-    An ``optax.GradientTransformation`` with state :class:`LowRankAdamState`.
+    An ``optax.GradientTransformation`` with state :class:`ScaleByLowRankAdamState`.
   """
   rank = check_positive_int("rank", rank)
   gap = check_positive_int("update_proj_gap", update_proj_gap)
@@ -223,7 +228,7 @@ def scale_by_lowrank_adam(
       )
 
     parts = map_unzip(4, leaf_init, params, layouts_of(params))
-    return LowRankAdamState(jnp.zeros([], jnp.int32), *parts)
+    return ScaleByLowRankAdamState(jnp.zeros([], jnp.int32), *parts)
 
   def leaf_update(grad, projector, mu, nu, norm, plan: LeafRefresh, count, correction):
     layout = plan.layout
@@ -302,7 +307,7 @@ def scale_by_lowrank_adam(
     if group_leaves:
       outputs = [leaf_groups.unstack(column, groups) for column in outputs]
     new_updates, *parts = (treedef.unflatten(column) for column in outputs)
-    return new_updates, LowRankAdamState(optax.safe_increment(count), *parts)
+    return new_updates, ScaleByLowRankAdamState(optax.safe_increment(count), *parts)
 
   return optax.GradientTransformation(init_fn, update_fn)
 
@@ -327,7 +332,7 @@ def scale_by_projected_method(
   """A method on the leaves ``projection_mask`` selects, the references' Adam on the others.
 
   This is what every public ``scale_by_<method>`` returns: an
-  ``optax.partition`` (see :func:`lowrank_jax.optim.masking.route`) of
+  ``optax.partition`` (see :func:`lowrank_jax.optim._projection.masking.route`) of
   :func:`scale_by_lowrank_adam` and
   :func:`~lowrank_jax.optim.adam.scale_by_folded_adam` with the same ``b1``,
   ``b2``, ``eps`` and ``moment_dtype``. ``options`` fields left as None
@@ -354,20 +359,3 @@ def scale_by_projected_method(
   )
   dense = scale_by_folded_adam(b1=b1, b2=b2, eps=eps, moment_dtype=moment_dtype)
   return route(lowrank, dense, projection_mask)
-
-
-def with_decoupled_weight_decay(
-    scale_by: optax.GradientTransformation, learning_rate, weight_decay, mask
-) -> optax.GradientTransformation:
-  """``chain(scale_by, add_decayed_weights(weight_decay, mask), scale_by_learning_rate(lr))``.
-
-  The update is ``-lr * (u + weight_decay * p)``: AdamW's decoupled decay
-  ``p -= lr * wd * p`` as in the references (which decay the already-updated
-  parameter, a difference of order ``lr^2 * wd``).
-  """
-  check_range("weight_decay", weight_decay, 0.0)
-  return optax.chain(
-      scale_by,
-      optax.add_decayed_weights(weight_decay, mask),
-      optax.scale_by_learning_rate(learning_rate),
-  )

@@ -14,7 +14,7 @@ A refresh computes a new projector from the current gradient, in float32, by one
   re-orthonormalised after each power iteration, then an SVD of the small
   ``Q^T G``;
 * ``"gaussian"``: i.i.d. ``N(0, 1/r)`` entries (APOLLO), drawn from a
-  per-matrix key (:func:`~lowrank_jax.optim.threefry_normal.standard_normal`),
+  per-matrix key (:func:`~lowrank_jax.optim._projection.threefry_normal.standard_normal`),
   so the projector need not be stored;
 * ``"orthonormal"``: a uniformly random orthonormal basis (GoLore), the Q of
   the QR of a Gaussian matrix.
@@ -43,7 +43,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from lowrank_jax.optim import linalg
-from lowrank_jax.optim.threefry_normal import standard_normal
+from lowrank_jax.optim._projection.threefry_normal import standard_normal
 
 REFRESHES = ("svd", "eigh", "randomized", "gaussian", "orthonormal")
 
