@@ -130,7 +130,7 @@ class OptimizerSection(_Section):
     learning_rate: peak learning rate of the schedule.
     learning_rates: a learning-rate sweep as one program: one copy of the model per peak
       rate, all trained by one jitted step on the same batches, in place of
-      ``learning_rate`` (:mod:`lowrank_jax.train.sweep`). Empty: one run.
+      ``learning_rate`` (:mod:`lowrank_jax.train.rate_copies`). Empty: one run.
     dense_learning_rate: peak learning rate of the dense leaves (embeddings, lm_head, norms:
       every parameter outside the target linears, their factors, adapters and sparse values),
       under the same schedule, resets and re-warmups as the matrices' (PyTorch's

@@ -26,7 +26,7 @@ from typing import Any
 
 from lowrank_jax import optim
 from lowrank_jax.optim.projection_options import check_projection_options
-from lowrank_jax.train import applied
+from lowrank_jax.train import update_records
 from lowrank_jax.train.fields import check_fields, coerce, setting
 
 PREFIX = "optimizer.options."
@@ -263,7 +263,7 @@ class LoroOptions(_Options):
         "lazy_scale": self.lazy_scale,
         "restart_warmup_steps": self.restart_warmup_steps,
     }
-    return {**kwargs, "loro_main": applied.loro_main_of(dataclasses.asdict(self))}
+    return {**kwargs, "loro_main": update_records.loro_main_of(dataclasses.asdict(self))}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -277,7 +277,7 @@ class ReloraOptions(_Options):
     prune_ratio: the fraction of those moments pruned.
   """
 
-  restart_warmup_steps: int = setting(applied.RELORA_RESTART_WARMUP, at_least=0)
+  restart_warmup_steps: int = setting(update_records.RELORA_RESTART_WARMUP, at_least=0)
   pruning: str = setting("random", choices=("random", "magnitude"))
   prune_ratio: float = setting(0.999, at_least=0, at_most=1)
 

@@ -23,7 +23,7 @@ import jax.numpy as jnp
 import optax
 
 from lowrank_jax import optim
-from lowrank_jax.train import applied
+from lowrank_jax.train import update_records
 from lowrank_jax.optim.tree_utils import path_names
 from lowrank_jax.train.method_options import (
     ApolloMiniOptions,
@@ -63,7 +63,7 @@ class Method:
     merge_lora: ReLoRA's merge-and-reinit of the adapters after updates ``kK + 1``
       (``K = reset_every``).
     record: ``record(schedule, section) -> record(count)``, what each update applies: its
-      learning rates and the method's events (:mod:`lowrank_jax.train.applied`).
+      learning rates and the method's events (:mod:`lowrank_jax.train.update_records`).
     options: the class of its ``optimizer.options`` (:mod:`lowrank_jax.train.method_options`).
     factory: the :mod:`lowrank_jax.optim` factory it builds, if not AdamW's chain.
   """
@@ -72,7 +72,7 @@ class Method:
   linear_kind: str = "dense"
   restarts: bool = False
   merge_lora: bool = False
-  record: Callable = applied.adam_family
+  record: Callable = update_records.adam_family
   options: type = NoOptions
   factory: Callable | None = None
 
@@ -108,7 +108,7 @@ def _adam_family(schedule, section, mesh=None) -> optax.GradientTransformation:
   """AdamW on every parameter, with the paper's restarts where the section asks for them.
 
   ``momentum_reset`` wraps only the moments (so the schedule's count is not reset), the
-  learning rate recovers after each reset (:func:`~lowrank_jax.train.applied.adam_learning_rate`), and
+  learning rate recovers after each reset (:func:`~lowrank_jax.train.update_records.adam_learning_rate`), and
   ``refactorize`` wraps the whole optimizer because it needs the updated factors.
   """
   del mesh  # nothing to spread
@@ -118,7 +118,7 @@ def _adam_family(schedule, section, mesh=None) -> optax.GradientTransformation:
   tx = optax.chain(
       moments,
       optax.add_decayed_weights(section.weight_decay),
-      optax.scale_by_learning_rate(applied.adam_learning_rate(schedule, section)),
+      optax.scale_by_learning_rate(update_records.adam_learning_rate(schedule, section)),
   )
   if section.refactorize_every:
     tx = optim.refactorize(tx, section.refactorize_every)
@@ -134,10 +134,10 @@ def _relora(schedule, section, mesh=None) -> optax.GradientTransformation:
   """ReLoRA as Guitaricet/relora runs it: AdamW on every parameter whose LoRA adapters'
   moments are pruned after each merge (``options``: ``pruning``, ``prune_ratio``), with the
   jagged rate re-warming over ``options.restart_warmup_steps``
-  (:func:`~lowrank_jax.train.applied.relora_learning_rate`)."""
+  (:func:`~lowrank_jax.train.update_records.relora_learning_rate`)."""
   del mesh  # nothing to spread
   return optim.relora(
-      applied.relora_learning_rate(schedule, section),
+      update_records.relora_learning_rate(schedule, section),
       section.reset_every,
       **adam_hyperparameters(section),
       adapters=target_mask,
@@ -156,7 +156,7 @@ def _projected(factory: Callable, options: type) -> Method:
         **parse_options(options, section.options).factory_kwargs(mesh),
     )
 
-  return Method(build, record=applied.projected(factory), options=options, factory=factory)
+  return Method(build, record=update_records.projected(factory), options=options, factory=factory)
 
 
 def _every_parameter(factory: Callable, options: type, record: Callable, **kinds) -> Method:
@@ -182,8 +182,10 @@ METHODS: dict[str, Method] = {
     "apollo": _projected(optim.apollo, ApolloOptions),
     "apollo_mini": _projected(optim.apollo_mini, ApolloMiniOptions),
     "golore": _projected(optim.golore, GoLoreOptions),
-    "spam": _every_parameter(optim.spam, SpamOptions, applied.spam),
-    "stable_spam": _every_parameter(optim.stable_spam, StableSpamOptions, applied.stable_spam),
+    "spam": _every_parameter(optim.spam, SpamOptions, update_records.spam),
+    "stable_spam": _every_parameter(
+        optim.stable_spam, StableSpamOptions, update_records.stable_spam
+    ),
     "low_rank": Method(_adam_family, "lowrank"),
     "low_rank_restarts": Method(_adam_family, "lowrank", restarts=True),
     "lora": Method(_adam_family, "lora"),
@@ -191,14 +193,14 @@ METHODS: dict[str, Method] = {
         _relora,
         "lora",
         merge_lora=True,
-        record=applied.relora,
+        record=update_records.relora,
         options=ReloraOptions,
         factory=optim.relora,
     ),
     "sltrain": Method(_adam_family, "sltrain"),
     "sltrain_restarts": Method(_adam_family, "sltrain", restarts=True),
     "cola": Method(_adam_family, "cola"),
-    "loro": _every_parameter(optim.loro, LoroOptions, applied.loro, linear_kind="lowrank"),
+    "loro": _every_parameter(optim.loro, LoroOptions, update_records.loro, linear_kind="lowrank"),
 }
 
 PAPER_RESTART_EVERY = 200

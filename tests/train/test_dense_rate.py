@@ -35,7 +35,7 @@ from test_method_mechanics import (
 
 from lowrank_jax.data import load_tokenizer, make_train_iterator
 from lowrank_jax.optim.tree_utils import path_names
-from lowrank_jax.train.annotated import annotated_yaml
+from lowrank_jax.train.commented_config import annotated_yaml
 from lowrank_jax.train.config import load_config
 from lowrank_jax.train.dense_rate import target_group
 from lowrank_jax.train.methods import METHODS, build_optimizer, make_schedule

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from lowrank_jax.optim.loro_schedule import loro_main_schedule
-from lowrank_jax.train import applied
+from lowrank_jax.train import update_records
 from lowrank_jax.train.config import ScheduleSection, load_config
 from lowrank_jax.train.methods import make_schedule
 
@@ -102,7 +102,7 @@ def test_loro_configs_run_loro_mains_schedule(size, adjust):
   schedule = make_schedule(config.optimizer.learning_rate, config.schedule)
   warmup, total = config.schedule.warmup_steps, config.schedule.total_steps
   expected = loro_main_schedule(schedule, total, warmup, 500, 5, adjust)
-  record = applied.loro(schedule, section)
+  record = update_records.loro(schedule, section)
   steps = [warmup - 1, warmup, warmup + 2, 4 * warmup + 1, total - 1]
   np.testing.assert_allclose(
       [float(record(t)["lr"]) for t in steps], [float(expected(t)) for t in steps], rtol=1e-6

@@ -31,7 +31,7 @@ from lowrank_jax.optim import (
     ScaleBySpamState,
     ScaleByStableSpamState,
 )
-from lowrank_jax.train.applied import EVENTS
+from lowrank_jax.train.update_records import EVENTS
 from lowrank_jax.train.config import load_config
 from lowrank_jax.train.loop import train
 from lowrank_jax.train.metrics import read_metrics

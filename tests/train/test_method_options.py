@@ -7,7 +7,7 @@ import inspect
 import pytest
 
 from lowrank_jax.cli import _parser, main
-from lowrank_jax.train.annotated import annotated_yaml
+from lowrank_jax.train.commented_config import annotated_yaml
 from lowrank_jax.train.config import load_config
 from lowrank_jax.train.method_options import NoOptions
 from lowrank_jax.train.methods import METHODS
