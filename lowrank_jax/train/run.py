@@ -30,7 +30,8 @@ from lowrank_jax.train import dense_rate, nonfinite, rate_copies
 from lowrank_jax.train.checkpoint import Checkpointer, UnreadableCheckpoint
 from lowrank_jax.train.config import TrainConfig, load_config, to_dict
 from lowrank_jax.train.evaluation import evaluate
-from lowrank_jax.train.methods import build_optimizer, get_method, make_schedule
+from lowrank_jax.train.methods import build_optimizer, get_method
+from lowrank_jax.train.schedule import make_schedule
 from lowrank_jax.train.run_dir import RunDir, SweepCopy
 from lowrank_jax.train.state import (
     TrainState,
@@ -166,13 +167,14 @@ class Run:
         lambda state: rate_copies.stack(state, len(self.peaks)), out_shardings=shardings
     )(one)
 
-  def _step(self, schedule: optax.Schedule, scale: dense_rate.Scale, inject, keep):
-    """The step at ``schedule``, the dense leaves' updates scaled by ``scale``."""
+  def _step(self, schedule: optax.Schedule, scale: dense_rate.Scale, tx, inject, keep):
+    """The step of ``tx``, the transform at ``schedule`` whose dense leaves' updates are
+    scaled by ``scale``."""
     section = self.config.optimizer_section()
     record = get_method(section.method).record(schedule, section)
     return make_train_step(
         self.graphdef,
-        _optimizer(self.config, schedule, scale, self.mesh),
+        tx,
         self.config.schedule.grad_accum,
         inject,
         self.after_update(),
@@ -192,14 +194,15 @@ class Run:
 
       def step_at(peak, dense_peak):
         scale = dense_rate.dense_scale(dense_peak, peak)
-        return self._step(
-            lambda count: peak * unit(count), scale, inject, rate_copies.keep_if_finite
-        )
+        schedule = lambda count: peak * unit(count)  # noqa: E731
+        tx = _optimizer(self.config, schedule, scale, self.mesh)  # each copy's own rates
+        return self._step(schedule, scale, tx, inject, rate_copies.keep_if_finite)
 
       one = abstract_train_state(self.model_config, self.tx, self.mesh)
       step = rate_copies.make_sweep_step(step_at, self.config.optimizer.copy_rates(), one)
     else:
-      step = self._step(self.schedule, _dense_scale(self.config), inject, nonfinite.keep_if_finite)
+      scale = _dense_scale(self.config)  # the run's transform, built once with the run
+      step = self._step(self.schedule, scale, self.tx, inject, nonfinite.keep_if_finite)
     shardings = jax.tree.map(lambda leaf: leaf.sharding, self.abstract_state())
     return jax.jit(
         step,

@@ -50,7 +50,7 @@ from lowrank_jax.train.config import (
     resolved_dict,
     to_dict,
 )
-from lowrank_jax.train.methods import make_schedule
+from lowrank_jax.train.schedule import make_schedule
 from lowrank_jax.train.rate_copies import copy_dir_name
 
 # Keys (or sections, ending in ".") a continued run may take new values of when asked to:

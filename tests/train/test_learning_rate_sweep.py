@@ -14,7 +14,8 @@ from test_methods import make_run
 from lowrank_jax.train import rate_copies
 from lowrank_jax.train.config import load_config
 from lowrank_jax.train.loop import train
-from lowrank_jax.train.methods import METHODS, make_schedule
+from lowrank_jax.train.methods import METHODS
+from lowrank_jax.train.schedule import make_schedule
 from lowrank_jax.train.metrics import format_summary, read_metrics
 from lowrank_jax.train.run import load_checkpoint
 from lowrank_jax.train.run_dir import RunDir
