@@ -76,7 +76,7 @@ OVERRIDES = {
         "optimizer.options.spike_grace_steps=2",
     ],
 }
-ADAM_FAMILY = [name for name, method in METHODS.items() if method.build.__name__ == "_adam_family"]
+ADAM_FAMILY = [name for name, method in METHODS.items() if method.adam_family]
 GALORE_FAMILY = ["galore", "fira", "apollo", "apollo_mini", "golore"]
 
 
