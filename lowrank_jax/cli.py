@@ -190,7 +190,7 @@ def _train(args) -> None:
   import jax
 
   from lowrank_jax.optim.linalg import single_threaded_lapack
-  from lowrank_jax.train.annotated import annotated_yaml
+  from lowrank_jax.train.commented_config import annotated_yaml
   from lowrank_jax.train.loop import train
   from lowrank_jax.train.metrics import format_summary
   from lowrank_jax.train.run_dir import requested_config

@@ -1,6 +1,6 @@
 """What two cores give the CPU protocol: one micro run alone against two runs at once.
 
-A learning-rate sweep as one program (:mod:`lowrank_jax.train.sweep`) can only beat one run
+A learning-rate sweep as one program (:mod:`lowrank_jax.train.rate_copies`) can only beat one run
 per rate where one run leaves the machine idle: on a CPU, where one process's train step does
 not use every core. This script measures how much of the 2-core machine one run of the CPU
 protocol (``experiments/grids/cpu_protocol.yaml``) already uses. Each trial starts this script

@@ -1,7 +1,7 @@
 """A learning-rate sweep as one program against one run per rate: the train step alone.
 
 ``lowrank-jax train`` with ``optimizer.learning_rates`` trains ``K`` copies of the model, one
-per peak rate, by one jitted step (:mod:`lowrank_jax.train.sweep`: ``jax.vmap`` of the ordinary
+per peak rate, by one jitted step (:mod:`lowrank_jax.train.rate_copies`: ``jax.vmap`` of the ordinary
 step over the copies, the batch and the update counts shared, so GaLore's refresh and the
 restarts stay conditionals). Whether one step of ``K`` copies costs less than ``K`` steps of
 one is what this script measures: each method's grid cell of the CPU protocol

@@ -17,7 +17,7 @@ A grid is a YAML file (``experiments/grids/*.yaml``)::
     data_seed: 42                    # a cell's data order seed is data_seed + its seed
 
 A method with several learning rates is searched at the first seed
-(:mod:`lowrank_jax.benchmark.sweep`: neighbours at most 2x apart, extended past an edge
+(:mod:`lowrank_jax.benchmark.rate_search`: neighbours at most 2x apart, extended past an edge
 until the best is interior); its other seeds then run at the rate with the lowest validation
 loss (the paper tuned each method's rate, arXiv 2505.22922, experimental protocol).
 
@@ -52,7 +52,7 @@ import os
 from collections.abc import Sequence
 
 from lowrank_jax.benchmark.grid_file import read_grid_file
-from lowrank_jax.benchmark.sweep import check_rates
+from lowrank_jax.benchmark.rate_search import check_rates
 from lowrank_jax.models import PRESETS
 from lowrank_jax.train.config import TrainConfig, load_config
 from lowrank_jax.train.methods import METHODS

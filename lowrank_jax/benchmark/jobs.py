@@ -1,7 +1,7 @@
 """What one ``lowrank-jax train`` of a grid runs: one cell, or a search's rates as one sweep.
 
 A learning-rate search runs several rates of one ``(size, method, seed)``; with
-``as_one_program`` they train as one learning-rate sweep (:mod:`lowrank_jax.train.sweep`): one
+``as_one_program`` they train as one learning-rate sweep (:mod:`lowrank_jax.train.rate_copies`): one
 process, one jitted step over a copy of the model per rate, the same batches. The sweep has a
 run directory of its own beside the cells',
 ``out_dir/size/method/sweep_seed<seed>_lr<rate>_<rate>...``; when it ends each cell's run
@@ -25,7 +25,7 @@ import dataclasses
 import os
 
 from lowrank_jax.benchmark.grid import Cell
-from lowrank_jax.train import sweep
+from lowrank_jax.train import rate_copies
 from lowrank_jax.train.config import TrainConfig, load_config
 from lowrank_jax.train.run_dir import RunDir
 
@@ -55,7 +55,7 @@ class Job:
 
   def copy_dir(self, cell: Cell) -> RunDir:
     """The directory of ``cell``'s copy in this sweep's run directory."""
-    return RunDir(os.path.join(self.run_dir, sweep.copy_dir_name(cell.learning_rate)))
+    return RunDir(os.path.join(self.run_dir, rate_copies.copy_dir_name(cell.learning_rate)))
 
   def argv(self) -> list[str]:
     """The arguments of ``lowrank-jax train`` that run this job."""

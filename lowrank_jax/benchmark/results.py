@@ -2,7 +2,7 @@
 
 Each finished cell has ``summary.json`` (validation loss and perplexity, tokens, wall time,
 bytes of the trained state) and ``metrics.jsonl`` (the loss curve). A method's row holds
-the learning rate chosen by its search (:mod:`lowrank_jax.benchmark.sweep`: lowest validation
+the learning rate chosen by its search (:mod:`lowrank_jax.benchmark.rate_search`: lowest validation
 loss at the first seed) and its dense leaves' rate where it has one of its own, whether the
 chosen rates sit at an edge of those tried, and the mean and standard deviation of the
 validation perplexity over the seeds run at them.
@@ -22,7 +22,7 @@ import os
 import statistics
 
 from lowrank_jax.benchmark.grid import Cell, Grid
-from lowrank_jax.benchmark.sweep import GridSearch, search_grid
+from lowrank_jax.benchmark.rate_search import GridSearch, search_grid
 from lowrank_jax.train.metrics import read_metrics
 from lowrank_jax.train.run_dir import RunDir
 

@@ -9,7 +9,7 @@ more steps continues its cells: the runs accept the changes that may change mid-
 failed one (a marker file ``failed``, e.g. a diverged run) is not retried unless
 ``retry_failed``. A run starts as soon as what it depends on has ended: every search's
 first rates at once; the next rate past an edge when the search's best sits there
-(:mod:`lowrank_jax.benchmark.sweep`); a method's other seeds, at its chosen learning rate,
+(:mod:`lowrank_jax.benchmark.rate_search`); a method's other seeds, at its chosen learning rate,
 when its search has ended. The runner asks which runs are ready each time one ends, so a
 worker never waits for another method's runs; it starts the searches' runs first (they
 unlock the rest). With several workers on a host with as many CPUs, each worker's runs keep

@@ -17,7 +17,7 @@ Modules: ``config`` (:class:`DataConfig`), ``sources`` (embedded Bible, local fi
 streamed shards, tfds directory, HF stream), ``tokenizers`` and ``tokenizer_training`` (the cached
 embedded SentencePiece model), ``preprocess`` (paper and packed rows),
 ``global_batch`` (per-process slices and global arrays), ``pipeline`` (training
-stream) and ``validation`` (validation stream).
+stream) and ``validation_stream`` (validation stream).
 """
 
 from lowrank_jax.data.config import DataConfig
@@ -27,7 +27,10 @@ from lowrank_jax.data.pipeline import make_train_iterator
 from lowrank_jax.data.tokenizers import check_vocab_fits
 from lowrank_jax.data.tokenizers import load_tokenizer
 from lowrank_jax.data.tokenizers import Tokenizer
-from lowrank_jax.data.validation import make_validation_batches
+from lowrank_jax.data.validation_stream import make_validation_batches
+from lowrank_jax.renamed_modules import renamed_modules
+
+__getattr__ = renamed_modules(__name__, {"validation": "validation_stream"})
 
 __all__ = [
     "DataConfig",

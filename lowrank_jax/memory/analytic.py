@@ -1,16 +1,10 @@
 """The paper's memory count: bytes of weights plus optimizer state, from shapes alone.
 
 arXiv 2505.22922, memory accounting counts, for every target matrix ``m x n`` (the seven linears of each
-block) at rank ``r``::
-
-    method            weights                     optimizer state (Adam)
-    Full-Rank         mn                          2 mn
-    GaLore / Fira     mn                          min(m, n) r + 2 r max(m, n)
-    APOLLO            mn                          2 r max(m, n)
-    Low-Rank          (m + n) r                   2 (m + n) r
-    LoRA / ReLoRA     mn + (m + n) r              2 (m + n) r
-    SLTrain           (m + n) r + s               2 ((m + n) r + s),  s = int(delta mn)
-
+block) at rank ``r``, the weights and optimizer state of the method's formula (its
+:attr:`~lowrank_jax.train.methods.Method.memory`, written in its family's module: e.g.
+Full-Rank ``mn`` and ``2 mn``, GaLore ``mn`` and ``min(m, n) r + 2 r max(m, n)``, Low-Rank
+``(m + n) r`` and ``2 (m + n) r``),
 and every other parameter (embedding, lm_head, norms: ``2 V d + (2 L + 1) d`` entries, ``V d``
 fewer with tied embeddings) as its
 weights plus two Adam moments. Bytes are ``bytes-per-entry x entries`` in the policy's
@@ -39,36 +33,17 @@ None
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
 
 import jax.numpy as jnp
 
 from lowrank_jax.models import LlamaConfig
+from lowrank_jax.train.methods import METHODS
+from lowrank_jax.train.methods.method import Entries, MemoryFormula
 
 # The rank r of each size (arXiv 2505.22922, experimental protocol); nano takes a quarter of its width.
 PAPER_RANKS = {"nano": 32, "60m": 128, "130m": 256, "350m": 256, "1b": 512, "7b": 1024}
 PAPER_DENSITY = 0.03  # SLTrain's delta
 INDEX_BYTES = 4  # int32 support indices
-
-
-@dataclasses.dataclass(frozen=True)
-class Entries:
-  """Array entries of one target matrix, or summed over a model.
-
-  Attributes:
-    weights: entries of the weights (trained and frozen).
-    optimizer: entries of the optimizer state.
-    indices: int32 index entries (SLTrain's support), counted at :data:`INDEX_BYTES` each.
-  """
-
-  weights: int
-  optimizer: int
-  indices: int = 0
-
-  def __add__(self, other: Entries) -> Entries:
-    return Entries(
-        self.weights + other.weights, self.optimizer + other.optimizer, self.indices + other.indices
-    )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -98,64 +73,9 @@ class AnalyticMemory:
     return self.weight_bytes + self.optimizer_bytes
 
 
-MatrixFormula = Callable[[int, int, int, float], Entries]
-
-
-def _full_rank(m, n, r, delta):
-  return Entries(m * n, 2 * m * n)
-
-
-def _galore(m, n, r, delta):
-  return Entries(m * n, min(m, n) * r + 2 * r * max(m, n))
-
-
-def _apollo(m, n, r, delta):
-  return Entries(m * n, 2 * r * max(m, n))
-
-
-def _apollo_mini(m, n, r, delta):
-  return _apollo(m, n, 1, delta)
-
-
-def _low_rank(m, n, r, delta):
-  return Entries((m + n) * r, 2 * (m + n) * r)
-
-
-def _lora(m, n, r, delta):
-  return Entries(m * n + (m + n) * r, 2 * (m + n) * r)
-
-
-def sparse_entries(m: int, n: int, delta: float) -> int:
-  """SLTrain's support size ``int(delta m n)``, at least 1 (as the model draws it)."""
-  return max(1, int(delta * m * n))
-
-
-def _sltrain(m, n, r, delta):
-  trained = (m + n) * r + sparse_entries(m, n, delta)
-  return Entries(trained, 2 * trained, sparse_entries(m, n, delta))
-
-
-# In the order of the paper's table: where two method names train identically (``adamw`` and
-# ``full_rank``), the report's default rows keep the first (:func:`report.default_methods`).
-FORMULAS: dict[str, MatrixFormula] = {
-    "full_rank": _full_rank,
-    "adamw": _full_rank,
-    "spam": _full_rank,
-    "stable_spam": _full_rank,
-    "galore": _galore,
-    "fira": _galore,
-    "golore": _galore,
-    "apollo": _apollo,
-    "apollo_mini": _apollo_mini,
-    "low_rank": _low_rank,
-    "low_rank_restarts": _low_rank,
-    "cola": _low_rank,
-    "loro": _low_rank,
-    "lora": _lora,
-    "relora": _lora,
-    "sltrain": _sltrain,
-    "sltrain_restarts": _sltrain,
-}
+# Each method's formula per target matrix, in the registry's order (the paper's table: where
+# two names train identically, ``full_rank`` and ``adamw``, the report keeps the first).
+FORMULAS: dict[str, MemoryFormula] = {name: method.memory for name, method in METHODS.items()}
 
 
 def target_shapes(config: LlamaConfig) -> list[tuple[int, int]]:

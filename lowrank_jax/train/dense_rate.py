@@ -41,7 +41,7 @@ import jax.numpy as jnp
 import optax
 
 from lowrank_jax.optim.tree_utils import path_names
-from lowrank_jax.train.applied import Record
+from lowrank_jax.train.update_records import Record
 from lowrank_jax.train.methods import TARGET_LINEARS
 
 Scale = float | jax.Array | None

@@ -19,7 +19,7 @@ A non-finite step is skipped inside the jitted step; its flag is fetched one ste
 device never waits for the host) and after ``faults.max_bad_steps`` in a row the run saves
 its last good state and raises ``FloatingPointError``.
 
-A learning-rate sweep (``optimizer.learning_rates``, :mod:`lowrank_jax.train.sweep`) runs this
+A learning-rate sweep (``optimizer.learning_rates``, :mod:`lowrank_jax.train.rate_copies`) runs this
 same loop over its stacked copies: each copy logs, evaluates and summarises into its own
 directory, the run directory's ``summary.json`` lists them, and a copy whose non-finite streak
 reaches the limit is held while the others train on (the run stops when all have).
@@ -43,8 +43,8 @@ import jax
 
 from lowrank_jax.data import make_train_iterator, make_validation_batches
 from lowrank_jax.train import distributed
-from lowrank_jax.train.applied import EVENTS
-from lowrank_jax.train import nonfinite, provenance, sweep
+from lowrank_jax.train.update_records import EVENTS
+from lowrank_jax.train import nonfinite, provenance, rate_copies
 from lowrank_jax.train.checkpoint import Checkpointer
 from lowrank_jax.train.config import TrainConfig
 from lowrank_jax.train.evaluation import unigram_perplexity
@@ -130,7 +130,7 @@ class _Copy:
 
   def own(self, tree):
     """This copy's part of a tree of the run (its arrays of a stacked state, or metrics)."""
-    return tree if self.index is None else sweep.copy_of(tree, self.index)
+    return tree if self.index is None else rate_copies.copy_of(tree, self.index)
 
 
 def _copies(config: TrainConfig, run_dir: RunDir, is_main: bool, first: int) -> list[_Copy]:
@@ -138,7 +138,7 @@ def _copies(config: TrainConfig, run_dir: RunDir, is_main: bool, first: int) -> 
   swept, paired = bool(config.optimizer.learning_rates), bool(config.optimizer.dense_learning_rates)
   copies = []
   for index, (rate, dense) in enumerate(config.optimizer.copy_rates()):
-    name = sweep.copy_dir_name(rate, dense if paired else None)
+    name = rate_copies.copy_dir_name(rate, dense if paired else None)
     copy_dir = RunDir(run_dir.file(name)) if swept else run_dir
     if is_main:
       os.makedirs(copy_dir.path, exist_ok=True)
@@ -400,7 +400,7 @@ def _make_a_run_of(copy: SweepCopy, path: str) -> None:
   step, state, meta = restored
   own = RunDir(path)
   saver = Checkpointer(own.checkpoints, sweep_config.checkpoint)
-  saver.save(step, sweep.copy_of(state, copy.position), batches, meta)
+  saver.save(step, rate_copies.copy_of(state, copy.position), batches, meta)
   saver.wait()
   saver.close()
   own.start(copy.config(sweep_config), [], step)  # last: config.yaml makes it a run

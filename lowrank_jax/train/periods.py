@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from lowrank_jax.train.config import TrainConfig
 
-# The options of a method that are periods in steps (lowrank_jax/train/method_options.py).
+# The options of a method that are periods in steps (lowrank_jax/train/methods/).
 PERIOD_OPTIONS = ("update_proj_gap", "reset_interval", "every")
 
 
@@ -30,9 +30,9 @@ def periods_past_the_run(config: TrainConfig) -> list[str]:
       for name in ("refactorize_every", "reset_every")
   }
   for name in PERIOD_OPTIONS:
-    if name in section.options:
+    if hasattr(section.options, name):
       periods[f"optimizer.options.{name}"] = (
-          section.options[name],
+          getattr(section.options, name),
           name not in config.optimizer.options,
       )
   said = {False: "", True: " (the method's default)"}

@@ -4,7 +4,7 @@
 tokenizer, the mesh, the schedule and optimizer, the model structure, the shardings of the
 train state and of batches, and the jitted evaluation. A learning-rate sweep
 (``optimizer.learning_rates``) steps and saves its copies stacked
-(:mod:`lowrank_jax.train.sweep`); ``schedule``, ``tx`` and ``shardings`` then describe one copy.
+(:mod:`lowrank_jax.train.rate_copies`); ``schedule``, ``tx`` and ``shardings`` then describe one copy.
 A dense rate (``optimizer.dense_learning_rate``, :mod:`lowrank_jax.train.dense_rate`) scales
 the dense leaves' updates of every copy by its dense rate over its peak.
 """
@@ -26,11 +26,12 @@ from lowrank_jax.data import Tokenizer, check_vocab_fits, load_tokenizer, make_v
 from lowrank_jax.models import Llama, LlamaConfig, count_params
 from lowrank_jax.models.hf_checkpoint import read_hf_tensors
 from lowrank_jax.train import mesh as mesh_lib
-from lowrank_jax.train import dense_rate, nonfinite, sweep
+from lowrank_jax.train import dense_rate, nonfinite, rate_copies
 from lowrank_jax.train.checkpoint import Checkpointer, UnreadableCheckpoint
 from lowrank_jax.train.config import TrainConfig, load_config, to_dict
 from lowrank_jax.train.evaluation import evaluate
-from lowrank_jax.train.methods import build_optimizer, get_method, make_schedule
+from lowrank_jax.train.methods import build_optimizer, get_method
+from lowrank_jax.train.schedule import make_schedule
 from lowrank_jax.train.run_dir import RunDir, SweepCopy
 from lowrank_jax.train.state import (
     TrainState,
@@ -151,7 +152,7 @@ class Run:
     one = abstract_train_state(self.model_config, self.tx, self.mesh)
     if not self.peaks:
       return one
-    return sweep.stacked_abstract(one, len(self.peaks), self.sweep_axis)
+    return rate_copies.stacked_abstract(one, len(self.peaks), self.sweep_axis)
 
   def init_state(self) -> TrainState:
     """A fresh state initialised from ``seed`` (and from ``model.init_from``'s weights if
@@ -162,15 +163,18 @@ class Run:
     if not self.peaks:
       return one
     shardings = jax.tree.map(lambda leaf: leaf.sharding, self.abstract_state())
-    return jax.jit(lambda state: sweep.stack(state, len(self.peaks)), out_shardings=shardings)(one)
+    return jax.jit(
+        lambda state: rate_copies.stack(state, len(self.peaks)), out_shardings=shardings
+    )(one)
 
-  def _step(self, schedule: optax.Schedule, scale: dense_rate.Scale, inject, keep):
-    """The step at ``schedule``, the dense leaves' updates scaled by ``scale``."""
+  def _step(self, schedule: optax.Schedule, scale: dense_rate.Scale, tx, inject, keep):
+    """The step of ``tx``, the transform at ``schedule`` whose dense leaves' updates are
+    scaled by ``scale``."""
     section = self.config.optimizer_section()
     record = get_method(section.method).record(schedule, section)
     return make_train_step(
         self.graphdef,
-        _optimizer(self.config, schedule, scale, self.mesh),
+        tx,
         self.config.schedule.grad_accum,
         inject,
         self.after_update(),
@@ -190,12 +194,15 @@ class Run:
 
       def step_at(peak, dense_peak):
         scale = dense_rate.dense_scale(dense_peak, peak)
-        return self._step(lambda count: peak * unit(count), scale, inject, sweep.keep_if_finite)
+        schedule = lambda count: peak * unit(count)  # noqa: E731
+        tx = _optimizer(self.config, schedule, scale, self.mesh)  # each copy's own rates
+        return self._step(schedule, scale, tx, inject, rate_copies.keep_if_finite)
 
       one = abstract_train_state(self.model_config, self.tx, self.mesh)
-      step = sweep.make_sweep_step(step_at, self.config.optimizer.copy_rates(), one)
+      step = rate_copies.make_sweep_step(step_at, self.config.optimizer.copy_rates(), one)
     else:
-      step = self._step(self.schedule, _dense_scale(self.config), inject, nonfinite.keep_if_finite)
+      scale = _dense_scale(self.config)  # the run's transform, built once with the run
+      step = self._step(self.schedule, scale, self.tx, inject, nonfinite.keep_if_finite)
     shardings = jax.tree.map(lambda leaf: leaf.sharding, self.abstract_state())
     return jax.jit(
         step,
@@ -281,14 +288,14 @@ def load_checkpoint(
     raise ValueError(
         f"{run_dir!r} holds a learning-rate sweep of {len(rates)} copies "
         f"(optimizer.learning_rates={list(rates)}); name one copy's directory, e.g. "
-        f"{os.path.join(run_dir, sweep.copy_dir_name(rates[0], *saved.optimizer.dense_learning_rates[:1]))}"
+        f"{os.path.join(run_dir, rate_copies.copy_dir_name(rates[0], *saved.optimizer.dense_learning_rates[:1]))}"
     )
   config = load_config(overrides=overrides, base=to_dict(copy.config(saved) if copy else saved))
   run = Run.build(config)
   stored = Run.without_data(saved) if copy else run
   state, step = _restore(stored, holder, step)
   if copy:
-    state = sweep.copy_of(state, copy.position)
+    state = rate_copies.copy_of(state, copy.position)
   return run, state, step
 
 

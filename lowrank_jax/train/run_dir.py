@@ -50,8 +50,8 @@ from lowrank_jax.train.config import (
     resolved_dict,
     to_dict,
 )
-from lowrank_jax.train.methods import make_schedule
-from lowrank_jax.train.sweep import copy_dir_name
+from lowrank_jax.train.schedule import make_schedule
+from lowrank_jax.train.rate_copies import copy_dir_name
 
 # Keys (or sections, ending in ".") a continued run may take new values of when asked to:
 # they change how long the run goes and what it records, not what a step computes.
@@ -348,7 +348,7 @@ class SweepCopy:
   """A copy of a learning-rate sweep, ``SWEEP_DIR/lr<rate>`` (``lr<rate>_dense<rate>`` where
   the sweep pairs each rate with a dense leaves' rate), read as the run at its rates.
 
-  A sweep (:mod:`lowrank_jax.train.sweep`) keeps one checkpoint of all its copies in its own
+  A sweep (:mod:`lowrank_jax.train.rate_copies`) keeps one checkpoint of all its copies in its own
   run directory and each copy's records in ``lr<rate>/``. ``train``, ``eval`` and ``export``
   name a copy by that directory: its config is the sweep's with ``optimizer.learning_rate`` the
   copy's (and no ``learning_rates``), its state its part of the sweep's checkpoint.

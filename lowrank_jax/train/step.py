@@ -130,9 +130,9 @@ def make_train_step(
       update of 1-based step ``step`` (e.g. :func:`make_lora_merge`).
     mesh: the mesh the step is jitted over (lays out the activations, see :func:`make_loss`).
     record: ``record(count) -> {"lr": ..., event: 0 or 1, ...}``, what the update of 0-based
-      ``count`` applies, added to its metrics (:mod:`lowrank_jax.train.applied`).
+      ``count`` applies, added to its metrics (:mod:`lowrank_jax.train.update_records`).
     keep: ``keep(finite, new, old)``, what a step keeps of the old state when it is not finite
-      (:func:`~lowrank_jax.train.sweep.keep_if_finite` for one copy of a sweep).
+      (:func:`~lowrank_jax.train.rate_copies.keep_if_finite` for one copy of a sweep).
     seed: the seed of the adapter dropout masks (:func:`dropout_key`).
   """
   grad_fn = jax.value_and_grad(make_loss(graphdef, mesh), has_aux=True)

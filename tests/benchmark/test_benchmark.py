@@ -28,7 +28,7 @@ from lowrank_jax.benchmark.results import (
     ready_cells,
     searches,
 )
-from lowrank_jax.benchmark.sweep import search_grid
+from lowrank_jax.benchmark.rate_search import search_grid
 from lowrank_jax.benchmark import results as results_module
 from lowrank_jax.benchmark import runner
 from lowrank_jax.benchmark.runner import cpu_blocks, run_cells

@@ -10,7 +10,8 @@ import pytest
 from lowrank_jax.data.config import DataConfig
 from lowrank_jax.train import config as config_module
 from lowrank_jax.train.config import MeshSection, TrainConfig, load_config, to_dict
-from lowrank_jax.train.methods import METHODS, build_optimizer, make_schedule
+from lowrank_jax.train.methods import METHODS, build_optimizer
+from lowrank_jax.train.schedule import make_schedule
 
 
 def test_files_layer_and_overrides_win(tmp_path):

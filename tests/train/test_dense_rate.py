@@ -35,10 +35,11 @@ from test_method_mechanics import (
 
 from lowrank_jax.data import load_tokenizer, make_train_iterator
 from lowrank_jax.optim.tree_utils import path_names
-from lowrank_jax.train.annotated import annotated_yaml
+from lowrank_jax.train.commented_config import annotated_yaml
 from lowrank_jax.train.config import load_config
 from lowrank_jax.train.dense_rate import target_group
-from lowrank_jax.train.methods import METHODS, build_optimizer, make_schedule
+from lowrank_jax.train.methods import METHODS, build_optimizer
+from lowrank_jax.train.schedule import make_schedule
 from lowrank_jax.train.run import Run
 from lowrank_jax.train.state import init_train_state
 from lowrank_jax.train.step import make_loss

@@ -11,10 +11,11 @@ import pytest
 from test_loop import logged_records
 from test_methods import make_run
 
-from lowrank_jax.train import sweep
+from lowrank_jax.train import rate_copies
 from lowrank_jax.train.config import load_config
 from lowrank_jax.train.loop import train
-from lowrank_jax.train.methods import METHODS, make_schedule
+from lowrank_jax.train.methods import METHODS
+from lowrank_jax.train.schedule import make_schedule
 from lowrank_jax.train.metrics import format_summary, read_metrics
 from lowrank_jax.train.run import load_checkpoint
 from lowrank_jax.train.run_dir import RunDir
@@ -55,11 +56,11 @@ def check_copy_is_its_run(method, swept_rates, single_rates):
     for name in (name for name in alone_metrics if name.startswith("lr")):
       np.testing.assert_allclose(metrics[name][1], alone_metrics[name], rtol=1e-6)
   assert int(state.step) == 5
-  for copy_leaf, alone_leaf in zip(_arrays(sweep.copy_of(state, 1)), _arrays(alone)):
+  for copy_leaf, alone_leaf in zip(_arrays(rate_copies.copy_of(state, 1)), _arrays(alone)):
     scale = max(float(np.abs(alone_leaf).max()), 1e-3)
     np.testing.assert_allclose(copy_leaf, alone_leaf, atol=2e-4 * scale)
   # The copies did train apart: the larger rate moved its parameters further.
-  first, second = (_arrays(sweep.copy_of(state, k).params) for k in range(2))
+  first, second = (_arrays(rate_copies.copy_of(state, k).params) for k in range(2))
   assert any(not np.allclose(a, b) for a, b in zip(first, second))
 
 
@@ -121,8 +122,10 @@ def test_copies_split_over_the_data_axis_train_as_replicated_ones():
       states[name], _ = steps[name](states[name], batch)
   for a, b in zip(_arrays(states["split"]), _arrays(states["whole"])):  # sums in other orders
     np.testing.assert_allclose(a, b, atol=2e-4 * max(float(np.abs(b).max()), 1e-3))
-  evaluated = split.evaluate(sweep.copy_of(states["split"], 3))
-  assert evaluated == pytest.approx(whole.evaluate(sweep.copy_of(states["whole"], 3)), rel=1e-5)
+  evaluated = split.evaluate(rate_copies.copy_of(states["split"], 3))
+  assert evaluated == pytest.approx(
+      whole.evaluate(rate_copies.copy_of(states["whole"], 3)), rel=1e-5
+  )
 
 
 def test_copies_split_over_the_data_axis_must_fill_it():

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 
 from lowrank_jax.optim.loro_schedule import loro_main_schedule
-from lowrank_jax.train import applied
+from lowrank_jax.train.methods.loro import loro_record
 from lowrank_jax.train.config import ScheduleSection, load_config
-from lowrank_jax.train.methods import make_schedule
+from lowrank_jax.train.schedule import make_schedule
 
 SIZES = ("60m", "130m", "350m", "1b")
 
@@ -95,7 +95,7 @@ def test_golore_configs_clip_as_its_torchrun_main(size):
 
 @pytest.mark.parametrize("size,scale_front", [("60m", True), ("130m", True), ("350m", False)])
 def test_apollo_mini_configs_scale_in_front_where_its_scripts_do(size, scale_front):
-  assert shipped("apollo_mini", size).optimizer_section().options["scale_front"] is scale_front
+  assert shipped("apollo_mini", size).optimizer_section().options.scale_front is scale_front
 
 
 @pytest.mark.parametrize("size,adjust", [("60m", -1000), ("350m", -6000)])
@@ -105,7 +105,7 @@ def test_loro_configs_run_loro_mains_schedule(size, adjust):
   schedule = make_schedule(config.optimizer.learning_rate, config.schedule)
   warmup, total = config.schedule.warmup_steps, config.schedule.total_steps
   expected = loro_main_schedule(schedule, total, warmup, 500, 5, adjust)
-  record = applied.loro(schedule, section)
+  record = loro_record(schedule, section)
   steps = [warmup - 1, warmup, warmup + 2, 4 * warmup + 1, total - 1]
   np.testing.assert_allclose(
       [float(record(t)["lr"]) for t in steps], [float(expected(t)) for t in steps], rtol=1e-6

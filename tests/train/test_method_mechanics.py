@@ -31,7 +31,7 @@ from lowrank_jax.optim import (
     ScaleBySpamState,
     ScaleByStableSpamState,
 )
-from lowrank_jax.train.applied import EVENTS
+from lowrank_jax.train.update_records import EVENTS
 from lowrank_jax.train.config import load_config
 from lowrank_jax.train.loop import train
 from lowrank_jax.train.metrics import read_metrics
@@ -76,7 +76,7 @@ OVERRIDES = {
         "optimizer.options.spike_grace_steps=2",
     ],
 }
-ADAM_FAMILY = [name for name, method in METHODS.items() if method.build.__name__ == "_adam_family"]
+ADAM_FAMILY = [name for name, method in METHODS.items() if method.adam_family]
 GALORE_FAMILY = ["galore", "fira", "apollo", "apollo_mini", "golore"]
 
 

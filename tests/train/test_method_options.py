@@ -7,9 +7,9 @@ import inspect
 import pytest
 
 from lowrank_jax.cli import _parser, main
-from lowrank_jax.train.annotated import annotated_yaml
+from lowrank_jax.train.commented_config import annotated_yaml
 from lowrank_jax.train.config import load_config
-from lowrank_jax.train.method_options import NoOptions
+from lowrank_jax.train.methods.options import NoOptions
 from lowrank_jax.train.methods import METHODS
 
 OPTIONED = sorted(name for name, method in METHODS.items() if method.options is not NoOptions)
@@ -74,9 +74,9 @@ def test_a_bad_option_fails_when_the_config_loads_in_one_line(overrides, message
 
 def test_golore_trains_for_the_runs_length_unless_told():
   config = load_config(overrides=["optimizer.method=golore", "schedule.total_steps=40"])
-  assert config.optimizer_section().options["total_steps"] == 40
+  assert config.optimizer_section().options.total_steps == 40
   config = load_config(overrides=["optimizer.method=golore", "optimizer.options.total_steps=9"])
-  assert config.optimizer_section().options["total_steps"] == 9
+  assert config.optimizer_section().options.total_steps == 9
 
 
 @pytest.mark.parametrize("method", ["adamw", "galore", "stable_spam"])

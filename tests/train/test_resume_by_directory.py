@@ -12,7 +12,8 @@ import yaml
 
 from lowrank_jax.cli import main
 from lowrank_jax.models import LinearConfig
-from lowrank_jax.train.methods import METHODS, make_schedule
+from lowrank_jax.train.methods import METHODS
+from lowrank_jax.train.schedule import make_schedule
 from lowrank_jax.train.run_dir import RunDir
 
 from reference_packages import require

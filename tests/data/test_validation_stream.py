@@ -10,7 +10,7 @@ import pytest
 
 from lowrank_jax.data import DataConfig, make_validation_batches
 from lowrank_jax.data.sources import bible
-from lowrank_jax.data.validation import _local_batches
+from lowrank_jax.data.validation_stream import _local_batches
 
 SEQ_LEN, BATCH = 64, 8
 

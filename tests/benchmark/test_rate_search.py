@@ -5,7 +5,7 @@ import math
 
 import pytest
 
-from lowrank_jax.benchmark.sweep import check_rates, search, search_grid
+from lowrank_jax.benchmark.rate_search import check_rates, search, search_grid
 
 
 def _parabola(optimum):
