@@ -41,7 +41,7 @@ from lowrank_jax.train.step import make_loss
 from lowrank_jax.train.state import init_train_state
 
 STEPS, PERIOD, RECOVERY, PEAK, WARMUP, MIN_RATIO = 8, 3, 2, 1e-2, 0.25, 0.1
-B1, B2, EPS = 0.9, 0.999, 1e-8  # the optimizer section's defaults
+B1, B2, EPS = 0.9, 0.999, 1e-8  # the Adam family's defaults, set for every method below
 LAZY_SCALE = 0.5
 RESTARTS = [
     f"optimizer.reset_every={PERIOD}",
@@ -85,6 +85,7 @@ def tiny_overrides(method: str) -> list[str]:
   return TINY + [
       f"optimizer.method={method}",
       f"optimizer.learning_rate={PEAK}",
+      f"optimizer.eps={EPS}",
       f"schedule.total_steps={STEPS}",
       f"schedule.warmup_ratio={WARMUP}",
       f"schedule.min_lr_ratio={MIN_RATIO}",

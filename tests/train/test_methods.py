@@ -184,7 +184,7 @@ def test_relora_merges_the_adapters_into_the_frozen_weights():
             ["optimizer.method=low_rank", "model.linear.kind=lora", "model.linear.rank=4"],
             "model.linear.kind='lora' does not fit optimizer.method='low_rank'",
         ),
-        (["optimizer.method=low_rank"], "needs a rank"),
+        (["optimizer.method=low_rank"], "which need model.linear.rank"),
         (["optimizer.method=low_rank", "model.linear.rank=0"], "rank=0"),
         (["optimizer.method=nope"], "optimizer.method='nope' is unknown"),
         (
