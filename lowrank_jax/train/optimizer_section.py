@@ -15,6 +15,7 @@ from typing import ClassVar
 
 from lowrank_jax.train.config_section import Section
 from lowrank_jax.train.fields import setting
+from lowrank_jax.train.linear_keys import FIELDS_OF_KIND
 from lowrank_jax.train.methods import PAPER_RESTART_EVERY, ResolvedOptimizer, get_method
 from lowrank_jax.train.methods.options import MethodOptions, parse_options
 
@@ -77,7 +78,9 @@ class OptimizerSection(Section):
   def _check_together(self):
     method = get_method(self.method)
     # parsed once, here: every consumer reads the typed options (frozen: set as the init would)
-    object.__setattr__(self, "_method_options", parse_options(method.options, self.options))
+    linear_fields = FIELDS_OF_KIND.get(method.linear_kind, ())
+    options = parse_options(method.options, self.options, linear_fields)
+    object.__setattr__(self, "_method_options", options)
     self._check_rates()
     if self.refactorize_every and method.linear_kind in ("dense", "cola"):
       raise ValueError(

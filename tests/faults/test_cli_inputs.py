@@ -7,6 +7,7 @@ import sys
 import pytest
 
 from lowrank_jax.cli import main
+from lowrank_jax.train.config import load_config
 
 from fault_helpers import file_hashes, overrides
 
@@ -236,3 +237,9 @@ def test_a_bad_grid_file_is_one_line_before_anything_runs(text, expected, tmp_pa
   line = error_line(capsys)
   assert expected in line and str(path) in line
   assert os.listdir(tmp_path) == ["grid.yaml"]
+
+
+def test_a_model_side_methods_rank_given_as_an_optimizer_option_names_model_linear_rank():
+  with pytest.raises(ValueError) as error:
+    load_config(overrides=["optimizer.method=low_rank", "optimizer.options.rank=8"])
+  assert str(error.value).endswith("did you mean model.linear.rank=8?")

@@ -64,8 +64,16 @@ class NoOptions(MethodOptions):
   """A method without options of its own (the Adam family: AdamW, the factorized methods)."""
 
 
-def parse_options(cls: type, values: dict):
+def parse_options(cls: type, values: dict, linear_fields: tuple[str, ...] = ()):
   """``values`` (``optimizer.options``) as an instance of the options class ``cls``.
+
+  ``linear_fields`` are the ``model.linear`` keys of the method's linear kind: an option of
+  that name is the model's setting given in the optimizer's place, and the error says so.
+
+  >>> parse_options(NoOptions, {"rank": 8}, linear_fields=("rank", "alpha"))
+  Traceback (most recent call last):
+  ...
+  ValueError: unknown option optimizer.options.rank; allowed: none: the method takes no options; did you mean model.linear.rank=8?
 
   Raises:
     ValueError: not a mapping, an unknown option (listing the allowed ones), a mistyped
@@ -77,6 +85,7 @@ def parse_options(cls: type, values: dict):
   for key in values:
     if key not in names:
       allowed = ", ".join(names) if names else "none: the method takes no options"
-      raise ValueError(f"unknown option {PREFIX}{key}; allowed: {allowed}")
+      meant = f"; did you mean model.linear.{key}={values[key]!r}?" if key in linear_fields else ""
+      raise ValueError(f"unknown option {PREFIX}{key}; allowed: {allowed}{meant}")
   hints = typing.get_type_hints(cls)
   return cls(**{key: coerce(hints[key], value, PREFIX + key) for key, value in values.items()})
