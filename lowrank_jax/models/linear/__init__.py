@@ -25,8 +25,6 @@ all; other kinds register themselves the same way (:mod:`~lowrank_jax.models.lin
 
 from __future__ import annotations
 
-from flax import nnx
-
 from lowrank_jax.models.linear.cola import CoLALinear
 from lowrank_jax.models.linear.config import LinearConfig
 from lowrank_jax.models.linear.dense import DenseLinear
@@ -50,24 +48,11 @@ __all__ = [
 
 
 def make_linear(
-    config: LinearConfig,
-    in_features: int,
-    out_features: int,
-    axes: tuple[str, str],
-    *,
-    init_std: float,
-    param_dtype,
-    compute_dtype,
-    rngs: nnx.Rngs,
+    config: LinearConfig, in_features: int, out_features: int, axes: tuple[str, str], **layer
 ) -> Linear:
-  """Builds one target linear of the parameterization ``config.kind``."""
-  return linear_factory(config.kind)(
-      in_features,
-      out_features,
-      axes,
-      init_std=init_std,
-      param_dtype=param_dtype,
-      compute_dtype=compute_dtype,
-      rngs=rngs,
-      config=config,
-  )
+  """Builds one target linear of the parameterization ``config.kind``.
+
+  ``layer`` is the keywords every kind takes, ``init_std``, ``param_dtype``, ``compute_dtype``
+  and ``rngs`` (:class:`~lowrank_jax.models.linear.target.TargetLinear`).
+  """
+  return linear_factory(config.kind)(in_features, out_features, axes, config=config, **layer)

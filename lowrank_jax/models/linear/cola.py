@@ -15,9 +15,9 @@ does not preserve ``silu(x a) b``).
 >>> import jax.numpy as jnp
 >>> from flax import nnx
 >>> from lowrank_jax.models.linear import LinearConfig, make_linear
->>> layer = make_linear(LinearConfig(kind="cola", rank=2), 6, 5, ("embed", "mlp"),
-...                     init_std=0.02, param_dtype=jnp.float32, compute_dtype=jnp.float32,
-...                     rngs=nnx.Rngs(0))
+>>> config = LinearConfig(kind="cola", rank=2)
+>>> layer = make_linear(config, 6, 5, ("embed", "mlp"), init_std=0.02, param_dtype=jnp.float32,
+...                     compute_dtype=jnp.float32, rngs=nnx.Rngs(0))
 >>> x = jnp.ones((3, 6))
 >>> bool(jnp.allclose(layer(x), jax.nn.silu(x @ layer.a[...]) @ layer.b[...]))
 True

@@ -14,31 +14,16 @@ import jax
 from flax import nnx
 
 from lowrank_jax.models.annotated_param import param
-from lowrank_jax.models.linear.config import LinearConfig
 from lowrank_jax.models.linear.registry import register_linear
+from lowrank_jax.models.linear.target import TargetLinear
 from lowrank_jax.models.matmul import matmul
 
 
-class DenseLinear(nnx.Module):
+class DenseLinear(TargetLinear):
   """``y = x W`` with one trainable kernel ``W`` of shape ``(in, out)``, N(0, init_std)."""
 
-  def __init__(
-      self,
-      in_features: int,
-      out_features: int,
-      axes: tuple[str, str],
-      *,
-      init_std: float,
-      param_dtype,
-      compute_dtype,
-      rngs: nnx.Rngs,
-      config: LinearConfig | None = None,
-  ):
-    del config  # dense has no options
-    self.kernel = param(
-        rngs, nnx.initializers.normal(init_std), (in_features, out_features), param_dtype, axes
-    )
-    self.compute_dtype = compute_dtype
+  def build(self, shape, axes, init_std, param_dtype, rngs, config) -> None:
+    self.kernel = param(rngs, nnx.initializers.normal(init_std), shape, param_dtype, axes)
 
   def __call__(self, x: jax.Array) -> jax.Array:
     return matmul(x.astype(self.compute_dtype), self.kernel[...].astype(self.compute_dtype))

@@ -4,10 +4,10 @@ A factorized linear of shape ``(in, out)`` holds ``a: (in, r)`` and ``b: (r, out
 ``a`` and ``b`` in every kind: the pairing convention of
 :func:`lowrank_jax.optim.refactorize` (product ``a @ b``). Their logical axes are
 ``(in_axis, "rank")`` and ``("rank", out_axis)``. :class:`FactorizedLinear` checks the rank
-against the shape, draws ``a`` then ``b`` from ``rngs.params()`` with the initialisers its kind
-chooses (:meth:`FactorizedLinear.factor_initializers`) and then lets the kind add what it holds
-beyond them (:meth:`FactorizedLinear.init_extras`), so the random numbers come in the same
-order in every kind: ``a``, ``b``, then the kind's own.
+against the shape and draws ``a`` then ``b`` from ``rngs.params()`` with the initialisers its
+kind chooses (:meth:`FactorizedLinear.factor_initializers`); a kind that holds more builds it
+after them, so the random numbers come in the same order in every kind: ``a``, ``b``, then
+the kind's own.
 
 >>> import jax.numpy as jnp
 >>> from flax import nnx
@@ -29,10 +29,10 @@ from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
-from flax import nnx
 
 from lowrank_jax.models.annotated_param import param
 from lowrank_jax.models.linear.config import LinearConfig
+from lowrank_jax.models.linear.target import TargetLinear
 
 
 def uniform_init(bound: float):
@@ -78,44 +78,24 @@ def svd_factors(kernel: jax.Array, rank: int) -> tuple[jax.Array, jax.Array]:
   return u[..., :, :rank] * root[..., None, :], root[..., :, None] * vt[..., :rank, :]
 
 
-class FactorizedLinear(nnx.Module):
-  """The factors ``a: (in, r)`` and ``b: (r, out)`` of a factorized kind, and its compute dtype.
+class FactorizedLinear(TargetLinear):
+  """The factors ``a: (in, r)`` and ``b: (r, out)`` of a factorized kind.
 
-  Args:
-    in_features, out_features: the replaced kernel's shape ``(in, out)``.
-    axes: logical axis names of that kernel; the factors get ``(axes[0], "rank")`` and
-      ``("rank", axes[1])``.
-    init_std: the dense model's normal standard deviation, for kinds that draw a dense part.
-    param_dtype: storage dtype of the parameters.
-    compute_dtype: dtype of the matrix products.
-    rngs: draws ``a``, ``b``, then the kind's own parameters from ``rngs.params()``.
-    config: the :class:`LinearConfig` (``rank`` and the kind's options).
+  Constructed as :class:`~lowrank_jax.models.linear.target.TargetLinear`; ``config.rank`` is
+  checked against the shape, ``a`` then ``b`` are drawn with the kind's
+  :meth:`factor_initializers` and the axes ``(axes[0], "rank")``, ``("rank", axes[1])``. A kind
+  that holds more overrides :meth:`build`, calling this one first.
   """
 
-  def __init__(
-      self,
-      in_features: int,
-      out_features: int,
-      axes: tuple[str, str],
-      *,
-      init_std: float,
-      param_dtype,
-      compute_dtype,
-      rngs: nnx.Rngs,
-      config: LinearConfig,
-  ):
+  def build(self, shape, axes, init_std, param_dtype, rngs, config) -> None:
+    in_features, out_features = shape
     rank = checked_rank(config, in_features, out_features)
     a_init, b_init = self.factor_initializers(in_features, out_features, rank)
     self.a = param(rngs, a_init, (in_features, rank), param_dtype, (axes[0], "rank"))
     self.b = param(rngs, b_init, (rank, out_features), param_dtype, ("rank", axes[1]))
-    self.compute_dtype = compute_dtype
-    self.init_extras((in_features, out_features), axes, init_std, param_dtype, rngs, config)
 
   def factor_initializers(
       self, in_features: int, out_features: int, rank: int
   ) -> tuple[Callable, Callable]:
     """The initialisers ``(key, shape, dtype) -> array`` of ``a`` and ``b``."""
     raise NotImplementedError
-
-  def init_extras(self, shape, axes, init_std, param_dtype, rngs, config) -> None:
-    """Builds what the kind holds beyond ``a`` and ``b`` (drawn after them); nothing here."""

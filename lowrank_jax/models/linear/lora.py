@@ -63,8 +63,8 @@ class LoRALinear(LowRankLinear):
 
   zero_b = True
 
-  def init_extras(self, shape, axes, init_std, param_dtype, rngs, config) -> None:
-    super().init_extras(shape, axes, init_std, param_dtype, rngs, config)
+  def build(self, shape, axes, init_std, param_dtype, rngs, config) -> None:
+    super().build(shape, axes, init_std, param_dtype, rngs, config)
     self.base = param(rngs, nnx.initializers.normal(init_std), shape, param_dtype, axes, Frozen)
     if config.zero_a:
       self.a[...] = jnp.zeros_like(self.a[...])

@@ -56,7 +56,8 @@ class LowRankLinear(FactorizedLinear):
     b_init = nnx.initializers.zeros if self.zero_b else kaiming_uniform(rank)
     return kaiming_uniform(in_features), b_init
 
-  def init_extras(self, shape, axes, init_std, param_dtype, rngs, config) -> None:
+  def build(self, shape, axes, init_std, param_dtype, rngs, config) -> None:
+    super().build(shape, axes, init_std, param_dtype, rngs, config)
     self.scale = config.alpha / config.rank
 
   def __call__(self, x: jax.Array) -> jax.Array:

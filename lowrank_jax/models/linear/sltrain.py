@@ -23,8 +23,8 @@ kernel with delta = 0.03 and rank 128 on CPU.
 >>> import jax.numpy as jnp
 >>> from flax import nnx
 >>> from lowrank_jax.models.linear import LinearConfig, make_linear
->>> layer = make_linear(LinearConfig(kind="sltrain", rank=2, sparsity=0.25), 4, 6,
-...                     ("embed", "mlp"), init_std=0.02, param_dtype=jnp.float32,
+>>> config = LinearConfig(kind="sltrain", rank=2, sparsity=0.25)
+>>> layer = make_linear(config, 4, 6, ("embed", "mlp"), init_std=0.02, param_dtype=jnp.float32,
 ...                     compute_dtype=jnp.float32, rngs=nnx.Rngs(0))
 >>> layer.support.shape, layer.values.shape  # int(0.25 * 4 * 6) entries
 ((6,), (6,))
@@ -82,8 +82,8 @@ class SLTrainLinear(LowRankLinear):
 
   zero_b = True
 
-  def init_extras(self, shape, axes, init_std, param_dtype, rngs, config) -> None:
-    super().init_extras(shape, axes, init_std, param_dtype, rngs, config)
+  def build(self, shape, axes, init_std, param_dtype, rngs, config) -> None:
+    super().build(shape, axes, init_std, param_dtype, rngs, config)
     in_features, out_features = shape
     size = (support_size(config, in_features, out_features),)
     support_init = _random_support(in_features * out_features)
