@@ -2,8 +2,8 @@ r"""ReLoRA's optimizer side: AdamW whose adapter moments are pruned at each merg
 
 Lialin, Shivagunde, Muckatira, Rumshisky, "ReLoRA: High-Rank Training Through Low-Rank
 Updates", ICLR 2024 (reference: Guitaricet/relora). ReLoRA trains LoRA adapters
-(:class:`~lowrank_jax.models.lora.LoRALinear`) and, every :math:`K` steps, merges them into
-the frozen weight and starts new ones (:func:`~lowrank_jax.models.lora.merge_lora_adapters`,
+(:class:`~lowrank_jax.models.linear.lora.LoRALinear`) and, every :math:`K` steps, merges them into
+the frozen weight and starts new ones (:func:`~lowrank_jax.models.linear.lora.merge_lora_adapters`,
 model side: the frozen weight is not an optimizer parameter). At the same moment the
 adapters' Adam moments are pruned (the other parameters' are left alone, and Adam's step
 count, hence its bias correction, runs on), and the learning rate re-warms linearly from 0
@@ -206,7 +206,7 @@ def relora(
     learning_rate: a float or a schedule, typically :func:`relora_schedule` (0 on the
       updates :math:`kK + 1` that precede each merge).
     restart_every: :math:`K`, the merge period (Python int >= 1); merge the adapters with
-      :func:`~lowrank_jax.models.lora.merge_lora_adapters` after the same updates.
+      :func:`~lowrank_jax.models.linear.lora.merge_lora_adapters` after the same updates.
     b1: Adam's first-moment decay, in [0, 1).
     b2: Adam's second-moment decay, in [0, 1).
     eps: added to Adam's bias-corrected ``sqrt(v)`` (PyTorch AdamW's placement), >= 0.

@@ -29,7 +29,7 @@ from flax import nnx
 from jax.sharding import Mesh
 
 from lowrank_jax.models import next_token_loss
-from lowrank_jax.models.lora import merge_lora_adapters
+from lowrank_jax.models.linear.lora import merge_lora_adapters
 from lowrank_jax.train import nonfinite
 from lowrank_jax.train.state import TrainState
 
@@ -89,7 +89,7 @@ def make_lora_merge(graphdef: nnx.GraphDef, every: int, seed: int) -> Callable:
   After updates ``every + 1, 2 every + 1, ...`` (Guitaricet/relora's ``(update_step - start) %
   relora == 1``: the update its jagged rate zeroes comes first, and the optimizer prunes the
   adapters' moments after the same updates) the LoRA adapters are folded into the frozen
-  weights and re-initialised (:func:`~lowrank_jax.models.lora.merge_lora_adapters`); a no-op
+  weights and re-initialised (:func:`~lowrank_jax.models.linear.lora.merge_lora_adapters`); a no-op
   between.
   """
 

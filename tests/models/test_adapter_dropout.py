@@ -13,7 +13,7 @@ from lowrank_jax.models import Llama, LlamaConfig, LinearConfig
 from lowrank_jax.models.dropout import dropout
 from lowrank_jax.models.linear import make_linear
 from lowrank_jax.models.llama import MLP
-from lowrank_jax.models.lora import LoRALinear
+from lowrank_jax.models.linear.lora import LoRALinear
 
 TINY = dict(
     num_layers=2, vocab_size=32, hidden_size=16, intermediate_size=24, num_heads=2, max_seq_len=16

@@ -15,8 +15,8 @@ from lowrank_jax.models import DtypePolicy, Llama, LlamaConfig, LinearConfig, co
 from lowrank_jax.models.hf import from_hf_llama, to_hf_llama
 from lowrank_jax.models.linear import make_linear
 from lowrank_jax.models.llama import MLP
-from lowrank_jax.models.lora import merge_lora_adapters
-from lowrank_jax.models.sltrain import SparseSupport
+from lowrank_jax.models.linear.lora import merge_lora_adapters
+from lowrank_jax.models.linear.sltrain import SparseSupport
 
 LINEAR_KINDS = ("lowrank", "lora", "sltrain")  # the kinds with a dense kernel
 KINDS = LINEAR_KINDS + ("cola",)

@@ -12,7 +12,7 @@ from flax import nnx
 from jax.sharding import NamedSharding
 
 from lowrank_jax.models import Llama, LlamaConfig, LinearConfig
-from lowrank_jax.models.lora import LoRALinear
+from lowrank_jax.models.linear.lora import LoRALinear
 from lowrank_jax.train import mesh as mesh_lib
 from lowrank_jax.train.config import MeshSection
 from lowrank_jax.train.methods import target_mask

@@ -5,7 +5,7 @@ In Flax layout (``y = x W``, ``W`` of shape ``(in, out)``)::
     W = W0 + (alpha / r) a b,    W0 ~ N(0, init_std) frozen,    a ~ U(+-1/sqrt(in)),    b = 0
 
 the paper's ``W = W0 + (alpha/r) B A`` with ``a = A^T``, ``b = B^T`` (see
-:mod:`lowrank_jax.models.lowrank`). ``W0`` stays at its random initialisation: it is a
+:mod:`lowrank_jax.models.linear.lowrank`). ``W0`` stays at its random initialisation: it is a
 :class:`Frozen` variable, not an ``nnx.Param``, so ``nnx.state(model, nnx.Param)`` (what the
 optimizer and the gradient see) excludes it, while ``nnx.state(model)`` and checkpoints keep it.
 ReLoRA restarts (:func:`merge_lora_adapters`) merge ``(alpha/r) a b`` into ``W0`` every few
@@ -37,19 +37,16 @@ which directions train first; it is not what either reference does.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import jax
 import jax.numpy as jnp
 from flax import nnx
 
 from lowrank_jax.models.annotated_param import param
 from lowrank_jax.models.dropout import dropout
-from lowrank_jax.models.lowrank import LowRankLinear, kaiming_uniform
+from lowrank_jax.models.linear.factors import kaiming_uniform
+from lowrank_jax.models.linear.lowrank import LowRankLinear
+from lowrank_jax.models.linear.registry import register_linear
 from lowrank_jax.models.matmul import matmul
-
-if TYPE_CHECKING:  # the config is read, never built, here; linear.py imports this file
-  from lowrank_jax.models.linear import LinearConfig
 
 
 class Frozen(nnx.Variable):
@@ -59,48 +56,16 @@ class Frozen(nnx.Variable):
 class LoRALinear(LowRankLinear):
   """``y = x W0 + (alpha / r) (x a) b`` with ``W0`` frozen and ``b`` zero at init.
 
-  Args:
-    in_features, out_features: the kernel's shape ``(in, out)``.
-    axes: logical axis names of the ``(in, out)`` kernel (``W0`` carries them; the factors
-      get ``(axes[0], "rank")`` and ``("rank", axes[1])``).
-    init_std: standard deviation of ``W0``'s normal initialiser (the dense model's).
-    param_dtype: storage dtype of ``W0`` and the factors.
-    compute_dtype: dtype of the matrix products.
-    rngs: draws ``W0`` and ``a`` from ``rngs.params()``.
-    config: the :class:`LinearConfig` (``rank``, ``alpha``, ``zero_a``, ``dropout``).
+  Built as :class:`~lowrank_jax.models.linear.factors.FactorizedLinear` says, then ``W0``
+  (the kernel's shape and ``axes``, ``N(0, init_std)`` as the dense model's); ``config`` gives
+  ``rank``, ``alpha``, ``zero_a`` and ``dropout``.
   """
 
-  def __init__(
-      self,
-      in_features: int,
-      out_features: int,
-      axes: tuple[str, str],
-      *,
-      init_std: float,
-      param_dtype,
-      compute_dtype,
-      rngs: nnx.Rngs,
-      config: LinearConfig,
-  ):
-    super().__init__(
-        in_features,
-        out_features,
-        axes,
-        init_std=init_std,
-        param_dtype=param_dtype,
-        compute_dtype=compute_dtype,
-        rngs=rngs,
-        config=config,
-        zero_b=True,
-    )
-    self.base = param(
-        rngs,
-        nnx.initializers.normal(init_std),
-        (in_features, out_features),
-        param_dtype,
-        axes,
-        variable=Frozen,
-    )
+  zero_b = True
+
+  def build(self, shape, axes, init_std, param_dtype, rngs, config) -> None:
+    super().build(shape, axes, init_std, param_dtype, rngs, config)
+    self.base = param(rngs, nnx.initializers.normal(init_std), shape, param_dtype, axes, Frozen)
     if config.zero_a:
       self.a[...] = jnp.zeros_like(self.a[...])
     self.dropout = config.dropout
@@ -157,3 +122,6 @@ def merge_lora_adapters(model: nnx.Module, key: jax.Array) -> None:
   layers = [node for _, node in nnx.iter_graph(model) if isinstance(node, LoRALinear)]
   for index, layer in enumerate(layers):
     layer.merge_and_reinit(jax.random.fold_in(key, index))
+
+
+register_linear("lora", LoRALinear, needs_rank=True)

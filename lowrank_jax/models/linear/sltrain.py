@@ -23,8 +23,8 @@ kernel with delta = 0.03 and rank 128 on CPU.
 >>> import jax.numpy as jnp
 >>> from flax import nnx
 >>> from lowrank_jax.models.linear import LinearConfig, make_linear
->>> layer = make_linear(LinearConfig(kind="sltrain", rank=2, sparsity=0.25), 4, 6,
-...                     ("embed", "mlp"), init_std=0.02, param_dtype=jnp.float32,
+>>> config = LinearConfig(kind="sltrain", rank=2, sparsity=0.25)
+>>> layer = make_linear(config, 4, 6, ("embed", "mlp"), init_std=0.02, param_dtype=jnp.float32,
 ...                     compute_dtype=jnp.float32, rngs=nnx.Rngs(0))
 >>> layer.support.shape, layer.values.shape  # int(0.25 * 4 * 6) entries
 ((6,), (6,))
@@ -41,18 +41,17 @@ support: the best the parameterization holds with that support, exact at ``r = m
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING
 
 import jax
 import jax.numpy as jnp
 from flax import nnx
 
 from lowrank_jax.models.annotated_param import param
-from lowrank_jax.models.lowrank import LowRankLinear, uniform_init
+from lowrank_jax.models.linear.config import LinearConfig
+from lowrank_jax.models.linear.factors import uniform_init
+from lowrank_jax.models.linear.lowrank import LowRankLinear
+from lowrank_jax.models.linear.registry import register_linear
 from lowrank_jax.models.matmul import matmul
-
-if TYPE_CHECKING:  # the config is read, never built, here; linear.py imports this file
-  from lowrank_jax.models.linear import LinearConfig
 
 
 class SparseSupport(nnx.Variable):
@@ -76,52 +75,21 @@ def _random_support(size: int):
 class SLTrainLinear(LowRankLinear):
   """``y = x ((alpha / r) a b + S)``: low-rank plus a sparse part on a fixed support.
 
-  Args:
-    in_features, out_features: the kernel's shape ``(in, out)``.
-    axes: logical axis names of the ``(in, out)`` kernel; the factors get
-      ``(axes[0], "rank")`` and ``("rank", axes[1])``, the sparse part ``("sparse",)``.
-    init_std: unused (SLTrain's initialisers are uniform); part of the factory signature.
-    param_dtype: storage dtype of the factors and the sparse values.
-    compute_dtype: dtype of the materialised kernel and the matmul.
-    rngs: draws ``a``, the support and the values from ``rngs.params()``.
-    config: the :class:`LinearConfig` (``rank``, ``alpha``, ``sparsity``).
+  Built as :class:`~lowrank_jax.models.linear.factors.FactorizedLinear` says (``b = 0``), then
+  the support and the values, both with logical axes ``("sparse",)`` (``init_std`` is unused:
+  SLTrain's initialisers are uniform); ``config`` gives ``rank``, ``alpha`` and ``sparsity``.
   """
 
-  def __init__(
-      self,
-      in_features: int,
-      out_features: int,
-      axes: tuple[str, str],
-      *,
-      init_std: float,
-      param_dtype,
-      compute_dtype,
-      rngs: nnx.Rngs,
-      config: LinearConfig,
-  ):
-    super().__init__(
-        in_features,
-        out_features,
-        axes,
-        init_std=init_std,
-        param_dtype=param_dtype,
-        compute_dtype=compute_dtype,
-        rngs=rngs,
-        config=config,
-        zero_b=True,
-    )
-    shape = (support_size(config, in_features, out_features),)
-    self.support = param(
-        rngs,
-        _random_support(in_features * out_features),
-        shape,
-        jnp.int32,
-        ("sparse",),
-        variable=SparseSupport,
-    )
-    self.values = param(
-        rngs, uniform_init(1.0 / math.sqrt(in_features)), shape, param_dtype, ("sparse",)
-    )
+  zero_b = True
+
+  def build(self, shape, axes, init_std, param_dtype, rngs, config) -> None:
+    super().build(shape, axes, init_std, param_dtype, rngs, config)
+    in_features, out_features = shape
+    size = (support_size(config, in_features, out_features),)
+    support_init = _random_support(in_features * out_features)
+    self.support = param(rngs, support_init, size, jnp.int32, ("sparse",), SparseSupport)
+    values_init = uniform_init(1.0 / math.sqrt(in_features))
+    self.values = param(rngs, values_init, size, param_dtype, ("sparse",))
 
   def load_dense(self, kernel: jax.Array) -> None:
     """Low-rank part from the truncated SVD of ``kernel``, sparse values from the residual
@@ -154,3 +122,6 @@ class SLTrainLinear(LowRankLinear):
   def dense_kernel(self) -> jax.Array:
     """``(alpha / r) a b + S``, computed in float32, in the parameters' dtype."""
     return self._kernel(jnp.float32).astype(self.values[...].dtype)
+
+
+register_linear("sltrain", SLTrainLinear, needs_rank=True)

@@ -15,9 +15,9 @@ does not preserve ``silu(x a) b``).
 >>> import jax.numpy as jnp
 >>> from flax import nnx
 >>> from lowrank_jax.models.linear import LinearConfig, make_linear
->>> layer = make_linear(LinearConfig(kind="cola", rank=2), 6, 5, ("embed", "mlp"),
-...                     init_std=0.02, param_dtype=jnp.float32, compute_dtype=jnp.float32,
-...                     rngs=nnx.Rngs(0))
+>>> config = LinearConfig(kind="cola", rank=2)
+>>> layer = make_linear(config, 6, 5, ("embed", "mlp"), init_std=0.02, param_dtype=jnp.float32,
+...                     compute_dtype=jnp.float32, rngs=nnx.Rngs(0))
 >>> x = jnp.ones((3, 6))
 >>> bool(jnp.allclose(layer(x), jax.nn.silu(x @ layer.a[...]) @ layer.b[...]))
 True
@@ -33,18 +33,12 @@ checkpoint therefore begins near, not at, the checkpoint's loss.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import jax
 import jax.numpy as jnp
-from flax import nnx
 
-from lowrank_jax.models.annotated_param import param
-from lowrank_jax.models.lowrank import checked_rank, svd_factors
+from lowrank_jax.models.linear.factors import FactorizedLinear, svd_factors
+from lowrank_jax.models.linear.registry import register_linear
 from lowrank_jax.models.matmul import matmul
-
-if TYPE_CHECKING:  # the config is read, never built, here; linear.py imports this file
-  from lowrank_jax.models.linear import LinearConfig
 
 
 def cola_init_std(in_features: int, out_features: int, rank: int) -> float:
@@ -61,38 +55,17 @@ def _scaled_normal(std: float):
   return init
 
 
-class CoLALinear(nnx.Module):
+class CoLALinear(FactorizedLinear):
   """``y = silu(x a) b``, CoLA's replacement of a linear.
 
-  Args:
-    in_features, out_features: the replaced kernel's shape ``(in, out)``.
-    axes: logical axis names of that kernel; the factors get ``(axes[0], "rank")`` and
-      ``("rank", axes[1])``.
-    init_std: unused (CoLA's initialiser depends on the shape); part of the factory signature.
-    param_dtype: storage dtype of the factors.
-    compute_dtype: dtype of the products and the SiLU.
-    rngs: draws the factors from ``rngs.params()``.
-    config: the :class:`LinearConfig` (``rank``; ``alpha`` is unused).
+  Built as :class:`~lowrank_jax.models.linear.factors.FactorizedLinear` says (``init_std`` is
+  unused: CoLA's initialiser depends on the shape); ``config`` gives ``rank`` (``alpha`` is
+  unused).
   """
 
-  def __init__(
-      self,
-      in_features: int,
-      out_features: int,
-      axes: tuple[str, str],
-      *,
-      init_std: float,
-      param_dtype,
-      compute_dtype,
-      rngs: nnx.Rngs,
-      config: LinearConfig,
-  ):
-    del init_std
-    rank = checked_rank(config, in_features, out_features)
+  def factor_initializers(self, in_features, out_features, rank):
     init = _scaled_normal(cola_init_std(in_features, out_features, rank))
-    self.a = param(rngs, init, (in_features, rank), param_dtype, (axes[0], "rank"))
-    self.b = param(rngs, init, (rank, out_features), param_dtype, ("rank", axes[1]))
-    self.compute_dtype = compute_dtype
+    return init, init
 
   def __call__(self, x: jax.Array) -> jax.Array:
     dtype = self.compute_dtype
@@ -112,3 +85,6 @@ class CoLALinear(nnx.Module):
         "CoLA computes silu(x a) b, which is not linear in x: it has no dense (in, out) kernel, "
         "so a CoLA model cannot be exported as a dense LlamaForCausalLM"
     )
+
+
+register_linear("cola", CoLALinear, needs_rank=True)
