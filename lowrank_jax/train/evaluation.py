@@ -49,12 +49,12 @@ def evaluate(
   losses, counts = (np.asarray(values, np.float64) for values in zip(*jax.device_get(results)))
   tokens = float(counts.sum())
   if mean == "tokens":
-    mean = float((losses * counts).sum() / tokens)
+    loss = float((losses * counts).sum() / tokens)
   else:
-    mean = float(losses.sum()) / (len(losses) + 1 if references_divisor else len(losses))
+    loss = float(losses.sum()) / (len(losses) + 1 if references_divisor else len(losses))
   return {
-      "val_loss": mean,
-      "val_ppl": math.exp(mean),
+      "val_loss": loss,
+      "val_ppl": math.exp(loss),
       "val_tokens": tokens,
       "val_batches": float(len(losses)),
   }
