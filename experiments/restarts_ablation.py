@@ -1,0 +1,127 @@
+"""The restarts taken apart: one table and one plot from the grids of experiments/grids/restarts/.
+
+Each grid searches Low-Rank's and SLTrain's learning rate (seed 0, protocol A's 2x bracketing
+rule) with one component of the restarts (arXiv 2505.22922, weight refactorization and momentum
+reset) switched on or changed. Every row is read against the same method without restarts
+(``baseline``), so its delta is what that component costs (positive) or gains (negative) in
+validation perplexity at each variant's own best rate:
+
+  python experiments/restarts_ablation.py experiments/results/restarts
+
+writes ``ablation.md`` and ``ablation.png`` there. A variant whose grid has not finished shows
+a dash until it has finished.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import pathlib
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+# (row label, grid directory, the grid's method for Low-Rank, for SLTrain)
+VARIANTS = (
+    ("no restarts", "baseline", "low_rank", "sltrain"),
+    ("reset only (T = 40, R = 2)", "reset_only", "low_rank", "sltrain"),
+    ("refactorization only (T = 40)", "refactorize_only", "low_rank", "sltrain"),
+    ("both (T = 40, R = 2)", "baseline", "low_rank_restarts", "sltrain_restarts"),
+    (
+        "both, the paper's period (T = 200, R = 10)",
+        "paper_period",
+        "low_rank_restarts",
+        "sltrain_restarts",
+    ),
+    ("no restarts, b2 = 0.95", "b2_095", "low_rank", "sltrain"),
+    ("both (T = 40, R = 2), b2 = 0.95", "b2_095_restarts", "low_rank_restarts", "sltrain_restarts"),
+)
+FAMILIES = ("Low-Rank", "SLTrain")
+
+
+def best_rows(results_dir: pathlib.Path) -> dict[tuple[str, str], dict]:
+  """``(grid directory, method) -> its results.json row`` for every grid found."""
+  rows = {}
+  for path in sorted(results_dir.glob("*/results.json")):
+    for row in json.loads(path.read_text())["rows"]:
+      rows[(path.parent.name, row["method"])] = row
+  return rows
+
+
+def ablation(rows: dict[tuple[str, str], dict]) -> list[dict]:
+  """One record per variant: per family, the best perplexity, its rate and its delta."""
+  records = []
+  for label, grid, *methods in VARIANTS:
+    record = {"variant": label}
+    for family, method, base in zip(FAMILIES, methods, ("low_rank", "sltrain")):
+      row, reference = rows.get((grid, method)), rows.get(("baseline", base))
+      if row is None:
+        continue
+      record[family] = {
+          "ppl": row["val_ppl_mean"],
+          "lr": row["learning_rate"],
+          "at_edge": row["lr_at_edge"],
+          "delta": None if reference is None else row["val_ppl_mean"] - reference["val_ppl_mean"],
+      }
+    records.append(record)
+  return records
+
+
+def _cell(entry: dict | None) -> str:
+  if entry is None:
+    return "-"
+  edge = ", at the edge" if entry["at_edge"] else ""
+  delta = "" if entry["delta"] is None else f" ({entry['delta']:+.2f})"
+  return f"{entry['ppl']:.2f}{delta} at {entry['lr']:g}{edge}"
+
+
+def markdown(records: list[dict]) -> str:
+  lines = [
+      "| variant | " + " | ".join(f"{f}: ppl (vs no restarts) at rate" for f in FAMILIES) + " |",
+      "|---" * (1 + len(FAMILIES)) + "|",
+  ]
+  for record in records:
+    lines.append(
+        f"| {record['variant']} | " + " | ".join(_cell(record.get(f)) for f in FAMILIES) + " |"
+    )
+  return "\n".join(lines) + "\n"
+
+
+def plot(records: list[dict], out_png: pathlib.Path) -> None:
+  figure, axis = plt.subplots(figsize=(8, 4.5))
+  height = 0.38
+  for offset, family in enumerate(FAMILIES):
+    deltas = [(r.get(family) or {}).get("delta") for r in records]
+    positions = [i + (offset - 0.5) * height for i in range(len(records))]
+    axis.barh(
+        [p for p, d in zip(positions, deltas) if d is not None],
+        [d for d in deltas if d is not None],
+        height=height,
+        label=family,
+    )
+  axis.set_yticks(range(len(records)), [r["variant"] for r in records])
+  axis.invert_yaxis()
+  axis.axvline(0, color="black", linewidth=0.8)
+  axis.set_xlabel("validation perplexity minus no restarts' (lower is better)")
+  axis.set_title("The restarts taken apart (micro LLaMA, 2.6 tokens/parameter, seed 0)")
+  axis.legend()
+  figure.tight_layout()
+  figure.savefig(out_png, dpi=120)
+  plt.close(figure)
+
+
+def main() -> None:
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument("results_dir", type=pathlib.Path)
+  results_dir = parser.parse_args().results_dir
+  records = ablation(best_rows(results_dir))
+  table = markdown(records)
+  (results_dir / "ablation.md").write_text(table)
+  plot(records, results_dir / "ablation.png")
+  print(table)
+
+
+if __name__ == "__main__":
+  main()
