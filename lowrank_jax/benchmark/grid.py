@@ -5,6 +5,7 @@ A grid is a YAML file (``experiments/grids/*.yaml``)::
     out_dir: runs/nano_grid          # one run directory per cell below it
     sizes: [nano]                    # model presets
     methods: [full_rank, galore]     # names of lowrank_jax.train.methods.METHODS
+    method_modules: []               # modules registering methods defined outside the package
     seeds: [0, 1, 2]
     seed_counts: {galore: 1}         # a method's first n seeds; absent: all of them
     configs: []                      # YAML files per cell; {size} and {method} are filled in
@@ -56,6 +57,7 @@ from lowrank_jax.benchmark.rate_search import check_rates
 from lowrank_jax.models import PRESETS
 from lowrank_jax.train.config import TrainConfig, load_config
 from lowrank_jax.train.methods import METHODS
+from lowrank_jax.train.methods.registration import import_method_modules
 
 DATA_SEED = 42  # the data order of seed 0: the trainer's default data.seed
 
@@ -122,8 +124,10 @@ class Grid:
   dense_rate_from: str | None = None
   max_extensions: int = 2
   data_seed: int = DATA_SEED
+  method_modules: tuple[str, ...] = ()
 
   def __post_init__(self):
+    import_method_modules(self.method_modules, "grid method_modules")
     for name, values, allowed in (
         ("sizes", self.sizes, PRESETS),
         ("methods", self.methods, METHODS),
@@ -180,7 +184,7 @@ class Grid:
     values = read_grid_file(path, cls)  # YAML, keys and types: one line naming the key
     tuples = {
         key: tuple(values[key])
-        for key in ("sizes", "methods", "seeds", "configs", "overrides")
+        for key in ("sizes", "methods", "seeds", "configs", "overrides", "method_modules")
         if key in values
     }
     tuples["overrides"] = tuples.get("overrides", ()) + tuple(extra_overrides)
@@ -209,6 +213,8 @@ class Grid:
   ) -> Cell:
     configs = tuple(path.format(size=size, method=method) for path in self.configs)
     overrides = (f"model.preset={size}", *self.overrides, *self.method_overrides.get(method, ()))
+    if self.method_modules:  # each cell's `train` process imports them too
+      overrides += (f"optimizer.method_modules=[{','.join(self.method_modules)}]",)
     return Cell(
         size,
         method,

@@ -73,8 +73,9 @@ class AnalyticMemory:
     return self.weight_bytes + self.optimizer_bytes
 
 
-# Each method's formula per target matrix, in the registry's order (the paper's table: where
-# two names train identically, ``full_rank`` and ``adamw``, the report keeps the first).
+# The built-in methods' formulas per target matrix, in the registry's order (the paper's table:
+# where two names train identically, ``full_rank`` and ``adamw``, the report keeps the first).
+# :func:`analytic_memory` reads the registry itself, so a method registered later counts too.
 FORMULAS: dict[str, MemoryFormula] = {name: method.memory for name, method in METHODS.items()}
 
 
@@ -99,7 +100,7 @@ def analytic_memory(
 
   Args:
     config: the model (its sizes and its parameter dtype are read; its ``linear`` is not).
-    method: a name of :data:`FORMULAS` (the methods of :mod:`lowrank_jax.train.methods`).
+    method: a name of :data:`lowrank_jax.train.methods.METHODS`, built in or registered.
     rank: the rank ``r`` of the factors or projections (APOLLO-Mini always uses 1).
     density: SLTrain's ``delta``, in (0, 1].
   """
@@ -107,7 +108,7 @@ def analytic_memory(
     raise ValueError(f"rank={rank!r} must be a positive integer")
   if not 0 < density <= 1:
     raise ValueError(f"density={density!r} must be in (0, 1]")
-  formula = FORMULAS.get(method)
+  formula = METHODS[method].memory if method in METHODS else None
   if formula is None:
     return None
   non_target = non_target_entries(config)

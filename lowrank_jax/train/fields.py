@@ -99,7 +99,8 @@ def _requirement(kinds: set, bounds: Bounds, optional: bool, element: type = int
   """``an integer >= 1``, ``a finite number in [0, 1)``, ``true or false``, ... ."""
   span = bounds.describe()
   if tuple in kinds:
-    text = f"a list of {'finite numbers' if element is float else 'integers'} {span}".rstrip()
+    elements = {float: "finite numbers", str: "strings"}.get(element, "integers")
+    text = f"a list of {elements} {span}".rstrip()
   elif int in kinds and float not in kinds:
     text = f"an integer {span}".rstrip()
   elif float in kinds:

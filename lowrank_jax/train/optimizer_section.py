@@ -18,6 +18,7 @@ from lowrank_jax.train.fields import setting
 from lowrank_jax.train.linear_keys import FIELDS_OF_KIND
 from lowrank_jax.train.methods import PAPER_RESTART_EVERY, ResolvedOptimizer, get_method
 from lowrank_jax.train.methods.options import MethodOptions, parse_options
+from lowrank_jax.train.methods.registration import import_method_modules
 
 
 @dataclasses.dataclass(frozen=True)
@@ -25,7 +26,11 @@ class OptimizerSection(Section):
   """The training method and its hyperparameters.
 
   Attributes:
-    method: ``adamw`` (full rank) or any method of :mod:`lowrank_jax.train.methods`.
+    method: ``adamw`` (full rank) or any method of :mod:`lowrank_jax.train.methods`, or one
+      registered by ``method_modules`` or a package's ``lowrank_jax.methods`` entry point.
+    method_modules: Python modules imported before ``method`` is looked up, whose import
+      registers methods defined outside the package
+      (:func:`lowrank_jax.train.register_method`), e.g. ``[my_pkg.methods]``.
     learning_rate: peak learning rate of the schedule.
     learning_rates: a learning-rate sweep as one program: one copy of the model per peak
       rate, all trained by one jitted step on the same batches, in place of
@@ -61,6 +66,7 @@ class OptimizerSection(Section):
 
   key: ClassVar[str] = "optimizer"
   method: str = "adamw"
+  method_modules: tuple[str, ...] = ()
   learning_rate: float = setting(1e-3, above=0)
   learning_rates: tuple[float, ...] = setting((), above=0)
   dense_learning_rate: float | None = setting(None, above=0)
@@ -76,6 +82,7 @@ class OptimizerSection(Section):
   recovery_steps: int = setting(10, at_least=2)
 
   def _check_together(self):
+    import_method_modules(self.method_modules)
     method = get_method(self.method)
     # parsed once, here: every consumer reads the typed options (frozen: set as the init would)
     linear_fields = FIELDS_OF_KIND.get(method.linear_kind, ())

@@ -11,7 +11,9 @@ gathers:
 - :mod:`~lowrank_jax.train.methods.projected`: GaLore, Fira, GoLore, APOLLO(-Mini);
 - :mod:`~lowrank_jax.train.methods.spam`: SPAM, Stable-SPAM;
 - :mod:`~lowrank_jax.train.methods.relora`: ReLoRA;
-- :mod:`~lowrank_jax.train.methods.loro`: LoRO.
+- :mod:`~lowrank_jax.train.methods.loro`: LoRO;
+- :mod:`~lowrank_jax.train.methods.registration`: methods defined outside the package
+  (:func:`register_method`).
 
 >>> get_method("galore").options().rank
 128
@@ -33,6 +35,11 @@ from lowrank_jax.train.methods.method import (
     ResolvedOptimizer,
     target_mask,
 )
+from lowrank_jax.train.methods.registration import (
+    load_entry_point,
+    register_method,
+    unregister_method,
+)
 
 METHODS: dict[str, Method] = {
     **adam_family.METHODS,
@@ -50,11 +57,17 @@ __all__ = [
     "ResolvedOptimizer",
     "build_optimizer",
     "get_method",
+    "register_method",
     "target_mask",
+    "unregister_method",
 ]
 
 
 def get_method(name: str) -> Method:
+  """The method ``name``: built in, registered, or registered by loading the
+  ``lowrank_jax.methods`` entry point of that name."""
+  if name not in METHODS:
+    load_entry_point(name)
   if name not in METHODS:
     raise ValueError(f"optimizer.method={name!r} is unknown; allowed: {sorted(METHODS)}")
   return METHODS[name]

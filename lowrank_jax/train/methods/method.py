@@ -34,13 +34,16 @@ TARGET_LINEARS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj"
 PAPER_RESTART_EVERY = 200  # the *_restarts methods' and ReLoRA's period (arXiv 2505.22922)
 
 
+def is_target_matrix(names: tuple, leaf) -> bool:
+  """Whether the leaf at path ``names`` is a matrix of one of the seven target linears."""
+  return leaf.ndim >= 2 and any(name in TARGET_LINEARS for name in names)
+
+
 def target_mask(params: Any) -> Any:
   """``True`` for the parameters of the seven target linears of every block."""
-
-  def is_target(path, leaf):
-    return leaf.ndim >= 2 and any(name in TARGET_LINEARS for name in path_names(path))
-
-  return jax.tree_util.tree_map_with_path(is_target, params)
+  return jax.tree_util.tree_map_with_path(
+      lambda path, leaf: is_target_matrix(path_names(path), leaf), params
+  )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -106,7 +109,8 @@ class Method:
       its refreshes).
     record: ``record(schedule, section) -> record(count)``, what each update applies: its
       learning rates and the method's events (:mod:`lowrank_jax.train.update_records`).
-    memory: its memory formula per target matrix (arXiv 2505.22922, memory accounting).
+    memory: its memory formula per target matrix (arXiv 2505.22922, memory accounting);
+      ``None`` for a registered method without one (the memory report says ``n/a``).
     linear_kind: the parameterization of the target linears it trains (``dense``, ...).
     options: the class of its ``optimizer.options``.
     factory: the :mod:`lowrank_jax.optim` factory it builds, if not AdamW's chain.
@@ -120,7 +124,7 @@ class Method:
 
   build: Callable
   record: Callable
-  memory: MemoryFormula
+  memory: MemoryFormula | None
   linear_kind: str = "dense"
   options: type = NoOptions
   factory: Callable | None = None
@@ -133,10 +137,9 @@ class Method:
   def default_eps(self) -> float:
     """Adam's ``eps`` where ``optimizer.eps`` is unset: its factory's default (the
     reference code's: galore-torch's, Fira's, APOLLO's and SPAM's AdamW take 1e-6), else
-    PyTorch's and optax's AdamW's 1e-8."""
-    if self.factory is None:
-      return 1e-8
-    return inspect.signature(self.factory).parameters["eps"].default
+    PyTorch's and optax's AdamW's 1e-8 (also for a registered factory without ``eps``)."""
+    eps = None if self.factory is None else inspect.signature(self.factory).parameters.get("eps")
+    return 1e-8 if eps is None else eps.default
 
   @property
   def option_names(self) -> tuple[str, ...]:

@@ -1,0 +1,170 @@
+"""A method defined here, outside the package, registers with one call and trains as a built-in.
+
+``sign_descent`` (scaled sign SGD, an optax factory with one option) is registered with
+``leaves="target"``: the trainer must give the target matrices its transform and the dense
+leaves AdamW, at their own rate; a ``lowrank-jax train`` subprocess must find it through
+``optimizer.method_modules``; its memory formula must reach the memory report; bad
+registrations must fail in one line; and the registry must be the built-ins' again after.
+"""
+
+import os
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import optax
+import pytest
+import yaml
+from test_dense_rate import DENSE, WEIGHT_DECAY, close, traced
+from test_method_mechanics import B1, B2, EPS, PEAK, expected_lr
+from tiny_run import TINY
+
+from lowrank_jax.memory import report
+from lowrank_jax.memory.analytic import non_target_entries
+from lowrank_jax.optim.tree_utils import path_names
+from lowrank_jax.train import Entries, register_method, unregister_method
+from lowrank_jax.train.methods import METHODS, TARGET_LINEARS, get_method
+from lowrank_jax.train.schedule import make_schedule
+
+NAME = "sign_descent"
+BUILT_IN = frozenset(METHODS)
+
+
+def sign_descent(learning_rate, scale: float = 0.5):
+  """Sign SGD: every entry moves by ``learning_rate * scale`` against its gradient's sign."""
+  return optax.chain(
+      optax.scale_by_sign(), optax.scale(scale), optax.scale_by_learning_rate(learning_rate)
+  )
+
+
+def stateless_memory(m, n, r, delta):
+  del r, delta
+  return Entries(m * n, 0)
+
+
+def register_sign_descent():
+  """What a user's module runs on import (the subprocess imports one that calls this)."""
+  return register_method(NAME, sign_descent, memory=stateless_memory)
+
+
+@pytest.fixture
+def registered():
+  method = register_sign_descent()
+  yield method
+  unregister_method(NAME)
+
+
+def hand_wired(config, peak: float, dense_peak: float) -> optax.GradientTransformation:
+  """The trainer's wiring written out: sign descent on the seven target matrices, optax's
+  AdamW on every other leaf at the dense leaves' rate."""
+
+  def labels(params):
+    return jax.tree_util.tree_map_with_path(
+        lambda path, leaf: (
+            "target" if leaf.ndim >= 2 and set(path_names(path)) & set(TARGET_LINEARS) else "dense"
+        ),
+        params,
+    )
+
+  return optax.partition(
+      {
+          "target": sign_descent(make_schedule(peak, config.schedule)),
+          "dense": optax.adamw(
+              make_schedule(dense_peak, config.schedule),
+              b1=B1,
+              b2=B2,
+              eps=EPS,
+              weight_decay=WEIGHT_DECAY,
+          ),
+      },
+      labels,
+  )
+
+
+def test_a_registered_method_trains_as_its_factory_wired_by_hand(registered):
+  config, states, grads, metrics = traced(NAME)
+  tx = hand_wired(config, PEAK, DENSE)
+  opt_state = tx.init(states[0].params)
+  for t, (before, after, grad) in enumerate(zip(states, states[1:], grads)):
+    updates, opt_state = tx.update(grad, opt_state, before.params)
+    expected = optax.apply_updates(before.params, updates)
+    for got, want in zip(jax.tree.leaves(after.params), jax.tree.leaves(expected)):
+      assert close(got, want), t + 1
+    np.testing.assert_allclose(float(metrics[t]["lr"]), expected_lr("full_rank", t), rtol=1e-5)
+  assert config.optimizer.method_options.scale == 0.5  # the factory's default
+
+
+def test_a_train_subprocess_imports_the_method_modules_and_saves_them(tmp_path):
+  (tmp_path / "my_methods.py").write_text(
+      "from test_external_method import register_sign_descent\nregister_sign_descent()\n"
+  )
+  here = os.path.dirname(os.path.abspath(__file__))
+  tests = os.path.dirname(here)
+  path = [str(tmp_path), here, tests, os.path.dirname(tests)]  # the repository root last
+  env = {**os.environ, "PYTHONPATH": os.pathsep.join(path)}
+  run_dir = tmp_path / "run"
+  args = [*TINY, f"run_dir={run_dir}", "schedule.total_steps=2", "checkpoint.every=2"]
+  args += [f"optimizer.method={NAME}", "optimizer.method_modules=[my_methods]"]
+  done = subprocess.run(
+      [sys.executable, "-m", "lowrank_jax.cli", "train", *args, "optimizer.options.scale=0.25"],
+      env=env,
+      capture_output=True,
+      text=True,
+  )
+  assert done.returncode == 0, done.stderr[-2000:]
+  saved = yaml.safe_load((run_dir / "config.yaml").read_text())["optimizer"]
+  assert saved["method_modules"] == ["my_methods"] and saved["options"] == {"scale": 0.25}
+  unknown = subprocess.run(
+      [sys.executable, "-m", "lowrank_jax.cli", "train", "--print-config", *args[-2:-1]],
+      env=env,
+      capture_output=True,
+      text=True,
+  )
+  assert unknown.returncode == 2
+  assert f"optimizer.method='{NAME}' is unknown; allowed: ['adamw'" in unknown.stderr
+
+
+def test_the_memory_formula_reaches_the_memory_report(registered):
+  (row,) = report.memory_rows(["nano"], [NAME], "fp32", [1], compile_step=False)
+  (full,) = report.memory_rows(["nano"], ["full_rank"], "fp32", [1], compile_step=False)
+  config = report.case_config("nano", NAME, "fp32")
+  dense_adam_entries = 2 * non_target_entries(config.model_config())
+  assert row.analytic.weight_bytes == full.analytic.weight_bytes
+  assert row.analytic.optimizer_bytes == 4 * dense_adam_entries  # fp32; sign descent keeps none
+  assert row.state.weights == row.analytic.weight_bytes  # the measured state agrees
+  assert row.state.optimizer == row.analytic.optimizer_bytes
+  assert f"| {NAME} |" in report.markdown_table([row])
+
+
+def test_the_registry_is_the_built_ins_again_after_unregistering(registered):
+  assert get_method(NAME) is registered and set(METHODS) == BUILT_IN | {NAME}
+  unregister_method(NAME)
+  assert set(METHODS) == BUILT_IN
+  register_sign_descent()  # for the fixture's own cleanup
+  with pytest.raises(ValueError, match="unregister_method name='galore' was not registered"):
+    unregister_method("galore")
+
+
+class PlainOptions:
+  scale: float = 0.5
+
+
+@pytest.mark.parametrize(
+    "name, factory, keywords, message",
+    [
+        ("galore", sign_descent, {}, "name='galore' is taken by a built-in method; allowed:"),
+        (NAME, sign_descent, {}, f"name='{NAME}' is taken by a registered method"),
+        ("my method", sign_descent, {}, "name='my method' is not allowed; allowed: a Python"),
+        ("other", "sign_descent", {}, "factory='sign_descent' is not callable; allowed:"),
+        ("other", sign_descent, {"options": PlainOptions}, "options=<class 'test_external"),
+        ("other", sign_descent, {"leaves": "dense"}, "leaves='dense' is unknown; allowed: target"),
+        ("other", sign_descent, {"linear_kind": "lorra"}, "linear_kind='lorra' is unknown"),
+        ("other", sign_descent, {"memory": 3}, "memory=3 is not callable; allowed: memory(m"),
+    ],
+)
+def test_a_bad_registration_is_a_one_line_error(registered, name, factory, keywords, message):
+  with pytest.raises(ValueError, match="^register_method ") as error:
+    register_method(name, factory, **keywords)
+  assert message in str(error.value) and "\n" not in str(error.value)
+  assert set(METHODS) == BUILT_IN | {NAME}
