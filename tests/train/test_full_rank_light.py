@@ -10,7 +10,6 @@ state their memory formulas count.
 """
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
@@ -53,7 +52,7 @@ def section_and_params(method: str, *options: str):
 
 def moved(tx, params) -> list:
   """The parameters after ``STEPS`` updates on gradients drawn from the step and the weights."""
-  state, out = tx.init(params), []
+  state = tx.init(params)
   for step in range(STEPS):
     leaves, treedef = jax.tree.flatten(params)
     keys = jax.random.split(jax.random.key(step + 1), len(leaves))
