@@ -7,7 +7,8 @@ Full-Rank ``mn`` and ``2 mn``, GaLore ``mn`` and ``min(m, n) r + 2 r max(m, n)``
 ``(m + n) r`` and ``2 (m + n) r``),
 and every other parameter (embedding, lm_head, norms: ``2 V d + (2 L + 1) d`` entries, ``V d``
 fewer with tied embeddings) as its
-weights plus two Adam moments. Bytes are ``bytes-per-entry x entries`` in the policy's
+weights plus two Adam moments (Lion's one moment and Adafactor's factored one where they train
+those leaves too: the method's ``dense_memory``). Bytes are ``bytes-per-entry x entries`` in the policy's
 parameter dtype, plus SLTrain's ``s`` int32 support indices per matrix (4 bytes each), which
 the paper writes as "(+ indices)".
 
@@ -33,6 +34,7 @@ None
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import jax.numpy as jnp
 
@@ -88,9 +90,15 @@ def target_shapes(config: LlamaConfig) -> list[tuple[int, int]]:
 def non_target_entries(config: LlamaConfig) -> int:
   """Embedding, lm_head and norm weights: ``2 V d + (2 L + 1) d`` (``V d`` for both
   matrices with tied embeddings)."""
+  return sum(math.prod(shape) for shape in dense_shapes(config))
+
+
+def dense_shapes(config: LlamaConfig) -> list[tuple[int, ...]]:
+  """The shapes of the dense leaves, one block's norms at a time: embedding and lm_head
+  ``V x d`` (one with tied embeddings), ``2 L + 1`` norms of ``d``."""
   d = config.hidden_size
   matrices = 1 if config.tie_word_embeddings else 2
-  return matrices * config.vocab_size * d + (2 * config.num_layers + 1) * d
+  return [(config.vocab_size, d)] * matrices + [(d,)] * (2 * config.num_layers + 1)
 
 
 def analytic_memory(
@@ -111,8 +119,8 @@ def analytic_memory(
   formula = METHODS[method].memory if method in METHODS else None
   if formula is None:
     return None
-  non_target = non_target_entries(config)
-  total = Entries(non_target, 2 * non_target)
+  dense_state = sum(map(METHODS[method].dense_memory, dense_shapes(config)))
+  total = Entries(non_target_entries(config), dense_state)
   for m, n in target_shapes(config):
     total += formula(m, n, rank, density)
   return AnalyticMemory(

@@ -12,6 +12,7 @@ gathers:
 - :mod:`~lowrank_jax.train.methods.spam`: SPAM, Stable-SPAM;
 - :mod:`~lowrank_jax.train.methods.relora`: ReLoRA;
 - :mod:`~lowrank_jax.train.methods.loro`: LoRO;
+- :mod:`~lowrank_jax.train.methods.full_rank_light`: Muon, Adafactor, Lion;
 - :mod:`~lowrank_jax.train.methods.registration`: methods defined outside the package
   (:func:`register_method`).
 
@@ -20,14 +21,14 @@ gathers:
 >>> get_method("galor")
 Traceback (most recent call last):
 ...
-ValueError: optimizer.method='galor' is unknown; allowed: ['adamw', 'apollo', ...]
+ValueError: optimizer.method='galor' is unknown; allowed: ['adafactor', 'adamw', ...]
 """
 
 from __future__ import annotations
 
 import optax
 
-from lowrank_jax.train.methods import adam_family, loro, projected, relora, spam
+from lowrank_jax.train.methods import adam_family, full_rank_light, loro, projected, relora, spam
 from lowrank_jax.train.methods.method import (
     PAPER_RESTART_EVERY,
     TARGET_LINEARS,
@@ -47,6 +48,7 @@ METHODS: dict[str, Method] = {
     **spam.METHODS,
     **relora.METHODS,
     **loro.METHODS,
+    **full_rank_light.METHODS,
 }
 
 __all__ = [

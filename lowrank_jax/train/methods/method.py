@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+import math
 from typing import Any
 from collections.abc import Callable
 
@@ -68,6 +69,13 @@ class Entries:
 
 
 MemoryFormula = Callable[[int, int, int, float], Entries]  # (m, n, rank, density) -> Entries
+DenseMemory = Callable[[tuple[int, ...]], int]  # a dense leaf's shape -> optimizer entries
+
+
+def adam_moments(shape: tuple[int, ...]) -> int:
+  """Adam's two moments of a dense leaf: what every method but Lion and Adafactor keeps on
+  the embeddings, lm_head and norms (arXiv 2505.22922, memory accounting)."""
+  return 2 * math.prod(shape)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -120,6 +128,8 @@ class Method:
     adam_family: AdamW on every parameter, which momentum resets and refactorization wrap.
     takes_reset_every: ``optimizer.reset_every`` applies (the Adam family's resets,
       ReLoRA's merges).
+    dense_memory: the optimizer entries it keeps for one dense leaf (embedding, lm_head, a
+      norm) of a given shape, with its default options.
   """
 
   build: Callable
@@ -132,6 +142,7 @@ class Method:
   merge_lora: bool = False
   adam_family: bool = False
   takes_reset_every: bool = False
+  dense_memory: DenseMemory = adam_moments
 
   @property
   def default_eps(self) -> float:
