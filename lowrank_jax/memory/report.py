@@ -111,16 +111,10 @@ def case_config(
 
 
 def _method_overrides(method: str, rank: int) -> list[str]:
-  """The paper's rank where the method has one: an option of its optimizer (the projected
-  methods) or the rank of its factorized linears."""
-  if method not in METHODS:
-    return []  # get_method names the unknown method
-  overrides = []
-  if "rank" in METHODS[method].option_names:
-    overrides.append(f"optimizer.options.rank={rank}")
-  if METHODS[method].linear_kind != "dense":
-    overrides.append(f"model.linear.rank={rank}")
-  return overrides
+  """The paper's rank, set by the method's rank key where it has one
+  (:attr:`~lowrank_jax.train.methods.Method.rank_key`)."""
+  key = METHODS[method].rank_key if method in METHODS else None  # get_method names the unknown
+  return [] if key is None else [f"{key}={rank}"]
 
 
 @dataclasses.dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""Weights both ways between our LLaMA and HF transformers' ``LlamaForCausalLM``.
+r"""Weights both ways between our LLaMA and HF transformers' ``LlamaForCausalLM``.
 
 HF stores each linear as ``weight`` of shape ``(out, in)`` under names such as
 ``model.layers.3.self_attn.q_proj.weight``; we store the ``(in, out)`` kernel under the
@@ -28,6 +28,29 @@ True
 Traceback (most recent call last):
 ...
 ValueError: HF config hidden_act='gelu' is not supported: our LLaMA has hidden_act = 'silu' (SwiGLU).
+
+Starting a run from a checkpoint (``model.init_from=DIR``): a local HF LLaMA directory
+(``config.json`` and ``model.safetensors`` or sharded ``model.safetensors.index.json``, read
+by :mod:`lowrank_jax.models.hf_checkpoint`; bf16 is read as float32) is loaded before step 0,
+for any method (:func:`load_hf_weights`). The architecture is the checkpoint's
+``config.json`` (grouped-query attention and tied embeddings included), not
+``model.preset``; ``model.overrides`` may only change ``max_seq_len``, any other differing
+value is a one-line error. Full rank and the projected methods load the dense weights. The
+factorized methods start from the truncated SVD :math:`W \approx U_r S_r V_r^T` of each
+pretrained matrix (each kind's ``load_dense``, :mod:`lowrank_jax.models.linear`):
+
+* Low-Rank (and LoRO): :math:`a = U_r \sqrt{S_r / s}`, :math:`b = \sqrt{S_r / s}\, V_r^T`
+  with :math:`s = \alpha / r`, so :math:`s\, a b` is the best rank-:math:`r` approximation,
+  exact at full rank;
+* SLTrain: the same low-rank part plus the residual at its fixed random support;
+* LoRA and ReLoRA: the weights kept as the frozen :math:`W_0`, the adapters as LoRA draws
+  them (:math:`b = 0`: the pretrained function at step 0, as ReLoRA's warm start; not
+  PiSSA);
+* CoLA: the SVD factors with :math:`b` doubled for silu's slope 1/2 at 0, which matches
+  :math:`x W` to first order only: :math:`\mathrm{silu}(x a)\, b` cannot equal a dense
+  layer, so a CoLA run starts near, not at, the checkpoint's loss.
+
+A run directory that holds a run refuses a new ``init_from`` (its checkpoint wins).
 """
 
 from __future__ import annotations

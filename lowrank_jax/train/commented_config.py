@@ -22,7 +22,6 @@ import yaml
 
 from lowrank_jax.models import LinearConfig
 from lowrank_jax.train.config import TrainConfig, resolved_dict
-from lowrank_jax.train.methods import get_method
 
 _ENTRY = re.compile(r"^(\s*)([\w, ]+):\s*(.*)$")
 
@@ -78,8 +77,7 @@ def key_meanings(config: TrainConfig) -> dict[str, str]:
         meanings[key] = docs.get(field.name, "")
 
   walk(TrainConfig, "")
-  options = get_method(config.optimizer.method).options
-  for name, meaning in attribute_docs(options).items():
+  for name, meaning in attribute_docs(type(config.optimizer.method_options)).items():
     meanings[f"optimizer.options.{name}"] = meaning
   for name, meaning in attribute_docs(LinearConfig).items():
     meanings[f"model.linear.{name}"] = meaning

@@ -17,9 +17,6 @@ from __future__ import annotations
 
 from lowrank_jax.train.config import TrainConfig
 
-# The options of a method that are periods in steps (lowrank_jax/train/methods/).
-PERIOD_OPTIONS = ("update_proj_gap", "reset_interval", "every")
-
 
 def periods_past_the_run(config: TrainConfig) -> list[str]:
   """One line per period of ``config``'s method that is longer than the run."""
@@ -29,12 +26,11 @@ def periods_past_the_run(config: TrainConfig) -> list[str]:
       f"optimizer.{name}": (getattr(section, name), getattr(config.optimizer, name) is None)
       for name in ("refactorize_every", "reset_every")
   }
-  for name in PERIOD_OPTIONS:
-    if hasattr(section.options, name):
-      periods[f"optimizer.options.{name}"] = (
-          getattr(section.options, name),
-          name not in config.optimizer.options,
-      )
+  for name in section.options.periods:  # declared by the method's options class
+    periods[f"optimizer.options.{name}"] = (
+        getattr(section.options, name),
+        name not in config.optimizer.options,
+    )
   said = {False: "", True: " (the method's default)"}
   return [
       f"{key}={period}{said[default]} exceeds schedule.total_steps={total}: what it times "

@@ -7,11 +7,11 @@ import numpy as np
 import pytest
 from flax import nnx
 
+from linear_layer import linear_layer
 from reference_packages import require
 
 from lowrank_jax.models import Llama, LlamaConfig, LinearConfig
 from lowrank_jax.models.dropout import dropout
-from lowrank_jax.models.linear import make_linear
 from lowrank_jax.models.llama import MLP
 from lowrank_jax.models.linear.lora import LoRALinear
 
@@ -21,16 +21,8 @@ TINY = dict(
 
 
 def lora_layer(dropout, in_features=12, out_features=10):
-  layer = make_linear(
-      LinearConfig(kind="lora", rank=3, alpha=6.0, dropout=dropout),
-      in_features,
-      out_features,
-      ("embed", "mlp"),
-      init_std=0.02,
-      param_dtype=jnp.float32,
-      compute_dtype=jnp.float32,
-      rngs=nnx.Rngs(0),
-  )
+  config = LinearConfig(kind="lora", rank=3, alpha=6.0, dropout=dropout)
+  layer = linear_layer(config, in_features, out_features)
   layer.b[...] = jax.random.normal(jax.random.key(1), layer.b[...].shape)  # b = 0 at init
   return layer
 

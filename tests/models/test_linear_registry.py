@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from lowrank_jax.models import LinearConfig, make_linear, register_linear
+from linear_layer import linear_layer
+from lowrank_jax.models import LinearConfig, register_linear
 from lowrank_jax.models.linear import registry
 from lowrank_jax.models.linear.cola import CoLALinear
 from lowrank_jax.models.linear.dense import DenseLinear
@@ -24,16 +25,7 @@ BUILT_IN = {
 
 
 def build(config, rngs_seed=0):
-  return make_linear(
-      config,
-      6,
-      4,
-      ("embed", "mlp"),
-      init_std=0.02,
-      param_dtype=jnp.float32,
-      compute_dtype=jnp.float32,
-      rngs=nnx.Rngs(rngs_seed),
-  )
+  return linear_layer(config, 6, 4, seed=rngs_seed)
 
 
 @pytest.mark.parametrize("kind", sorted(BUILT_IN))

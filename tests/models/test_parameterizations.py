@@ -11,9 +11,9 @@ import optax
 import pytest
 from flax import nnx
 
+from linear_layer import linear_layer
 from lowrank_jax.models import DtypePolicy, Llama, LlamaConfig, LinearConfig, count_params, next_token_loss
 from lowrank_jax.models.hf import from_hf_llama, to_hf_llama
-from lowrank_jax.models.linear import make_linear
 from lowrank_jax.models.llama import MLP
 from lowrank_jax.models.linear.lora import merge_lora_adapters
 from lowrank_jax.models.linear.sltrain import SparseSupport
@@ -26,16 +26,8 @@ TINY = dict(
 
 
 def layer(kind, in_features=12, out_features=10, *, rank=3, seed=0, dtype=jnp.float32, **options):
-  return make_linear(
-      LinearConfig(kind=kind, rank=rank, **options),
-      in_features,
-      out_features,
-      ("embed", "mlp"),
-      init_std=0.02,
-      param_dtype=dtype,
-      compute_dtype=dtype,
-      rngs=nnx.Rngs(seed),
-  )
+  config = LinearConfig(kind=kind, rank=rank, **options)
+  return linear_layer(config, in_features, out_features, seed=seed, dtype=dtype)
 
 
 def perturb(module, seed=1, scale=1.0):

@@ -7,9 +7,10 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from lowrank_jax.models import LinearConfig, make_linear
+from lowrank_jax.models import LinearConfig
 from lowrank_jax.models.hf import from_hf_llama, llama_config_from_hf
 from lowrank_jax.models.hf_checkpoint import read_hf_config, read_hf_tensors
+from linear_layer import linear_layer
 from reference_packages import require
 
 torch = require("torch")
@@ -57,16 +58,7 @@ def test_a_full_rank_start_reproduces_the_checkpoints_logits(kind, scan_layers):
 
 
 def _layer(kind, rank, in_features=24, out_features=40, **options):
-  return make_linear(
-      LinearConfig(kind, rank=rank, **options),
-      in_features,
-      out_features,
-      ("embed", "mlp"),
-      init_std=0.02,
-      param_dtype=jnp.float32,
-      compute_dtype=jnp.float32,
-      rngs=nnx.Rngs(1),
-  )
+  return linear_layer(LinearConfig(kind, rank=rank, **options), in_features, out_features, seed=1)
 
 
 KERNEL = np.random.default_rng(1).normal(size=(24, 40)).astype(np.float32)

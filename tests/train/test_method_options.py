@@ -8,9 +8,11 @@ import pytest
 
 from lowrank_jax.cli import _parser, main
 from lowrank_jax.train.commented_config import annotated_yaml
-from lowrank_jax.train.config import load_config
+from lowrank_jax.train.config import load_config, resolved_dict
 from lowrank_jax.train.methods.options import NoOptions
 from lowrank_jax.train.methods import METHODS
+from lowrank_jax.train.periods import periods_past_the_run
+from lowrank_jax.train.run_dir import flat
 
 OPTIONED = sorted(name for name, method in METHODS.items() if method.options is not NoOptions)
 
@@ -103,3 +105,47 @@ def test_help_names_print_config(capsys):
   with pytest.raises(SystemExit):
     _parser().parse_args(["train", "--help"])
   assert "--print-config" in capsys.readouterr().out
+
+
+RANK_KEYS = ("optimizer.options.rank", "model.linear.rank")
+
+
+def method_overrides(name: str, rank: int = 4) -> list[str]:
+  """``name`` at ``rank``, set by its method's rank key where it has one."""
+  key = METHODS[name].rank_key
+  return [f"optimizer.method={name}", *([f"{key}={rank}"] if key else [])]
+
+
+@pytest.mark.parametrize("name", sorted(METHODS))
+def test_the_rank_key_is_the_one_key_that_sets_the_methods_rank(name):
+  """What the memory report sets (Method.rank_key) is the rank the run resolves to; every
+  other rank key is refused."""
+  key = METHODS[name].rank_key
+  if key is not None:
+    assert flat(resolved_dict(load_config(overrides=method_overrides(name))))[key] == 4
+  for other in set(RANK_KEYS) - {key}:
+    with pytest.raises(ValueError, match=other):
+      load_config(overrides=[*method_overrides(name), f"{other}=4"])
+
+
+@pytest.mark.parametrize(
+    "name,option",
+    [
+        ("galore", "update_proj_gap"),
+        ("apollo_mini", "update_proj_gap"),
+        ("spam", "reset_interval"),
+        ("stable_spam", "reset_interval"),
+        ("loro", "every"),
+    ],
+)
+def test_a_period_option_longer_than_the_run_is_warned_about(name, option):
+  overrides = [*method_overrides(name), f"optimizer.options.{option}=50", "schedule.total_steps=40"]
+  assert (
+      f"optimizer.options.{option}=50 exceeds schedule.total_steps=40: what it times never "
+      "happens in this run"
+  ) in periods_past_the_run(load_config(overrides=overrides))
+
+
+@pytest.mark.parametrize("name", OPTIONED)
+def test_every_declared_period_is_an_option_of_the_method(name):
+  assert set(METHODS[name].options.periods) <= set(METHODS[name].option_names)

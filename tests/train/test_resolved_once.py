@@ -1,5 +1,8 @@
 """The config is resolved once: the options parsed once, the optimizer built once per run."""
 
+import jax
+import jax.numpy as jnp
+
 from lowrank_jax.train import optimizer_section, run
 from lowrank_jax.train.config import load_config
 from lowrank_jax.train.run import Run
@@ -31,3 +34,19 @@ def test_a_run_builds_its_optimizer_once(monkeypatch):
   builds = counting(monkeypatch, run, "build_optimizer")
   Run.without_data(config).train_step()
   assert len(builds) == 1
+
+
+def test_a_sweep_builds_one_transform_for_all_its_copies(monkeypatch):
+  """The vmapped step traces the transform once, the copy's peak a traced scalar, besides the
+  run's own (the state's structure): not one per copy."""
+  rates = "optimizer.learning_rates=[0.001,0.002,0.004]"
+  config = load_config(overrides=["optimizer.method=galore", rates, "run_dir=unused"])
+  builds = counting(monkeypatch, run, "build_optimizer")
+  sweep = Run.without_data(config)
+  tokens = jax.ShapeDtypeStruct(
+      (config.data.global_batch_size, config.data.seq_len), jnp.int32, sharding=sweep.data_sharding
+  )
+  jax.eval_shape(
+      sweep.train_step(), sweep.abstract_state(), dict(input_ids=tokens, loss_mask=tokens)
+  )
+  assert len(builds) == 2

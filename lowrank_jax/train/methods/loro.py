@@ -47,6 +47,8 @@ class LoroOptions(MethodOptions):
     total_steps, warmup_steps: the run's, filled in from the schedule section.
   """
 
+  periods = ("every",)
+
   every: int = setting(500, at_least=1)  # the factory requires it: the references' K
   lazy_scale: float = setting(factory_default(optim.loro, "lazy_scale"), above=0)
   restart_warmup_steps: int = setting(

@@ -27,6 +27,7 @@ from collections.abc import Callable
 
 import jax
 
+from lowrank_jax.models.linear.registry import needs_rank
 from lowrank_jax.optim.tree_utils import path_names
 from lowrank_jax.train.methods.options import MethodOptions, NoOptions
 
@@ -155,6 +156,23 @@ class Method:
   @property
   def option_names(self) -> tuple[str, ...]:
     return tuple(field.name for field in dataclasses.fields(self.options))
+
+  @property
+  def rank_key(self) -> str | None:
+    """The config key that sets this method's rank ``r``: ``optimizer.options.rank`` where
+    its options have one (the projection's rank of GaLore, Fira, APOLLO, GoLore),
+    ``model.linear.rank`` where its linear kind needs one (the factors' inner size of
+    Low-Rank, LoRA, SLTrain, CoLA, LoRO, ReLoRA), ``None`` for a method without a rank.
+
+    >>> from lowrank_jax.train.methods import get_method
+    >>> [get_method(name).rank_key for name in ("galore", "low_rank", "adamw")]
+    ['optimizer.options.rank', 'model.linear.rank', None]
+    """
+    if "rank" in self.option_names:
+      return "optimizer.options.rank"
+    if needs_rank(self.linear_kind):
+      return "model.linear.rank"
+    return None
 
 
 def every_parameter(

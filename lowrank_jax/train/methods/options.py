@@ -25,7 +25,7 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import typing
-from typing import Any
+from typing import Any, ClassVar
 from collections.abc import Callable
 
 from lowrank_jax.train.fields import check_fields, coerce
@@ -44,7 +44,14 @@ def factory_default(factory: Callable, name: str) -> Any:
 
 
 class MethodOptions:
-  """Checks its fields on construction; :meth:`factory_kwargs` are the factory's keywords."""
+  """Checks its fields on construction; :meth:`factory_kwargs` are the factory's keywords.
+
+  Attributes:
+    periods: the names of the options that are periods in steps, which the run warns about
+      when longer than itself (:mod:`lowrank_jax.train.periods`).
+  """
+
+  periods: ClassVar[tuple[str, ...]] = ()
 
   def __post_init__(self):
     check_fields(self, PREFIX)

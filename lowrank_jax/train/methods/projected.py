@@ -64,6 +64,8 @@ def projection_options(values: dict, mesh=None) -> optim.ProjectionOptions:
 class _ProjectedOptions(MethodOptions):
   """Options with a ``projection`` mapping, passed as the factory's ``options``."""
 
+  periods = ("update_proj_gap",)
+
   def __post_init__(self):
     super().__post_init__()
     projection_options(self.projection)

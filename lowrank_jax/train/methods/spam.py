@@ -40,6 +40,8 @@ class SpamOptions(MethodOptions):
     spike_grace_steps: steps at the start and after each reset without spike clipping.
   """
 
+  periods = ("reset_interval",)
+
   spike_threshold: float = setting(factory_default(optim.spam, "spike_threshold"), at_least=0)
   reset_interval: int = setting(factory_default(optim.spam, "reset_interval"), at_least=1)
   warmup_steps: int = setting(factory_default(optim.spam, "warmup_steps"), at_least=0)
@@ -59,6 +61,8 @@ class StableSpamOptions(MethodOptions):
     eta_min: the factor that decay reaches at its end.
     authors_resets: reset as the authors' code does instead of as the paper describes.
   """
+
+  periods = ("reset_interval",)
 
   gamma1: float = setting(factory_default(optim.stable_spam, "gamma1"), at_least=0, below=1)
   gamma2: float = setting(factory_default(optim.stable_spam, "gamma2"), at_least=0, below=1)
