@@ -17,8 +17,10 @@ family, SPAM, plain ``optax.adam``, chains, partitions, ``inject_hyperparams``,
    sharded ``(fsdp, None)`` becomes ``(None, fsdp)``, not replicated). Only
    ``Auto`` mesh axes move: under ``Explicit`` axes shardings are types, and a
    moved axis would make the update's matmuls produce illegal shardings;
-3. a leaf whose shape is a prefix of the parameter's (per-matrix norms of a
-   layer stack) keeps the mesh axes of that prefix; other shapes are replicated;
+3. a leaf whose shape is the parameter's with some axes reduced away (per-matrix
+   norms of a layer stack, Adafactor's row and column second moments) keeps the
+   mesh axes of the axes it keeps, and the reduced axes' mesh axes move as in 2;
+   other shapes are replicated;
 4. any axis whose size the mesh axes do not divide is replicated instead of
    failing.
 
@@ -77,6 +79,20 @@ def _auto(axes, mesh: Mesh) -> bool:
   return all(types[name] == AxisType.Auto for name in names)
 
 
+def _kept_axes(shape: tuple, param_shape: tuple) -> list[int] | None:
+  """The axes of ``param_shape`` that ``shape`` keeps when it is ``param_shape`` with some
+  axes reduced away (matched from the left), or ``None`` when it is not."""
+  kept, axis = [], 0
+  for size in shape:
+    while axis < len(param_shape) and param_shape[axis] != size:
+      axis += 1
+    if axis == len(param_shape):
+      return None
+    kept.append(axis)
+    axis += 1
+  return kept
+
+
 def leaf_spec(shape: tuple, owner: tuple[tuple, tuple] | None, mesh: Mesh) -> PartitionSpec:
   """The spec of one state leaf of ``shape`` given its owner's (shape, spec)."""
   if owner is None or not shape:
@@ -93,8 +109,13 @@ def leaf_spec(shape: tuple, owner: tuple[tuple, tuple] | None, mesh: Mesh) -> Pa
         for size, param_size, axes in zip(shape, param_shape, param_spec)
         if size != param_size and axes is not None and _auto(axes, mesh)
     ]
-  elif len(shape) < len(param_shape) and tuple(shape) == param_shape[: len(shape)]:
-    spec = list(param_spec[: len(shape)])
+  elif (kept := _kept_axes(shape, param_shape)) is not None:
+    spec = [param_spec[axis] for axis in kept]
+    freed = [
+        axes
+        for axis, axes in enumerate(param_spec)
+        if axis not in kept and axes is not None and _auto(axes, mesh)
+    ]
   else:
     return PartitionSpec()
   spec = [

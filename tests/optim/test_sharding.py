@@ -75,6 +75,16 @@ def test_a_mesh_axis_freed_by_the_rank_axis_moves_to_the_last_axis_it_divides(me
   assert leaf_spec((4, 32), ((16, 32), ("fsdp", None)), explicit) == P(None, None)
 
 
+def test_a_reduced_axis_frees_its_mesh_axis(mesh):
+  # Adafactor's row and column moments of a (d, f) kernel sharded (fsdp, None).
+  assert leaf_spec((16,), ((16, 32), ("fsdp", None)), mesh) == P("fsdp")
+  assert leaf_spec((32,), ((16, 32), ("fsdp", None)), mesh) == P("fsdp")
+  # (L, f) of an (L, d, f) stack sharded (None, fsdp, None): fsdp moves to f.
+  assert leaf_spec((6, 32), ((6, 16, 32), (None, "fsdp", None)), mesh) == P(None, "fsdp")
+  # Per-matrix norms of a stack keep the stack's axis.
+  assert leaf_spec((4,), ((4, 16, 32), ("fsdp", None, "tensor")), mesh) == P("fsdp")
+
+
 @pytest.mark.parametrize("name", ["galore", "fira", "apollo", "golore"])
 def test_under_pure_fsdp_no_projected_state_is_replicated(name):
   """Kernels sharded on one axis only (the other has no fsdp): every state leaf with more
