@@ -22,10 +22,9 @@ import json
 import math
 import pathlib
 
-import matplotlib
+import matplotlib.pyplot as plt
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+from table_output import write_table_and_plot
 
 METHODS = ("full_rank", "galore", "fira", "apollo", "low_rank", "low_rank_restarts")
 # (label, results directory under experiments/results, marker of its points)
@@ -117,7 +116,7 @@ def markdown(records: list[dict]) -> str:
   return "\n".join(lines) + "\n"
 
 
-def plot(records: list[dict], out_png: pathlib.Path) -> None:
+def figure_of(records: list[dict]):
   figure, axis = plt.subplots(figsize=(7, 4.5))
   for index, method in enumerate(m for m in METHODS if m != "full_rank"):
     color = f"C{index}"
@@ -137,9 +136,7 @@ def plot(records: list[dict], out_png: pathlib.Path) -> None:
   axis.set_ylabel("validation perplexity minus full rank's")
   axis.set_title("Gap to full rank against the budget (micro LLaMA, seed 0)")
   axis.legend(fontsize=8)
-  figure.tight_layout()
-  figure.savefig(out_png, dpi=120)
-  plt.close(figure)
+  return figure
 
 
 def main() -> None:
@@ -147,12 +144,7 @@ def main() -> None:
   parser.add_argument("results_root", type=pathlib.Path)
   root = parser.parse_args().results_root
   records = budget_records(root, training_tokens())
-  out = root / "budget"
-  out.mkdir(exist_ok=True)
-  table = markdown(records)
-  (out / "gap.md").write_text(table)
-  plot(records, out / "gap.png")
-  print(table)
+  write_table_and_plot(root / "budget", "gap", markdown(records), figure_of(records))
 
 
 if __name__ == "__main__":

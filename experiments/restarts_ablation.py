@@ -18,10 +18,9 @@ import argparse
 import json
 import pathlib
 
-import matplotlib
+import matplotlib.pyplot as plt
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+from table_output import write_table_and_plot
 
 # (row label, grid directory, the grid's method for Low-Rank, for SLTrain)
 VARIANTS = (
@@ -89,7 +88,7 @@ def markdown(records: list[dict]) -> str:
   return "\n".join(lines) + "\n"
 
 
-def plot(records: list[dict], out_png: pathlib.Path) -> None:
+def figure_of(records: list[dict]):
   figure, axis = plt.subplots(figsize=(8, 4.5))
   height = 0.38
   for offset, family in enumerate(FAMILIES):
@@ -107,9 +106,7 @@ def plot(records: list[dict], out_png: pathlib.Path) -> None:
   axis.set_xlabel("validation perplexity minus no restarts' (lower is better)")
   axis.set_title("The restarts taken apart (micro LLaMA, 2.6 tokens/parameter, seed 0)")
   axis.legend()
-  figure.tight_layout()
-  figure.savefig(out_png, dpi=120)
-  plt.close(figure)
+  return figure
 
 
 def main() -> None:
@@ -117,10 +114,7 @@ def main() -> None:
   parser.add_argument("results_dir", type=pathlib.Path)
   results_dir = parser.parse_args().results_dir
   records = ablation(best_rows(results_dir))
-  table = markdown(records)
-  (results_dir / "ablation.md").write_text(table)
-  plot(records, results_dir / "ablation.png")
-  print(table)
+  write_table_and_plot(results_dir, "ablation", markdown(records), figure_of(records))
 
 
 if __name__ == "__main__":
