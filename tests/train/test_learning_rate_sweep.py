@@ -64,36 +64,33 @@ def check_copy_is_its_run(method, swept_rates, single_rates):
   assert any(not np.allclose(a, b) for a, b in zip(first, second))
 
 
-# every method, and ReLoRA with its adapters' dropout (the copies draw the run's masks)
+# The dense leaves' rates of a sweep's copies and of the single run: paired with each copy's
+# rate (the second copy's dense rate below its rate, the first's above), or one for all.
+PAIRED = [f"optimizer.dense_learning_rates={DENSE_RATES}"], [
+    f"optimizer.dense_learning_rate={DENSE_RATES[1]}"
+]
+SHARED = ["optimizer.dense_learning_rate=0.01"], ["optimizer.dense_learning_rate=0.01"]
+# Every method once (a sweep and its single run: two compiles each), the dense leaves at the
+# matrices' rate but for the methods named here; ReLoRA again with its adapters' dropout (the
+# copies draw the run's masks).
+DENSE_OF = {
+    "full_rank": PAIRED,
+    "galore": PAIRED,
+    "low_rank_restarts": PAIRED,
+    "loro": PAIRED,
+    "fira": SHARED,
+}
 CASES = {method: (method, ()) for method in sorted(METHODS)}
 CASES["relora_dropout"] = ("relora", ("model.linear.dropout=0.1",))
 
 
 @pytest.mark.parametrize("method,extra", CASES.values(), ids=CASES)
 def test_each_copy_of_a_sweep_is_the_run_at_its_rate(method, extra):
+  swept_dense, single_dense = DENSE_OF.get(method, ([], []))
   check_copy_is_its_run(
       method,
-      [f"optimizer.learning_rates={RATES}", *extra],
-      [f"optimizer.learning_rate={RATES[1]}", *extra],
-  )
-
-
-@pytest.mark.parametrize("method", ["full_rank", "galore", "low_rank_restarts", "loro"])
-def test_each_copy_is_the_run_at_its_rate_and_dense_rate(method):
-  # Each copy pairs its rate with its own dense leaves' rate: the second copy's dense rate
-  # below its rate, the first's above.
-  check_copy_is_its_run(
-      method,
-      [f"optimizer.learning_rates={RATES}", f"optimizer.dense_learning_rates={DENSE_RATES}"],
-      [f"optimizer.learning_rate={RATES[1]}", f"optimizer.dense_learning_rate={DENSE_RATES[1]}"],
-  )
-
-
-def test_every_copy_takes_the_one_dense_rate():
-  check_copy_is_its_run(
-      "galore",
-      [f"optimizer.learning_rates={RATES}", "optimizer.dense_learning_rate=0.01"],
-      [f"optimizer.learning_rate={RATES[1]}", "optimizer.dense_learning_rate=0.01"],
+      [f"optimizer.learning_rates={RATES}", *swept_dense, *extra],
+      [f"optimizer.learning_rate={RATES[1]}", *single_dense, *extra],
   )
 
 
@@ -139,17 +136,11 @@ def test_copies_split_over_the_data_axis_must_fill_it():
     )
 
 
-@pytest.mark.parametrize(
-    "dense, names",
-    [
-        ([], {0.002: "lr0.002", 0.02: "lr0.02"}),
-        (
-            ["optimizer.dense_learning_rates=[0.01,0.004]"],
-            {0.002: "lr0.002_dense0.01", 0.02: "lr0.02_dense0.004"},
-        ),
-    ],
-)
-def test_a_sweep_run_writes_each_copy_and_resumes_exactly(tiny, tmp_path, dense, names):
+def test_a_sweep_run_writes_each_copy_and_resumes_exactly(tiny, tmp_path):
+  # Paired dense rates name each copy's directory by both rates (a sweep without them, by its
+  # rate alone: the diverging-copy test below).
+  dense = ["optimizer.dense_learning_rates=[0.01,0.004]"]
+  names = {0.002: "lr0.002_dense0.01", 0.02: "lr0.02_dense0.004"}
   rates = ["optimizer.learning_rates=[0.002,0.02]", *dense]
   straight = tmp_path / "straight"
   summary = train(load_config(overrides=tiny(*rates, run_dir=straight)))
@@ -159,10 +150,9 @@ def test_a_sweep_run_writes_each_copy_and_resumes_exactly(tiny, tmp_path, dense,
     saved = json.loads((straight / name / "summary.json").read_text())
     assert saved == copies[rate] and saved["steps"] == 6 and "val_ppl" in saved
     assert (straight / name / "loss_curve.png").exists()
-    dense_rate = float(name.partition("_dense")[2] or rate)
-    assert saved["dense_learning_rate"] == dense_rate
+    assert saved["dense_learning_rate"] == float(name.partition("_dense")[2])
     record, *_ = read_metrics(straight / name / "metrics.jsonl")
-    assert ("lr/dense" in record) == bool(dense)
+    assert "lr/dense" in record
   assert copies[0.002]["val_ppl"] != copies[0.02]["val_ppl"]
   report = format_summary(summary)
   best = min(copies.values(), key=lambda copy: copy["val_ppl"])["learning_rate"]
@@ -200,6 +190,9 @@ def test_a_diverging_copy_is_held_while_the_others_train_on(tiny, tmp_path):
   assert sane["skipped_steps"] == 0 and diverged["skipped_steps"] >= 4
   assert diverged["stopped_by"] == "non-finite" and "val_loss" not in diverged
   assert RunDir(sane["run_dir"]).finished_summary(6) == sane
+  assert sane["run_dir"] == str(run_dir / "lr0.002") and sane["dense_learning_rate"] == 0.002
+  record, *_ = read_metrics(run_dir / "lr0.002" / "metrics.jsonl")
+  assert "lr/dense" not in record
   assert RunDir(diverged["run_dir"]).finished_summary(6) is None
   with pytest.raises(ValueError, match="holds a learning-rate sweep of 2 copies"):
     load_checkpoint(str(run_dir))
