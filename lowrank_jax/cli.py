@@ -9,7 +9,8 @@
     lowrank-jax eval --checkpoint RUN_DIR [--step N] [data.key=value ...]
                                                              validation perplexity
     lowrank-jax export --checkpoint RUN_DIR --out DIR        HF LlamaForCausalLM + tokenizer
-    lowrank-jax memory [--sizes ...] [--methods ...] [--dtype bf16] [--devices 1 8] [--out DIR]
+    lowrank-jax memory [--sizes ...] [--methods ...] [--method-modules ...] [--dtype bf16]
+                       [--devices 1 8] [--out DIR]
                                                              weights + optimizer memory table
     lowrank-jax memory --topology v5e:16x16 [--tensor N] [--hbm-gb G] [--sizes ...] [--methods ...]
                                                              the step compiled for a pod, per chip
@@ -102,6 +103,14 @@ def _parser() -> argparse.ArgumentParser:
   )
   memory.add_argument(
       "--methods", nargs="+", default=None, metavar="METHOD", help="training methods (default: all)"
+  )
+  memory.add_argument(
+      "--method-modules",
+      nargs="+",
+      default=[],
+      metavar="MODULE",
+      help="Python modules to import first, whose import registers methods defined outside "
+      "the package (as optimizer.method_modules does for train)",
   )
   memory.add_argument("--dtype", default="bf16", help="dtype policy: fp32, bf16 or mixed")
   memory.add_argument(
@@ -259,12 +268,20 @@ def _progress(index: int, count: int, description: str) -> None:
   print(f"[{index}/{count}] {description}", file=sys.stderr, flush=True)
 
 
+def _import_method_modules(args) -> None:
+  """Imports ``--method-modules``, after the XLA flags are set (a module may start JAX)."""
+  from lowrank_jax.train.methods.registration import import_method_modules
+
+  import_method_modules(args.method_modules, "--method-modules")
+
+
 def _memory(args) -> None:
   _use_memory_minimising_cpu_schedule()
   if args.topology:
     _memory_on_topology(args)
     return
   _use_fake_cpu_devices(max(args.devices))
+  _import_method_modules(args)
   from lowrank_jax.memory.report import default_methods, markdown_table, memory_rows, write_report
 
   rows = memory_rows(
@@ -285,6 +302,7 @@ def _memory_on_topology(args) -> None:
   os.environ.setdefault("JAX_PLATFORMS", "cpu")  # this host only compiles
   if kind == "cpu" and count.isdigit():
     _use_fake_cpu_devices(int(count))
+  _import_method_modules(args)
   from lowrank_jax.memory.report import default_methods, validate_cases
   from lowrank_jax.memory.topology import (
       GIB,

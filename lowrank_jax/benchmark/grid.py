@@ -56,7 +56,7 @@ from lowrank_jax.benchmark.grid_file import read_grid_file
 from lowrank_jax.benchmark.rate_search import check_rates
 from lowrank_jax.models import PRESETS
 from lowrank_jax.train.config import TrainConfig, load_config
-from lowrank_jax.train.methods import METHODS
+from lowrank_jax.train.methods import METHODS, known_method
 from lowrank_jax.train.methods.registration import import_method_modules
 
 DATA_SEED = 42  # the data order of seed 0: the trainer's default data.seed
@@ -128,14 +128,14 @@ class Grid:
 
   def __post_init__(self):
     import_method_modules(self.method_modules, "grid method_modules")
-    for name, values, allowed in (
-        ("sizes", self.sizes, PRESETS),
-        ("methods", self.methods, METHODS),
+    for name, values, known, allowed in (
+        ("sizes", self.sizes, PRESETS.__contains__, PRESETS),
+        ("methods", self.methods, known_method, METHODS),  # an entry point's method loads
     ):
       if not values:
         raise ValueError(f"grid {name} is empty; allowed: {sorted(allowed)}")
       for value in values:
-        if value not in allowed:
+        if not known(value):
           raise ValueError(f"grid {name} has unknown {value!r}; allowed: {sorted(allowed)}")
     if (
         not self.seeds

@@ -39,7 +39,7 @@ import math
 import jax.numpy as jnp
 
 from lowrank_jax.models import LlamaConfig
-from lowrank_jax.train.methods import METHODS
+from lowrank_jax.train.methods import METHODS, get_method, known_method
 from lowrank_jax.train.methods.method import Entries, MemoryFormula
 
 # The rank r of each size (arXiv 2505.22922, experimental protocol); nano takes a quarter of its width.
@@ -116,7 +116,7 @@ def analytic_memory(
     raise ValueError(f"rank={rank!r} must be a positive integer")
   if not 0 < density <= 1:
     raise ValueError(f"density={density!r} must be in (0, 1]")
-  formula = METHODS[method].memory if method in METHODS else None
+  formula = get_method(method).memory if known_method(method) else None
   if formula is None:
     return None
   dense_state = sum(map(METHODS[method].dense_memory, dense_shapes(config)))

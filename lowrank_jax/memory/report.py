@@ -42,7 +42,7 @@ from lowrank_jax.memory.measured import (
     measure_step,
     memory_run,
 )
-from lowrank_jax.train.methods import METHODS
+from lowrank_jax.train.methods import METHODS, get_method, known_method
 
 DTYPES = ("fp32", "bf16", "mixed")
 GB = 1e9
@@ -113,7 +113,7 @@ def case_config(
 def _method_overrides(method: str, rank: int) -> list[str]:
   """The paper's rank, set by the method's rank key where it has one
   (:attr:`~lowrank_jax.train.methods.Method.rank_key`)."""
-  key = METHODS[method].rank_key if method in METHODS else None  # get_method names the unknown
+  key = get_method(method).rank_key if known_method(method) else None  # get_method names it
   return [] if key is None else [f"{key}={rank}"]
 
 
@@ -158,7 +158,7 @@ def validate_cases(sizes, methods, dtype, device_counts) -> None:
     if size not in PRESETS:
       raise ValueError(f"size {size!r} is unknown; expected some of {list(PRESETS)}")
   for method in methods:
-    if method not in METHODS:
+    if not known_method(method):
       raise ValueError(f"method {method!r} is unknown; expected some of {sorted(METHODS)}")
   if dtype not in DTYPES:
     raise ValueError(f"dtype {dtype!r} is unknown; expected one of {list(DTYPES)}")

@@ -8,6 +8,7 @@ registrations must fail in one line; and the registry must be the built-ins' aga
 """
 
 import os
+import shlex
 import subprocess
 import sys
 
@@ -20,10 +21,14 @@ from test_dense_rate import DENSE, WEIGHT_DECAY, close, traced
 from test_method_mechanics import B1, B2, EPS, PEAK, expected_lr
 from tiny_run import TINY
 
+from lowrank_jax import cli
+from lowrank_jax.benchmark import Grid, run_grid
+from lowrank_jax.benchmark.results import read_result
 from lowrank_jax.memory import report
 from lowrank_jax.memory.analytic import non_target_entries
 from lowrank_jax.optim.tree_utils import path_names
 from lowrank_jax.train import Entries, register_method, unregister_method
+from lowrank_jax.train.config import load_config
 from lowrank_jax.train.methods import METHODS, TARGET_LINEARS, get_method
 from lowrank_jax.train.schedule import make_schedule
 
@@ -95,14 +100,39 @@ def test_a_registered_method_trains_as_its_factory_wired_by_hand(registered):
   assert config.optimizer.method_options.scale == 0.5  # the factory's default
 
 
-def test_a_train_subprocess_imports_the_method_modules_and_saves_them(tmp_path):
-  (tmp_path / "my_methods.py").write_text(
+def write_method_module(directory, module: str = "my_methods") -> str:
+  """A user's module in ``directory`` whose import registers sign descent; its name."""
+  (directory / f"{module}.py").write_text(
       "from test_external_method import register_sign_descent\nregister_sign_descent()\n"
   )
+  return module
+
+
+def subprocess_env(directory) -> dict[str, str]:
+  """This process's environment with ``directory``, the tests and this checkout on the path
+  of a subprocess (the repository root last)."""
   here = os.path.dirname(os.path.abspath(__file__))
   tests = os.path.dirname(here)
-  path = [str(tmp_path), here, tests, os.path.dirname(tests)]  # the repository root last
-  env = {**os.environ, "PYTHONPATH": os.pathsep.join(path)}
+  path = [str(directory), here, tests, os.path.dirname(tests)]
+  return {**os.environ, "PYTHONPATH": os.pathsep.join(path)}
+
+
+@pytest.fixture
+def method_module(tmp_path, monkeypatch):
+  """A user's module on this process's path (and its subprocesses'), imported by name only;
+  what it registers is unregistered after."""
+  module = write_method_module(tmp_path)
+  monkeypatch.syspath_prepend(str(tmp_path))
+  monkeypatch.setenv("PYTHONPATH", subprocess_env(tmp_path)["PYTHONPATH"])
+  yield module
+  if NAME in METHODS:
+    unregister_method(NAME)
+  sys.modules.pop(module, None)
+
+
+def test_a_train_subprocess_imports_the_method_modules_and_saves_them(tmp_path):
+  write_method_module(tmp_path)
+  env = subprocess_env(tmp_path)
   run_dir = tmp_path / "run"
   args = [*TINY, f"run_dir={run_dir}", "schedule.total_steps=2", "checkpoint.every=2"]
   args += [f"optimizer.method={NAME}", "optimizer.method_modules=[my_methods]"]
@@ -135,6 +165,45 @@ def test_the_memory_formula_reaches_the_memory_report(registered):
   assert row.state.weights == row.analytic.weight_bytes  # the measured state agrees
   assert row.state.optimizer == row.analytic.optimizer_bytes
   assert f"| {NAME} |" in report.markdown_table([row])
+
+
+def test_the_memory_command_imports_its_method_modules(method_module, capsys):
+  case = ["memory", "--sizes", "nano", "--methods", NAME, "--dtype", "fp32", "--no-compile"]
+  assert cli.main(case) == 2
+  assert f"method '{NAME}' is unknown" in capsys.readouterr().err
+  assert cli.main([*case, "--method-modules", method_module]) == 0
+  assert f"| nano | fp32 | 1 | {NAME} |" in capsys.readouterr().out
+  with pytest.raises(SystemExit):
+    cli.parse_args(["memory", "--help"])
+  assert "--method-modules MODULE [MODULE ...]" in capsys.readouterr().out
+
+
+def test_a_grids_method_modules_reach_every_cell_and_its_train_subprocess(
+    method_module, tmp_path, capsys
+):
+  path = tmp_path / "grid.yaml"
+  grid_file = {
+      "out_dir": str(tmp_path / "grid"),
+      "sizes": ["nano"],
+      "methods": [NAME],
+      "overrides": [*TINY, "schedule.total_steps=2", "checkpoint.every=2"],
+      "max_extensions": 0,
+      "method_modules": [method_module],
+  }
+  path.write_text(yaml.safe_dump(grid_file))
+  assert cli.main(["benchmark", str(path), "--emit-jobs", "-"]) == 0
+  header, *jobs = capsys.readouterr().out.splitlines()
+  assert "1 jobs" in header
+  for job in jobs:
+    args = cli._parser().parse_args(shlex.split(job)[1:])
+    assert f"optimizer.method_modules=[{method_module}]" in args.overrides
+    assert load_config(args.config, args.overrides).optimizer.method == NAME
+  grid = Grid.load(str(path))
+  run_grid(grid, workers=2, pin_workers=False)  # the cell is a `train` subprocess
+  (cell,) = grid.sweep_cells()
+  assert read_result(cell).status == "done"
+  saved = yaml.safe_load((tmp_path / cell.run_dir / "config.yaml").read_text())["optimizer"]
+  assert (saved["method"], saved["method_modules"]) == (NAME, [method_module])
 
 
 def test_the_registry_is_the_built_ins_again_after_unregistering(registered):

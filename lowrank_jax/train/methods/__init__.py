@@ -18,6 +18,8 @@ gathers:
 
 >>> get_method("galore").options().rank
 128
+>>> known_method("galore"), known_method("galor")
+(True, False)
 >>> get_method("galor")
 Traceback (most recent call last):
 ...
@@ -59,18 +61,25 @@ __all__ = [
     "ResolvedOptimizer",
     "build_optimizer",
     "get_method",
+    "known_method",
     "register_method",
     "target_mask",
     "unregister_method",
 ]
 
 
-def get_method(name: str) -> Method:
-  """The method ``name``: built in, registered, or registered by loading the
-  ``lowrank_jax.methods`` entry point of that name."""
+def known_method(name: str) -> bool:
+  """Whether ``name`` is a method: built in, registered, or registered by loading the
+  ``lowrank_jax.methods`` entry point of that name (which this loads, so every check of a
+  name, the grid's and the memory report's too, finds an installed package's method)."""
   if name not in METHODS:
     load_entry_point(name)
-  if name not in METHODS:
+  return name in METHODS
+
+
+def get_method(name: str) -> Method:
+  """The method ``name``, as :func:`known_method` finds it."""
+  if not known_method(name):
     raise ValueError(f"optimizer.method={name!r} is unknown; allowed: {sorted(METHODS)}")
   return METHODS[name]
 
