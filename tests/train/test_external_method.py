@@ -28,6 +28,7 @@ from lowrank_jax.memory import report
 from lowrank_jax.memory.analytic import non_target_entries
 from lowrank_jax.optim.tree_utils import path_names
 from lowrank_jax.train import Entries, register_method, unregister_method
+from lowrank_jax.train.commented_config import annotated_yaml
 from lowrank_jax.train.config import load_config
 from lowrank_jax.train.methods import METHODS, TARGET_LINEARS, get_method
 from lowrank_jax.train.schedule import make_schedule
@@ -204,6 +205,12 @@ def test_a_grids_method_modules_reach_every_cell_and_its_train_subprocess(
   assert read_result(cell).status == "done"
   saved = yaml.safe_load((tmp_path / cell.run_dir / "config.yaml").read_text())["optimizer"]
   assert (saved["method"], saved["method_modules"]) == (NAME, [method_module])
+
+
+def test_print_config_comments_a_registered_methods_options(registered):
+  text = annotated_yaml(load_config(overrides=[f"optimizer.method={NAME}"]))
+  (line,) = [line for line in text.splitlines() if line.strip().startswith("scale:")]
+  assert line.endswith(f"scale: 0.5  # float, a keyword of {NAME}'s factory (its default 0.5).")
 
 
 def test_the_registry_is_the_built_ins_again_after_unregistering(registered):

@@ -227,4 +227,20 @@ def _factory_options(name: str, factory: Callable) -> type:
     fields.append((parameter.name, hint, dataclasses.field(default=parameter.default)))
   if not fields:
     return NoOptions
-  return dataclasses.make_dataclass(f"{name}_options", fields, bases=(MethodOptions,), frozen=True)
+  options = dataclasses.make_dataclass(
+      f"{name}_options", fields, bases=(MethodOptions,), frozen=True
+  )
+  options.__doc__ = _keyword_docs(name, fields)
+  return options
+
+
+def _keyword_docs(name: str, fields) -> str:
+  """The options' docstring: its ``Attributes:`` give each keyword its type and default, the
+  comments ``--print-config`` prints as it prints the built-ins' (their docstrings')."""
+  lines = [f"The options of ``{name}``: its factory's keywords.", "", "Attributes:"]
+  for keyword, hint, field in fields:
+    kind = getattr(hint, "__name__", str(hint))
+    lines.append(
+        f"  {keyword}: {kind}, a keyword of {name}'s factory (its default {field.default!r})."
+    )
+  return "\n".join(lines)
