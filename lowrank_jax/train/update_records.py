@@ -53,3 +53,10 @@ def ends_period(count: jax.Array, every: int) -> jax.Array:
 def rate(value) -> jax.Array:
   """A logged learning rate, as float32."""
   return jnp.asarray(value, jnp.float32)
+
+
+def schedule_record(schedule, section) -> Record:
+  """What each update of a method without periods of its own applies: the schedule's rate
+  (``section``, the run's resolved optimizer, has nothing to add)."""
+  del section
+  return lambda count: {"lr": rate(schedule(count))}

@@ -45,7 +45,7 @@ from lowrank_jax.optim.adam import with_decoupled_weight_decay
 from lowrank_jax.train.fields import setting
 from lowrank_jax.train.methods.method import Entries, Method, ResolvedOptimizer, target_mask
 from lowrank_jax.train.methods.options import MethodOptions, factory_default
-from lowrank_jax.train.update_records import Record, rate
+from lowrank_jax.train.update_records import schedule_record
 
 DENSE_LEAVES = ("own", "adamw")
 
@@ -180,13 +180,7 @@ def light_method(direction, options: type, memory, dense_memory=None) -> Method:
     return with_decoupled_weight_decay(moved, schedule, section.weight_decay, None)
 
   kinds = {} if dense_memory is None else {"dense_memory": dense_memory}
-  return Method(build, plain_record, memory, options=options, **kinds)
-
-
-def plain_record(schedule: optax.Schedule, section: ResolvedOptimizer) -> Record:
-  """What each update applies: the schedule, no events."""
-  del section
-  return lambda count: {"lr": rate(schedule(count))}
+  return Method(build, schedule_record, memory, options=options, **kinds)
 
 
 def factored_entries(shape: tuple[int, ...], min_dim_size_to_factor: int = 128) -> int:

@@ -53,7 +53,7 @@ from lowrank_jax.train.methods.method import (
     is_target_matrix,
 )
 from lowrank_jax.train.methods.options import MethodOptions, NoOptions
-from lowrank_jax.train.update_records import Record, rate
+from lowrank_jax.train.update_records import schedule_record
 
 __all__ = ["Entries", "import_method_modules", "register_method", "unregister_method"]
 
@@ -158,12 +158,6 @@ def load_entry_point(name: str) -> None:
   for entry_point in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
     if entry_point.name == name:
       entry_point.load()
-
-
-def schedule_record(schedule: optax.Schedule, section: ResolvedOptimizer) -> Record:
-  """What each update of a registered method applies: the schedule's rate."""
-  del section  # no periods of its own
-  return lambda count: {"lr": rate(schedule(count))}
 
 
 def _adam_keywords(factory: Callable) -> tuple[str, ...]:
