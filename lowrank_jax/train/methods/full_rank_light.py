@@ -40,10 +40,15 @@ import optax
 from optax import contrib
 from optax.contrib._muon import scale_by_shape  # optax.contrib.muon's own, not exported
 
-from lowrank_jax.optim import route
 from lowrank_jax.optim.adam import with_decoupled_weight_decay
+from lowrank_jax.train.methods import adam_family
 from lowrank_jax.train.fields import setting
-from lowrank_jax.train.methods.method import Entries, Method, ResolvedOptimizer, target_mask
+from lowrank_jax.train.methods.method import (
+    Entries,
+    Method,
+    ResolvedOptimizer,
+    on_target_matrices,
+)
 from lowrank_jax.train.methods.options import MethodOptions, factory_default
 from lowrank_jax.train.update_records import schedule_record
 
@@ -164,9 +169,9 @@ def lion_direction(options: LionOptions) -> optax.GradientTransformation:
 
 
 def light_method(direction, options: type, memory, dense_memory=None) -> Method:
-  """A method stepping along ``direction(options)`` on the leaves it trains, AdamW's on the
-  dense leaves where they are AdamW's (routed as the projected methods route theirs, by
-  :func:`~lowrank_jax.train.methods.target_mask`), then ``-lr_t (u + wd w)``.
+  """A method stepping ``-lr_t (u + wd w)`` along ``direction(options)`` on the leaves it
+  trains, the dense leaves AdamW's where they are (routed by
+  :func:`~lowrank_jax.train.methods.method.on_target_matrices`, as registered methods).
 
   ``dense_memory`` gives the optimizer entries of one dense leaf where the method keeps its
   own state there (``None``: AdamW's two moments, as Muon).
@@ -174,10 +179,12 @@ def light_method(direction, options: type, memory, dense_memory=None) -> Method:
 
   def build(schedule, section: ResolvedOptimizer, mesh=None) -> optax.GradientTransformation:
     del mesh  # nothing to spread
-    moved = direction(section.options)
-    if getattr(section.options, "dense_leaves", "adamw") == "adamw":
-      moved = route(moved, optax.scale_by_adam(section.b1, section.b2, section.eps), target_mask)
-    return with_decoupled_weight_decay(moved, schedule, section.weight_decay, None)
+    moved = with_decoupled_weight_decay(
+        direction(section.options), schedule, section.weight_decay, None
+    )
+    if getattr(section.options, "dense_leaves", "adamw") == "own":
+      return moved
+    return on_target_matrices(moved, adam_family.build(schedule, section))
 
   kinds = {} if dense_memory is None else {"dense_memory": dense_memory}
   return Method(build, schedule_record, memory, options=options, **kinds)

@@ -26,8 +26,10 @@ from typing import Any
 from collections.abc import Callable
 
 import jax
+import optax
 
 from lowrank_jax.models.linear.registry import needs_rank
+from lowrank_jax.optim.param_groups import param_groups
 from lowrank_jax.optim.tree_utils import path_names
 from lowrank_jax.train.methods.options import MethodOptions, NoOptions
 
@@ -39,6 +41,18 @@ PAPER_RESTART_EVERY = 200  # the *_restarts methods' and ReLoRA's period (arXiv 
 def is_target_matrix(names: tuple, leaf) -> bool:
   """Whether the leaf at path ``names`` is a matrix of one of the seven target linears."""
   return leaf.ndim >= 2 and any(name in TARGET_LINEARS for name in names)
+
+
+def on_target_matrices(
+    target: optax.GradientTransformation, dense: optax.GradientTransformation
+) -> optax.GradientTransformation:
+  """``target`` on the seven target matrices of every block, ``dense`` on the other leaves
+  (embeddings, lm_head, norms): the projected methods' split (arXiv 2505.22922, experimental
+  protocol), for a method that brings its own transform for the matrices."""
+  return param_groups(
+      {"target": target, "dense": dense},
+      lambda names, leaf: "target" if is_target_matrix(names, leaf) else "dense",
+  )
 
 
 def target_mask(params: Any) -> Any:

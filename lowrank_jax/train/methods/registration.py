@@ -43,14 +43,13 @@ from collections.abc import Callable, Sequence
 
 import optax
 
-from lowrank_jax.optim.param_groups import param_groups
 from lowrank_jax.train.methods import adam_family
 from lowrank_jax.train.methods.method import (
     Entries,
     MemoryFormula,
     Method,
     ResolvedOptimizer,
-    is_target_matrix,
+    on_target_matrices,
 )
 from lowrank_jax.train.methods.options import MethodOptions, NoOptions
 from lowrank_jax.train.update_records import schedule_record
@@ -181,12 +180,8 @@ def _every_leaf(factory: Callable) -> Callable:
 
 def _target_and_adamw(factory: Callable) -> Callable:
   def build(schedule, section: ResolvedOptimizer, mesh=None) -> optax.GradientTransformation:
-    return param_groups(
-        {
-            "target": _transform(factory, schedule, section, mesh),
-            "dense": adam_family.build(schedule, section),
-        },
-        lambda names, leaf: "target" if is_target_matrix(names, leaf) else "dense",
+    return on_target_matrices(
+        _transform(factory, schedule, section, mesh), adam_family.build(schedule, section)
     )
 
   return build
