@@ -70,14 +70,14 @@ def per_matrix(params):
   )
 
 
-def optax_by_hand(method: str, schedule, dense_leaves: str):
+def optax_by_hand(method: str, schedule, options: dict):
   """``(on the target matrices, on the dense leaves)``: optax's own optimizers."""
   adamw = optax.adamw(schedule, B1, B2, EPS, weight_decay=WD)
   if method == "muon":
     matrices = contrib.muon(
         schedule,
         weight_decay=WD,
-        consistent_rms=0.2,
+        consistent_rms=None if options.get("consistent_rms") == "null" else 0.2,
         muon_weight_dimension_numbers=per_matrix,
     )
   elif method == "lion":
@@ -86,28 +86,26 @@ def optax_by_hand(method: str, schedule, dense_leaves: str):
     matrices = optax.adafactor(
         schedule, min_dim_size_to_factor=FACTOR_FROM, weight_decay_rate=lambda c: WD * schedule(c)
     )
-  return matrices, adamw if dense_leaves == "adamw" else matrices
+  return matrices, matrices if options.get("dense_leaves") == "own" else adamw
 
 
 @pytest.mark.parametrize(
-    "method, dense_leaves",
+    "method, options",
     [
-        ("muon", "adamw"),
-        ("lion", "own"),
-        ("lion", "adamw"),
-        ("adafactor", "own"),
-        ("adafactor", "adamw"),
+        ("muon", {}),
+        ("muon", {"consistent_rms": "null"}),  # modded-nanogpt's width scale
+        ("lion", {"dense_leaves": "own"}),
+        ("lion", {"dense_leaves": "adamw"}),
+        ("adafactor", {"dense_leaves": "own", "min_dim_size_to_factor": FACTOR_FROM}),
+        ("adafactor", {"dense_leaves": "adamw", "min_dim_size_to_factor": FACTOR_FROM}),
     ],
 )
-def test_the_trainers_transform_is_optax_routed_as_documented(method, dense_leaves):
-  options = [] if method == "muon" else [f"dense_leaves={dense_leaves}"]
-  if method == "adafactor":
-    options.append(f"min_dim_size_to_factor={FACTOR_FROM}")
-  section, schedule, params = section_and_params(method, *options)
-  ours = moved(build_optimizer(section, schedule), params)
-  on_matrices, on_dense = (
-      moved(tx, params) for tx in optax_by_hand(method, schedule, dense_leaves)
+def test_the_trainers_transform_is_optax_routed_as_documented(method, options):
+  section, schedule, params = section_and_params(
+      method, *(f"{key}={value}" for key, value in options.items())
   )
+  ours = moved(build_optimizer(section, schedule), params)
+  on_matrices, on_dense = (moved(tx, params) for tx in optax_by_hand(method, schedule, options))
   targets = jax.tree.leaves(target_mask(params))
   assert any(targets) and not all(targets)
   for target, got, matrices, dense in zip(targets, ours, on_matrices, on_dense, strict=True):

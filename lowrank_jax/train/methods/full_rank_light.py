@@ -36,9 +36,9 @@ import dataclasses
 import math
 
 import jax
+import jax.numpy as jnp
 import optax
 from optax import contrib
-from optax.contrib._muon import scale_by_shape  # optax.contrib.muon's own, not exported
 
 from lowrank_jax.optim.adam import with_decoupled_weight_decay
 from lowrank_jax.train.methods import adam_family
@@ -144,8 +144,29 @@ def muon_direction(options: MuonOptions) -> optax.GradientTransformation:
           nesterov=options.nesterov,
           weight_dimension_numbers=per_matrix,
       ),
-      scale_by_shape(per_matrix, options.consistent_rms),
+      scale_by_matrix_shape(options.consistent_rms),
   )
+
+
+def scale_by_matrix_shape(consistent_rms: float | None) -> optax.GradientTransformation:
+  """Scales each matrix ``(..., m, n)``'s orthogonalized update, whose RMS is about
+  ``1 / sqrt(max(m, n))``, by ``consistent_rms * sqrt(max(m, n))`` (AdamW's RMS, arXiv
+  2502.16982, section 2.2), or by ``sqrt(max(1, n / m))`` where ``consistent_rms`` is ``None``
+  (modded-nanogpt's): ``optax.contrib.muon``'s last step.
+
+  >>> import jax.numpy as jnp
+  >>> updates, _ = scale_by_matrix_shape(0.2).update({"w": jnp.ones((2, 16, 4))}, None)
+  >>> float(updates["w"][0, 0, 0])  # 0.2 * sqrt(16)
+  0.800000011920929
+  """
+
+  def scale(update):
+    m, n = update.shape[-2:]
+    if consistent_rms is None:
+      return jnp.sqrt(jnp.maximum(1, n / m)) * update
+    return jnp.sqrt(jnp.maximum(m, n)) * consistent_rms * update
+
+  return optax.stateless(lambda updates, params: jax.tree.map(scale, updates))
 
 
 def adafactor_direction(options: AdafactorOptions) -> optax.GradientTransformation:
