@@ -79,9 +79,33 @@ def plot_loss_curves(rows: list[MethodRow], out_png: str) -> None:
   plt.close(fig)
 
 
+def stacked_label_offsets(points: list[tuple[float, float]], near: float = 0.03) -> list[int]:
+  """Vertical offsets (in points) of the points' labels: a label whose point lies within
+  ``near`` of the spans of an earlier point goes one line lower, so close labels stack.
+
+  >>> stacked_label_offsets([(1.0, 10.0), (1.0, 10.1), (2.0, 20.0), (1.0, 10.05)])
+  [3, -6, 3, -15]
+  """
+  xs, ys = zip(*points, strict=True)
+  x_span, y_span = (max(v) - min(v) or 1.0 for v in (xs, ys))
+  offsets = []
+  for index, (x, y) in enumerate(points):
+    clashes = sum(
+        abs(x - other_x) < near * x_span and abs(y - other_y) < near * y_span
+        for other_x, other_y in points[:index]
+    )
+    offsets.append(3 - 9 * clashes)
+  return offsets
+
+
 def plot_ppl_vs_memory(rows: list[MethodRow], out_png: str) -> None:
   plt, fig, axes = _figure(rows)
   styles = _styles(rows)
+  offsets = {}
+  for size in axes:
+    sized = [row for row in rows if row.size == size]
+    points = [(row.state_bytes / 2**20, row.ppl()[0]) for row in sized]
+    offsets.update(zip((id(row) for row in sized), stacked_label_offsets(points), strict=True))
   for row in rows:
     mean, std = row.ppl()
     ax = axes[row.size]
@@ -97,7 +121,7 @@ def plot_ppl_vs_memory(rows: list[MethodRow], out_png: str) -> None:
         row.method,
         (row.state_bytes / 2**20, mean),
         fontsize=7,
-        xytext=(4, 3),
+        xytext=(4, offsets[id(row)]),
         textcoords="offset points",
     )
   for size, ax in axes.items():

@@ -91,3 +91,16 @@ def test_the_lines_show_the_numbers_and_name_untested_and_untuned_methods():
   assert lines[-1].endswith("edge of its search (may not be the method's best): fira")
   single = finding_lines([_row("full_rank", [20.0])])
   assert "not tested (any other method has no finished run)" in single[1]
+
+
+def test_full_rank_is_compared_with_the_papers_methods_and_other_optimizers_only_noted():
+  lines = finding_lines([_row(m, p) for m, p in {**HOLDS, "muon": [18.0, 18.1, 17.9]}.items()])
+  (full_rank,) = [line for line in lines if "full rank best" in line]
+  assert "holds" in full_rank and "apollo" in full_rank
+  (note,) = [line for line in lines if "beyond the paper" in line]
+  assert "muon 18.00 ± 0.10" in note
+  assert not [
+      line
+      for line in finding_lines([_row(m, p) for m, p in HOLDS.items()])
+      if "beyond the paper" in line
+  ]
