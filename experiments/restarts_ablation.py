@@ -9,7 +9,8 @@ validation perplexity at each variant's own best rate:
   python experiments/restarts_ablation.py experiments/results/restarts
 
 writes ``ablation.md`` and ``ablation.png`` there. A variant whose grid has not finished shows
-a dash until it has finished.
+a dash until it has finished. A row with more seeds than seed 0 (the follow-up grids) shows
+their mean and sample standard deviation, its bar the larger of the two rows' deviations.
 """
 
 from __future__ import annotations
@@ -60,6 +61,8 @@ def ablation(rows: dict[tuple[str, str], dict]) -> list[dict]:
         continue
       record[family] = {
           "ppl": row["val_ppl_mean"],
+          "std": row["val_ppl_std"],
+          "seeds": len(row["seeds"]),
           "lr": row["learning_rate"],
           "at_edge": row["lr_at_edge"],
           "delta": None if reference is None else row["val_ppl_mean"] - reference["val_ppl_mean"],
@@ -73,7 +76,8 @@ def _cell(entry: dict | None) -> str:
     return "-"
   edge = ", at the edge" if entry["at_edge"] else ""
   delta = "" if entry["delta"] is None else f" ({entry['delta']:+.2f})"
-  return f"{entry['ppl']:.2f}{delta} at {entry['lr']:g}{edge}"
+  spread = f" ± {entry['std']:.2f} ({entry['seeds']} seeds)" if entry["seeds"] > 1 else ""
+  return f"{entry['ppl']:.2f}{spread}{delta} at {entry['lr']:g}{edge}"
 
 
 def markdown(records: list[dict]) -> str:
@@ -88,23 +92,28 @@ def markdown(records: list[dict]) -> str:
   return "\n".join(lines) + "\n"
 
 
+def _noise(entry: dict, baseline: dict | None) -> float:
+  """The larger sample deviation of a row and its baseline (0 for single seeds)."""
+  return max(entry["std"] or 0.0, (baseline or {}).get("std") or 0.0)
+
+
 def figure_of(records: list[dict]):
   figure, axis = plt.subplots(figsize=(8, 4.5))
   height = 0.38
+  record_of_baseline = {family: records[0].get(family) for family in FAMILIES}  # no restarts
   for offset, family in enumerate(FAMILIES):
-    deltas = [(r.get(family) or {}).get("delta") for r in records]
-    positions = [i + (offset - 0.5) * height for i in range(len(records))]
-    axis.barh(
-        [p for p, d in zip(positions, deltas) if d is not None],
-        [d for d in deltas if d is not None],
-        height=height,
-        label=family,
-    )
+    bars = [
+        (i + (offset - 0.5) * height, entry["delta"], _noise(entry, record_of_baseline[family]))
+        for i, entry in enumerate(r.get(family) for r in records)
+        if entry is not None and entry["delta"] is not None
+    ]
+    positions, deltas, noise = zip(*bars, strict=True) if bars else ((), (), ())
+    axis.barh(positions, deltas, height=height, xerr=noise, capsize=2, label=family)
   axis.set_yticks(range(len(records)), [r["variant"] for r in records])
   axis.invert_yaxis()
   axis.axvline(0, color="black", linewidth=0.8)
   axis.set_xlabel("validation perplexity minus no restarts' (lower is better)")
-  axis.set_title("The restarts taken apart (micro LLaMA, 2.6 tokens/parameter, seed 0)")
+  axis.set_title("The restarts taken apart\n(micro LLaMA, 2.6 tokens per parameter)")
   axis.legend()
   return figure
 
