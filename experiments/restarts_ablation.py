@@ -4,7 +4,8 @@ Each grid searches Low-Rank's and SLTrain's learning rate (seed 0, protocol A's 
 rule) with one component of the restarts (arXiv 2505.22922, weight refactorization and momentum
 reset) switched on or changed. Every row is read against the same method without restarts
 (``baseline``), so its delta is what that component costs (positive) or gains (negative) in
-validation perplexity at each variant's own best rate:
+validation perplexity at each variant's own best rate, against the baseline's mean over the
+same seeds:
 
   python experiments/restarts_ablation.py experiments/results/restarts
 
@@ -18,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import pathlib
+import statistics
 
 import matplotlib.pyplot as plt
 
@@ -50,6 +52,18 @@ def best_rows(results_dir: pathlib.Path) -> dict[tuple[str, str], dict]:
   return rows
 
 
+def _delta(row: dict, reference: dict | None) -> float | None:
+  """``row``'s mean perplexity minus ``reference``'s over the same seeds (``None`` where the
+  reference lacks one of them): a seed-0 variant is read against seed 0 of no restarts."""
+  if reference is None:
+    return None
+  by_seed = dict(zip(reference["seeds"], reference["val_ppl"], strict=True))
+  if not set(row["seeds"]) <= set(by_seed):
+    return None
+  difference = row["val_ppl_mean"] - statistics.mean(by_seed[seed] for seed in row["seeds"])
+  return round(difference, 9) + 0.0  # no "-0.00" for a row read against itself
+
+
 def ablation(rows: dict[tuple[str, str], dict]) -> list[dict]:
   """One record per variant: per family, the best perplexity, its rate and its delta."""
   records = []
@@ -65,7 +79,7 @@ def ablation(rows: dict[tuple[str, str], dict]) -> list[dict]:
           "seeds": len(row["seeds"]),
           "lr": row["learning_rate"],
           "at_edge": row["lr_at_edge"],
-          "delta": None if reference is None else row["val_ppl_mean"] - reference["val_ppl_mean"],
+          "delta": _delta(row, reference),
       }
     records.append(record)
   return records
