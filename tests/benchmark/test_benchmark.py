@@ -522,4 +522,9 @@ def test_the_committed_protocol_grids_load_and_b_searches_full_ranks_dense_rate(
   assert {c.method for c in b.sweep_cells()} == {"full_rank"} and len(b.sweep_cells()) == 9
   for path in sorted(os.listdir("experiments/grids/restarts")):
     variant = Grid.load(os.path.join("experiments/grids/restarts", path))
-    assert variant.overrides == a.overrides and variant.seeds == (0,)
+    assert variant.overrides == a.overrides
+    if path.endswith("_seeds.yaml"):  # a follow-up: seeds 1-2 beside its grid's seed 0
+      grid = Grid.load(os.path.join("experiments/grids/restarts", path.replace("_seeds", "")))
+      assert variant.seeds == (0, 1, 2) and variant.out_dir == grid.out_dir
+    else:
+      assert variant.seeds == (0,)
