@@ -103,11 +103,8 @@ def _beyond_the_paper(by_method: dict[str, MethodRow], ppl_of) -> list[Finding]:
   if "full_rank" not in by_method:
     return []
   full_rank = ppl_of("full_rank")
-  below = sorted(
-      (m for m in by_method if m != "full_rank" and m not in PAPER_METHODS),
-      key=lambda m: ppl_of(m)[0],
-  )
-  below = [m for m in below if ppl_of(m)[0] < full_rank[0]]
+  outside = (m for m in by_method if m != "full_rank" and m not in PAPER_METHODS)
+  below = sorted((m for m in outside if ppl_of(m)[0] < full_rank[0]), key=lambda m: ppl_of(m)[0])
   if not below:
     return []
   shown = ", ".join(_shown(m, ppl_of(m)) for m in below)

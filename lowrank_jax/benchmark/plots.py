@@ -101,30 +101,17 @@ def stacked_label_offsets(points: list[tuple[float, float]], near: float = 0.03)
 def plot_ppl_vs_memory(rows: list[MethodRow], out_png: str) -> None:
   plt, fig, axes = _figure(rows)
   styles = _styles(rows)
-  offsets = {}
-  for size in axes:
-    sized = [row for row in rows if row.size == size]
-    points = [(row.state_bytes / 2**20, row.ppl()[0]) for row in sized]
-    offsets.update(zip((id(row) for row in sized), stacked_label_offsets(points), strict=True))
-  for row in rows:
-    mean, std = row.ppl()
-    ax = axes[row.size]
-    ax.errorbar(
-        row.state_bytes / 2**20,
-        mean,
-        yerr=std or 0,
-        fmt="o",
-        capsize=3,
-        color=styles[row.method]["color"],
-    )
-    ax.annotate(
-        row.method,
-        (row.state_bytes / 2**20, mean),
-        fontsize=7,
-        xytext=(4, offsets[id(row)]),
-        textcoords="offset points",
-    )
   for size, ax in axes.items():
+    sized = [row for row in rows if row.size == size]
+    points = [(row.state_bytes / 2**20, row.ppl()) for row in sized]
+    offsets = stacked_label_offsets([(memory, mean) for memory, (mean, _) in points])
+    for row, (memory, (mean, std)), offset in zip(sized, points, offsets, strict=True):
+      ax.errorbar(
+          memory, mean, yerr=std or 0, fmt="o", capsize=3, color=styles[row.method]["color"]
+      )
+      ax.annotate(
+          row.method, (memory, mean), fontsize=7, xytext=(4, offset), textcoords="offset points"
+      )
     ax.set(
         title=f"validation perplexity against memory, {size}",
         xlabel="parameters + optimizer state (MiB)",

@@ -1,8 +1,8 @@
 """The experiments' table scripts on result sets made here, as their grids write them.
 
 * ``restarts_ablation.py``: each variant's delta is its best perplexity minus the same
-  method's without restarts over the same seeds, a dash where a grid has not finished, a mean ± std where a row has
-  seeds beyond seed 0, and the edge named.
+  method's without restarts over the same seeds, a dash where a grid has not finished, a
+  mean ± std where a row has seeds beyond seed 0, and the edge named.
 * ``budget_gap.py``: each method's gap to full rank per budget, the tokens per parameter from
   full rank's parameter count, the epochs over the corpus and the train/validation gap from the
   seed-0 run's metrics.
