@@ -6,6 +6,8 @@
 * ``budget_gap.py``: each method's gap to full rank per budget, the tokens per parameter from
   full rank's parameter count, the epochs over the corpus and the train/validation gap from the
   seed-0 run's metrics.
+* ``protocols_side_by_side.py``: each method's perplexity under protocol B minus protocol A's,
+  a dash for a method one protocol lacks, and each finding's verdict under both.
 """
 
 import json
@@ -38,9 +40,9 @@ def row(method, ppls, lr, edge=False, dense=None, tokens=1_000_000):
   }
 
 
-def write_results(directory, rows):
+def write_results(directory, rows, findings=()):
   directory.mkdir(parents=True, exist_ok=True)
-  (directory / "results.json").write_text(json.dumps({"rows": rows}))
+  (directory / "results.json").write_text(json.dumps({"rows": rows, "findings": list(findings)}))
 
 
 def table_cells(path):
@@ -113,3 +115,36 @@ def test_the_budget_gap_is_each_methods_perplexity_minus_full_ranks(tmp_path, bu
   assert [c[6] for c in cells] == ["+0.00", "-1.00"]
   assert [c[7] for c in cells] == ["+0.400", "+0.250"]
   assert (tmp_path / "budget" / "gap.png").stat().st_size > 0
+
+
+def test_the_protocols_side_by_side_subtract_a_from_b_and_pair_the_verdicts(tmp_path):
+  fira_finding = "- Fira at or below GaLore: {} (fira vs galore)"
+  write_results(
+      tmp_path / "cpu_protocol",
+      [row("full_rank", [37.0, 38.0, 39.0], 0.002), row("fira", [30.0], 0.01, edge=True)],
+      findings=[
+          "micro:",
+          fira_finding.format("holds"),
+          "- full rank best within one std: fails (x)",
+      ],
+  )
+  write_results(
+      tmp_path / "cpu_protocol_b",
+      [row("full_rank", [30.5, 31.5], 0.001, dense=0.01), row("muon", [27.5], 0.004, dense=0.01)],
+      findings=["micro:", fira_finding.format("fails"), "- learning rate at an edge: muon"],
+  )
+  run_script("protocols_side_by_side.py", tmp_path)
+  out = tmp_path / "cpu_protocol_b" / "a_vs_b.md"
+  methods, findings = out.read_text().split("\n\n")
+  (out.parent / "methods.md").write_text(methods)
+  (out.parent / "findings.md").write_text(findings)
+  assert table_cells(out.parent / "methods.md") == [
+      ["full_rank", "0.002", "38.00 ± 1.00", "0.001 (dense 0.01)", "31.00 ± 0.71", "-7.00"],
+      ["muon", "-", "-", "0.004 (dense 0.01)", "27.50", "-"],
+      ["fira", "0.01 (edge)", "30.00", "-", "-", "-"],
+  ]
+  assert table_cells(out.parent / "findings.md") == [
+      ["Fira at or below GaLore", "holds", "fails"],
+      ["full rank best within one std", "fails", "-"],
+  ]
+  assert (out.parent / "a_vs_b.png").stat().st_size > 0
