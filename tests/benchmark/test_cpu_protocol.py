@@ -86,3 +86,25 @@ def test_the_findings_methods_get_three_seeds_and_the_others_one(grid):
     assert len(grid.seeds_of(method)) == (3 if method in FINDINGS_METHODS else 1)
     rates = grid.rates(method)
     assert len(rates) >= 3 and all(b / a <= 2 for a, b in zip(rates, rates[1:]))
+
+
+def test_the_period_follow_up_matches_batch_4x_in_tokens_and_differs_only_in_the_batch():
+  def restarts_of(grid_file):
+    grid = Grid.load(os.path.join(GRID, "budget", grid_file))
+    grid.check()
+    config = _config(grid, "low_rank_restarts")
+    rows, steps = config.data.global_batch_size, config.schedule.total_steps
+    optimizer = config.optimizer
+    return {
+        "rows between restarts": rows * optimizer.reset_every,
+        "rows between refactorizations": rows * optimizer.refactorize_every,
+        "rows of recovery": rows * optimizer.recovery_steps,
+        "restarts": steps // optimizer.reset_every,
+        "rows": rows * steps,
+        "learning rate": config.optimizer.learning_rate,
+    }, rows
+
+  follow_up, follow_up_batch = restarts_of("steps_4x_period160.yaml")
+  batch_4x, batch_4x_batch = restarts_of("batch_4x.yaml")
+  assert follow_up == batch_4x
+  assert (follow_up_batch, batch_4x_batch) == (10, 40)
