@@ -15,7 +15,8 @@ seed). For an expected :math:`\\bar p_a \\le \\bar p_b` the difference is :math:
   and is not resolved when the two are within one standard deviation.
 
 A finding whose methods did not all finish is not tested; a method whose chosen learning rate
-sits at an edge of its search is named, since its number may not be its best.
+sits at an edge of its search, or was the grid's only rate, is named, since its number may not
+be its best.
 
 >>> rows = {"fira": (30.0, 0.2), "galore": (31.0, 0.3)}
 >>> print(compare("Fira at or below GaLore", "fira", "galore", rows.get, strict=False).line)
@@ -135,16 +136,16 @@ def check_findings(rows: list[MethodRow]) -> list[Finding]:
   ):
     checked.append(compare(claim, low, high, ppl_of, strict))
   checked += _memory(by_method)
-  edges = [m for m, row in by_method.items() if row.at_edge]
-  if edges:
-    checked.append(
-        Finding(
-            "tuning",
-            "note",
-            f"- learning rate at an edge of its search (may not be the method's best): "
-            f"{', '.join(edges)}",
-        )
-    )
+  for what, untuned in (
+      ("at an edge of its search", [m for m, row in by_method.items() if row.at_edge]),
+      (
+          "not searched, the grid's one rate",
+          [m for m, row in by_method.items() if not row.searched],
+      ),
+  ):
+    if untuned:
+      line = f"- learning rate {what} (may not be the method's best): {', '.join(untuned)}"
+      checked.append(Finding("tuning", "note", line))
   return checked
 
 

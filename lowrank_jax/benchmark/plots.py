@@ -158,8 +158,11 @@ def plot_ppl_vs_lr(rows: list[MethodRow], out_png: str) -> None:
     ax.set_xticks(ticks, [f"{rate:g}" for rate in ticks])
     ax.minorticks_off()
     edge = ", lr at edge" if row.at_edge else ""
+    one_rate = "" if row.searched else ", one rate"
     ax.set_title(
-        f"{row.method} ({row.size}{edge})", fontsize=9, color="tab:red" if edge else "black"
+        f"{row.method} ({row.size}{edge}{one_rate})",
+        fontsize=9,
+        color="tab:red" if edge else "black",
     )
     ax.set_xlabel("learning rate (target matrices)", fontsize=8)
     ax.set_ylabel("validation perplexity", fontsize=8)

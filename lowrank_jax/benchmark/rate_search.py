@@ -10,7 +10,8 @@ one step of the same ratio as its neighbour,
            r_{\\text{new}} = r_k^2 / r_{k-1} \\quad\\text{(above)},
 
 and goes on until the best is interior or ``max_extensions`` points were added; a search that
-ends with its best at an edge says so (``at_edge``), and the report marks it. A failed run
+ends with its best at an edge says so (``at_edge``), and the report marks it. A single rate
+was never searched, so it is at no edge (the report says "one rate"). A failed run
 (e.g. diverged) is worse than any finished one, so a diverged neighbour brackets the optimum.
 
 Every decision is a function of the finished runs' losses alone, so a grid that resumes after
@@ -45,8 +46,8 @@ class Search(NamedTuple):
     pending: the rates whose runs have not ended; they run next.
     best: the rate of lowest validation loss once no run is pending (``None`` while some
       are, or when every run failed).
-    at_edge: the best is the lowest or highest rate and no extension is left (a single
-      rate is at both edges: it was never searched).
+    at_edge: the best is the lowest or highest of two or more rates and no extension is
+      left (a single rate was never searched: not at an edge).
   """
 
   rates: tuple[float, ...]
@@ -94,8 +95,8 @@ class GridSearch(NamedTuple):
     pending: the points (one rate per axis) whose runs have not ended; they run next.
     best: the point of lowest validation loss once none is pending (``None`` while some are,
       or when every run failed).
-    at_edge: per axis, whether the best rate is its lowest or highest and no extension is
-      left (an axis of one rate is at both edges: it was never searched).
+    at_edge: per axis, whether the best rate is the lowest or highest of its two or more
+      rates and no extension is left (an axis of one rate was never searched: not at an edge).
   """
 
   axes: tuple[tuple[float, ...], ...]
@@ -154,7 +155,7 @@ def search_grid(
             else [*rates, _beyond(rates[-2], rates[-1])]
         )
         extended = True
-      at_edge.append(low or high)
+      at_edge.append(len(rates) > 1 and (low or high))
     if not extended:
       return GridSearch(tuple(map(tuple, tried)), (), best, tuple(at_edge))
 

@@ -1,12 +1,18 @@
 """The grid's table (Markdown, CSV, JSON), its plots, and the paper's findings checked.
 
 Per ``(size, method)``: the chosen learning rate (marked when it sits at an edge of its
-search), the validation perplexity as mean ± standard deviation over the seeds at that rate,
-every rate the search tried, and the findings of :mod:`lowrank_jax.benchmark.findings`.
+search, or when the grid gave it one rate and nothing was searched), the validation perplexity
+as mean ± standard deviation over the seeds at that rate, every rate the search tried, and the
+findings of :mod:`lowrank_jax.benchmark.findings`.
 
->>> rate_shown({"learning_rate": 0.01, "dense_learning_rate": None, "lr_at_edge": True})
+>>> rate_shown({"learning_rate": 0.01, "dense_learning_rate": None, "lr_at_edge": True,
+...             "lr_searched": True})
 '0.01 (edge)'
->>> rate_shown({"learning_rate": 0.002, "dense_learning_rate": 0.008, "lr_at_edge": False})
+>>> rate_shown({"learning_rate": 0.01, "dense_learning_rate": None, "lr_at_edge": False,
+...             "lr_searched": False})
+'0.01 (one rate)'
+>>> rate_shown({"learning_rate": 0.002, "dense_learning_rate": 0.008, "lr_at_edge": False,
+...             "lr_searched": True})
 '0.002, dense 0.008'
 """
 
@@ -28,6 +34,7 @@ COLUMNS = (
     "learning_rate",
     "dense_learning_rate",
     "lr_at_edge",
+    "lr_searched",
     "val_ppl_mean",
     "val_ppl_std",
     "val_ppl",
@@ -45,10 +52,12 @@ def _shown(value, digits: int = 2) -> str:
 
 def rate_shown(record: dict) -> str:
   """The chosen rate, ``cfg`` for the config's own, and the dense leaves' where they have
-  one of their own, with ``(edge)`` when not bracketed."""
+  one of their own, with ``(edge)`` when not bracketed and ``(one rate)`` when not searched."""
   rate, dense = record["learning_rate"], record["dense_learning_rate"]
   shown = ("cfg" if rate is None else f"{rate:g}") + ("" if dense is None else f", dense {dense:g}")
-  return shown + (" (edge)" if record["lr_at_edge"] else "")
+  if record["lr_at_edge"]:
+    return shown + " (edge)"
+  return shown + ("" if record["lr_searched"] else " (one rate)")
 
 
 def table_rows(rows: list[MethodRow]) -> list[dict]:

@@ -135,7 +135,8 @@ def mean_std(values: list[float]) -> tuple[float, float | None]:
 @dataclasses.dataclass(frozen=True)
 class MethodRow:
   """One ``(size, method)`` of the table: ``runs`` are its finished seeds at the chosen rates,
-  ``sweep`` its search's runs, ``at_edge`` whether a searched rate is at an edge of them."""
+  ``sweep`` its search's runs, ``at_edge`` whether a searched rate is at an edge of them,
+  ``searched`` whether the matrix rate's search tried more than one rate."""
 
   size: str
   method: str
@@ -144,6 +145,7 @@ class MethodRow:
   sweep: tuple[CellResult, ...]
   at_edge: bool = False
   dense_learning_rate: float | None = None
+  searched: bool = True
 
   def ppl(self) -> tuple[float, float | None]:
     return mean_std([float(r.summary["val_ppl"]) for r in self.runs])
@@ -172,6 +174,7 @@ class MethodRow:
         "wall_time_s": self.mean_of("wall_time_s"),
         "tokens_per_s": self.mean_of("tokens_seen") / self.mean_of("wall_time_s"),
         "lr_at_edge": self.at_edge,
+        "lr_searched": self.searched,
         "state_bytes": self.state_bytes,
         "param_bytes": int(self.runs[0].summary["param_bytes"]),
         "opt_state_bytes": int(self.runs[0].summary["opt_state_bytes"]),
@@ -207,5 +210,6 @@ def method_rows(grid: Grid) -> list[MethodRow]:
     )
     dense_searched = grid.dense_rates(method) is not None
     at_edge = state.at_edge[0] or (dense_searched and state.at_edge[1])
-    rows.append(MethodRow(size, method, rate, runs, sweep, at_edge, dense))
+    searched = len(state.axes[0]) > 1
+    rows.append(MethodRow(size, method, rate, runs, sweep, at_edge, dense, searched))
   return rows

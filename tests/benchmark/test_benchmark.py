@@ -104,6 +104,7 @@ def test_the_search_extends_past_its_edge_and_picks_the_rate_of_lowest_validatio
   ]
   assert row["learning_rate"] == best and row["val_ppl"] == ppl
   assert row["lr_at_edge"] == state.at_edge[0] and len(row["sweep"]) == 3
+  assert row["lr_searched"]
   assert row["val_ppl_mean"] == pytest.approx(statistics.fmean(ppl))
   assert row["val_ppl_std"] == pytest.approx(statistics.stdev(ppl))
   assert (

@@ -9,14 +9,14 @@ from lowrank_jax.benchmark.results import CellResult, MethodRow
 STATE = {"galore": 1000, "fira": 1000, "low_rank_restarts": 760}
 
 
-def _row(method, ppls, at_edge=False, size="micro"):
+def _row(method, ppls, at_edge=False, size="micro", searched=True):
   summary = lambda p: {
       "val_ppl": p,
       "param_bytes": STATE.get(method, 1500),
       "opt_state_bytes": 0,
   }
   runs = tuple(CellResult(None, "done", summary(p)) for p in ppls)
-  return MethodRow(size, method, 0.01, runs, runs[:1], at_edge)
+  return MethodRow(size, method, 0.01, runs, runs[:1], at_edge, searched=searched)
 
 
 # Every finding holds: full rank best, restarts clearly better, Fira below GaLore, LRR below both.
@@ -89,6 +89,11 @@ def test_the_lines_show_the_numbers_and_name_untested_and_untuned_methods():
   )
   assert "- restarts improve SLTrain: not tested (sltrain has no finished run)" in lines
   assert lines[-1].endswith("edge of its search (may not be the method's best): fira")
+  one_rate = finding_lines([_row("full_rank", [20.0], searched=False), _row("fira", [24.0])])
+  assert (
+      one_rate[-1]
+      == "- learning rate not searched, the grid's one rate (may not be the method's best): full_rank"
+  )
   single = finding_lines([_row("full_rank", [20.0])])
   assert "not tested (any other method has no finished run)" in single[1]
 

@@ -38,8 +38,9 @@ def test_a_search_out_of_extensions_marks_its_best_at_the_edge():
   state, done = _run_to_the_end((0.01, 0.02), 2, _parabola(1.0))
   assert state.rates == (0.01, 0.02, 0.04, 0.08) and len(done) == 4
   assert (state.best, state.at_edge) == (0.08, True)
+  # a single rate was never searched: it is at no edge, and it is not extended
   single = search((0.01,), 2, {0.01: 3.0}.get)
-  assert (single.rates, single.best, single.at_edge) == ((0.01,), 0.01, True)
+  assert (single.rates, single.best, single.at_edge) == ((0.01,), 0.01, False)
 
 
 def test_a_failed_neighbour_brackets_the_best_and_all_failed_has_none():
