@@ -117,7 +117,7 @@ def markdown(records: list[dict]) -> str:
 
 
 def figure_of(records: list[dict]):
-  figure, axis = plt.subplots(figsize=(7, 4.5))
+  figure, axis = plt.subplots(figsize=(8.5, 4.5))
   for index, method in enumerate(m for m in METHODS if m != "full_rank"):
     color = f"C{index}"
     steps = [r for r in records if r["method"] == method and r["marker"] == "o"]
@@ -132,10 +132,14 @@ def figure_of(records: list[dict]):
       if r["method"] == method and r["marker"] == "s":
         axis.plot(r["tokens_per_parameter"], r["gap"], "s", color=color, fillstyle="none")
   axis.axhline(0, color="black", linewidth=0.8)
+  axis.set_xscale("log")  # the budgets double
+  ticks = sorted({r["tokens_per_parameter"] for r in records})
+  axis.set_xticks(ticks, [f"{t:.1f}" for t in ticks])
+  axis.minorticks_off()
   axis.set_xlabel("tokens per parameter (hollow squares: 4x batch)")
   axis.set_ylabel("validation perplexity minus full rank's")
   axis.set_title("Gap to full rank against the budget (micro LLaMA, seed 0)")
-  axis.legend(fontsize=8)
+  axis.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1))
   return figure
 
 
