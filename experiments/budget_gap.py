@@ -4,10 +4,10 @@ experiments/grids/budget/.
 The paper trains about 20 tokens per parameter (arXiv 2505.22922, experimental protocol); the
 CPU protocol trains 2.6. This reads protocol B's six core methods at 2.6 tokens per parameter
 (seed 0) and the same methods at 2x and 4x the steps and at 4x the batch, each at B's chosen
-rates, and reports per budget: the validation perplexity, its gap to full rank's, the epochs
-over the embedded corpus's training chapters and the train/validation gap (the last logged
-training loss against the validation loss; a training loss is the mean over its logging
-window):
+rates (full rank and APOLLO also at 8x the steps, the paper's budget), and reports per
+budget: the validation perplexity, its gap to full rank's, the epochs over the embedded
+corpus's training chapters and the train/validation gap (the last logged training loss against
+the validation loss; a training loss is the mean over its logging window):
 
   python experiments/budget_gap.py experiments/results
 
@@ -32,6 +32,7 @@ BUDGETS = (
     ("1x (protocol B)", "cpu_protocol_b", "o"),
     ("2x steps", "budget/steps_2x", "o"),
     ("4x steps", "budget/steps_4x", "o"),
+    ("8x steps", "budget/steps_8x", "o"),  # full rank and APOLLO only
     ("4x batch", "budget/batch_4x", "s"),
 )
 
