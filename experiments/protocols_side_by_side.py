@@ -24,6 +24,8 @@ import matplotlib.pyplot as plt
 
 from table_output import write_table_and_plot
 
+from lowrank_jax.benchmark.report import rate_shown
+
 # "- <finding>: <holds|fails> (<evidence>)", as lowrank_jax.benchmark.findings writes a verdict
 VERDICT = re.compile(r"^- (?P<finding>.+?): (?P<verdict>holds|fails) \((?P<evidence>.*)\)$")
 
@@ -41,11 +43,7 @@ def read_protocol(path: pathlib.Path) -> tuple[dict[str, dict], dict[str, str]]:
 
 
 def rate_cell(row: dict | None) -> str:
-  if row is None:
-    return "-"
-  dense = row.get("dense_learning_rate")
-  text = f"{row['learning_rate']:g}" + ("" if dense is None else f" (dense {dense:g})")
-  return text + (" (edge)" if row["lr_at_edge"] else "")
+  return "-" if row is None else rate_shown(row)
 
 
 def ppl_cell(row: dict | None) -> str:

@@ -24,7 +24,7 @@ sys.path.insert(0, os.path.join(ROOT, "experiments"))  # the scripts import thei
 import budget_gap  # noqa: E402
 
 
-def row(method, ppls, lr, edge=False, dense=None, tokens=1_000_000):
+def row(method, ppls, lr, edge=False, dense=None, tokens=1_000_000, searched=True):
   """A results.json row as the benchmark report writes it."""
   return {
       "size": "micro",
@@ -36,6 +36,7 @@ def row(method, ppls, lr, edge=False, dense=None, tokens=1_000_000):
       "val_ppl_mean": statistics.mean(ppls),
       "val_ppl_std": statistics.stdev(ppls) if len(ppls) > 1 else None,
       "lr_at_edge": edge,
+      "lr_searched": searched,
       "tokens": tokens,
   }
 
@@ -121,7 +122,11 @@ def test_the_protocols_side_by_side_subtract_a_from_b_and_pair_the_verdicts(tmp_
   fira_finding = "- Fira at or below GaLore: {} (fira vs galore)"
   write_results(
       tmp_path / "cpu_protocol",
-      [row("full_rank", [37.0, 38.0, 39.0], 0.002), row("fira", [30.0], 0.01, edge=True)],
+      [
+          row("full_rank", [37.0, 38.0, 39.0], 0.002),
+          row("fira", [30.0], 0.01, edge=True),
+          row("low_rank", [40.0], 0.006, searched=False),
+      ],
       findings=[
           "micro:",
           fira_finding.format("holds"),
@@ -139,9 +144,10 @@ def test_the_protocols_side_by_side_subtract_a_from_b_and_pair_the_verdicts(tmp_
   (out.parent / "methods.md").write_text(methods)
   (out.parent / "findings.md").write_text(findings)
   assert table_cells(out.parent / "methods.md") == [
-      ["full_rank", "0.002", "38.00 ± 1.00", "0.001 (dense 0.01)", "31.00 ± 0.71", "-7.00"],
-      ["muon", "-", "-", "0.004 (dense 0.01)", "27.50", "-"],
+      ["full_rank", "0.002", "38.00 ± 1.00", "0.001, dense 0.01", "31.00 ± 0.71", "-7.00"],
+      ["muon", "-", "-", "0.004, dense 0.01", "27.50", "-"],
       ["fira", "0.01 (edge)", "30.00", "-", "-", "-"],
+      ["low_rank", "0.006 (one rate)", "40.00", "-", "-", "-"],
   ]
   assert table_cells(out.parent / "findings.md") == [
       ["Fira at or below GaLore", "holds", "fails"],
